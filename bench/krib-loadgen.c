@@ -1,0 +1,344 @@
+/* krib-loadgen: makes invalidation traffic for krib's demo, tests and
+ * benchmarks.
+ *
+ *   krib-loadgen create   --topic T --partitions P
+ *   krib-loadgen produce  --topic T --count N [--keys-per-event K] [--malformed M]
+ *   krib-loadgen populate --count N [--keys-per-event K]     (SET the keys in Redis)
+ *   krib-loadgen count    --count N [--keys-per-event K]     (how many still exist)
+ *
+ * Event i (0 <= i < N) is entity "<prefix>:<i>" with keys
+ * "<prefix>:{<i>}:k<j>" (j < K), version {"db": i+1}; the Kafka message key is
+ * the entity, so one entity always lands in one partition. --malformed adds M
+ * undecodable messages spread over the stream (they are extra, not in N).
+ * Brokers and Redis seed default to KRIB_KAFKA_BROKERS / first of
+ * KRIB_REDIS_NODES (set by ci/lib.sh).
+ */
+#include <getopt.h>
+#include <hiredis.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "encode.h"
+#include "slot.h"
+#include "topo.h"
+
+typedef struct {
+        const char *brokers, *topic, *prefix, *schema, *redis;
+        long count, keys_per_event, malformed, partitions;
+} opts_t;
+
+static void die(const char *fmt, const char *arg) {
+        fprintf(stderr, "krib-loadgen: ");
+        fprintf(stderr, fmt, arg);
+        fputc('\n', stderr);
+        exit(1);
+}
+
+static int key_of(const opts_t *o, long i, long j, char *buf, size_t size) {
+        return snprintf(buf, size, "%s:{%ld}:k%ld", o->prefix, i, j);
+}
+
+static rd_kafka_t *producer(const opts_t *o) {
+        char err[512];
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        if (rd_kafka_conf_set(c, "bootstrap.servers", o->brokers, err, sizeof(err)) ||
+            rd_kafka_conf_set(c, "linger.ms", "20", err, sizeof(err)) ||
+            rd_kafka_conf_set(c, "batch.num.messages", "10000", err, sizeof(err)) ||
+            rd_kafka_conf_set(c, "queue.buffering.max.messages", "1000000", err, sizeof(err)) ||
+            rd_kafka_conf_set(c, "compression.codec", "lz4", err, sizeof(err)) ||
+            rd_kafka_conf_set(c, "enable.idempotence", "true", err, sizeof(err)))
+                die("%s", err);
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
+        if (!rk)
+                die("%s", err);
+        return rk;
+}
+
+static int cmd_create(const opts_t *o) {
+        rd_kafka_t *rk = producer(o);
+        char err[512];
+        rd_kafka_NewTopic_t *nt =
+                rd_kafka_NewTopic_new(o->topic, (int)o->partitions, 1, err, sizeof(err));
+        if (!nt)
+                die("%s", err);
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+        int rc = 1;
+        if (!ev)
+                fprintf(stderr, "krib-loadgen: CreateTopics timed out\n");
+        else {
+                size_t n;
+                const rd_kafka_topic_result_t **res =
+                        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+                rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
+                if (!e && n == 1)
+                        e = rd_kafka_topic_result_error(res[0]);
+                if (!e || e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+                        printf("topic %s ready (%ld partitions)\n", o->topic, o->partitions);
+                        rc = 0;
+                } else
+                        fprintf(stderr, "krib-loadgen: create %s: %s\n", o->topic,
+                                rd_kafka_err2str(e));
+                rd_kafka_event_destroy(ev);
+        }
+        rd_kafka_NewTopic_destroy(nt);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+        return rc;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+        (void)rk;
+        long *failed = opaque;
+        if (m->err) {
+                (*failed)++;
+                fprintf(stderr, "krib-loadgen: delivery failed: %s\n", rd_kafka_err2str(m->err));
+        }
+}
+
+static int cmd_produce(const opts_t *o) {
+        char err[512];
+        krib_encode_t *enc = krib_encode_new_file(o->schema, err, sizeof(err));
+        if (!enc)
+                die("%s", err);
+        rd_kafka_t *rk;
+        {
+                rd_kafka_conf_t *c = rd_kafka_conf_new();
+                static long failed;
+                rd_kafka_conf_set(c, "bootstrap.servers", o->brokers, err, sizeof(err));
+                rd_kafka_conf_set(c, "linger.ms", "20", err, sizeof(err));
+                rd_kafka_conf_set(c, "batch.num.messages", "10000", err, sizeof(err));
+                rd_kafka_conf_set(c, "queue.buffering.max.messages", "1000000", err, sizeof(err));
+                rd_kafka_conf_set(c, "compression.codec", "lz4", err, sizeof(err));
+                rd_kafka_conf_set(c, "enable.idempotence", "true", err, sizeof(err));
+                rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
+                rd_kafka_conf_set_opaque(c, &failed);
+                rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
+                if (!rk)
+                        die("%s", err);
+        }
+        long *failed = rd_kafka_opaque(rk);
+        long total = o->count + o->malformed;
+        long every = o->malformed ? total / (o->malformed + 1) : 0;
+        long next_bad = every ? every : -1, bad = 0;
+        int64_t t0 = krib_clock_mono_us();
+        krib_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        krib_event_reset(&ev);
+        char buf[8192], entity[256];
+        long i = 0;
+        for (long n = 0; n < total; n++) {
+                const void *payload;
+                size_t len;
+                char key[256];
+                if (n == next_bad && bad < o->malformed) {
+                        /* Not Avro of our schema: a stray JSON document. */
+                        len = (size_t)snprintf(buf, sizeof(buf),
+                                               "{\"not\":\"avro\",\"n\":%ld}", bad);
+                        snprintf(key, sizeof(key), "malformed-%ld", bad);
+                        payload = buf;
+                        bad++;
+                        next_bad += every;
+                } else {
+                        krib_event_reset(&ev);
+                        int el = snprintf(entity, sizeof(entity), "%s:%ld", o->prefix, i);
+                        krib_event_strdup(&ev, &ev.entity, entity, (size_t)el);
+                        ev.keys = krib_event_alloc(&ev, (size_t)o->keys_per_event * sizeof(krib_str_t));
+                        for (long j = 0; j < o->keys_per_event; j++) {
+                                int kl = key_of(o, i, j, key, sizeof(key));
+                                krib_event_strdup(&ev, &ev.keys[j], key, (size_t)kl);
+                        }
+                        ev.key_count = (size_t)o->keys_per_event;
+                        ev.version = krib_event_alloc(&ev, sizeof(krib_vv_entry_t));
+                        krib_event_strdup(&ev, &ev.version[0].origin, "db", 2);
+                        ev.version[0].counter = i + 1;
+                        ev.version_count = 1;
+                        ev.action = KRIB_ACTION_DELETE;
+                        ev.ts_ms = krib_clock_wall_ms();
+                        if (krib_encode_event(enc, &ev, buf, sizeof(buf), &len))
+                                die("cannot encode event %s", entity);
+                        snprintf(key, sizeof(key), "%s", entity);
+                        payload = buf;
+                        i++;
+                }
+                for (;;) {
+                        rd_kafka_resp_err_t e = rd_kafka_producev(
+                                rk, RD_KAFKA_V_TOPIC(o->topic),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_KEY(key, strlen(key)),
+                                RD_KAFKA_V_VALUE((void *)payload, len), RD_KAFKA_V_END);
+                        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                                rd_kafka_poll(rk, 10);
+                                continue;
+                        }
+                        if (e)
+                                die("produce: %s", rd_kafka_err2str(e));
+                        break;
+                }
+                if ((n & 1023) == 0)
+                        rd_kafka_poll(rk, 0);
+        }
+        rd_kafka_flush(rk, 60000);
+        long left = rd_kafka_outq_len(rk);
+        double secs = (double)(krib_clock_mono_us() - t0) / 1e6;
+        printf("produced %ld events + %ld malformed to %s in %.2fs (%.0f msg/s)\n", i, bad,
+               o->topic, secs, secs > 0 ? (double)total / secs : 0.0);
+        krib_event_destroy(&ev);
+        krib_encode_destroy(enc);
+        rd_kafka_destroy(rk);
+        if (left || *failed) {
+                fprintf(stderr, "krib-loadgen: %ld undelivered, %ld failed\n", left, *failed);
+                return 1;
+        }
+        return 0;
+}
+
+/* Connections to every master of the cluster (or the one standalone node). */
+typedef struct {
+        krib_topo_t topo;
+        redisContext **ctx;
+        long *queued;
+} redis_t;
+
+static void redis_open(redis_t *r, const char *seed) {
+        krib_addr_t a;
+        if (krib_addr_parse(seed, &a))
+                die("bad redis address %s", seed);
+        redisContext *c = redisConnect(a.host, a.port);
+        if (!c || c->err)
+                die("cannot connect to redis %s", seed);
+        krib_topo_init(&r->topo);
+        redisReply *rep = redisCommand(c, "CLUSTER SLOTS");
+        char err[256];
+        if (rep && rep->type == REDIS_REPLY_ERROR) /* standalone */
+                krib_topo_load_standalone(&r->topo, &a);
+        else if (krib_topo_load_slots(&r->topo, rep, a.host, err, sizeof(err)))
+                die("%s", err);
+        if (rep)
+                freeReplyObject(rep);
+        redisFree(c);
+        r->ctx = calloc(r->topo.master_count, sizeof(*r->ctx));
+        r->queued = calloc(r->topo.master_count, sizeof(*r->queued));
+        for (size_t m = 0; m < r->topo.master_count; m++) {
+                r->ctx[m] = redisConnect(r->topo.masters[m].host, r->topo.masters[m].port);
+                if (!r->ctx[m] || r->ctx[m]->err)
+                        die("cannot connect to master %s", r->topo.masters[m].host);
+        }
+}
+
+static long redis_drain(redis_t *r, int want_integer_sum) {
+        long sum = 0;
+        for (size_t m = 0; m < r->topo.master_count; m++) {
+                for (; r->queued[m]; r->queued[m]--) {
+                        redisReply *rep;
+                        if (redisGetReply(r->ctx[m], (void **)&rep) != REDIS_OK)
+                                die("redis: %s", r->ctx[m]->errstr);
+                        if (rep->type == REDIS_REPLY_ERROR)
+                                die("redis: %s", rep->str);
+                        if (want_integer_sum && rep->type == REDIS_REPLY_INTEGER)
+                                sum += rep->integer;
+                        freeReplyObject(rep);
+                }
+        }
+        return sum;
+}
+
+static long cmd_keys(const opts_t *o, int populate) {
+        redis_t r;
+        redis_open(&r, o->redis);
+        long total = 0;
+        char key[256];
+        for (long i = 0; i < o->count; i++) {
+                for (long j = 0; j < o->keys_per_event; j++) {
+                        int kl = key_of(o, i, j, key, sizeof(key));
+                        int m = r.topo.slot_owner[krib_slot_of(key, (size_t)kl)];
+                        if (m < 0)
+                                die("slot of %s has no owner", key);
+                        if (populate)
+                                redisAppendCommand(r.ctx[m], "SET %b cached-%ld", key, (size_t)kl, i);
+                        else
+                                redisAppendCommand(r.ctx[m], "EXISTS %b", key, (size_t)kl);
+                        r.queued[m]++;
+                }
+                if ((i & 1023) == 1023)
+                        total += redis_drain(&r, !populate);
+        }
+        total += redis_drain(&r, !populate);
+        for (size_t m = 0; m < r.topo.master_count; m++)
+                redisFree(r.ctx[m]);
+        free(r.ctx);
+        free(r.queued);
+        krib_topo_destroy(&r.topo);
+        return total;
+}
+
+int main(int argc, char **argv) {
+        if (argc < 2) {
+                fprintf(stderr, "usage: krib-loadgen create|produce|populate|count [options]\n");
+                return 2;
+        }
+        const char *cmd = argv[1];
+        opts_t o = {.brokers = getenv("KRIB_KAFKA_BROKERS") ? getenv("KRIB_KAFKA_BROKERS")
+                                                            : "127.0.0.1:19092",
+                    .topic = "invalidations",
+                    .prefix = "user",
+                    .schema = "schemas/invalidation.avsc",
+                    .redis = "127.0.0.1:19100",
+                    .count = 100,
+                    .keys_per_event = 1,
+                    .partitions = 6};
+        static char seed[256];
+        if (getenv("KRIB_REDIS_NODES")) {
+                snprintf(seed, sizeof(seed), "%s", getenv("KRIB_REDIS_NODES"));
+                char *c = strchr(seed, ',');
+                if (c)
+                        *c = '\0';
+                o.redis = seed;
+        }
+        static const struct option lo[] = {
+                {"brokers", required_argument, NULL, 'b'},  {"topic", required_argument, NULL, 't'},
+                {"prefix", required_argument, NULL, 'x'},   {"schema", required_argument, NULL, 's'},
+                {"redis", required_argument, NULL, 'r'},    {"count", required_argument, NULL, 'n'},
+                {"keys-per-event", required_argument, NULL, 'k'},
+                {"malformed", required_argument, NULL, 'm'},
+                {"partitions", required_argument, NULL, 'p'}, {NULL, 0, NULL, 0}};
+        int c;
+        optind = 2;
+        while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+                switch (c) {
+                case 'b': o.brokers = optarg; break;
+                case 't': o.topic = optarg; break;
+                case 'x': o.prefix = optarg; break;
+                case 's': o.schema = optarg; break;
+                case 'r': o.redis = optarg; break;
+                case 'n': o.count = atol(optarg); break;
+                case 'k': o.keys_per_event = atol(optarg); break;
+                case 'm': o.malformed = atol(optarg); break;
+                case 'p': o.partitions = atol(optarg); break;
+                default: return 2;
+                }
+        }
+        if (o.count < 0 || o.keys_per_event < 1 || o.keys_per_event > 64 || o.malformed < 0 ||
+            o.partitions < 1)
+                die("%s", "bad numeric option");
+        if (!strcmp(cmd, "create"))
+                return cmd_create(&o);
+        if (!strcmp(cmd, "produce"))
+                return cmd_produce(&o);
+        if (!strcmp(cmd, "populate")) {
+                cmd_keys(&o, 1);
+                printf("populated %ld keys\n", o.count * o.keys_per_event);
+                return 0;
+        }
+        if (!strcmp(cmd, "count")) {
+                printf("%ld\n", cmd_keys(&o, 0));
+                return 0;
+        }
+        die("unknown command %s", cmd);
+        return 2;
+}

@@ -1,0 +1,21 @@
+# Shared by the ci/ scripts: paths, ports and small helpers. Sourced, not run.
+# Ports derive from one base so two checkouts can run side by side:
+#   KRIB_PORT_BASE=19000 (default) -> Kafka 19092, controller 19093,
+#   Redis Cluster 19100-19105 (bus ports +10000), standalone Redis 19110.
+KAFKA_VERSION=3.9.1
+KRIB_ROOT=${KRIB_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+KAFKA_LIBS=${KRIB_KAFKA_LIBS:-$KRIB_ROOT/.cache/kafka-$KAFKA_VERSION/libs}
+KRIB_RUN=${KRIB_RUN:-$KRIB_ROOT/.run}
+KRIB_BUILD=${KRIB_BUILD:-$KRIB_ROOT/build}
+KRIB_PORT_BASE=${KRIB_PORT_BASE:-19000}
+KAFKA_PORT=$((KRIB_PORT_BASE + 92))
+KAFKA_CONTROLLER_PORT=$((KRIB_PORT_BASE + 93))
+REDIS_CLUSTER_PORTS=($((KRIB_PORT_BASE + 100)) $((KRIB_PORT_BASE + 101)) $((KRIB_PORT_BASE + 102))
+                     $((KRIB_PORT_BASE + 103)) $((KRIB_PORT_BASE + 104)) $((KRIB_PORT_BASE + 105)))
+REDIS_STANDALONE_PORT=$((KRIB_PORT_BASE + 110))
+export KRIB_PORT_BASE KAFKA_PORT REDIS_STANDALONE_PORT
+export KRIB_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+export KRIB_REDIS_NODES="127.0.0.1:${REDIS_CLUSTER_PORTS[0]},127.0.0.1:${REDIS_CLUSTER_PORTS[1]},127.0.0.1:${REDIS_CLUSTER_PORTS[2]}"
+
+say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }

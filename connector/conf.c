@@ -1,0 +1,482 @@
+#include "conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_INT, T_BOOL, T_LIST, T_ENUM } row_type_t;
+
+typedef struct {
+        const char *name;
+        row_type_t type;
+        size_t offset;
+        const char *def; /* default, in the form an environment variable takes */
+        int64_t min, max;
+        const char *const *enums; /* T_ENUM: symbol i maps to value i */
+        const char *doc;
+        int secret;
+} row_t;
+
+static const char *const redis_modes[] = {"cluster", "standalone", NULL};
+static const char *const formats[] = {"avro-raw", NULL};
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+
+#define F(field) offsetof(krib_conf_t, field)
+
+/* The one description of krib's configuration. */
+static const row_t rows[] = {
+    {"kafka.brokers", T_STR, F(kafka_brokers), "127.0.0.1:19092", 0, 0, NULL,
+     "Bootstrap brokers (librdkafka bootstrap.servers).", 0},
+    {"kafka.group_id", T_STR, F(kafka_group_id), "krib", 0, 0, NULL,
+     "Consumer group; instances sharing it split the partitions.", 0},
+    {"kafka.topics", T_LIST, F(kafka_topics), "", 0, 0, NULL,
+     "Topics to consume; an entry starting with '^' is a regex.", 0},
+    {"kafka.properties", T_LIST, F(kafka_properties), "", 0, 0, NULL,
+     "Extra librdkafka consumer properties as \"name=value\" strings.", 0},
+    {"redis.mode", T_ENUM, F(redis_mode), "cluster", 0, 0, redis_modes,
+     "cluster: route by hash slot; standalone: one server owns every key.", 0},
+    {"redis.nodes", T_LIST, F(redis_nodes), "127.0.0.1:19100", 0, 0, NULL,
+     "Seed nodes host:port; the cluster topology is discovered from them.", 0},
+    {"redis.username", T_STR, F(redis_username), "", 0, 0, NULL,
+     "ACL user for AUTH (empty: default user).", 0},
+    {"redis.password", T_STR, F(redis_password), "", 0, 0, NULL,
+     "Password for AUTH (empty: no AUTH).", 1},
+    {"redis.connect_timeout_ms", T_INT, F(redis_connect_timeout_ms), "1000", 1, 600000, NULL,
+     "TCP connect timeout per node.", 0},
+    {"redis.command_timeout_ms", T_INT, F(redis_command_timeout_ms), "5000", 1, 600000, NULL,
+     "Socket read/write timeout; a node that exceeds it is reconnected.", 0},
+    {"redis.max_keys_per_command", T_INT, F(redis_max_keys_per_command), "64", 1, 100000, NULL,
+     "Keys of one slot per UNLINK command.", 0},
+    {"decode.format", T_ENUM, F(decode_format), "avro-raw", 0, 0, formats,
+     "Wire format of event values: avro-raw = Avro binary in the schema file's schema.", 0},
+    {"decode.schema_file", T_STR, F(decode_schema_file), "schemas/invalidation.avsc", 0, 0, NULL,
+     "Writer schema (.avsc); relative paths start at the config file's directory.", 0},
+    {"pipeline.batch_max_events", T_INT, F(pipeline_batch_max_events), "10000", 1, 1000000, NULL,
+     "Events gathered before they are written to Redis.", 0},
+    {"pipeline.linger_ms", T_INT, F(pipeline_linger_ms), "5", 0, 10000, NULL,
+     "Longest wait for a batch to fill.", 0},
+    {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0, 3600000,
+     NULL, "On SIGTERM, how long unacknowledged writes may still be retried.", 0},
+    {"log.level", T_ENUM, F(log_level), "info", 0, 0, log_levels, "error|warn|info|debug.", 0},
+    {"log.stats_interval_ms", T_INT, F(log_stats_interval_ms), "5000", 0, 3600000, NULL,
+     "Period of the stats log line (0: never).", 0},
+};
+
+#define ROW_COUNT (sizeof(rows) / sizeof(rows[0]))
+
+
+
+static void errf(char *errstr, size_t size, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errstr, size, fmt, ap);
+        va_end(ap);
+}
+
+size_t krib_conf_row_count(void) {
+        return ROW_COUNT;
+}
+
+const char *krib_conf_row_name(size_t i) {
+        return i < ROW_COUNT ? rows[i].name : NULL;
+}
+
+static void list_clear(krib_strlist_t *l) {
+        for (size_t i = 0; i < l->n; i++)
+                free(l->v[i]);
+        free(l->v);
+        l->v = NULL;
+        l->n = 0;
+}
+
+static int list_push(krib_strlist_t *l, const char *s, size_t len) {
+        char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+        if (!v)
+                return -1;
+        l->v = v;
+        if (!(v[l->n] = strndup(s, len)))
+                return -1;
+        l->n++;
+        return 0;
+}
+
+/* Sets a row from its textual form (defaults and the environment use it). */
+static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *errstr,
+                    size_t size) {
+        void *p = (char *)conf + r->offset;
+        switch (r->type) {
+        case T_STR: {
+                char *s = strdup(val);
+                if (!s)
+                        goto oom;
+                free(*(char **)p);
+                *(char **)p = s;
+                return 0;
+        }
+        case T_INT: {
+                char *end;
+                errno = 0;
+                long long v = strtoll(val, &end, 10);
+                if (errno || end == val || *end) {
+                        errf(errstr, size, "%s: '%s' is not an integer", r->name, val);
+                        return -1;
+                }
+                if (v < r->min || v > r->max) {
+                        errf(errstr, size, "%s: %lld is outside [%" PRId64 ", %" PRId64 "]",
+                             r->name, v, r->min, r->max);
+                        return -1;
+                }
+                *(int64_t *)p = v;
+                return 0;
+        }
+        case T_BOOL:
+                if (!strcmp(val, "true") || !strcmp(val, "1"))
+                        *(int64_t *)p = 1;
+                else if (!strcmp(val, "false") || !strcmp(val, "0"))
+                        *(int64_t *)p = 0;
+                else {
+                        errf(errstr, size, "%s: '%s' is not true or false", r->name, val);
+                        return -1;
+                }
+                return 0;
+        case T_ENUM:
+                for (int i = 0; r->enums[i]; i++)
+                        if (!strcmp(r->enums[i], val)) {
+                                *(int64_t *)p = i;
+                                return 0;
+                        }
+                errf(errstr, size, "%s: '%s' is not one of", r->name, val);
+                for (int i = 0; r->enums[i]; i++) {
+                        size_t n = strlen(errstr);
+                        snprintf(errstr + n, size - n, "%s %s", i ? "," : "", r->enums[i]);
+                }
+                return -1;
+        case T_LIST: {
+                krib_strlist_t *l = p;
+                list_clear(l);
+                const char *s = val;
+                while (*s) {
+                        const char *c = strchr(s, ',');
+                        size_t n = c ? (size_t)(c - s) : strlen(s);
+                        if (n && list_push(l, s, n))
+                                goto oom;
+                        s += n + (c ? 1 : 0);
+                }
+                return 0;
+        }
+        }
+        return 0;
+oom:
+        errf(errstr, size, "%s: out of memory", r->name);
+        return -1;
+}
+
+int krib_conf_init(krib_conf_t *conf) {
+        char errstr[256];
+        memset(conf, 0, sizeof(*conf));
+        for (size_t i = 0; i < ROW_COUNT; i++)
+                if (set_text(conf, &rows[i], rows[i].def, errstr, sizeof(errstr)))
+                        return -1;
+        return 0;
+}
+
+void krib_conf_destroy(krib_conf_t *conf) {
+        if (!conf)
+                return;
+        for (size_t i = 0; i < ROW_COUNT; i++) {
+                void *p = (char *)conf + rows[i].offset;
+                if (rows[i].type == T_STR) {
+                        free(*(char **)p);
+                        *(char **)p = NULL;
+                } else if (rows[i].type == T_LIST)
+                        list_clear(p);
+        }
+        free(conf->source_dir);
+        conf->source_dir = NULL;
+}
+
+static const row_t *row_find(const char *name) {
+        for (size_t i = 0; i < ROW_COUNT; i++)
+                if (!strcmp(rows[i].name, name))
+                        return &rows[i];
+        return NULL;
+}
+
+/* Sets a row from a libconfig setting, checking its type. */
+static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, const char *file,
+                       char *errstr, size_t size) {
+        int line = config_setting_source_line(s);
+        int type = config_setting_type(s);
+        char num[32], sub[256];
+        const char *text = NULL;
+        switch (r->type) {
+        case T_STR:
+        case T_ENUM:
+                if (type != CONFIG_TYPE_STRING)
+                        goto wrong_type;
+                text = config_setting_get_string(s);
+                break;
+        case T_INT:
+                if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
+                        goto wrong_type;
+                snprintf(num, sizeof(num), "%lld", config_setting_get_int64(s));
+                text = num;
+                break;
+        case T_BOOL:
+                if (type != CONFIG_TYPE_BOOL)
+                        goto wrong_type;
+                text = config_setting_get_bool(s) ? "true" : "false";
+                break;
+        case T_LIST: {
+                if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST)
+                        goto wrong_type;
+                krib_strlist_t *l = (krib_strlist_t *)((char *)conf + r->offset);
+                list_clear(l);
+                for (int i = 0; i < config_setting_length(s); i++) {
+                        config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+                        if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+                                errf(errstr, size, "%s:%d: %s: element %d is not a string", file,
+                                     line, r->name, i);
+                                return -1;
+                        }
+                        const char *v = config_setting_get_string(e);
+                        if (list_push(l, v, strlen(v))) {
+                                errf(errstr, size, "%s:%d: out of memory", file, line);
+                                return -1;
+                        }
+                }
+                return 0;
+        }
+        }
+        if (set_text(conf, r, text, sub, sizeof(sub))) {
+                errf(errstr, size, "%s:%d: %s", file, line, sub);
+                return -1;
+        }
+        return 0;
+wrong_type: {
+        static const char *tn[] = {"string", "integer", "boolean", "list of strings", "string"};
+        errf(errstr, size, "%s:%d: %s must be a %s", file, line, r->name, tn[r->type]);
+        return -1;
+}
+}
+
+static int walk(krib_conf_t *conf, config_setting_t *group, const char *prefix, const char *file,
+                char *errstr, size_t size) {
+        int n = config_setting_length(group);
+        for (int i = 0; i < n; i++) {
+                config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+                char path[256];
+                snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
+                         config_setting_name(s));
+                const row_t *r = row_find(path);
+                if (r) {
+                        if (set_setting(conf, r, s, file, errstr, size))
+                                return -1;
+                        continue;
+                }
+                if (config_setting_type(s) == CONFIG_TYPE_GROUP) {
+                        size_t plen = strlen(path);
+                        int known = 0;
+                        for (size_t j = 0; j < ROW_COUNT && !known; j++)
+                                known = !strncmp(rows[j].name, path, plen) &&
+                                        rows[j].name[plen] == '.';
+                        if (known) {
+                                if (walk(conf, s, path, file, errstr, size))
+                                        return -1;
+                                continue;
+                        }
+                }
+                errf(errstr, size, "%s:%d: unknown key '%s' (krib --help-config lists them)",
+                     file, config_setting_source_line(s), path);
+                return -1;
+        }
+        return 0;
+}
+
+int krib_conf_load_file(krib_conf_t *conf, const char *path, char *errstr, size_t errstr_size) {
+        config_t cfg;
+        config_init(&cfg);
+        int rc = -1;
+        if (!config_read_file(&cfg, path)) {
+                if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
+                        errf(errstr, errstr_size, "%s: cannot read file: %s", path,
+                             strerror(errno));
+                else
+                        errf(errstr, errstr_size, "%s:%d: %s",
+                             config_error_file(&cfg) ? config_error_file(&cfg) : path,
+                             config_error_line(&cfg), config_error_text(&cfg));
+                goto done;
+        }
+        if (walk(conf, config_root_setting(&cfg), "", path, errstr, errstr_size))
+                goto done;
+        free(conf->source_dir);
+        const char *slash = strrchr(path, '/');
+        conf->source_dir = slash ? strndup(path, (size_t)(slash - path + 1)) : strdup("");
+        if (!conf->source_dir) {
+                errf(errstr, errstr_size, "out of memory");
+                goto done;
+        }
+        rc = 0;
+done:
+        config_destroy(&cfg);
+        return rc;
+}
+
+static void env_name(const char *row, char *out, size_t size) {
+        size_t n = (size_t)snprintf(out, size, "KRIB_");
+        for (; *row && n + 1 < size; row++)
+                out[n++] = *row == '.' ? '_' : (char)toupper((unsigned char)*row);
+        out[n] = '\0';
+}
+
+/* KRIB_ variables that belong to the scripts around krib, not to krib. */
+static const char *const env_ignored[] = {"KRIB_PORT_BASE", "KRIB_RUN", "KRIB_BUILD",
+                                          "KRIB_ROOT", "KRIB_KAFKA_LIBS", "KRIB_START_TIMEOUT",
+                                          "KRIB_CONFIG", NULL};
+
+int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *errstr, size_t errstr_size) {
+        for (; envp && *envp; envp++) {
+                if (strncmp(*envp, "KRIB_", 5))
+                        continue;
+                const char *eq = strchr(*envp, '=');
+                if (!eq)
+                        continue;
+                size_t nlen = (size_t)(eq - *envp);
+                int ignored = 0;
+                for (int i = 0; env_ignored[i] && !ignored; i++)
+                        ignored = strlen(env_ignored[i]) == nlen &&
+                                  !strncmp(env_ignored[i], *envp, nlen);
+                if (ignored)
+                        continue;
+                const row_t *r = NULL;
+                char name[128];
+                for (size_t i = 0; i < ROW_COUNT && !r; i++) {
+                        env_name(rows[i].name, name, sizeof(name));
+                        if (strlen(name) == nlen && !strncmp(name, *envp, nlen))
+                                r = &rows[i];
+                }
+                if (!r) {
+                        errf(errstr, errstr_size, "environment: unknown variable %.*s",
+                             (int)nlen, *envp);
+                        return -1;
+                }
+                char sub[256];
+                if (set_text(conf, r, eq + 1, sub, sizeof(sub))) {
+                        errf(errstr, errstr_size, "environment %.*s: %s", (int)nlen, *envp, sub);
+                        return -1;
+                }
+        }
+        return 0;
+}
+
+int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
+        if (!conf->kafka_topics.n) {
+                errf(errstr, errstr_size, "kafka.topics: at least one topic is required");
+                return -1;
+        }
+        if (!*conf->kafka_brokers) {
+                errf(errstr, errstr_size, "kafka.brokers: must not be empty");
+                return -1;
+        }
+        if (!*conf->kafka_group_id) {
+                errf(errstr, errstr_size, "kafka.group_id: must not be empty");
+                return -1;
+        }
+        if (!conf->redis_nodes.n) {
+                errf(errstr, errstr_size, "redis.nodes: at least one node is required");
+                return -1;
+        }
+        for (size_t i = 0; i < conf->redis_nodes.n; i++) {
+                const char *c = strrchr(conf->redis_nodes.v[i], ':');
+                char *end;
+                long port = c ? strtol(c + 1, &end, 10) : 0;
+                if (!c || c == conf->redis_nodes.v[i] || *end || port < 1 || port > 65535) {
+                        errf(errstr, errstr_size, "redis.nodes: '%s' is not host:port",
+                             conf->redis_nodes.v[i]);
+                        return -1;
+                }
+        }
+        if (conf->redis_mode == KRIB_REDIS_STANDALONE && conf->redis_nodes.n != 1) {
+                errf(errstr, errstr_size, "redis.nodes: standalone mode takes exactly one node");
+                return -1;
+        }
+        for (size_t i = 0; i < conf->kafka_properties.n; i++) {
+                const char *p = conf->kafka_properties.v[i];
+                if (!strchr(p, '=') || *p == '=') {
+                        errf(errstr, errstr_size, "kafka.properties: '%s' is not name=value", p);
+                        return -1;
+                }
+        }
+        if (conf->source_dir && *conf->source_dir && conf->decode_schema_file[0] != '/') {
+                size_t n = strlen(conf->source_dir) + strlen(conf->decode_schema_file) + 1;
+                char *p = malloc(n);
+                if (!p) {
+                        errf(errstr, errstr_size, "out of memory");
+                        return -1;
+                }
+                snprintf(p, n, "%s%s", conf->source_dir, conf->decode_schema_file);
+                free(conf->decode_schema_file);
+                conf->decode_schema_file = p;
+                free(conf->source_dir);
+                conf->source_dir = NULL; /* resolve once */
+        }
+        return 0;
+}
+
+static const char *type_name(const row_t *r) {
+        static const char *tn[] = {"string", "integer", "boolean", "list", "enum"};
+        return tn[r->type];
+}
+
+void krib_conf_print_help(FILE *fp) {
+        for (size_t i = 0; i < ROW_COUNT; i++) {
+                const row_t *r = &rows[i];
+                char env[128];
+                env_name(r->name, env, sizeof(env));
+                fprintf(fp, "%-30s %-8s default=\"%s\"", r->name, type_name(r), r->def);
+                if (r->type == T_INT)
+                        fprintf(fp, " range=[%" PRId64 ",%" PRId64 "]", r->min, r->max);
+                if (r->type == T_ENUM) {
+                        fprintf(fp, " values=");
+                        for (int j = 0; r->enums[j]; j++)
+                                fprintf(fp, "%s%s", j ? "|" : "", r->enums[j]);
+                }
+                fprintf(fp, " env=%s%s\n    %s\n", env, r->secret ? " (secret)" : "", r->doc);
+        }
+}
+
+void krib_conf_print(const krib_conf_t *conf, FILE *fp) {
+        for (size_t i = 0; i < ROW_COUNT; i++) {
+                const row_t *r = &rows[i];
+                const void *p = (const char *)conf + r->offset;
+                fprintf(fp, "%s = ", r->name);
+                switch (r->type) {
+                case T_STR:
+                        fprintf(fp, "\"%s\";\n",
+                                r->secret && **(char *const *)p ? "<redacted>"
+                                                                 : *(char *const *)p);
+                        break;
+                case T_INT:
+                        fprintf(fp, "%" PRId64 ";\n", *(const int64_t *)p);
+                        break;
+                case T_BOOL:
+                        fprintf(fp, "%s;\n", *(const int64_t *)p ? "true" : "false");
+                        break;
+                case T_ENUM:
+                        fprintf(fp, "\"%s\";\n", r->enums[*(const int64_t *)p]);
+                        break;
+                case T_LIST: {
+                        const krib_strlist_t *l = p;
+                        fprintf(fp, "[");
+                        for (size_t j = 0; j < l->n; j++)
+                                fprintf(fp, "%s\"%s\"", j ? ", " : "", l->v[j]);
+                        fprintf(fp, "];\n");
+                        break;
+                }
+                }
+        }
+}

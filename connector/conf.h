@@ -1,0 +1,80 @@
+/* conf: krib's configuration, described once in a table (conf.c) that drives
+ * defaults, libconfig parsing, environment overrides, validation and
+ * --help-config.
+ *
+ * Sources, later wins: table defaults < config file < environment
+ * (KRIB_<NAME> with '.' -> '_' and upper case, e.g. KRIB_REDIS_NODES; list
+ * values in the environment are comma-separated).
+ */
+#ifndef KRIB_CONF_H
+#define KRIB_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+        char **v;
+        size_t n;
+} krib_strlist_t;
+
+typedef enum { KRIB_REDIS_CLUSTER = 0, KRIB_REDIS_STANDALONE = 1 } krib_redis_mode_t;
+typedef enum { KRIB_FORMAT_AVRO_RAW = 0 } krib_format_t;
+
+typedef struct krib_conf {
+        char *kafka_brokers;
+        char *kafka_group_id;
+        krib_strlist_t kafka_topics;
+        krib_strlist_t kafka_properties; /* "name=value", passed to librdkafka */
+
+        int64_t redis_mode; /* krib_redis_mode_t */
+        krib_strlist_t redis_nodes;
+        char *redis_username;
+        char *redis_password;
+        int64_t redis_connect_timeout_ms;
+        int64_t redis_command_timeout_ms;
+        int64_t redis_max_keys_per_command;
+
+        int64_t decode_format; /* krib_format_t */
+        char *decode_schema_file; /* resolved against the config file's directory */
+
+        int64_t pipeline_batch_max_events;
+        int64_t pipeline_linger_ms;
+        int64_t pipeline_shutdown_timeout_ms;
+
+        int64_t log_level; /* krib_log_level_t */
+        int64_t log_stats_interval_ms;
+
+        char *source_dir; /* directory of the config file, for relative paths */
+} krib_conf_t;
+
+/* Fills conf with the table defaults. Returns 0, or -1 on allocation failure. */
+int krib_conf_init(krib_conf_t *conf);
+
+/* Reads path over the current values. On error returns -1 and writes
+ * "file:line: message" into errstr. Unknown keys, wrong types and values out
+ * of bounds are errors. */
+int krib_conf_load_file(krib_conf_t *conf, const char *path, char *errstr, size_t errstr_size);
+
+/* Applies KRIB_* variables from envp (NULL-terminated, "NAME=value").
+ * Unknown KRIB_* names are errors too, so a typo cannot go unnoticed. */
+int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *errstr, size_t errstr_size);
+
+/* Cross-key checks; run once after all sources. */
+int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size);
+
+/* Frees what conf owns; conf itself is the caller's. Safe on a zeroed or
+ * half-initialised conf. */
+void krib_conf_destroy(krib_conf_t *conf);
+
+/* Prints the table (name, type, default, bounds, env name, description). */
+void krib_conf_print_help(FILE *fp);
+
+/* Prints the effective configuration, secrets redacted. */
+void krib_conf_print(const krib_conf_t *conf, FILE *fp);
+
+/* Number of rows and the name of row i, for tests over every row. */
+size_t krib_conf_row_count(void);
+const char *krib_conf_row_name(size_t i);
+
+#endif

@@ -1,0 +1,206 @@
+#include "consumer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct krib_consumer {
+        rd_kafka_t *rk;
+        const krib_conf_t *conf;
+        krib_consumer_hooks_t hooks;
+        unsigned long rebalances;
+};
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+        (void)rk;
+        /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
+        krib_log_level_t l = level <= 3   ? KRIB_LOG_ERROR
+                             : level == 4 ? KRIB_LOG_WARN
+                             : level <= 6 ? KRIB_LOG_INFO
+                                          : KRIB_LOG_DEBUG;
+        krib_log_write(l, "rdkafka", "facility=%s msg=\"%s\"", fac, buf);
+}
+
+static void part_list(const rd_kafka_topic_partition_list_t *parts, char *out, size_t size) {
+        size_t n = 0;
+        out[0] = '\0';
+        for (int i = 0; i < parts->cnt && n + 1 < size; i++)
+                n += (size_t)snprintf(out + n, size - n, "%s%s[%d]", i ? "," : "",
+                                      parts->elems[i].topic, (int)parts->elems[i].partition);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        krib_consumer_t *c = opaque;
+        int cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+        char list[512];
+        part_list(parts, list, sizeof(list));
+        c->rebalances++;
+        rd_kafka_error_t *error = NULL;
+        rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+                krib_log_info("consumer", "msg=\"partitions assigned\" count=%d partitions=%s",
+                              parts->cnt, list);
+                if (c->hooks.on_assign)
+                        c->hooks.on_assign(c->hooks.opaque, parts);
+                if (cooperative)
+                        error = rd_kafka_incremental_assign(rk, parts);
+                else
+                        aerr = rd_kafka_assign(rk, parts);
+        } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+                int lost = rd_kafka_assignment_lost(rk);
+                krib_log_info("consumer", "msg=\"partitions revoked\" lost=%d count=%d "
+                              "partitions=%s", lost, parts->cnt, list);
+                if (c->hooks.on_revoke)
+                        c->hooks.on_revoke(c->hooks.opaque, parts, lost);
+                if (!lost)
+                        krib_consumer_commit(c);
+                if (cooperative)
+                        error = rd_kafka_incremental_unassign(rk, parts);
+                else
+                        aerr = rd_kafka_assign(rk, NULL);
+        } else {
+                krib_log_error("consumer", "msg=\"rebalance failed\" error=\"%s\"",
+                               rd_kafka_err2str(err));
+                aerr = rd_kafka_assign(rk, NULL);
+        }
+        if (error) {
+                krib_log_error("consumer", "msg=\"incremental (un)assign failed\" error=\"%s\"",
+                               rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+        } else if (aerr) {
+                krib_log_error("consumer", "msg=\"assign failed\" error=\"%s\"",
+                               rd_kafka_err2str(aerr));
+        }
+}
+
+static int set(rd_kafka_conf_t *kc, const char *name, const char *value, char *errstr,
+               size_t size) {
+        char sub[512];
+        if (rd_kafka_conf_set(kc, name, value, sub, sizeof(sub)) != RD_KAFKA_CONF_OK) {
+                snprintf(errstr, size, "kafka property %s: %s", name, sub);
+                return -1;
+        }
+        return 0;
+}
+
+/* Properties krib's correctness rests on: a user value is refused. */
+static const char *const owned[] = {"enable.auto.offset.store", "group.id",
+                                    "bootstrap.servers", NULL};
+
+krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_hooks_t *hooks,
+                                   char *errstr, size_t errstr_size) {
+        krib_consumer_t *c = calloc(1, sizeof(*c));
+        if (!c) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        c->conf = conf;
+        if (hooks)
+                c->hooks = *hooks;
+        rd_kafka_conf_t *kc = rd_kafka_conf_new();
+        if (set(kc, "client.id", "krib", errstr, errstr_size) ||
+            set(kc, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                errstr_size) ||
+            set(kc, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+            set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
+            set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
+            set(kc, "fetch.wait.max.ms", "100", errstr, errstr_size))
+                goto fail;
+        for (size_t i = 0; i < conf->kafka_properties.n; i++) {
+                char name[256];
+                const char *p = conf->kafka_properties.v[i], *eq = strchr(p, '=');
+                snprintf(name, sizeof(name), "%.*s", (int)(eq - p), p);
+                for (int j = 0; owned[j]; j++)
+                        if (!strcmp(name, owned[j])) {
+                                snprintf(errstr, errstr_size,
+                                         "kafka.properties: %s is set by krib and cannot be "
+                                         "overridden",
+                                         name);
+                                goto fail;
+                        }
+                if (set(kc, name, eq + 1, errstr, errstr_size))
+                        goto fail;
+        }
+        if (set(kc, "bootstrap.servers", conf->kafka_brokers, errstr, errstr_size) ||
+            set(kc, "group.id", conf->kafka_group_id, errstr, errstr_size) ||
+            set(kc, "enable.auto.offset.store", "false", errstr, errstr_size))
+                goto fail;
+        rd_kafka_conf_set_log_cb(kc, log_cb);
+        rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+        rd_kafka_conf_set_opaque(kc, c);
+        char sub[512];
+        c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, sub, sizeof(sub));
+        if (!c->rk) {
+                snprintf(errstr, errstr_size, "cannot create Kafka consumer: %s", sub);
+                goto fail; /* kc is still ours */
+        }
+        kc = NULL;
+        rd_kafka_poll_set_consumer(c->rk);
+        rd_kafka_topic_partition_list_t *topics =
+                rd_kafka_topic_partition_list_new((int)conf->kafka_topics.n);
+        for (size_t i = 0; i < conf->kafka_topics.n; i++)
+                rd_kafka_topic_partition_list_add(topics, conf->kafka_topics.v[i],
+                                                  RD_KAFKA_PARTITION_UA);
+        rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, topics);
+        rd_kafka_topic_partition_list_destroy(topics);
+        if (err) {
+                snprintf(errstr, errstr_size, "subscribe failed: %s", rd_kafka_err2str(err));
+                goto fail;
+        }
+        return c;
+fail:
+        if (kc)
+                rd_kafka_conf_destroy(kc);
+        if (c->rk)
+                rd_kafka_destroy(c->rk);
+        free(c);
+        return NULL;
+}
+
+rd_kafka_message_t *krib_consumer_poll(krib_consumer_t *c, int timeout_ms) {
+        return rd_kafka_consumer_poll(c->rk, timeout_ms);
+}
+
+int krib_consumer_store(krib_consumer_t *c, rd_kafka_topic_partition_list_t *offsets) {
+        rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, offsets);
+        if (err && err != RD_KAFKA_RESP_ERR__STATE) {
+                krib_log_warn("consumer", "msg=\"offsets store failed\" error=\"%s\"",
+                              rd_kafka_err2str(err));
+                return -1;
+        }
+        /* _STATE: some partitions are no longer assigned; the rest were stored. */
+        return 0;
+}
+
+int krib_consumer_commit(krib_consumer_t *c) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+                krib_log_warn("consumer", "msg=\"offset commit failed\" error=\"%s\"",
+                              rd_kafka_err2str(err));
+                return -1;
+        }
+        return 0;
+}
+
+void krib_consumer_close(krib_consumer_t *c) {
+        if (!c)
+                return;
+        krib_consumer_commit(c);
+        rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
+        if (err)
+                krib_log_warn("consumer", "msg=\"consumer close\" error=\"%s\"",
+                              rd_kafka_err2str(err));
+        rd_kafka_destroy(c->rk);
+        free(c);
+}
+
+rd_kafka_t *krib_consumer_handle(krib_consumer_t *c) {
+        return c->rk;
+}
+
+unsigned long krib_consumer_rebalances(const krib_consumer_t *c) {
+        return c->rebalances;
+}

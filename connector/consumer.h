@@ -1,0 +1,56 @@
+/* consumer: the librdkafka high-level consumer krib reads from.
+ *
+ * Offsets are never stored automatically (enable.auto.offset.store=false):
+ * the pipeline stores an offset only once the event is finished, and the
+ * background auto-commit sends what was stored. The assignment strategy is
+ * cooperative-sticky unless kafka.properties says otherwise.
+ *
+ * Rebalances run inside krib_consumer_poll() on the pipeline thread: before
+ * partitions are let go, hooks.on_revoke() lets the pipeline finish its
+ * in-flight work and store offsets; then stored offsets are committed
+ * synchronously (unless the assignment was lost) and the partitions released.
+ */
+#ifndef KRIB_CONSUMER_H
+#define KRIB_CONSUMER_H
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+#include "conf.h"
+
+typedef struct {
+        /* parts is borrowed until return. lost: another member may already
+         * own them, so committing is pointless. */
+        void (*on_revoke)(void *opaque, const rd_kafka_topic_partition_list_t *parts, int lost);
+        void (*on_assign)(void *opaque, const rd_kafka_topic_partition_list_t *parts);
+        void *opaque;
+} krib_consumer_hooks_t;
+
+typedef struct krib_consumer krib_consumer_t;
+
+/* Creates the consumer and subscribes. conf and hooks are borrowed for the
+ * consumer's lifetime. NULL + errstr (librdkafka's own text for a bad
+ * kafka.properties entry). */
+krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_hooks_t *hooks,
+                                   char *errstr, size_t errstr_size);
+
+/* Next message or NULL on timeout; the caller destroys it with
+ * rd_kafka_message_destroy(). May run the rebalance hooks. */
+rd_kafka_message_t *krib_consumer_poll(krib_consumer_t *c, int timeout_ms);
+
+/* Stores offsets (list borrowed) for the background commit. */
+int krib_consumer_store(krib_consumer_t *c, rd_kafka_topic_partition_list_t *offsets);
+
+/* Commits stored offsets synchronously. 0, or -1 after logging. */
+int krib_consumer_commit(krib_consumer_t *c);
+
+/* Commits, leaves the group (running the revoke hook) and frees everything.
+ * Accepts NULL. */
+void krib_consumer_close(krib_consumer_t *c);
+
+rd_kafka_t *krib_consumer_handle(krib_consumer_t *c);
+
+/* Count of rebalance callbacks served (assign + revoke). */
+unsigned long krib_consumer_rebalances(const krib_consumer_t *c);
+
+#endif

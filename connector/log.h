@@ -1,0 +1,45 @@
+/* log: one logfmt line per event of interest, to stderr.
+ *
+ * Every line carries ts, level and module; the rest is the caller's
+ * "key=value ..." text. The sink is process-wide and thread-safe (librdkafka
+ * logs from its own threads through krib_log_rdkafka()).
+ */
+#ifndef KRIB_LOG_H
+#define KRIB_LOG_H
+
+#include <stdarg.h>
+
+typedef enum {
+        KRIB_LOG_ERROR = 0,
+        KRIB_LOG_WARN  = 1,
+        KRIB_LOG_INFO  = 2,
+        KRIB_LOG_DEBUG = 3,
+} krib_log_level_t;
+
+/* Lines above this level are discarded. Default KRIB_LOG_INFO. */
+void krib_log_set_level(krib_log_level_t level);
+krib_log_level_t krib_log_get_level(void);
+
+/* Parses "error|warn|info|debug"; returns -1 for anything else. */
+int krib_log_level_parse(const char *name);
+
+#if defined(__GNUC__)
+#define KRIB_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define KRIB_PRINTF(a, b)
+#endif
+
+/* fmt produces the tail of the line, conventionally `msg="..." k=v ...`. */
+void krib_log_write(krib_log_level_t level, const char *module, const char *fmt, ...)
+        KRIB_PRINTF(3, 4);
+
+#define krib_log_error(mod, ...) krib_log_write(KRIB_LOG_ERROR, mod, __VA_ARGS__)
+#define krib_log_warn(mod, ...)  krib_log_write(KRIB_LOG_WARN, mod, __VA_ARGS__)
+#define krib_log_info(mod, ...)  krib_log_write(KRIB_LOG_INFO, mod, __VA_ARGS__)
+#define krib_log_debug(mod, ...)                                                         \
+        do {                                                                             \
+                if (krib_log_get_level() >= KRIB_LOG_DEBUG)                              \
+                        krib_log_write(KRIB_LOG_DEBUG, mod, __VA_ARGS__);                \
+        } while (0)
+
+#endif

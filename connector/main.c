@@ -1,0 +1,138 @@
+/* krib: wires configuration, signals and the pipeline. Only this file exits. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "conf.h"
+#include "log.h"
+#include "pipeline.h"
+
+#define KRIB_VERSION "0.1.0"
+
+extern char **environ;
+
+static volatile sig_atomic_t stop_requested;
+
+static struct timespec first_signal;
+
+static void on_signal(int sig) {
+        (void)sig;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        /* A supervisor that forwards a signal to a process group that already
+         * got it delivers it twice at once: only a later one counts. */
+        long ms = (now.tv_sec - first_signal.tv_sec) * 1000 +
+                  (now.tv_nsec - first_signal.tv_nsec) / 1000000;
+        if (stop_requested && ms >= 300) {
+                /* Second signal: leave now. Nothing unacknowledged was stored,
+                 * so the next run re-reads it (at-least-once). */
+                static const char msg[] = "krib: second signal, exiting without draining\n";
+                ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+                (void)w;
+                _exit(130);
+        }
+        if (!stop_requested)
+                first_signal = now;
+        stop_requested = 1;
+}
+
+static void usage(FILE *fp) {
+        fprintf(fp, "usage: krib [-c FILE] [--check-config] [--print-config] [--help-config] "
+                    "[--version]\n"
+                    "  -c, --config FILE   libconfig file (default: $KRIB_CONFIG or "
+                    "config/krib.conf)\n"
+                    "  --check-config      validate the configuration and exit\n"
+                    "  --print-config      print the effective configuration (secrets "
+                    "redacted)\n"
+                    "  --help-config       list every configuration key\n");
+}
+
+int main(int argc, char **argv) {
+        const char *path = getenv("KRIB_CONFIG") ? getenv("KRIB_CONFIG") : "config/krib.conf";
+        int check_only = 0, print = 0;
+        static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"check-config", no_argument, NULL, 'k'},
+                                             {"print-config", no_argument, NULL, 'p'},
+                                             {"help-config", no_argument, NULL, 'H'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+        int o;
+        while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+                switch (o) {
+                case 'c':
+                        path = optarg;
+                        break;
+                case 'k':
+                        check_only = 1;
+                        break;
+                case 'p':
+                        print = 1;
+                        break;
+                case 'H':
+                        krib_conf_print_help(stdout);
+                        return 0;
+                case 'V':
+                        printf("krib %s (librdkafka %s)\n", KRIB_VERSION, rd_kafka_version_str());
+                        return 0;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 2;
+                }
+        }
+
+        krib_conf_t conf;
+        char errstr[1024];
+        if (krib_conf_init(&conf)) {
+                fprintf(stderr, "krib: out of memory\n");
+                return 1;
+        }
+        if (krib_conf_load_file(&conf, path, errstr, sizeof(errstr)) ||
+            krib_conf_load_env(&conf, environ, errstr, sizeof(errstr)) ||
+            krib_conf_finalize(&conf, errstr, sizeof(errstr))) {
+                fprintf(stderr, "krib: configuration error: %s\n", errstr);
+                krib_conf_destroy(&conf);
+                return 2;
+        }
+        krib_log_set_level((krib_log_level_t)conf.log_level);
+        if (print)
+                krib_conf_print(&conf, stdout);
+        if (check_only || print) {
+                if (check_only)
+                        printf("%s: configuration OK\n", path);
+                krib_conf_destroy(&conf);
+                return 0;
+        }
+
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        krib_log_info("main", "msg=\"starting\" version=%s config=%s brokers=%s group=%s "
+                      "redis_mode=%s", KRIB_VERSION, path, conf.kafka_brokers,
+                      conf.kafka_group_id, conf.redis_mode ? "standalone" : "cluster");
+        krib_pipeline_t *p = krib_pipeline_new(&conf, &stop_requested, errstr, sizeof(errstr));
+        if (!p) {
+                krib_log_error("main", "msg=\"cannot start\" error=\"%s\"", errstr);
+                krib_conf_destroy(&conf);
+                return 1;
+        }
+        int rc = krib_pipeline_run(p);
+        krib_pipeline_destroy(p);
+        krib_log_info("main", "msg=\"stopped\" drained=%s", rc ? "no" : "yes");
+        krib_conf_destroy(&conf);
+        return 0;
+}

@@ -1,0 +1,43 @@
+/* pipeline: poll -> decode -> write -> finish offsets -> store, on one thread.
+ *
+ * Events are gathered into a batch (pipeline.batch_max_events or
+ * pipeline.linger_ms, whichever comes first) and their keys written to Redis
+ * together. An event is finished when every key it names was acknowledged,
+ * or when it was rejected with a logged error naming topic, partition and
+ * offset (undecodable, invalid, refused by Redis for good). Only finished
+ * offsets reach the offset store; see offsets.h for the watermark rule.
+ */
+#ifndef KRIB_PIPELINE_H
+#define KRIB_PIPELINE_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "conf.h"
+
+typedef struct krib_pipeline krib_pipeline_t;
+
+typedef struct {
+        uint64_t consumed;      /* messages read from Kafka */
+        uint64_t applied;       /* events whose Redis work was acknowledged */
+        uint64_t rejected;      /* undecodable or invalid events (logged) */
+        uint64_t failed;        /* events Redis refused for good (logged) */
+        uint64_t keys_unlinked; /* keys acknowledged */
+        uint64_t batches;
+} krib_pipeline_stats_t;
+
+/* conf and stop are borrowed for the pipeline's lifetime. Setting *stop makes
+ * krib_pipeline_run() return after draining (pipeline.shutdown_timeout_ms). */
+krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_t *stop,
+                                   char *errstr, size_t errstr_size);
+
+/* Runs until *stop. Returns 0 when everything polled was finished, or -1 when
+ * the drain deadline left work unacknowledged (its offsets were not stored). */
+int krib_pipeline_run(krib_pipeline_t *p);
+
+const krib_pipeline_stats_t *krib_pipeline_stats(const krib_pipeline_t *p);
+
+/* Commits, leaves the group and frees. Accepts NULL. */
+void krib_pipeline_destroy(krib_pipeline_t *p);
+
+#endif

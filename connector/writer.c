@@ -1,0 +1,594 @@
+#include "writer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "log.h"
+#include "retry.h"
+#include "slot.h"
+#include "topo.h"
+
+#define BACKOFF_BASE_US 10000     /* 10 ms */
+#define BACKOFF_CAP_US 1000000    /* 1 s */
+#define REFRESH_PERIOD_US 30000000 /* topology re-read even without MOVED */
+#define REDIRECT_ROUNDS_FREE 8    /* redirect-only rounds retried without sleeping */
+
+typedef struct {
+        krib_addr_t addr;
+        redisContext *c;
+        int64_t retry_at_us;
+        unsigned failures;
+        /* This round's commands, in the order they were appended. */
+        int32_t cmd_head, cmd_tail;
+} conn_t;
+
+typedef struct {
+        int32_t conn;
+        int32_t next;  /* next command of the same conn */
+        uint32_t first; /* range of w->order */
+        uint32_t count;
+        uint8_t asking;
+} cmd_t;
+
+struct krib_writer {
+        const krib_conf_t *conf;
+        krib_topo_t topo;
+        int32_t *master_conn; /* topo master index -> conn index */
+        size_t master_conn_cap;
+        conn_t *conns;
+        size_t conn_count, conn_cap;
+        int need_refresh;
+        int64_t refreshed_at_us;
+
+        volatile sig_atomic_t *stop;
+        int64_t drain_us;
+        int64_t stop_seen_us;
+
+        uint64_t rng;
+        krib_writer_stats_t stats;
+
+        /* Scratch, grown to the largest batch seen. */
+        size_t cap;
+        uint16_t *slot_of;
+        int32_t *ask_conn; /* -1, or the conn an ASK pointed this key at */
+        uint32_t *pend, *pend_next, *order;
+        uint32_t *slot_count; /* KRIB_SLOT_COUNT + 1 */
+        cmd_t *cmds;
+        size_t cmd_cap;
+        const char **argv;
+        size_t *argvlen;
+};
+
+static int conn_get(krib_writer_t *w, const char *host, int port) {
+        for (size_t i = 0; i < w->conn_count; i++)
+                if (w->conns[i].addr.port == port && !strcmp(w->conns[i].addr.host, host))
+                        return (int)i;
+        if (w->conn_count == w->conn_cap) {
+                size_t cap = w->conn_cap ? w->conn_cap * 2 : 8;
+                conn_t *c = realloc(w->conns, cap * sizeof(*c));
+                if (!c)
+                        return -1;
+                w->conns = c;
+                w->conn_cap = cap;
+        }
+        conn_t *c = &w->conns[w->conn_count];
+        memset(c, 0, sizeof(*c));
+        snprintf(c->addr.host, sizeof(c->addr.host), "%s", host);
+        c->addr.port = port;
+        c->cmd_head = c->cmd_tail = -1;
+        return (int)w->conn_count++;
+}
+
+/* Rebuilds master -> conn after the slot map changed. */
+static int map_masters(krib_writer_t *w) {
+        if (w->topo.master_count > w->master_conn_cap) {
+                int32_t *m = realloc(w->master_conn, w->topo.master_count * sizeof(*m));
+                if (!m)
+                        return -1;
+                w->master_conn = m;
+                w->master_conn_cap = w->topo.master_count;
+        }
+        for (size_t i = 0; i < w->topo.master_count; i++) {
+                int c = conn_get(w, w->topo.masters[i].host, w->topo.masters[i].port);
+                if (c < 0)
+                        return -1;
+                w->master_conn[i] = c;
+        }
+        return 0;
+}
+
+static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
+        if (c->c) {
+                krib_log_warn("writer", "msg=\"redis connection lost\" node=%s:%d error=\"%s\"",
+                              c->addr.host, c->addr.port, why);
+                redisFree(c->c);
+                c->c = NULL;
+        }
+        c->retry_at_us = krib_clock_mono_us() +
+                         krib_retry_backoff_us(c->failures, BACKOFF_BASE_US, BACKOFF_CAP_US,
+                                               krib_retry_rand(&w->rng));
+        c->failures++;
+        /* A node that went away may have failed over: ask for the map again. */
+        if (w->conf->redis_mode == KRIB_REDIS_CLUSTER)
+                w->need_refresh = 1;
+}
+
+static int conn_ensure(krib_writer_t *w, conn_t *c) {
+        if (c->c)
+                return 0;
+        if (krib_clock_mono_us() < c->retry_at_us)
+                return -1;
+        struct timeval ct = {w->conf->redis_connect_timeout_ms / 1000,
+                             (w->conf->redis_connect_timeout_ms % 1000) * 1000};
+        struct timeval rt = {w->conf->redis_command_timeout_ms / 1000,
+                             (w->conf->redis_command_timeout_ms % 1000) * 1000};
+        redisContext *rc = redisConnectWithTimeout(c->addr.host, c->addr.port, ct);
+        if (!rc || rc->err) {
+                if (c->failures == 0 || c->failures % 20 == 0)
+                        krib_log_warn("writer",
+                                      "msg=\"cannot connect to redis\" node=%s:%d error=\"%s\" "
+                                      "attempt=%u",
+                                      c->addr.host, c->addr.port, rc ? rc->errstr : "out of memory",
+                                      c->failures + 1);
+                if (rc)
+                        redisFree(rc);
+                c->c = NULL;
+                conn_fail(w, c, "connect");
+                return -1;
+        }
+        redisSetTimeout(rc, rt);
+        if (*w->conf->redis_password) {
+                redisReply *r = *w->conf->redis_username
+                                        ? redisCommand(rc, "AUTH %s %s", w->conf->redis_username,
+                                                       w->conf->redis_password)
+                                        : redisCommand(rc, "AUTH %s", w->conf->redis_password);
+                int ok = r && r->type == REDIS_REPLY_STATUS;
+                if (!ok)
+                        krib_log_error("writer", "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
+                                       c->addr.host, c->addr.port,
+                                       r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
+                if (r)
+                        freeReplyObject(r);
+                if (!ok) {
+                        redisFree(rc);
+                        conn_fail(w, c, "auth");
+                        return -1;
+                }
+        }
+        c->c = rc;
+        if (c->failures)
+                w->stats.reconnects++;
+        c->failures = 0;
+        return 0;
+}
+
+static int refresh_from(krib_writer_t *w, int ci, char *errstr, size_t size) {
+        conn_t *c = &w->conns[ci];
+        if (conn_ensure(w, c)) {
+                snprintf(errstr, size, "%s:%d unreachable", c->addr.host, c->addr.port);
+                return -1;
+        }
+        redisReply *r = redisCommand(c->c, "CLUSTER SLOTS");
+        if (!r) {
+                snprintf(errstr, size, "%s:%d: %s", c->addr.host, c->addr.port, c->c->errstr);
+                conn_fail(w, c, c->c->errstr);
+                return -1;
+        }
+        char host[KRIB_TOPO_HOST_MAX];
+        snprintf(host, sizeof(host), "%s", c->addr.host);
+        krib_topo_t fresh;
+        krib_topo_init(&fresh);
+        int rc = krib_topo_load_slots(&fresh, r, host, errstr, size);
+        freeReplyObject(r);
+        if (rc == 0 && fresh.master_count == 0) {
+                snprintf(errstr, size, "%s:%d serves no slots", host, c->addr.port);
+                rc = -1;
+        }
+        if (rc) {
+                krib_topo_destroy(&fresh);
+                return -1;
+        }
+        krib_topo_destroy(&w->topo);
+        w->topo = fresh;
+        return map_masters(w);
+}
+
+int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
+        w->stats.refreshes++;
+        if (w->conf->redis_mode == KRIB_REDIS_STANDALONE) {
+                w->need_refresh = 0;
+                return 0;
+        }
+        /* Known masters first (the map we have), then the configured seeds. */
+        size_t tries = w->topo.master_count + w->conf->redis_nodes.n;
+        for (size_t i = 0; i < tries; i++) {
+                int ci;
+                if (i < w->topo.master_count)
+                        ci = w->master_conn[i];
+                else {
+                        krib_addr_t a;
+                        krib_addr_parse(w->conf->redis_nodes.v[i - w->topo.master_count], &a);
+                        ci = conn_get(w, a.host, a.port);
+                }
+                if (ci >= 0 && refresh_from(w, ci, errstr, errstr_size) == 0) {
+                        w->need_refresh = 0;
+                        w->refreshed_at_us = krib_clock_mono_us();
+                        size_t holes = krib_topo_unassigned(&w->topo);
+                        krib_log_debug("writer", "msg=\"topology refreshed\" masters=%zu "
+                                       "unassigned_slots=%zu", w->topo.master_count, holes);
+                        return 0;
+                }
+        }
+        return -1;
+}
+
+krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t errstr_size) {
+        krib_writer_t *w = calloc(1, sizeof(*w));
+        if (!w) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        w->conf = conf;
+        krib_topo_init(&w->topo);
+        w->rng = (uint64_t)krib_clock_mono_us() * 2654435761u + 1;
+        w->slot_count = calloc(KRIB_SLOT_COUNT + 1, sizeof(*w->slot_count));
+        if (!w->slot_count)
+                goto oom;
+        for (size_t i = 0; i < conf->redis_nodes.n; i++) {
+                krib_addr_t a;
+                if (krib_addr_parse(conf->redis_nodes.v[i], &a)) {
+                        snprintf(errstr, errstr_size, "redis.nodes: '%s' is not host:port",
+                                 conf->redis_nodes.v[i]);
+                        goto fail;
+                }
+                if (conn_get(w, a.host, a.port) < 0)
+                        goto oom;
+                if (conf->redis_mode == KRIB_REDIS_STANDALONE) {
+                        if (krib_topo_load_standalone(&w->topo, &a) || map_masters(w))
+                                goto oom;
+                }
+        }
+        w->need_refresh = conf->redis_mode == KRIB_REDIS_CLUSTER;
+        size_t argc = (size_t)conf->redis_max_keys_per_command + 1;
+        w->argv = malloc(argc * sizeof(*w->argv));
+        w->argvlen = malloc(argc * sizeof(*w->argvlen));
+        if (!w->argv || !w->argvlen)
+                goto oom;
+        return w;
+oom:
+        snprintf(errstr, errstr_size, "out of memory");
+fail:
+        krib_writer_destroy(w);
+        return NULL;
+}
+
+void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t drain_ms) {
+        w->stop = stop;
+        w->drain_us = drain_ms * 1000;
+}
+
+const krib_writer_stats_t *krib_writer_stats(const krib_writer_t *w) {
+        return &w->stats;
+}
+
+void krib_writer_destroy(krib_writer_t *w) {
+        if (!w)
+                return;
+        for (size_t i = 0; i < w->conn_count; i++)
+                if (w->conns[i].c)
+                        redisFree(w->conns[i].c);
+        free(w->conns);
+        free(w->master_conn);
+        krib_topo_destroy(&w->topo);
+        free(w->slot_of);
+        free(w->ask_conn);
+        free(w->pend);
+        free(w->pend_next);
+        free(w->order);
+        free(w->slot_count);
+        free(w->cmds);
+        free(w->argv);
+        free(w->argvlen);
+        free(w);
+}
+
+static int grow(krib_writer_t *w, size_t n) {
+        if (n <= w->cap)
+                return 0;
+        size_t cap = n > w->cap * 2 ? n : w->cap * 2;
+#define GROW(f)                                                                                  \
+        do {                                                                                     \
+                void *p = realloc(w->f, cap * sizeof(*w->f));                                    \
+                if (!p)                                                                          \
+                        return -1;                                                               \
+                w->f = p;                                                                        \
+        } while (0)
+        GROW(slot_of);
+        GROW(ask_conn);
+        GROW(pend);
+        GROW(pend_next);
+        GROW(order);
+#undef GROW
+        w->cap = cap;
+        return 0;
+}
+
+static int add_cmd(krib_writer_t *w, size_t *ncmd, int conn, uint32_t first, uint32_t count,
+                   int asking) {
+        if (*ncmd == w->cmd_cap) {
+                size_t cap = w->cmd_cap ? w->cmd_cap * 2 : 256;
+                cmd_t *c = realloc(w->cmds, cap * sizeof(*c));
+                if (!c)
+                        return -1;
+                w->cmds = c;
+                w->cmd_cap = cap;
+        }
+        cmd_t *cmd = &w->cmds[*ncmd];
+        cmd->conn = conn;
+        cmd->next = -1;
+        cmd->first = first;
+        cmd->count = count;
+        cmd->asking = (uint8_t)asking;
+        conn_t *c = &w->conns[conn];
+        if (c->cmd_tail >= 0)
+                w->cmds[c->cmd_tail].next = (int32_t)*ncmd;
+        else
+                c->cmd_head = (int32_t)*ncmd;
+        c->cmd_tail = (int32_t)*ncmd;
+        (*ncmd)++;
+        return 0;
+}
+
+/* Classifies an error reply for keys that stay pending. Returns 1 when the
+ * error is transient (retry), 0 when it is final for those keys. */
+static int retriable(const char *s) {
+        static const char *const transient[] = {"TRYAGAIN",  "CLUSTERDOWN", "LOADING",
+                                                "MASTERDOWN", "BUSY",       "READONLY",
+                                                "NOAUTH",     "WRONGPASS",  NULL};
+        for (int i = 0; transient[i]; i++) {
+                size_t n = strlen(transient[i]);
+                if (!strncmp(s, transient[i], n) && (s[n] == ' ' || s[n] == '\0'))
+                        return 1;
+        }
+        return 0;
+}
+
+/* Sleeps up to us, in slices, returning early when stop is raised. */
+static void nap(krib_writer_t *w, int64_t us) {
+        int64_t end = krib_clock_mono_us() + us;
+        for (;;) {
+                int64_t left = end - krib_clock_mono_us();
+                if (left <= 0 || (w->stop && *w->stop && w->stop_seen_us == 0))
+                        return;
+                if (left > 50000)
+                        left = 50000;
+                struct timespec ts = {0, left * 1000};
+                nanosleep(&ts, NULL);
+        }
+}
+
+int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint8_t *status) {
+        if (grow(w, n)) {
+                krib_log_error("writer", "msg=\"out of memory\" keys=%zu", n);
+                return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+                status[i] = KRIB_WKEY_PENDING;
+                w->slot_of[i] = (uint16_t)krib_slot_of(keys[i].key, keys[i].len);
+                w->ask_conn[i] = -1;
+                w->pend[i] = (uint32_t)i;
+        }
+        size_t npend = n;
+        unsigned attempt = 0, redirect_rounds = 0;
+        const size_t max_keys = (size_t)w->conf->redis_max_keys_per_command;
+
+        while (npend) {
+                int64_t now = krib_clock_mono_us();
+                if (w->stop && *w->stop) {
+                        if (!w->stop_seen_us)
+                                w->stop_seen_us = now;
+                        if (now - w->stop_seen_us >= w->drain_us)
+                                return -1;
+                }
+                if (w->conf->redis_mode == KRIB_REDIS_CLUSTER &&
+                    (w->need_refresh || now - w->refreshed_at_us > REFRESH_PERIOD_US)) {
+                        char err[256];
+                        if (krib_writer_refresh(w, err, sizeof(err)) && attempt % 20 == 0)
+                                krib_log_warn("writer", "msg=\"topology refresh failed\" "
+                                              "error=\"%s\"", err);
+                }
+
+                /* Counting sort of the pending keys by slot. */
+                memset(w->slot_count, 0, (KRIB_SLOT_COUNT + 1) * sizeof(*w->slot_count));
+                for (size_t i = 0; i < npend; i++)
+                        w->slot_count[w->slot_of[w->pend[i]] + 1]++;
+                for (size_t s = 0; s < KRIB_SLOT_COUNT; s++)
+                        w->slot_count[s + 1] += w->slot_count[s];
+                for (size_t i = 0; i < npend; i++)
+                        w->order[w->slot_count[w->slot_of[w->pend[i]]]++] = w->pend[i];
+
+                for (size_t i = 0; i < w->conn_count; i++)
+                        w->conns[i].cmd_head = w->conns[i].cmd_tail = -1;
+                size_t ncmd = 0, nnext = 0;
+                int trouble = 0, redirected = 0;
+
+                /* One command per run of keys sharing slot and target, capped. */
+                for (size_t i = 0; i < npend;) {
+                        uint32_t k = w->order[i];
+                        unsigned slot = w->slot_of[k];
+                        int32_t ask = w->ask_conn[k];
+                        size_t j = i + 1;
+                        while (j < npend && j - i < max_keys && w->slot_of[w->order[j]] == slot &&
+                               w->ask_conn[w->order[j]] == ask)
+                                j++;
+                        int conn = ask;
+                        if (conn < 0) {
+                                int32_t m = w->topo.slot_owner[slot];
+                                conn = m >= 0 ? w->master_conn[m] : -1;
+                        }
+                        if (conn < 0 || conn_ensure(w, &w->conns[conn])) {
+                                if (conn < 0)
+                                        w->need_refresh = 1;
+                                trouble = 1;
+                                for (size_t x = i; x < j; x++)
+                                        w->pend_next[nnext++] = w->order[x];
+                        } else {
+                                redisContext *c = w->conns[conn].c;
+                                size_t argc = 0;
+                                w->argv[argc] = "UNLINK";
+                                w->argvlen[argc++] = 6;
+                                for (size_t x = i; x < j; x++) {
+                                        w->argv[argc] = keys[w->order[x]].key;
+                                        w->argvlen[argc++] = keys[w->order[x]].len;
+                                }
+                                if (ask >= 0)
+                                        redisAppendCommand(c, "ASKING");
+                                redisAppendCommandArgv(c, (int)argc, w->argv, w->argvlen);
+                                if (add_cmd(w, &ncmd, conn, (uint32_t)i, (uint32_t)(j - i),
+                                            ask >= 0))
+                                        return -1;
+                        }
+                        i = j;
+                }
+
+                /* Write every master's pipeline before reading any reply. */
+                for (size_t ci = 0; ci < w->conn_count; ci++) {
+                        conn_t *c = &w->conns[ci];
+                        if (c->cmd_head < 0)
+                                continue;
+                        int done = 0;
+                        while (!done)
+                                if (redisBufferWrite(c->c, &done) != REDIS_OK)
+                                        break;
+                        if (!done) {
+                                trouble = 1;
+                                for (int32_t x = c->cmd_head; x >= 0; x = w->cmds[x].next)
+                                        for (uint32_t y = 0; y < w->cmds[x].count; y++)
+                                                w->pend_next[nnext++] =
+                                                        w->order[w->cmds[x].first + y];
+                                conn_fail(w, c, c->c->errstr);
+                                c->cmd_head = -1;
+                        }
+                }
+
+                for (size_t ci = 0; ci < w->conn_count; ci++) {
+                        conn_t *c = &w->conns[ci];
+                        if (c->cmd_head < 0)
+                                continue;
+                        w->stats.round_trips++;
+                        for (int32_t x = c->cmd_head; x >= 0; x = w->cmds[x].next) {
+                                cmd_t *cmd = &w->cmds[x];
+                                const uint32_t *ks = &w->order[cmd->first];
+                                redisReply *r = NULL;
+                                if (c->c && cmd->asking) {
+                                        if (redisGetReply(c->c, (void **)&r) == REDIS_OK)
+                                                freeReplyObject(r);
+                                        else
+                                                conn_fail(w, c, c->c->errstr);
+                                        r = NULL;
+                                }
+                                if (c->c && redisGetReply(c->c, (void **)&r) != REDIS_OK) {
+                                        conn_fail(w, c, c->c->errstr);
+                                        r = NULL;
+                                }
+                                if (!r) { /* lost with the connection: unknown, so again */
+                                        trouble = 1;
+                                        for (uint32_t y = 0; y < cmd->count; y++) {
+                                                w->ask_conn[ks[y]] = -1;
+                                                w->pend_next[nnext++] = ks[y];
+                                        }
+                                        continue;
+                                }
+                                w->stats.commands++;
+                                if (r->type == REDIS_REPLY_INTEGER) {
+                                        for (uint32_t y = 0; y < cmd->count; y++)
+                                                status[ks[y]] = KRIB_WKEY_OK;
+                                        w->stats.keys += cmd->count;
+                                } else if (r->type == REDIS_REPLY_ERROR) {
+                                        int slot;
+                                        krib_addr_t to;
+                                        krib_redirect_t red =
+                                                krib_topo_parse_redirect(r->str, r->len, &slot, &to);
+                                        if (red != KRIB_REDIRECT_NONE && !to.host[0])
+                                                snprintf(to.host, sizeof(to.host), "%s",
+                                                         c->addr.host);
+                                        int32_t target = -1;
+                                        if (red == KRIB_REDIRECT_MOVED) {
+                                                w->stats.moved++;
+                                                int m = krib_topo_master(&w->topo, to.host, to.port);
+                                                if (m >= 0) {
+                                                        w->topo.slot_owner[slot] = m;
+                                                        map_masters(w);
+                                                }
+                                                w->need_refresh = 1;
+                                                redirected = 1;
+                                        } else if (red == KRIB_REDIRECT_ASK) {
+                                                w->stats.ask++;
+                                                target = conn_get(w, to.host, to.port);
+                                                redirected = 1;
+                                        } else if (retriable(r->str)) {
+                                                w->stats.retries++;
+                                                trouble = 1;
+                                                if (!strncmp(r->str, "READONLY", 8) ||
+                                                    !strncmp(r->str, "CLUSTERDOWN", 11))
+                                                        w->need_refresh = 1;
+                                                if (attempt % 20 == 0)
+                                                        krib_log_warn("writer",
+                                                                      "msg=\"transient redis error, "
+                                                                      "retrying\" node=%s:%d "
+                                                                      "error=\"%s\"",
+                                                                      c->addr.host, c->addr.port,
+                                                                      r->str);
+                                        }
+                                        /* conn_get()/map_masters() may move w->conns. */
+                                        c = &w->conns[ci];
+                                        if (red != KRIB_REDIRECT_NONE || retriable(r->str)) {
+                                                for (uint32_t y = 0; y < cmd->count; y++) {
+                                                        w->ask_conn[ks[y]] = target;
+                                                        w->pend_next[nnext++] = ks[y];
+                                                }
+                                        } else {
+                                                w->stats.errors++;
+                                                krib_log_error("writer",
+                                                               "msg=\"redis refused UNLINK\" "
+                                                               "node=%s:%d key=\"%.*s\" keys=%u "
+                                                               "error=\"%s\"",
+                                                               c->addr.host, c->addr.port,
+                                                               (int)keys[ks[0]].len,
+                                                               keys[ks[0]].key, cmd->count, r->str);
+                                                for (uint32_t y = 0; y < cmd->count; y++)
+                                                        status[ks[y]] = KRIB_WKEY_FAILED;
+                                        }
+                                } else {
+                                        w->stats.errors++;
+                                        krib_log_error("writer", "msg=\"unexpected reply type\" "
+                                                       "node=%s:%d type=%d", c->addr.host,
+                                                       c->addr.port, r->type);
+                                        for (uint32_t y = 0; y < cmd->count; y++)
+                                                status[ks[y]] = KRIB_WKEY_FAILED;
+                                }
+                                freeReplyObject(r);
+                        }
+                }
+
+                uint32_t *t = w->pend;
+                w->pend = w->pend_next;
+                w->pend_next = t;
+                npend = nnext;
+                if (!npend)
+                        break;
+                if (trouble) {
+                        nap(w, krib_retry_backoff_us(attempt++, BACKOFF_BASE_US, BACKOFF_CAP_US,
+                                                     krib_retry_rand(&w->rng)));
+                } else if (redirected && ++redirect_rounds > REDIRECT_ROUNDS_FREE) {
+                        /* A redirect loop (slots mid-migration): slow down. */
+                        nap(w, krib_retry_backoff_us(attempt++, BACKOFF_BASE_US, BACKOFF_CAP_US,
+                                                     krib_retry_rand(&w->rng)));
+                }
+        }
+        return 0;
+}
