@@ -258,8 +258,9 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
         }
         return 0;
 wrong_type: {
-        static const char *tn[] = {"string", "integer", "boolean", "list of strings", "string"};
-        errf(errstr, size, "%s:%d: %s must be a %s", file, line, r->name, tn[r->type]);
+        static const char *tn[] = {"a string", "an integer", "a boolean", "a list of strings",
+                                   "a string"};
+        errf(errstr, size, "%s:%d: %s must be %s", file, line, r->name, tn[r->type]);
         return -1;
 }
 }

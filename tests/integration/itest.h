@@ -1,0 +1,49 @@
+/* Helpers for integration tests against the real broker and Redis servers
+ * that ci/services starts. Addresses come from the environment ci/lib.sh
+ * exports (KRIB_KAFKA_BROKERS, KRIB_REDIS_NODES, REDIS_STANDALONE_PORT), with
+ * the KRIB_PORT_BASE=19000 defaults. Every wait is bounded. */
+#ifndef KRIB_ITEST_H
+#define KRIB_ITEST_H
+
+#include <hiredis.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+const char *itest_brokers(void);
+const char *itest_redis_seed(void);   /* first cluster node, host:port */
+const char *itest_redis_nodes(void);  /* all cluster seeds, comma-separated */
+int itest_standalone_port(void);
+
+/* "<prefix>-<pid>-<n>": names that do not collide between runs. */
+void itest_unique(char *out, size_t size, const char *prefix);
+
+/* Runs argv to completion (at most timeout_s); returns its exit status, or
+ * -1 if it had to be killed. stdout is captured into out when out != NULL. */
+int itest_run(char *const argv[], int timeout_s, char *out, size_t out_size);
+
+/* Starts krib with extra "NAME=value" environment entries (NULL-terminated)
+ * and stderr+stdout to log_path. */
+pid_t itest_krib_start(const char *const *env, const char *log_path);
+
+/* Sends sig and waits up to timeout_s; returns the exit status, 128+signal
+ * when it died of a signal, -1 on timeout (then it is killed). */
+int itest_krib_stop(pid_t pid, int sig, int timeout_s);
+
+/* Per-partition committed offsets of group (-1 when none) and log-end
+ * offsets of topic. Return 0 on success. */
+int itest_committed(const char *group, const char *topic, int nparts, int64_t *out);
+int itest_log_end(const char *topic, int nparts, int64_t *out);
+
+/* Waits until committed == log end on every partition; 0 when reached. */
+int itest_wait_caught_up(const char *group, const char *topic, int nparts, int timeout_s);
+
+/* Runs krib-loadgen with args (NULL-terminated), asserting success; returns
+ * what it printed. */
+const char *itest_loadgen(const char *const *args);
+
+/* Counts lines of path that contain every needle (NULL-terminated list). */
+int itest_log_count(const char *path, const char *const *needles);
+
+redisContext *itest_redis(int port);
+
+#endif
