@@ -73,8 +73,8 @@ static int cmd_create(const opts_t *o) {
                 fprintf(stderr, "krib-loadgen: CreateTopics timed out\n");
         else {
                 size_t n;
-                const rd_kafka_topic_result_t **res =
-                        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+                const rd_kafka_topic_result_t **res = rd_kafka_CreateTopics_result_topics(
+                        rd_kafka_event_CreateTopics_result(ev), &n);
                 rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
                 if (!e && n == 1)
                         e = rd_kafka_topic_result_error(res[0]);
@@ -138,8 +138,8 @@ static int cmd_produce(const opts_t *o) {
                 char key[256];
                 if (n == next_bad && bad < o->malformed) {
                         /* Not Avro of our schema: a stray JSON document. */
-                        len = (size_t)snprintf(buf, sizeof(buf),
-                                               "{\"not\":\"avro\",\"n\":%ld}", bad);
+                        len = (size_t)snprintf(buf, sizeof(buf), "{\"not\":\"avro\",\"n\":%ld}",
+                                               bad);
                         snprintf(key, sizeof(key), "malformed-%ld", bad);
                         payload = buf;
                         bad++;
@@ -148,7 +148,8 @@ static int cmd_produce(const opts_t *o) {
                         krib_event_reset(&ev);
                         int el = snprintf(entity, sizeof(entity), "%s:%ld", o->prefix, i);
                         krib_event_strdup(&ev, &ev.entity, entity, (size_t)el);
-                        ev.keys = krib_event_alloc(&ev, (size_t)o->keys_per_event * sizeof(krib_str_t));
+                        ev.keys = krib_event_alloc(&ev,
+                                                   (size_t)o->keys_per_event * sizeof(krib_str_t));
                         for (long j = 0; j < o->keys_per_event; j++) {
                                 int kl = key_of(o, i, j, key, sizeof(key));
                                 krib_event_strdup(&ev, &ev.keys[j], key, (size_t)kl);
@@ -260,7 +261,8 @@ static long cmd_keys(const opts_t *o, int populate) {
                         if (m < 0)
                                 die("slot of %s has no owner", key);
                         if (populate)
-                                redisAppendCommand(r.ctx[m], "SET %b cached-%ld", key, (size_t)kl, i);
+                                redisAppendCommand(r.ctx[m], "SET %b cached-%ld", key, (size_t)kl,
+                                                   i);
                         else
                                 redisAppendCommand(r.ctx[m], "EXISTS %b", key, (size_t)kl);
                         r.queued[m]++;
@@ -300,27 +302,49 @@ int main(int argc, char **argv) {
                         *c = '\0';
                 o.redis = seed;
         }
-        static const struct option lo[] = {
-                {"brokers", required_argument, NULL, 'b'},  {"topic", required_argument, NULL, 't'},
-                {"prefix", required_argument, NULL, 'x'},   {"schema", required_argument, NULL, 's'},
-                {"redis", required_argument, NULL, 'r'},    {"count", required_argument, NULL, 'n'},
-                {"keys-per-event", required_argument, NULL, 'k'},
-                {"malformed", required_argument, NULL, 'm'},
-                {"partitions", required_argument, NULL, 'p'}, {NULL, 0, NULL, 0}};
+        static const struct option lo[] = {{"brokers", required_argument, NULL, 'b'},
+                                           {"topic", required_argument, NULL, 't'},
+                                           {"prefix", required_argument, NULL, 'x'},
+                                           {"schema", required_argument, NULL, 's'},
+                                           {"redis", required_argument, NULL, 'r'},
+                                           {"count", required_argument, NULL, 'n'},
+                                           {"keys-per-event", required_argument, NULL, 'k'},
+                                           {"malformed", required_argument, NULL, 'm'},
+                                           {"partitions", required_argument, NULL, 'p'},
+                                           {NULL, 0, NULL, 0}};
         int c;
         optind = 2;
         while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
                 switch (c) {
-                case 'b': o.brokers = optarg; break;
-                case 't': o.topic = optarg; break;
-                case 'x': o.prefix = optarg; break;
-                case 's': o.schema = optarg; break;
-                case 'r': o.redis = optarg; break;
-                case 'n': o.count = atol(optarg); break;
-                case 'k': o.keys_per_event = atol(optarg); break;
-                case 'm': o.malformed = atol(optarg); break;
-                case 'p': o.partitions = atol(optarg); break;
-                default: return 2;
+                case 'b':
+                        o.brokers = optarg;
+                        break;
+                case 't':
+                        o.topic = optarg;
+                        break;
+                case 'x':
+                        o.prefix = optarg;
+                        break;
+                case 's':
+                        o.schema = optarg;
+                        break;
+                case 'r':
+                        o.redis = optarg;
+                        break;
+                case 'n':
+                        o.count = atol(optarg);
+                        break;
+                case 'k':
+                        o.keys_per_event = atol(optarg);
+                        break;
+                case 'm':
+                        o.malformed = atol(optarg);
+                        break;
+                case 'p':
+                        o.partitions = atol(optarg);
+                        break;
+                default:
+                        return 2;
                 }
         }
         if (o.count < 0 || o.keys_per_event < 1 || o.keys_per_event > 64 || o.malformed < 0 ||

@@ -29,46 +29,44 @@ static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL}
 
 /* The one description of krib's configuration. */
 static const row_t rows[] = {
-    {"kafka.brokers", T_STR, F(kafka_brokers), "127.0.0.1:19092", 0, 0, NULL,
-     "Bootstrap brokers (librdkafka bootstrap.servers).", 0},
-    {"kafka.group_id", T_STR, F(kafka_group_id), "krib", 0, 0, NULL,
-     "Consumer group; instances sharing it split the partitions.", 0},
-    {"kafka.topics", T_LIST, F(kafka_topics), "", 0, 0, NULL,
-     "Topics to consume; an entry starting with '^' is a regex.", 0},
-    {"kafka.properties", T_LIST, F(kafka_properties), "", 0, 0, NULL,
-     "Extra librdkafka consumer properties as \"name=value\" strings.", 0},
-    {"redis.mode", T_ENUM, F(redis_mode), "cluster", 0, 0, redis_modes,
-     "cluster: route by hash slot; standalone: one server owns every key.", 0},
-    {"redis.nodes", T_LIST, F(redis_nodes), "127.0.0.1:19100", 0, 0, NULL,
-     "Seed nodes host:port; the cluster topology is discovered from them.", 0},
-    {"redis.username", T_STR, F(redis_username), "", 0, 0, NULL,
-     "ACL user for AUTH (empty: default user).", 0},
-    {"redis.password", T_STR, F(redis_password), "", 0, 0, NULL,
-     "Password for AUTH (empty: no AUTH).", 1},
-    {"redis.connect_timeout_ms", T_INT, F(redis_connect_timeout_ms), "1000", 1, 600000, NULL,
-     "TCP connect timeout per node.", 0},
-    {"redis.command_timeout_ms", T_INT, F(redis_command_timeout_ms), "5000", 1, 600000, NULL,
-     "Socket read/write timeout; a node that exceeds it is reconnected.", 0},
-    {"redis.max_keys_per_command", T_INT, F(redis_max_keys_per_command), "64", 1, 100000, NULL,
-     "Keys of one slot per UNLINK command.", 0},
-    {"decode.format", T_ENUM, F(decode_format), "avro-raw", 0, 0, formats,
-     "Wire format of event values: avro-raw = Avro binary in the schema file's schema.", 0},
-    {"decode.schema_file", T_STR, F(decode_schema_file), "schemas/invalidation.avsc", 0, 0, NULL,
-     "Writer schema (.avsc); relative paths start at the config file's directory.", 0},
-    {"pipeline.batch_max_events", T_INT, F(pipeline_batch_max_events), "10000", 1, 1000000, NULL,
-     "Events gathered before they are written to Redis.", 0},
-    {"pipeline.linger_ms", T_INT, F(pipeline_linger_ms), "5", 0, 10000, NULL,
-     "Longest wait for a batch to fill.", 0},
-    {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0, 3600000,
-     NULL, "On SIGTERM, how long unacknowledged writes may still be retried.", 0},
-    {"log.level", T_ENUM, F(log_level), "info", 0, 0, log_levels, "error|warn|info|debug.", 0},
-    {"log.stats_interval_ms", T_INT, F(log_stats_interval_ms), "5000", 0, 3600000, NULL,
-     "Period of the stats log line (0: never).", 0},
+        {"kafka.brokers", T_STR, F(kafka_brokers), "127.0.0.1:19092", 0, 0, NULL,
+         "Bootstrap brokers (librdkafka bootstrap.servers).", 0},
+        {"kafka.group_id", T_STR, F(kafka_group_id), "krib", 0, 0, NULL,
+         "Consumer group; instances sharing it split the partitions.", 0},
+        {"kafka.topics", T_LIST, F(kafka_topics), "", 0, 0, NULL,
+         "Topics to consume; an entry starting with '^' is a regex.", 0},
+        {"kafka.properties", T_LIST, F(kafka_properties), "", 0, 0, NULL,
+         "Extra librdkafka consumer properties as \"name=value\" strings.", 0},
+        {"redis.mode", T_ENUM, F(redis_mode), "cluster", 0, 0, redis_modes,
+         "cluster: route by hash slot; standalone: one server owns every key.", 0},
+        {"redis.nodes", T_LIST, F(redis_nodes), "127.0.0.1:19100", 0, 0, NULL,
+         "Seed nodes host:port; the cluster topology is discovered from them.", 0},
+        {"redis.username", T_STR, F(redis_username), "", 0, 0, NULL,
+         "ACL user for AUTH (empty: default user).", 0},
+        {"redis.password", T_STR, F(redis_password), "", 0, 0, NULL,
+         "Password for AUTH (empty: no AUTH).", 1},
+        {"redis.connect_timeout_ms", T_INT, F(redis_connect_timeout_ms), "1000", 1, 600000, NULL,
+         "TCP connect timeout per node.", 0},
+        {"redis.command_timeout_ms", T_INT, F(redis_command_timeout_ms), "5000", 1, 600000, NULL,
+         "Socket read/write timeout; a node that exceeds it is reconnected.", 0},
+        {"redis.max_keys_per_command", T_INT, F(redis_max_keys_per_command), "64", 1, 100000, NULL,
+         "Keys of one slot per UNLINK command.", 0},
+        {"decode.format", T_ENUM, F(decode_format), "avro-raw", 0, 0, formats,
+         "Wire format of event values: avro-raw = Avro binary in the schema file's schema.", 0},
+        {"decode.schema_file", T_STR, F(decode_schema_file), "schemas/invalidation.avsc", 0, 0,
+         NULL, "Writer schema (.avsc); relative paths start at the config file's directory.", 0},
+        {"pipeline.batch_max_events", T_INT, F(pipeline_batch_max_events), "10000", 1, 1000000,
+         NULL, "Events gathered before they are written to Redis.", 0},
+        {"pipeline.linger_ms", T_INT, F(pipeline_linger_ms), "5", 0, 10000, NULL,
+         "Longest wait for a batch to fill.", 0},
+        {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0,
+         3600000, NULL, "On SIGTERM, how long unacknowledged writes may still be retried.", 0},
+        {"log.level", T_ENUM, F(log_level), "info", 0, 0, log_levels, "error|warn|info|debug.", 0},
+        {"log.stats_interval_ms", T_INT, F(log_stats_interval_ms), "5000", 0, 3600000, NULL,
+         "Period of the stats log line (0: never).", 0},
 };
 
 #define ROW_COUNT (sizeof(rows) / sizeof(rows[0]))
-
-
 
 static void errf(char *errstr, size_t size, const char *fmt, ...) {
         va_list ap;
@@ -105,8 +103,7 @@ static int list_push(krib_strlist_t *l, const char *s, size_t len) {
 }
 
 /* Sets a row from its textual form (defaults and the environment use it). */
-static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *errstr,
-                    size_t size) {
+static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *errstr, size_t size) {
         void *p = (char *)conf + r->offset;
         switch (r->type) {
         case T_STR: {
@@ -257,7 +254,7 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
                 return -1;
         }
         return 0;
-wrong_type: {
+wrong_type : {
         static const char *tn[] = {"a string", "an integer", "a boolean", "a list of strings",
                                    "a string"};
         errf(errstr, size, "%s:%d: %s must be %s", file, line, r->name, tn[r->type]);
@@ -291,8 +288,8 @@ static int walk(krib_conf_t *conf, config_setting_t *group, const char *prefix, 
                                 continue;
                         }
                 }
-                errf(errstr, size, "%s:%d: unknown key '%s' (krib --help-config lists them)",
-                     file, config_setting_source_line(s), path);
+                errf(errstr, size, "%s:%d: unknown key '%s' (krib --help-config lists them)", file,
+                     config_setting_source_line(s), path);
                 return -1;
         }
         return 0;
@@ -335,9 +332,9 @@ static void env_name(const char *row, char *out, size_t size) {
 }
 
 /* KRIB_ variables that belong to the scripts around krib, not to krib. */
-static const char *const env_ignored[] = {"KRIB_PORT_BASE", "KRIB_RUN", "KRIB_BUILD",
-                                          "KRIB_ROOT", "KRIB_KAFKA_LIBS", "KRIB_START_TIMEOUT",
-                                          "KRIB_CONFIG", NULL};
+static const char *const env_ignored[] = {
+        "KRIB_PORT_BASE",  "KRIB_RUN",           "KRIB_BUILD",  "KRIB_ROOT",
+        "KRIB_KAFKA_LIBS", "KRIB_START_TIMEOUT", "KRIB_CONFIG", NULL};
 
 int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *errstr, size_t errstr_size) {
         for (; envp && *envp; envp++) {
@@ -361,8 +358,8 @@ int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *errstr, size_
                                 r = &rows[i];
                 }
                 if (!r) {
-                        errf(errstr, errstr_size, "environment: unknown variable %.*s",
-                             (int)nlen, *envp);
+                        errf(errstr, errstr_size, "environment: unknown variable %.*s", (int)nlen,
+                             *envp);
                         return -1;
                 }
                 char sub[256];
@@ -458,8 +455,7 @@ void krib_conf_print(const krib_conf_t *conf, FILE *fp) {
                 switch (r->type) {
                 case T_STR:
                         fprintf(fp, "\"%s\";\n",
-                                r->secret && **(char *const *)p ? "<redacted>"
-                                                                 : *(char *const *)p);
+                                r->secret && **(char *const *)p ? "<redacted>" : *(char *const *)p);
                         break;
                 case T_INT:
                         fprintf(fp, "%" PRId64 ";\n", *(const int64_t *)p);

@@ -35,7 +35,7 @@ typedef struct krib_conf {
         int64_t redis_command_timeout_ms;
         int64_t redis_max_keys_per_command;
 
-        int64_t decode_format; /* krib_format_t */
+        int64_t decode_format;    /* krib_format_t */
         char *decode_schema_file; /* resolved against the config file's directory */
 
         int64_t pipeline_batch_max_events;

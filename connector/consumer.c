@@ -51,8 +51,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         aerr = rd_kafka_assign(rk, parts);
         } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
                 int lost = rd_kafka_assignment_lost(rk);
-                krib_log_info("consumer", "msg=\"partitions revoked\" lost=%d count=%d "
-                              "partitions=%s", lost, parts->cnt, list);
+                krib_log_info("consumer",
+                              "msg=\"partitions revoked\" lost=%d count=%d "
+                              "partitions=%s",
+                              lost, parts->cnt, list);
                 if (c->hooks.on_revoke)
                         c->hooks.on_revoke(c->hooks.opaque, parts, lost);
                 if (!lost)
@@ -87,8 +89,8 @@ static int set(rd_kafka_conf_t *kc, const char *name, const char *value, char *e
 }
 
 /* Properties krib's correctness rests on: a user value is refused. */
-static const char *const owned[] = {"enable.auto.offset.store", "group.id",
-                                    "bootstrap.servers", NULL};
+static const char *const owned[] = {"enable.auto.offset.store", "group.id", "bootstrap.servers",
+                                    NULL};
 
 krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_hooks_t *hooks,
                                    char *errstr, size_t errstr_size) {
@@ -102,8 +104,7 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
                 c->hooks = *hooks;
         rd_kafka_conf_t *kc = rd_kafka_conf_new();
         if (set(kc, "client.id", "krib", errstr, errstr_size) ||
-            set(kc, "partition.assignment.strategy", "cooperative-sticky", errstr,
-                errstr_size) ||
+            set(kc, "partition.assignment.strategy", "cooperative-sticky", errstr, errstr_size) ||
             set(kc, "auto.offset.reset", "earliest", errstr, errstr_size) ||
             set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
             set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||

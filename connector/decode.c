@@ -2,6 +2,7 @@
 
 #include <avro.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,143 @@ krib_decode_t *krib_decode_new_file(const char *path, char *errstr, size_t errst
         return dec;
 }
 
+/* Walks Avro binary against the writer schema without allocating, so a
+ * hostile length or block count is refused before avro-c sizes a buffer by
+ * it. Returns bytes consumed, or -1 (reason in *why). */
+typedef struct {
+        const uint8_t *p;
+        size_t left;
+        const char *why;
+} cursor_t;
+
+#define MAX_DEPTH           32
+#define MAX_ZERO_SIZE_ITEMS 100000
+
+static int read_varint(cursor_t *c, int64_t *out) {
+        uint64_t v = 0;
+        for (int shift = 0; shift < 64; shift += 7) {
+                if (!c->left) {
+                        c->why = "truncated";
+                        return -1;
+                }
+                uint8_t b = *c->p++;
+                c->left--;
+                v |= (uint64_t)(b & 0x7f) << shift;
+                if (!(b & 0x80)) {
+                        *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+                        return 0;
+                }
+        }
+        c->why = "varint longer than 10 bytes";
+        return -1;
+}
+
+static int take(cursor_t *c, int64_t n) {
+        if (n < 0 || (uint64_t)n > c->left) {
+                c->why = n < 0 ? "negative length" : "length past the end of the message";
+                return -1;
+        }
+        c->p += n;
+        c->left -= (size_t)n;
+        return 0;
+}
+
+static int skip(cursor_t *c, avro_schema_t s, int depth);
+
+/* Arrays and maps: blocks of items until a zero count. */
+static int skip_blocks(cursor_t *c, avro_schema_t item, int is_map, int depth) {
+        size_t zero_size_items = 0;
+        for (;;) {
+                int64_t n;
+                if (read_varint(c, &n))
+                        return -1;
+                if (!n)
+                        return 0;
+                if (n < 0) { /* negative count: a byte size follows */
+                        int64_t bytes;
+                        if (read_varint(c, &bytes))
+                                return -1;
+                        if (n == INT64_MIN) {
+                                c->why = "bad block count";
+                                return -1;
+                        }
+                        n = -n;
+                }
+                for (int64_t i = 0; i < n; i++) {
+                        size_t before = c->left;
+                        if (is_map) {
+                                int64_t klen;
+                                if (read_varint(c, &klen) || take(c, klen))
+                                        return -1;
+                        }
+                        if (skip(c, item, depth + 1))
+                                return -1;
+                        /* Items that occupy no bytes (null) could make a tiny
+                         * message claim billions of them. */
+                        if (c->left == before && ++zero_size_items > MAX_ZERO_SIZE_ITEMS) {
+                                c->why = "too many empty items";
+                                return -1;
+                        }
+                }
+        }
+}
+
+static int skip(cursor_t *c, avro_schema_t s, int depth) {
+        int64_t v;
+        if (depth > MAX_DEPTH) {
+                c->why = "nesting too deep";
+                return -1;
+        }
+        switch (avro_typeof(s)) {
+        case AVRO_NULL:
+                return 0;
+        case AVRO_BOOLEAN:
+                return take(c, 1);
+        case AVRO_INT32:
+        case AVRO_INT64:
+                return read_varint(c, &v);
+        case AVRO_FLOAT:
+                return take(c, 4);
+        case AVRO_DOUBLE:
+                return take(c, 8);
+        case AVRO_STRING:
+        case AVRO_BYTES:
+                return read_varint(c, &v) || take(c, v) ? -1 : 0;
+        case AVRO_FIXED:
+                return take(c, avro_schema_fixed_size(s));
+        case AVRO_ENUM:
+                if (read_varint(c, &v))
+                        return -1;
+                if (v < 0 || v >= avro_schema_enum_number_of_symbols(s)) {
+                        c->why = "enum index out of range";
+                        return -1;
+                }
+                return 0;
+        case AVRO_ARRAY:
+                return skip_blocks(c, avro_schema_array_items(s), 0, depth);
+        case AVRO_MAP:
+                return skip_blocks(c, avro_schema_map_values(s), 1, depth);
+        case AVRO_UNION:
+                if (read_varint(c, &v))
+                        return -1;
+                if (v < 0 || (uint64_t)v >= avro_schema_union_size(s)) {
+                        c->why = "union branch out of range";
+                        return -1;
+                }
+                return skip(c, avro_schema_union_branch(s, (int)v), depth + 1);
+        case AVRO_RECORD:
+                for (size_t i = 0; i < avro_schema_record_size(s); i++)
+                        if (skip(c, avro_schema_record_field_get_by_index(s, (int)i), depth + 1))
+                                return -1;
+                return 0;
+        case AVRO_LINK:
+                return skip(c, avro_schema_link_target(s), depth + 1);
+        default:
+                c->why = "unsupported schema type";
+                return -1;
+        }
+}
+
 /* Follows a ["null", T] union to its value; *present = 0 for null. */
 static int branch(avro_value_t *v, avro_value_t *out, int *present) {
         *present = 1;
@@ -268,8 +406,8 @@ static int get_version(krib_event_t *ev, avro_value_t *field) {
         return 0;
 }
 
-static int get_action(krib_decode_t *dec, avro_value_t *field, krib_action_t *out,
-                      char *errstr, size_t size) {
+static int get_action(krib_decode_t *dec, avro_value_t *field, krib_action_t *out, char *errstr,
+                      size_t size) {
         avro_value_t v;
         int present;
         const char *sym = NULL;
@@ -306,15 +444,18 @@ int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_even
                 errf(errstr, errstr_size, "empty message value (tombstone)");
                 return -1;
         }
-        if (avro_value_read(dec->reader, &dec->value)) {
-                errf(errstr, errstr_size, "malformed Avro: %s", avro_strerror());
+        cursor_t cur = {buf, len, NULL};
+        if (skip(&cur, dec->schema, 0)) {
+                errf(errstr, errstr_size, "malformed Avro: %s", cur.why);
                 return -1;
         }
-        /* avro-c's memory reader does not expose its position, so the
-         * record's encoded size tells whether bytes were left over. */
-        size_t used = 0;
-        if (avro_value_sizeof(&dec->value, &used) || used != len) {
-                errf(errstr, errstr_size, "malformed Avro: trailing bytes after the record");
+        if (cur.left) {
+                errf(errstr, errstr_size, "malformed Avro: %zu trailing bytes after the record",
+                     cur.left);
+                return -1;
+        }
+        if (avro_value_read(dec->reader, &dec->value)) {
+                errf(errstr, errstr_size, "malformed Avro: %s", avro_strerror());
                 return -1;
         }
         avro_value_t f[F__N];
@@ -363,8 +504,8 @@ int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_even
         for (size_t i = 0; i < ev->version_count; i++)
                 if (ev->version[i].counter < 0) {
                         errf(errstr, errstr_size,
-                             "invalid event %s: version counter for '%s' is negative",
-                             ev->entity.s, ev->version[i].origin.s);
+                             "invalid event %s: version counter for '%s' is negative", ev->entity.s,
+                             ev->version[i].origin.s);
                         return -1;
                 }
         switch (ev->action) {

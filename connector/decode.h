@@ -21,8 +21,7 @@ typedef struct krib_decode krib_decode_t;
 krib_decode_t *krib_decode_new_file(const char *path, char *errstr, size_t errstr_size);
 
 /* Same, from schema JSON (json is borrowed until return). */
-krib_decode_t *krib_decode_new_json(const char *json, size_t len, char *errstr,
-                                    size_t errstr_size);
+krib_decode_t *krib_decode_new_json(const char *json, size_t len, char *errstr, size_t errstr_size);
 
 /* Decodes one value into ev (which is reset first; its strings live in ev's
  * arena). buf is borrowed until return. Returns 0, or -1 with a message in

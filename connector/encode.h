@@ -15,8 +15,7 @@ typedef struct krib_encode krib_encode_t;
 
 /* Caller frees with krib_encode_destroy(). NULL + errstr on error. */
 krib_encode_t *krib_encode_new_file(const char *path, char *errstr, size_t errstr_size);
-krib_encode_t *krib_encode_new_json(const char *json, size_t len, char *errstr,
-                                    size_t errstr_size);
+krib_encode_t *krib_encode_new_json(const char *json, size_t len, char *errstr, size_t errstr_size);
 
 /* Writes ev into buf (borrowed). Returns 0 and sets *len, or -1 when buf is
  * too small or ev cannot be represented. */

@@ -11,8 +11,8 @@
 
 typedef enum {
         KRIB_LOG_ERROR = 0,
-        KRIB_LOG_WARN  = 1,
-        KRIB_LOG_INFO  = 2,
+        KRIB_LOG_WARN = 1,
+        KRIB_LOG_INFO = 2,
         KRIB_LOG_DEBUG = 3,
 } krib_log_level_t;
 
@@ -36,10 +36,10 @@ void krib_log_write(krib_log_level_t level, const char *module, const char *fmt,
 #define krib_log_error(mod, ...) krib_log_write(KRIB_LOG_ERROR, mod, __VA_ARGS__)
 #define krib_log_warn(mod, ...)  krib_log_write(KRIB_LOG_WARN, mod, __VA_ARGS__)
 #define krib_log_info(mod, ...)  krib_log_write(KRIB_LOG_INFO, mod, __VA_ARGS__)
-#define krib_log_debug(mod, ...)                                                         \
-        do {                                                                             \
-                if (krib_log_get_level() >= KRIB_LOG_DEBUG)                              \
-                        krib_log_write(KRIB_LOG_DEBUG, mod, __VA_ARGS__);                \
+#define krib_log_debug(mod, ...)                                                                   \
+        do {                                                                                       \
+                if (krib_log_get_level() >= KRIB_LOG_DEBUG)                                        \
+                        krib_log_write(KRIB_LOG_DEBUG, mod, __VA_ARGS__);                          \
         } while (0)
 
 #endif

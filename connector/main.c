@@ -121,9 +121,11 @@ int main(int argc, char **argv) {
         sigaction(SIGINT, &sa, NULL);
         signal(SIGPIPE, SIG_IGN);
 
-        krib_log_info("main", "msg=\"starting\" version=%s config=%s brokers=%s group=%s "
-                      "redis_mode=%s", KRIB_VERSION, path, conf.kafka_brokers,
-                      conf.kafka_group_id, conf.redis_mode ? "standalone" : "cluster");
+        krib_log_info("main",
+                      "msg=\"starting\" version=%s config=%s brokers=%s group=%s "
+                      "redis_mode=%s",
+                      KRIB_VERSION, path, conf.kafka_brokers, conf.kafka_group_id,
+                      conf.redis_mode ? "standalone" : "cluster");
         krib_pipeline_t *p = krib_pipeline_new(&conf, &stop_requested, errstr, sizeof(errstr));
         if (!p) {
                 krib_log_error("main", "msg=\"cannot start\" error=\"%s\"", errstr);

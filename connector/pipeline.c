@@ -77,8 +77,10 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         krib_writer_set_stop(p->writer, stop, conf->pipeline_shutdown_timeout_ms);
         char sub[256];
         if (krib_writer_refresh(p->writer, sub, sizeof(sub)))
-                krib_log_warn("pipeline", "msg=\"redis not reachable yet, will retry\" "
-                              "error=\"%s\"", sub);
+                krib_log_warn("pipeline",
+                              "msg=\"redis not reachable yet, will retry\" "
+                              "error=\"%s\"",
+                              sub);
         krib_consumer_hooks_t hooks = {.on_revoke = on_revoke, .opaque = p};
         if (!(p->consumer = krib_consumer_new(conf, &hooks, errstr, errstr_size)))
                 goto fail;
@@ -109,14 +111,12 @@ static int reserve_keys(krib_pipeline_t *p, size_t n) {
         return 0;
 }
 
-#define MSG_FMT "topic=%s partition=%" PRId32 " offset=%" PRId64
+#define MSG_FMT     "topic=%s partition=%" PRId32 " offset=%" PRId64
 #define MSG_ARGS(m) rd_kafka_topic_name((m)->rkt), (m)->partition, (m)->offset
 
 static void finish(krib_pipeline_t *p, rd_kafka_message_t *m) {
-        if (krib_offsets_finish(p->offsets, rd_kafka_topic_name(m->rkt), m->partition,
-                                m->offset))
-                krib_log_debug("pipeline", "msg=\"offset was not tracked\" " MSG_FMT,
-                               MSG_ARGS(m));
+        if (krib_offsets_finish(p->offsets, rd_kafka_topic_name(m->rkt), m->partition, m->offset))
+                krib_log_debug("pipeline", "msg=\"offset was not tracked\" " MSG_FMT, MSG_ARGS(m));
 }
 
 static void store_offsets(krib_pipeline_t *p) {
@@ -143,19 +143,24 @@ static int process_batch(krib_pipeline_t *p) {
                 p->live[i] = 0;
                 if (krib_offsets_track(p->offsets, rd_kafka_topic_name(m->rkt), m->partition,
                                        m->offset))
-                        krib_log_warn("pipeline", "msg=\"offset below one already tracked\" "
-                                      MSG_FMT, MSG_ARGS(m));
+                        krib_log_warn("pipeline",
+                                      "msg=\"offset below one already tracked\" " MSG_FMT,
+                                      MSG_ARGS(m));
                 if (krib_decode_event(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
-                        krib_log_error("pipeline", "msg=\"rejected event\" stage=decode " MSG_FMT
-                                       " error=\"%s\"", MSG_ARGS(m), err);
+                        krib_log_error("pipeline",
+                                       "msg=\"rejected event\" stage=decode " MSG_FMT
+                                       " error=\"%s\"",
+                                       MSG_ARGS(m), err);
                         p->stats.rejected++;
                         finish(p, m);
                         continue;
                 }
                 if (ev->action == KRIB_ACTION_TAG) {
-                        krib_log_error("pipeline", "msg=\"rejected event\" stage=route " MSG_FMT
+                        krib_log_error("pipeline",
+                                       "msg=\"rejected event\" stage=route " MSG_FMT
                                        " entity=\"%s\" error=\"TAG sweeps are not supported by "
-                                       "this version\"", MSG_ARGS(m), ev->entity.s);
+                                       "this version\"",
+                                       MSG_ARGS(m), ev->entity.s);
                         p->stats.rejected++;
                         finish(p, m);
                         continue;
@@ -192,9 +197,10 @@ static int process_batch(krib_pipeline_t *p) {
                         p->stats.keys_unlinked += count;
                         finish(p, m);
                 } else if (failed) {
-                        krib_log_error("pipeline", "msg=\"redis refused event\" stage=write "
-                                       MSG_FMT " entity=\"%s\"", MSG_ARGS(m),
-                                       p->events[e].entity.s);
+                        krib_log_error("pipeline",
+                                       "msg=\"redis refused event\" stage=write " MSG_FMT
+                                       " entity=\"%s\"",
+                                       MSG_ARGS(m), p->events[e].entity.s);
                         p->stats.failed++;
                         finish(p, m);
                 }
@@ -217,17 +223,16 @@ static void log_stats(krib_pipeline_t *p, int force) {
                 return;
         p->stats_at_us = now;
         const krib_writer_stats_t *w = krib_writer_stats(p->writer);
-        krib_log_info("stats",
-                      "consumed=%" PRIu64 " applied=%" PRIu64 " rejected=%" PRIu64
-                      " failed=%" PRIu64 " in_flight=%zu keys_unlinked=%" PRIu64
-                      " redis_round_trips=%" PRIu64 " redis_commands=%" PRIu64
-                      " keys_per_round_trip=%.1f moved=%" PRIu64 " ask=%" PRIu64
-                      " retries=%" PRIu64 " reconnects=%" PRIu64 " rebalances=%lu",
-                      p->stats.consumed, p->stats.applied, p->stats.rejected, p->stats.failed,
-                      krib_offsets_in_flight(p->offsets), p->stats.keys_unlinked, w->round_trips,
-                      w->commands, w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0,
-                      w->moved, w->ask, w->retries, w->reconnects,
-                      krib_consumer_rebalances(p->consumer));
+        krib_log_info(
+                "stats",
+                "consumed=%" PRIu64 " applied=%" PRIu64 " rejected=%" PRIu64 " failed=%" PRIu64
+                " in_flight=%zu keys_unlinked=%" PRIu64 " redis_round_trips=%" PRIu64
+                " redis_commands=%" PRIu64 " keys_per_round_trip=%.1f moved=%" PRIu64
+                " ask=%" PRIu64 " retries=%" PRIu64 " reconnects=%" PRIu64 " rebalances=%lu",
+                p->stats.consumed, p->stats.applied, p->stats.rejected, p->stats.failed,
+                krib_offsets_in_flight(p->offsets), p->stats.keys_unlinked, w->round_trips,
+                w->commands, w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0,
+                w->moved, w->ask, w->retries, w->reconnects, krib_consumer_rebalances(p->consumer));
 }
 
 int krib_pipeline_run(krib_pipeline_t *p) {
@@ -248,14 +253,16 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                         }
                         if (m->err) {
                                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                                        krib_log_warn("consumer", "msg=\"consume error\" "
-                                                      "error=\"%s\"", rd_kafka_message_errstr(m));
+                                        krib_log_warn("consumer",
+                                                      "msg=\"consume error\" "
+                                                      "error=\"%s\"",
+                                                      rd_kafka_message_errstr(m));
                                 rd_kafka_message_destroy(m);
                                 continue;
                         }
                         if (!p->n)
-                                deadline = krib_clock_mono_us() +
-                                           p->conf->pipeline_linger_ms * 1000;
+                                deadline =
+                                        krib_clock_mono_us() + p->conf->pipeline_linger_ms * 1000;
                         p->msgs[p->n++] = m;
                         p->stats.consumed++;
                 }
@@ -268,7 +275,8 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                 p->interrupted = 1;
         log_stats(p, 1);
         if (p->interrupted)
-                krib_log_warn("pipeline", "msg=\"shutdown deadline passed with unacknowledged "
+                krib_log_warn("pipeline",
+                              "msg=\"shutdown deadline passed with unacknowledged "
                               "work; its offsets were not stored\" in_flight=%zu",
                               krib_offsets_in_flight(p->offsets));
         return p->interrupted ? -1 : 0;

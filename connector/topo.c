@@ -56,8 +56,8 @@ int krib_topo_master(krib_topo_t *t, const char *host, int port) {
         return (int)t->master_count++;
 }
 
-int krib_topo_load_slots(krib_topo_t *t, const redisReply *r, const char *seed_host,
-                         char *errstr, size_t errstr_size) {
+int krib_topo_load_slots(krib_topo_t *t, const redisReply *r, const char *seed_host, char *errstr,
+                         size_t errstr_size) {
         if (!r || r->type != REDIS_REPLY_ARRAY) {
                 snprintf(errstr, errstr_size, "CLUSTER SLOTS: expected an array, got %s",
                          r && r->type == REDIS_REPLY_ERROR ? r->str : "something else");
@@ -79,8 +79,7 @@ int krib_topo_load_slots(krib_topo_t *t, const redisReply *r, const char *seed_h
                 const char *host = e->element[2]->element[0]->str;
                 long long port = e->element[2]->element[1]->integer;
                 if (lo < 0 || hi >= KRIB_SLOT_COUNT || lo > hi || port < 1 || port > 65535) {
-                        snprintf(errstr, errstr_size, "CLUSTER SLOTS: bad range %lld-%lld", lo,
-                                 hi);
+                        snprintf(errstr, errstr_size, "CLUSTER SLOTS: bad range %lld-%lld", lo, hi);
                         return -1;
                 }
                 /* Redis answers "" (or "?") when it does not know its own

@@ -51,7 +51,6 @@ size_t krib_topo_unassigned(const krib_topo_t *t);
 typedef enum { KRIB_REDIRECT_NONE = 0, KRIB_REDIRECT_MOVED, KRIB_REDIRECT_ASK } krib_redirect_t;
 
 /* Parses "MOVED 3999 127.0.0.1:6381" / "ASK ..." error text. */
-krib_redirect_t krib_topo_parse_redirect(const char *err, size_t len, int *slot,
-                                         krib_addr_t *addr);
+krib_redirect_t krib_topo_parse_redirect(const char *err, size_t len, int *slot, krib_addr_t *addr);
 
 #endif

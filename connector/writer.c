@@ -12,10 +12,10 @@
 #include "slot.h"
 #include "topo.h"
 
-#define BACKOFF_BASE_US 10000     /* 10 ms */
-#define BACKOFF_CAP_US 1000000    /* 1 s */
-#define REFRESH_PERIOD_US 30000000 /* topology re-read even without MOVED */
-#define REDIRECT_ROUNDS_FREE 8    /* redirect-only rounds retried without sleeping */
+#define BACKOFF_BASE_US      10000    /* 10 ms */
+#define BACKOFF_CAP_US       1000000  /* 1 s */
+#define REFRESH_PERIOD_US    30000000 /* topology re-read even without MOVED */
+#define REDIRECT_ROUNDS_FREE 8        /* redirect-only rounds retried without sleeping */
 
 typedef struct {
         krib_addr_t addr;
@@ -28,7 +28,7 @@ typedef struct {
 
 typedef struct {
         int32_t conn;
-        int32_t next;  /* next command of the same conn */
+        int32_t next;   /* next command of the same conn */
         uint32_t first; /* range of w->order */
         uint32_t count;
         uint8_t asking;
@@ -108,9 +108,9 @@ static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
                 redisFree(c->c);
                 c->c = NULL;
         }
-        c->retry_at_us = krib_clock_mono_us() +
-                         krib_retry_backoff_us(c->failures, BACKOFF_BASE_US, BACKOFF_CAP_US,
-                                               krib_retry_rand(&w->rng));
+        c->retry_at_us = krib_clock_mono_us() + krib_retry_backoff_us(c->failures, BACKOFF_BASE_US,
+                                                                      BACKOFF_CAP_US,
+                                                                      krib_retry_rand(&w->rng));
         c->failures++;
         /* A node that went away may have failed over: ask for the map again. */
         if (w->conf->redis_mode == KRIB_REDIS_CLUSTER)
@@ -148,7 +148,8 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
                                         : redisCommand(rc, "AUTH %s", w->conf->redis_password);
                 int ok = r && r->type == REDIS_REPLY_STATUS;
                 if (!ok)
-                        krib_log_error("writer", "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
+                        krib_log_error("writer",
+                                       "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
                                        c->addr.host, c->addr.port,
                                        r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
                 if (r)
@@ -218,8 +219,10 @@ int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
                         w->need_refresh = 0;
                         w->refreshed_at_us = krib_clock_mono_us();
                         size_t holes = krib_topo_unassigned(&w->topo);
-                        krib_log_debug("writer", "msg=\"topology refreshed\" masters=%zu "
-                                       "unassigned_slots=%zu", w->topo.master_count, holes);
+                        krib_log_debug("writer",
+                                       "msg=\"topology refreshed\" masters=%zu "
+                                       "unassigned_slots=%zu",
+                                       w->topo.master_count, holes);
                         return 0;
                 }
         }
@@ -300,12 +303,12 @@ static int grow(krib_writer_t *w, size_t n) {
         if (n <= w->cap)
                 return 0;
         size_t cap = n > w->cap * 2 ? n : w->cap * 2;
-#define GROW(f)                                                                                  \
-        do {                                                                                     \
-                void *p = realloc(w->f, cap * sizeof(*w->f));                                    \
-                if (!p)                                                                          \
-                        return -1;                                                               \
-                w->f = p;                                                                        \
+#define GROW(f)                                                                                    \
+        do {                                                                                       \
+                void *p = realloc(w->f, cap * sizeof(*w->f));                                      \
+                if (!p)                                                                            \
+                        return -1;                                                                 \
+                w->f = p;                                                                          \
         } while (0)
         GROW(slot_of);
         GROW(ask_conn);
@@ -346,9 +349,9 @@ static int add_cmd(krib_writer_t *w, size_t *ncmd, int conn, uint32_t first, uin
 /* Classifies an error reply for keys that stay pending. Returns 1 when the
  * error is transient (retry), 0 when it is final for those keys. */
 static int retriable(const char *s) {
-        static const char *const transient[] = {"TRYAGAIN",  "CLUSTERDOWN", "LOADING",
-                                                "MASTERDOWN", "BUSY",       "READONLY",
-                                                "NOAUTH",     "WRONGPASS",  NULL};
+        static const char *const transient[] = {"TRYAGAIN",   "CLUSTERDOWN", "LOADING",
+                                                "MASTERDOWN", "BUSY",        "READONLY",
+                                                "NOAUTH",     "WRONGPASS",   NULL};
         for (int i = 0; transient[i]; i++) {
                 size_t n = strlen(transient[i]);
                 if (!strncmp(s, transient[i], n) && (s[n] == ' ' || s[n] == '\0'))
@@ -398,8 +401,10 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
                     (w->need_refresh || now - w->refreshed_at_us > REFRESH_PERIOD_US)) {
                         char err[256];
                         if (krib_writer_refresh(w, err, sizeof(err)) && attempt % 20 == 0)
-                                krib_log_warn("writer", "msg=\"topology refresh failed\" "
-                                              "error=\"%s\"", err);
+                                krib_log_warn("writer",
+                                              "msg=\"topology refresh failed\" "
+                                              "error=\"%s\"",
+                                              err);
                 }
 
                 /* Counting sort of the pending keys by slot. */
@@ -511,15 +516,16 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
                                 } else if (r->type == REDIS_REPLY_ERROR) {
                                         int slot;
                                         krib_addr_t to;
-                                        krib_redirect_t red =
-                                                krib_topo_parse_redirect(r->str, r->len, &slot, &to);
+                                        krib_redirect_t red = krib_topo_parse_redirect(
+                                                r->str, r->len, &slot, &to);
                                         if (red != KRIB_REDIRECT_NONE && !to.host[0])
                                                 snprintf(to.host, sizeof(to.host), "%s",
                                                          c->addr.host);
                                         int32_t target = -1;
                                         if (red == KRIB_REDIRECT_MOVED) {
                                                 w->stats.moved++;
-                                                int m = krib_topo_master(&w->topo, to.host, to.port);
+                                                int m = krib_topo_master(&w->topo, to.host,
+                                                                         to.port);
                                                 if (m >= 0) {
                                                         w->topo.slot_owner[slot] = m;
                                                         map_masters(w);
@@ -537,12 +543,12 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
                                                     !strncmp(r->str, "CLUSTERDOWN", 11))
                                                         w->need_refresh = 1;
                                                 if (attempt % 20 == 0)
-                                                        krib_log_warn("writer",
-                                                                      "msg=\"transient redis error, "
-                                                                      "retrying\" node=%s:%d "
-                                                                      "error=\"%s\"",
-                                                                      c->addr.host, c->addr.port,
-                                                                      r->str);
+                                                        krib_log_warn(
+                                                                "writer",
+                                                                "msg=\"transient redis error, "
+                                                                "retrying\" node=%s:%d "
+                                                                "error=\"%s\"",
+                                                                c->addr.host, c->addr.port, r->str);
                                         }
                                         /* conn_get()/map_masters() may move w->conns. */
                                         c = &w->conns[ci];
@@ -565,9 +571,10 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
                                         }
                                 } else {
                                         w->stats.errors++;
-                                        krib_log_error("writer", "msg=\"unexpected reply type\" "
-                                                       "node=%s:%d type=%d", c->addr.host,
-                                                       c->addr.port, r->type);
+                                        krib_log_error("writer",
+                                                       "msg=\"unexpected reply type\" "
+                                                       "node=%s:%d type=%d",
+                                                       c->addr.host, c->addr.port, r->type);
                                         for (uint32_t y = 0; y < cmd->count; y++)
                                                 status[ks[y]] = KRIB_WKEY_FAILED;
                                 }

@@ -32,8 +32,8 @@ static long count_keys(const char *redis, long n, long k) {
         char ns[32], ks[32];
         snprintf(ns, sizeof(ns), "%ld", n);
         snprintf(ks, sizeof(ks), "%ld", k);
-        const char *args[] = {"count", "--redis", redis, "--prefix", prefix, "--count", ns,
-                              "--keys-per-event", ks, NULL};
+        const char *args[] = {"count", "--redis",          redis, "--prefix", prefix, "--count",
+                              ns,      "--keys-per-event", ks,    NULL};
         return atol(itest_loadgen(args));
 }
 
@@ -45,12 +45,14 @@ static void create_and_fill(const char *redis, int nparts, long n, long k, long 
         snprintf(ms, sizeof(ms), "%ld", malformed);
         const char *create[] = {"create", "--topic", topic, "--partitions", ps, NULL};
         itest_loadgen(create);
-        const char *populate[] = {"populate", "--redis", redis, "--prefix", prefix, "--count",
-                                  ns, "--keys-per-event", ks, NULL};
+        const char *populate[] = {"populate", "--redis", redis, "--prefix",
+                                  prefix,     "--count", ns,    "--keys-per-event",
+                                  ks,         NULL};
         itest_loadgen(populate);
         ck_assert_int_eq(count_keys(redis, n, k), n * k);
-        const char *produce[] = {"produce", "--topic", topic, "--prefix", prefix, "--count", ns,
-                                 "--keys-per-event", ks, "--malformed", ms, NULL};
+        const char *produce[] = {"produce", "--topic",     topic, "--prefix",
+                                 prefix,    "--count",     ns,    "--keys-per-event",
+                                 ks,        "--malformed", ms,    NULL};
         itest_loadgen(produce);
 }
 
@@ -59,13 +61,17 @@ START_TEST(cluster_end_to_end_with_malformed_events) {
         names("slice");
         create_and_fill(itest_redis_seed(), NPARTS, n, k, bad);
 
-        const char *env[] = {env_topic, env_group, env_brokers, env_nodes,
-                             "KRIB_REDIS_MODE=cluster", "KRIB_LOG_STATS_INTERVAL_MS=500", NULL};
+        const char *env[] = {env_topic,
+                             env_group,
+                             env_brokers,
+                             env_nodes,
+                             "KRIB_REDIS_MODE=cluster",
+                             "KRIB_LOG_STATS_INTERVAL_MS=500",
+                             NULL};
         pid_t pid = itest_krib_start(env, logpath);
         int caught_up = itest_wait_caught_up(group, topic, NPARTS, 90);
         int rc = itest_krib_stop(pid, SIGTERM, 30);
-        ck_assert_msg(caught_up == 0, "committed offsets never reached log end (see %s)",
-                      logpath);
+        ck_assert_msg(caught_up == 0, "committed offsets never reached log end (see %s)", logpath);
         ck_assert_msg(rc == 0, "krib exited %d after SIGTERM (see %s)", rc, logpath);
 
         /* Every key named by a good event is gone, malformed ones or not. */
@@ -74,11 +80,12 @@ START_TEST(cluster_end_to_end_with_malformed_events) {
         /* Each malformed event got one error line naming where it was. */
         char t[160];
         snprintf(t, sizeof(t), "topic=%s ", topic);
-        const char *rejected[] = {"level=error", "rejected event", "stage=decode", t, "offset=",
-                                  "malformed Avro", NULL};
+        const char *rejected[] = {
+                "level=error", "rejected event", "stage=decode", t, "offset=", "malformed Avro",
+                NULL};
         ck_assert_int_eq(itest_log_count(logpath, rejected), bad);
-        const char *final[] = {"module=stats", "consumed=5005", "applied=5000", "rejected=5",
-                               "failed=0", "in_flight=0", "keys_unlinked=10000", NULL};
+        const char *final[] = {"module=stats", "consumed=5005", "applied=5000",        "rejected=5",
+                               "failed=0",     "in_flight=0",   "keys_unlinked=10000", NULL};
         ck_assert_int_ge(itest_log_count(logpath, final), 1);
         const char *stopped[] = {"msg=\"stopped\"", "drained=yes", NULL};
         ck_assert_int_eq(itest_log_count(logpath, stopped), 1);
@@ -113,8 +120,12 @@ START_TEST(offsets_wait_for_redis_ack) {
         freeReplyObject(r);
         time_t paused_at = time(NULL);
 
-        const char *env[] = {env_topic, env_group, env_brokers, env_node,
-                             "KRIB_REDIS_MODE=standalone", "KRIB_LOG_STATS_INTERVAL_MS=500",
+        const char *env[] = {env_topic,
+                             env_group,
+                             env_brokers,
+                             env_node,
+                             "KRIB_REDIS_MODE=standalone",
+                             "KRIB_LOG_STATS_INTERVAL_MS=500",
                              NULL};
         pid_t pid = itest_krib_start(env, logpath);
         int64_t com[3];

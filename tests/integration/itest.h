@@ -10,8 +10,8 @@
 #include <sys/types.h>
 
 const char *itest_brokers(void);
-const char *itest_redis_seed(void);   /* first cluster node, host:port */
-const char *itest_redis_nodes(void);  /* all cluster seeds, comma-separated */
+const char *itest_redis_seed(void);  /* first cluster node, host:port */
+const char *itest_redis_nodes(void); /* all cluster seeds, comma-separated */
 int itest_standalone_port(void);
 
 /* "<prefix>-<pid>-<n>": names that do not collide between runs. */

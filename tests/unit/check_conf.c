@@ -54,12 +54,13 @@ START_TEST(defaults) {
 END_TEST
 
 START_TEST(loads_file) {
-        ck_assert_int_eq(load("kafka = { brokers = \"b1:9092,b2:9092\"; topics = [\"a\", \"^b.*\"];\n"
-                              "  properties = [\"fetch.wait.max.ms=10\"]; };\n"
-                              "redis = { mode = \"standalone\"; nodes = [\"h:1\"];\n"
-                              "  max_keys_per_command = 16; };\n"
-                              "log = { level = \"debug\"; };\n"),
-                         0);
+        ck_assert_int_eq(
+                load("kafka = { brokers = \"b1:9092,b2:9092\"; topics = [\"a\", \"^b.*\"];\n"
+                     "  properties = [\"fetch.wait.max.ms=10\"]; };\n"
+                     "redis = { mode = \"standalone\"; nodes = [\"h:1\"];\n"
+                     "  max_keys_per_command = 16; };\n"
+                     "log = { level = \"debug\"; };\n"),
+                0);
         ck_assert_str_eq(conf.kafka_brokers, "b1:9092,b2:9092");
         ck_assert_uint_eq(conf.kafka_topics.n, 2);
         ck_assert_str_eq(conf.kafka_topics.v[1], "^b.*");

@@ -166,6 +166,29 @@ START_TEST(random_bytes_never_crash) {
 }
 END_TEST
 
+START_TEST(hostile_lengths_refused_before_allocation) {
+        /* entity length 2^40, then a block count of 2^62 for keys: both must
+         * be refused by the pre-check, not handed to malloc. */
+        static const unsigned char huge_str[] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x40, 'a'};
+        ck_assert_int_eq(krib_decode_event(dec, huge_str, sizeof(huge_str), &out, err, sizeof(err)),
+                         -1);
+        ck_assert_ptr_nonnull(strstr(err, "length past the end"));
+        static const unsigned char neg_str[] = {0x03, 'a'}; /* length -2 */
+        ck_assert_int_eq(krib_decode_event(dec, neg_str, sizeof(neg_str), &out, err, sizeof(err)),
+                         -1);
+        ck_assert_ptr_nonnull(strstr(err, "negative length"));
+        static const unsigned char many_keys[] = {2,    'e',  0xfe, 0xff, 0xff, 0xff, 0xff,
+                                                  0xff, 0xff, 0xff, 0x7f, 2,    'k'};
+        ck_assert_int_eq(
+                krib_decode_event(dec, many_keys, sizeof(many_keys), &out, err, sizeof(err)), -1);
+        ck_assert_ptr_nonnull(strstr(err, "malformed Avro"));
+        static const unsigned char bad_enum[] = {2, 'e', 2, 2, 'k', 0, 0, 20, 0};
+        ck_assert_int_eq(krib_decode_event(dec, bad_enum, sizeof(bad_enum), &out, err, sizeof(err)),
+                         -1);
+        ck_assert_ptr_nonnull(strstr(err, "enum index out of range"));
+}
+END_TEST
+
 START_TEST(rejects_invalid_events) {
         make_delete("user:1", 0);
         size_t len = encode();
@@ -218,14 +241,13 @@ START_TEST(bad_schemas_are_refused) {
         ck_assert_ptr_nonnull(strstr(err, "invalid Avro schema"));
         static const char no_entity[] = "{\"type\":\"record\",\"name\":\"R\",\"fields\":"
                                         "[{\"name\":\"ts_ms\",\"type\":\"long\"}]}";
-        ck_assert_ptr_null(krib_decode_new_json(no_entity, sizeof(no_entity) - 1, err,
-                                                sizeof(err)));
+        ck_assert_ptr_null(
+                krib_decode_new_json(no_entity, sizeof(no_entity) - 1, err, sizeof(err)));
         ck_assert_ptr_nonnull(strstr(err, "required fields"));
         static const char bad_type[] = "{\"type\":\"record\",\"name\":\"R\",\"fields\":"
                                        "[{\"name\":\"entity\",\"type\":\"long\"},"
                                        "{\"name\":\"ts_ms\",\"type\":\"long\"}]}";
-        ck_assert_ptr_null(krib_decode_new_json(bad_type, sizeof(bad_type) - 1, err,
-                                                sizeof(err)));
+        ck_assert_ptr_null(krib_decode_new_json(bad_type, sizeof(bad_type) - 1, err, sizeof(err)));
         ck_assert_ptr_nonnull(strstr(err, "'entity' has type long"));
         ck_assert_ptr_null(krib_decode_new_file("/nonexistent.avsc", err, sizeof(err)));
         ck_assert_ptr_nonnull(strstr(err, "/nonexistent.avsc"));
@@ -247,6 +269,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, rejects_malformed);
         tcase_add_test(tc, random_bytes_never_crash);
         tcase_add_test(tc, rejects_invalid_events);
+        tcase_add_test(tc, hostile_lengths_refused_before_allocation);
         tcase_add_test(tc, older_writer_schema_decodes);
         tcase_add_test(tc, bad_schemas_are_refused);
         suite_add_tcase(s, tc);

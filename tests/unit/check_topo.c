@@ -95,8 +95,8 @@ START_TEST(parses_redirects) {
         ck_assert_int_eq(krib_topo_parse_redirect(e, strlen(e), &slot, &a), KRIB_REDIRECT_MOVED);
         ck_assert_str_eq(a.host, "");
         ck_assert_int_eq(a.port, 7005);
-        const char *bad[] = {"MOVED", "MOVED x h:1", "MOVED 99999 h:1", "MOVED 1 h", "ERR x",
-                             "ASK 1 h:0", "TRYAGAIN"};
+        const char *bad[] = {"MOVED", "MOVED x h:1", "MOVED 99999 h:1", "MOVED 1 h",
+                             "ERR x", "ASK 1 h:0",   "TRYAGAIN"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
                 ck_assert_int_eq(krib_topo_parse_redirect(bad[i], strlen(bad[i]), &slot, &a),
                                  KRIB_REDIRECT_NONE);
