@@ -331,12 +331,10 @@ static void env_name(const char *row, char *out, size_t size) {
         out[n] = '\0';
 }
 
-/* KRIB_ variables that belong to the scripts around krib, not to krib. */
-static const char *const env_ignored[] = {
-        "KRIB_PORT_BASE",  "KRIB_RUN",           "KRIB_BUILD",  "KRIB_ROOT",
-        "KRIB_KAFKA_LIBS", "KRIB_START_TIMEOUT", "KRIB_CONFIG", NULL};
-
-int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *errstr, size_t errstr_size) {
+int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t warn_size,
+                       char *errstr, size_t errstr_size) {
+        if (warn && warn_size)
+                warn[0] = '\0';
         for (; envp && *envp; envp++) {
                 if (strncmp(*envp, "KRIB_", 5))
                         continue;
@@ -344,12 +342,6 @@ int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *errstr, size_
                 if (!eq)
                         continue;
                 size_t nlen = (size_t)(eq - *envp);
-                int ignored = 0;
-                for (int i = 0; env_ignored[i] && !ignored; i++)
-                        ignored = strlen(env_ignored[i]) == nlen &&
-                                  !strncmp(env_ignored[i], *envp, nlen);
-                if (ignored)
-                        continue;
                 const row_t *r = NULL;
                 char name[128];
                 for (size_t i = 0; i < ROW_COUNT && !r; i++) {
@@ -358,9 +350,15 @@ int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *errstr, size_
                                 r = &rows[i];
                 }
                 if (!r) {
-                        errf(errstr, errstr_size, "environment: unknown variable %.*s", (int)nlen,
-                             *envp);
-                        return -1;
+                        /* Not an error: orchestrators inject KRIB_* variables
+                         * of their own (Kubernetes: KRIB_PORT for a Service
+                         * named krib). The caller shows them as a warning. */
+                        if (warn && warn_size) {
+                                size_t n = strlen(warn);
+                                snprintf(warn + n, warn_size - n, "%s%.*s", n ? ", " : "",
+                                         (int)nlen, *envp);
+                        }
+                        continue;
                 }
                 char sub[256];
                 if (set_text(conf, r, eq + 1, sub, sizeof(sub))) {

@@ -57,8 +57,11 @@ int krib_conf_init(krib_conf_t *conf);
 int krib_conf_load_file(krib_conf_t *conf, const char *path, char *errstr, size_t errstr_size);
 
 /* Applies KRIB_* variables from envp (NULL-terminated, "NAME=value").
- * Unknown KRIB_* names are errors too, so a typo cannot go unnoticed. */
-int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *errstr, size_t errstr_size);
+ * KRIB_* names that match no key are listed in warn (comma-separated; empty
+ * when none) for the caller to report: a typo should be seen, but foreign
+ * variables with the same prefix must not stop start-up. */
+int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t warn_size,
+                       char *errstr, size_t errstr_size);
 
 /* Cross-key checks; run once after all sources. */
 int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size);

@@ -96,14 +96,21 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "krib: out of memory\n");
                 return 1;
         }
+        char unknown_env[512];
         if (krib_conf_load_file(&conf, path, errstr, sizeof(errstr)) ||
-            krib_conf_load_env(&conf, environ, errstr, sizeof(errstr)) ||
+            krib_conf_load_env(&conf, environ, unknown_env, sizeof(unknown_env), errstr,
+                               sizeof(errstr)) ||
             krib_conf_finalize(&conf, errstr, sizeof(errstr))) {
                 fprintf(stderr, "krib: configuration error: %s\n", errstr);
                 krib_conf_destroy(&conf);
                 return 2;
         }
         krib_log_set_level((krib_log_level_t)conf.log_level);
+        if (unknown_env[0])
+                krib_log_warn("conf",
+                              "msg=\"environment variables match no configuration key\" "
+                              "names=\"%s\"",
+                              unknown_env);
         if (print)
                 krib_conf_print(&conf, stdout);
         if (check_only || print) {

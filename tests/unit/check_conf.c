@@ -124,7 +124,7 @@ START_TEST(env_overrides_file) {
         ck_assert_int_eq(load("kafka = { topics = [\"a\"]; group_id = \"file\"; };\n"), 0);
         char *env[] = {"KRIB_KAFKA_GROUP_ID=env", "KRIB_REDIS_NODES=h1:1,h2:2", "PATH=/bin",
                        "KRIB_PORT_BASE=1", NULL};
-        ck_assert_int_eq(krib_conf_load_env(&conf, env, err, sizeof(err)), 0);
+        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
         ck_assert_str_eq(conf.kafka_group_id, "env");
         ck_assert_uint_eq(conf.redis_nodes.n, 2);
         ck_assert_str_eq(conf.redis_nodes.v[1], "h2:2");
@@ -132,12 +132,16 @@ START_TEST(env_overrides_file) {
 END_TEST
 
 START_TEST(env_unknown_and_bad_values) {
-        char *env1[] = {"KRIB_KAFKA_BROKER=x", NULL};
-        ck_assert_int_eq(krib_conf_load_env(&conf, env1, err, sizeof(err)), -1);
-        ck_assert_ptr_nonnull(strstr(err, "unknown variable KRIB_KAFKA_BROKER"));
+        char warn[256];
+        char *env1[] = {"KRIB_KAFKA_BROKER=x", "KRIB_PORT=tcp://10.0.0.1:80", "KRIB_LOG_LEVEL=warn",
+                        NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env1, warn, sizeof(warn), err, sizeof(err)), 0);
+        ck_assert_str_eq(warn, "KRIB_KAFKA_BROKER, KRIB_PORT");
+        ck_assert_int_eq(conf.log_level, 1);
         char *env2[] = {"KRIB_PIPELINE_LINGER_MS=soon", NULL};
-        ck_assert_int_eq(krib_conf_load_env(&conf, env2, err, sizeof(err)), -1);
+        ck_assert_int_eq(krib_conf_load_env(&conf, env2, warn, sizeof(warn), err, sizeof(err)), -1);
         ck_assert_ptr_nonnull(strstr(err, "KRIB_PIPELINE_LINGER_MS"));
+        ck_assert_str_eq(warn, "");
 }
 END_TEST
 
@@ -145,15 +149,15 @@ START_TEST(finalize_checks) {
         ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
         ck_assert_ptr_nonnull(strstr(err, "kafka.topics"));
         char *env[] = {"KRIB_KAFKA_TOPICS=t", "KRIB_REDIS_NODES=nohost", NULL};
-        krib_conf_load_env(&conf, env, err, sizeof(err));
+        krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err));
         ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
         ck_assert_ptr_nonnull(strstr(err, "'nohost' is not host:port"));
         char *env2[] = {"KRIB_REDIS_NODES=a:1,b:2", "KRIB_REDIS_MODE=standalone", NULL};
-        krib_conf_load_env(&conf, env2, err, sizeof(err));
+        krib_conf_load_env(&conf, env2, NULL, 0, err, sizeof(err));
         ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
         ck_assert_ptr_nonnull(strstr(err, "exactly one node"));
         char *env3[] = {"KRIB_REDIS_NODES=a:1", "KRIB_KAFKA_PROPERTIES=novalue", NULL};
-        krib_conf_load_env(&conf, env3, err, sizeof(err));
+        krib_conf_load_env(&conf, env3, NULL, 0, err, sizeof(err));
         ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
         ck_assert_ptr_nonnull(strstr(err, "'novalue' is not name=value"));
 }
@@ -200,15 +204,15 @@ START_TEST(every_row_round_trips_through_env) {
                 char entry[800];
                 snprintf(entry, sizeof(entry), "%s=%s", var, clean);
                 char *env[] = {entry, NULL};
-                ck_assert_msg(krib_conf_load_env(&conf, env, err, sizeof(err)) == 0, "%s: %s",
-                              entry, err);
+                ck_assert_msg(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)) == 0,
+                              "%s: %s", entry, err);
         }
 }
 END_TEST
 
 START_TEST(secrets_are_redacted) {
         char *env[] = {"KRIB_REDIS_PASSWORD=hunter2", NULL};
-        ck_assert_int_eq(krib_conf_load_env(&conf, env, err, sizeof(err)), 0);
+        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
         char buf[8192] = {0};
         FILE *fp = fmemopen(buf, sizeof(buf) - 1, "w");
         krib_conf_print(&conf, fp);
