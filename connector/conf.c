@@ -23,6 +23,7 @@ typedef struct {
 
 static const char *const redis_modes[] = {"cluster", "standalone", NULL};
 static const char *const formats[] = {"avro-raw", NULL};
+static const char *const fence_modes[] = {"all", "upserts", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 
 #define F(field) offsetof(krib_conf_t, field)
@@ -51,16 +52,30 @@ static const row_t rows[] = {
          "Socket read/write timeout; a node that exceeds it is reconnected.", 0},
         {"redis.max_keys_per_command", T_INT, F(redis_max_keys_per_command), "64", 1, 100000, NULL,
          "Keys of one slot per UNLINK command.", 0},
+        {"redis.fence", T_ENUM, F(redis_fence), "all", 0, 0, fence_modes,
+         "Versioned events checked against the per-key version fence in Redis: all, or only "
+         "UPSERTs (DELETEs become plain UNLINKs).",
+         0},
+        {"redis.fence_ttl_ms", T_INT, F(redis_fence_ttl_ms), "86400000", 0, INT64_MAX / 2, NULL,
+         "Expiry of a version fence after its last update (0: never). A late event older than "
+         "this can no longer be recognised as stale by Redis.",
+         0},
         {"decode.format", T_ENUM, F(decode_format), "avro-raw", 0, 0, formats,
          "Wire format of event values: avro-raw = Avro binary in the schema file's schema.", 0},
         {"decode.schema_file", T_STR, F(decode_schema_file), "schemas/invalidation.avsc", 0, 0,
          NULL, "Writer schema (.avsc); relative paths start at the config file's directory.", 0},
         {"pipeline.batch_max_events", T_INT, F(pipeline_batch_max_events), "10000", 1, 1000000,
          NULL, "Events gathered before they are written to Redis.", 0},
+        {"pipeline.batch_max_bytes", T_INT, F(pipeline_batch_max_bytes), "16777216", 1024,
+         1073741824, NULL, "Message bytes gathered before a batch is written.", 0},
         {"pipeline.linger_ms", T_INT, F(pipeline_linger_ms), "5", 0, 10000, NULL,
          "Longest wait for a batch to fill.", 0},
         {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0,
          3600000, NULL, "On SIGTERM, how long unacknowledged writes may still be retried.", 0},
+        {"reorder.max_entities", T_INT, F(reorder_max_entities), "1000000", 1, 1000000000, NULL,
+         "Entities whose newest version is remembered in memory (all partitions); the least "
+         "recently seen are forgotten first.",
+         0},
         {"log.level", T_ENUM, F(log_level), "info", 0, 0, log_levels, "error|warn|info|debug.", 0},
         {"log.stats_interval_ms", T_INT, F(log_stats_interval_ms), "5000", 0, 3600000, NULL,
          "Period of the stats log line (0: never).", 0},

@@ -20,6 +20,10 @@ typedef struct {
 
 typedef enum { KRIB_REDIS_CLUSTER = 0, KRIB_REDIS_STANDALONE = 1 } krib_redis_mode_t;
 typedef enum { KRIB_FORMAT_AVRO_RAW = 0 } krib_format_t;
+/* Which versioned events go through the fence script: all of them, or only
+ * UPSERTs (DELETEs then become plain UNLINKs: faster, but a late older
+ * UPSERT after a krib restart is caught only if a fence exists). */
+typedef enum { KRIB_FENCE_ALL = 0, KRIB_FENCE_UPSERTS = 1 } krib_fence_mode_t;
 
 typedef struct krib_conf {
         char *kafka_brokers;
@@ -34,13 +38,17 @@ typedef struct krib_conf {
         int64_t redis_connect_timeout_ms;
         int64_t redis_command_timeout_ms;
         int64_t redis_max_keys_per_command;
+        int64_t redis_fence; /* krib_fence_mode_t */
+        int64_t redis_fence_ttl_ms;
 
         int64_t decode_format;    /* krib_format_t */
         char *decode_schema_file; /* resolved against the config file's directory */
 
         int64_t pipeline_batch_max_events;
         int64_t pipeline_linger_ms;
+        int64_t pipeline_batch_max_bytes;
         int64_t pipeline_shutdown_timeout_ms;
+        int64_t reorder_max_entities;
 
         int64_t log_level; /* krib_log_level_t */
         int64_t log_stats_interval_ms;

@@ -43,12 +43,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
                 krib_log_info("consumer", "msg=\"partitions assigned\" count=%d partitions=%s",
                               parts->cnt, list);
-                if (c->hooks.on_assign)
-                        c->hooks.on_assign(c->hooks.opaque, parts);
                 if (cooperative)
                         error = rd_kafka_incremental_assign(rk, parts);
                 else
                         aerr = rd_kafka_assign(rk, parts);
+                if (!error && !aerr && c->hooks.on_assign)
+                        c->hooks.on_assign(c->hooks.opaque, parts);
         } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
                 int lost = rd_kafka_assignment_lost(rk);
                 krib_log_info("consumer",
@@ -108,7 +108,10 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
             set(kc, "auto.offset.reset", "earliest", errstr, errstr_size) ||
             set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
             set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
-            set(kc, "fetch.wait.max.ms", "100", errstr, errstr_size))
+            set(kc, "fetch.wait.max.ms", "100", errstr, errstr_size) ||
+            /* Bounds what librdkafka prefetches per partition while krib
+             * waits for Redis (default 64 MiB). */
+            set(kc, "queued.max.messages.kbytes", "16384", errstr, errstr_size))
                 goto fail;
         for (size_t i = 0; i < conf->kafka_properties.n; i++) {
                 char name[256];

@@ -22,6 +22,7 @@ typedef struct {
         /* parts is borrowed until return. lost: another member may already
          * own them, so committing is pointless. */
         void (*on_revoke)(void *opaque, const rd_kafka_topic_partition_list_t *parts, int lost);
+        /* Called after the partitions were assigned. */
         void (*on_assign)(void *opaque, const rd_kafka_topic_partition_list_t *parts);
         void *opaque;
 } krib_consumer_hooks_t;

@@ -501,6 +501,17 @@ int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_even
                              ev->entity.s, i);
                         return -1;
                 }
+        for (size_t i = 0; i < ev->version_count; i++) {
+                const krib_str_t *o = &ev->version[i].origin;
+                /* The fence stores "origin=counter" lines. */
+                if (!o->len || memchr(o->s, '=', o->len) || memchr(o->s, '\n', o->len)) {
+                        errf(errstr, errstr_size,
+                             "invalid event %s: version origin '%s' is empty or contains '=' "
+                             "or a newline",
+                             ev->entity.s, o->s);
+                        return -1;
+                }
+        }
         for (size_t i = 0; i < ev->version_count; i++)
                 if (ev->version[i].counter < 0) {
                         errf(errstr, errstr_size,
@@ -517,8 +528,9 @@ int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_even
                 }
                 break;
         case KRIB_ACTION_UPSERT:
-                if (!ev->key_count || !ev->value.s) {
-                        errf(errstr, errstr_size, "invalid event %s: UPSERT needs keys and a value",
+                if (!ev->key_count || !ev->value.s || !ev->version_count) {
+                        errf(errstr, errstr_size,
+                             "invalid event %s: UPSERT needs keys, a value and a version",
                              ev->entity.s);
                         return -1;
                 }

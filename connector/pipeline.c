@@ -11,7 +11,15 @@
 #include "event.h"
 #include "log.h"
 #include "offsets.h"
+#include "reorder.h"
 #include "writer.h"
+
+typedef struct {
+        uint32_t event;
+        int32_t next;
+} link_t;
+
+enum { EV_DONE = 0, EV_LIVE = 1, EV_FAILED = 2, EV_PENDING = 3 };
 
 struct krib_pipeline {
         const krib_conf_t *conf;
@@ -20,17 +28,33 @@ struct krib_pipeline {
         krib_decode_t *decode;
         krib_writer_t *writer;
         krib_offsets_t *offsets;
+        krib_reorder_t *reorder;
 
-        size_t cap, n;
+        size_t cap, n, bytes;
         rd_kafka_message_t **msgs;
         krib_event_t *events;
-        uint8_t *live; /* 1: decoded and waiting for Redis */
+        uint8_t *ev_state;
 
-        krib_wkey_t *keys;
-        uint32_t *key_owner;
-        uint8_t *key_status;
-        size_t key_cap;
+        /* Messages polled while a batch was being written (consumer served
+         * during Redis retries); they open the next batch. */
+        rd_kafka_message_t **stash;
+        size_t nstash, stash_cap;
 
+        /* One op per (partition, key) in a batch; every event that named the
+         * key hangs off it, so the newest op's acknowledgement also finishes
+         * the events it superseded. */
+        krib_wop_t *ops;
+        int32_t *op_part;
+        int32_t *op_links;
+        uint8_t *op_status;
+        size_t op_cap;
+        link_t *links;
+        size_t link_cap;
+        int32_t *table; /* open addressing over ops by (partition, key); -1 empty */
+        size_t table_cap;
+
+        int in_write; /* inside krib_writer_apply() */
+        int paused;
         int interrupted;
         krib_pipeline_stats_t stats;
         int64_t stats_at_us;
@@ -38,16 +62,101 @@ struct krib_pipeline {
 
 static int process_batch(krib_pipeline_t *p);
 
+#define MSG_FMT     "topic=%s partition=%" PRId32 " offset=%" PRId64
+#define MSG_ARGS(m) rd_kafka_topic_name((m)->rkt), (m)->partition, (m)->offset
+
+static void forget_partitions(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *parts) {
+        for (int i = 0; i < parts->cnt; i++) {
+                krib_offsets_forget(p->offsets, parts->elems[i].topic, parts->elems[i].partition);
+                krib_reorder_forget(p->reorder, parts->elems[i].topic, parts->elems[i].partition);
+        }
+}
+
+static int in_parts(const rd_kafka_message_t *m, const rd_kafka_topic_partition_list_t *parts) {
+        for (int i = 0; i < parts->cnt; i++)
+                if (parts->elems[i].partition == m->partition &&
+                    !strcmp(parts->elems[i].topic, rd_kafka_topic_name(m->rkt)))
+                        return 1;
+        return 0;
+}
+
 static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts, int lost) {
         krib_pipeline_t *p = opaque;
-        /* Finish what was read from these partitions while they are still
-         * ours, so their offsets can be committed before another member
-         * starts from them. */
-        if (p->n && process_batch(p))
-                p->interrupted = 1;
         (void)lost;
-        for (int i = 0; i < parts->cnt; i++)
-                krib_offsets_forget(p->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        if (p->in_write) {
+                /* Revoked while Redis is failing: the batch cannot finish
+                 * now, so its events of these partitions are abandoned
+                 * without storing their offsets; the next owner re-reads
+                 * them (at-least-once). */
+                for (size_t i = 0; i < p->n; i++)
+                        if (in_parts(p->msgs[i], parts))
+                                p->stats.abandoned++;
+        } else if (p->n && process_batch(p)) {
+                /* Finish what was read from these partitions while they are
+                 * still ours, so their offsets are committed before another
+                 * member starts from them. */
+                p->interrupted = 1;
+        }
+        /* Stashed messages of revoked partitions belong to the next owner. */
+        size_t keep = 0;
+        for (size_t i = 0; i < p->nstash; i++) {
+                if (in_parts(p->stash[i], parts))
+                        rd_kafka_message_destroy(p->stash[i]);
+                else
+                        p->stash[keep++] = p->stash[i];
+        }
+        p->nstash = keep;
+        forget_partitions(p, parts);
+}
+
+static void set_paused(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *only, int pause) {
+        rd_kafka_t *rk = krib_consumer_handle(p->consumer);
+        rd_kafka_topic_partition_list_t *list = NULL;
+        if (!only && rd_kafka_assignment(rk, &list))
+                return;
+        rd_kafka_topic_partition_list_t *l = only ? (rd_kafka_topic_partition_list_t *)only : list;
+        if (l->cnt) {
+                rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(rk, l)
+                                                : rd_kafka_resume_partitions(rk, l);
+                if (err)
+                        krib_log_warn("pipeline", "msg=\"%s failed\" error=\"%s\"",
+                                      pause ? "pause" : "resume", rd_kafka_err2str(err));
+        }
+        if (list)
+                rd_kafka_topic_partition_list_destroy(list);
+}
+
+static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts) {
+        krib_pipeline_t *p = opaque;
+        /* New partitions join a paused consumer paused. */
+        if (p->paused)
+                set_paused(p, parts, 1);
+}
+
+/* Writer callback while Redis retries: stop fetching, keep the member alive. */
+static void on_writer_tick(void *opaque) {
+        krib_pipeline_t *p = opaque;
+        if (!p->paused) {
+                p->paused = 1;
+                p->stats.pauses++;
+                set_paused(p, NULL, 1);
+                krib_log_warn("pipeline",
+                              "msg=\"redis is failing: partitions paused\" "
+                              "batch_events=%zu",
+                              p->n);
+        }
+        for (int i = 0; i < 100; i++) {
+                rd_kafka_message_t *m = krib_consumer_poll(p->consumer, 0);
+                if (!m)
+                        break;
+                if (m->err || p->nstash == p->stash_cap) {
+                        /* stash_cap >= batch size; a full stash only happens
+                         * if pausing failed, and then re-reading is safe. */
+                        rd_kafka_message_destroy(m);
+                        continue;
+                }
+                p->stash[p->nstash++] = m;
+        }
 }
 
 krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_t *stop,
@@ -60,11 +169,14 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         p->conf = conf;
         p->stop = stop;
         p->cap = (size_t)conf->pipeline_batch_max_events;
+        p->stash_cap = p->cap;
         p->msgs = calloc(p->cap, sizeof(*p->msgs));
+        p->stash = calloc(p->stash_cap, sizeof(*p->stash));
         p->events = calloc(p->cap, sizeof(*p->events));
-        p->live = calloc(p->cap, 1);
+        p->ev_state = calloc(p->cap, 1);
         p->offsets = krib_offsets_new();
-        if (!p->msgs || !p->events || !p->live || !p->offsets) {
+        p->reorder = krib_reorder_new((size_t)conf->reorder_max_entities);
+        if (!p->msgs || !p->stash || !p->events || !p->ev_state || !p->offsets || !p->reorder) {
                 snprintf(errstr, errstr_size, "out of memory");
                 goto fail;
         }
@@ -75,13 +187,12 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         if (!(p->writer = krib_writer_new(conf, errstr, errstr_size)))
                 goto fail;
         krib_writer_set_stop(p->writer, stop, conf->pipeline_shutdown_timeout_ms);
+        krib_writer_set_tick(p->writer, on_writer_tick, p);
         char sub[256];
         if (krib_writer_refresh(p->writer, sub, sizeof(sub)))
                 krib_log_warn("pipeline",
-                              "msg=\"redis not reachable yet, will retry\" "
-                              "error=\"%s\"",
-                              sub);
-        krib_consumer_hooks_t hooks = {.on_revoke = on_revoke, .opaque = p};
+                              "msg=\"redis not reachable yet, will retry\" error=\"%s\"", sub);
+        krib_consumer_hooks_t hooks = {.on_revoke = on_revoke, .on_assign = on_assign, .opaque = p};
         if (!(p->consumer = krib_consumer_new(conf, &hooks, errstr, errstr_size)))
                 goto fail;
         p->stats_at_us = krib_clock_mono_us();
@@ -91,28 +202,75 @@ fail:
         return NULL;
 }
 
-static int reserve_keys(krib_pipeline_t *p, size_t n) {
-        if (n <= p->key_cap)
+static int grow_to(void *pp, size_t *cap, size_t need, size_t elem) {
+        if (need <= *cap)
                 return 0;
-        size_t cap = n > p->key_cap * 2 ? n : p->key_cap * 2;
-        krib_wkey_t *k = realloc(p->keys, cap * sizeof(*k));
-        if (!k)
+        size_t n = need > *cap * 2 ? need : *cap * 2;
+        void *q = realloc(*(void **)pp, n * elem);
+        if (!q)
                 return -1;
-        p->keys = k;
-        uint32_t *o = realloc(p->key_owner, cap * sizeof(*o));
-        if (!o)
-                return -1;
-        p->key_owner = o;
-        uint8_t *s = realloc(p->key_status, cap);
-        if (!s)
-                return -1;
-        p->key_status = s;
-        p->key_cap = cap;
+        *(void **)pp = q;
+        *cap = n;
         return 0;
 }
 
-#define MSG_FMT     "topic=%s partition=%" PRId32 " offset=%" PRId64
-#define MSG_ARGS(m) rd_kafka_topic_name((m)->rkt), (m)->partition, (m)->offset
+static int reserve_ops(krib_pipeline_t *p, size_t n) {
+        if (n <= p->op_cap)
+                return 0;
+        size_t cap = n > p->op_cap * 2 ? n : p->op_cap * 2, c;
+        c = p->op_cap;
+        if (grow_to(&p->ops, &c, cap, sizeof(*p->ops)))
+                return -1;
+        c = p->op_cap;
+        if (grow_to(&p->op_part, &c, cap, sizeof(*p->op_part)))
+                return -1;
+        c = p->op_cap;
+        if (grow_to(&p->op_links, &c, cap, sizeof(*p->op_links)))
+                return -1;
+        c = p->op_cap;
+        if (grow_to(&p->op_status, &c, cap, sizeof(*p->op_status)))
+                return -1;
+        p->op_cap = cap;
+        return 0;
+}
+
+static uint64_t key_hash(int32_t part, const char *s, size_t len) {
+        uint64_t h = 1469598103934665603ULL ^ (uint32_t)part;
+        for (size_t i = 0; i < len; i++) {
+                h ^= (uint8_t)s[i];
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+/* Index of the op for (partition, key), or -1 - slot where it would go. */
+static int64_t table_find(const krib_pipeline_t *p, int32_t part, const char *key, size_t len) {
+        size_t mask = p->table_cap - 1;
+        for (size_t i = key_hash(part, key, len) & mask;; i = (i + 1) & mask) {
+                int32_t o = p->table[i];
+                if (o < 0)
+                        return -1 - (int64_t)i;
+                if (p->op_part[o] == part && p->ops[o].len == len &&
+                    !memcmp(p->ops[o].key, key, len))
+                        return o;
+        }
+}
+
+/* Keeps the table at most half full for nops ops; rehashes when it grows. */
+static int reserve_table(krib_pipeline_t *p, size_t nops) {
+        size_t want = 1024;
+        while (want < 2 * nops)
+                want *= 2;
+        if (want <= p->table_cap)
+                return 0;
+        int32_t *t = realloc(p->table, want * sizeof(*t));
+        if (!t)
+                return -1;
+        p->table = t;
+        p->table_cap = want;
+        memset(p->table, 0xff, want * sizeof(*t));
+        return 1; /* the caller rehashes the ops it has */
+}
 
 static void finish(krib_pipeline_t *p, rd_kafka_message_t *m) {
         if (krib_offsets_finish(p->offsets, rd_kafka_topic_name(m->rkt), m->partition, m->offset))
@@ -132,79 +290,132 @@ static void store_offsets(krib_pipeline_t *p) {
         rd_kafka_topic_partition_list_destroy(list);
 }
 
-/* Decodes, writes and finishes p->msgs[0..n). Returns -1 when shutdown cut
- * the Redis work short (finished events were still stored). */
-static int process_batch(krib_pipeline_t *p) {
-        size_t nkeys = 0;
+/* Decodes and orders event i; adds its key operations. Returns -1 on OOM. */
+static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         char err[512];
-        for (size_t i = 0; i < p->n; i++) {
-                rd_kafka_message_t *m = p->msgs[i];
-                krib_event_t *ev = &p->events[i];
-                p->live[i] = 0;
-                if (krib_offsets_track(p->offsets, rd_kafka_topic_name(m->rkt), m->partition,
-                                       m->offset))
-                        krib_log_warn("pipeline",
-                                      "msg=\"offset below one already tracked\" " MSG_FMT,
-                                      MSG_ARGS(m));
-                if (krib_decode_event(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
-                        krib_log_error("pipeline",
-                                       "msg=\"rejected event\" stage=decode " MSG_FMT
-                                       " error=\"%s\"",
-                                       MSG_ARGS(m), err);
-                        p->stats.rejected++;
-                        finish(p, m);
-                        continue;
+        rd_kafka_message_t *m = p->msgs[i];
+        krib_event_t *ev = &p->events[i];
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        p->ev_state[i] = EV_DONE;
+        if (krib_offsets_track(p->offsets, topic, m->partition, m->offset))
+                krib_log_warn("pipeline", "msg=\"offset below one already tracked\" " MSG_FMT,
+                              MSG_ARGS(m));
+        if (krib_decode_event(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
+                krib_log_error("pipeline",
+                               "msg=\"rejected event\" stage=decode " MSG_FMT " error=\"%s\"",
+                               MSG_ARGS(m), err);
+                p->stats.rejected++;
+                finish(p, m);
+                return 0;
+        }
+        if (ev->action == KRIB_ACTION_TAG) {
+                krib_log_error("pipeline",
+                               "msg=\"rejected event\" stage=route " MSG_FMT
+                               " entity=\"%s\" error=\"TAG sweeps are not supported by this "
+                               "version\"",
+                               MSG_ARGS(m), ev->entity.s);
+                p->stats.rejected++;
+                finish(p, m);
+                return 0;
+        }
+        krib_reorder_verdict_t v = krib_reorder_decide(p->reorder, topic, m->partition, ev);
+        if (v == KRIB_REORDER_STALE) {
+                p->stats.stale++;
+                finish(p, m);
+                return 0;
+        }
+        uint8_t kind;
+        if (ev->action == KRIB_ACTION_UPSERT && v == KRIB_REORDER_APPLY)
+                kind = KRIB_WOP_UPSERT;
+        else if (ev->version_count &&
+                 (p->conf->redis_fence == KRIB_FENCE_ALL || v == KRIB_REORDER_INVALIDATE))
+                kind = KRIB_WOP_DELETE; /* fenced at the (merged) vector */
+        else
+                kind = KRIB_WOP_UNLINK;
+        p->stats.invalidated += v == KRIB_REORDER_INVALIDATE;
+
+        if (reserve_ops(p, *nops + ev->key_count) ||
+            grow_to(&p->links, &p->link_cap, *nlinks + ev->key_count, sizeof(*p->links)))
+                return -1;
+        int rc = reserve_table(p, *nops + ev->key_count);
+        if (rc < 0)
+                return -1;
+        if (rc > 0)
+                for (size_t o = 0; o < *nops; o++)
+                        p->table[-1 - table_find(p, p->op_part[o], p->ops[o].key, p->ops[o].len)] =
+                                (int32_t)o;
+        for (size_t k = 0; k < ev->key_count; k++) {
+                int64_t at = table_find(p, m->partition, ev->keys[k].s, ev->keys[k].len);
+                int32_t o;
+                if (at < 0) {
+                        o = (int32_t)(*nops)++;
+                        p->table[-1 - at] = o;
+                        p->op_part[o] = m->partition;
+                        p->op_links[o] = -1;
+                        p->ops[o].key = ev->keys[k].s;
+                        p->ops[o].len = ev->keys[k].len;
+                } else {
+                        /* Offsets of a partition arrive in order and stale
+                         * events are gone: this event is the newest. */
+                        o = (int32_t)at;
+                        p->stats.coalesced++;
                 }
-                if (ev->action == KRIB_ACTION_TAG) {
-                        krib_log_error("pipeline",
-                                       "msg=\"rejected event\" stage=route " MSG_FMT
-                                       " entity=\"%s\" error=\"TAG sweeps are not supported by "
-                                       "this version\"",
-                                       MSG_ARGS(m), ev->entity.s);
-                        p->stats.rejected++;
-                        finish(p, m);
-                        continue;
-                }
-                /* UPSERT is applied as an invalidation until version-gated
-                 * write-through exists: the next read refills from the
-                 * database, which is never stale. */
-                if (reserve_keys(p, nkeys + ev->key_count)) {
+                p->ops[o].kind = kind;
+                p->ops[o].ev = ev;
+                p->links[*nlinks].event = (uint32_t)i;
+                p->links[*nlinks].next = p->op_links[o];
+                p->op_links[o] = (int32_t)(*nlinks)++;
+        }
+        p->ev_state[i] = EV_LIVE;
+        return 0;
+}
+
+/* Decodes, orders, writes and finishes p->msgs[0..n). Returns -1 when
+ * shutdown cut the Redis work short (finished events were still stored). */
+static int process_batch(krib_pipeline_t *p) {
+        size_t nops = 0, nlinks = 0;
+        if (p->table_cap)
+                memset(p->table, 0xff, p->table_cap * sizeof(*p->table));
+        for (size_t i = 0; i < p->n; i++)
+                if (admit(p, i, &nops, &nlinks)) {
                         krib_log_error("pipeline", "msg=\"out of memory\"");
                         return -1;
                 }
-                for (size_t k = 0; k < ev->key_count; k++) {
-                        p->keys[nkeys].key = ev->keys[k].s;
-                        p->keys[nkeys].len = ev->keys[k].len;
-                        p->key_owner[nkeys++] = (uint32_t)i;
+
+        p->in_write = 1;
+        int rc = nops ? krib_writer_apply(p->writer, p->ops, nops, p->op_status) : 0;
+        p->in_write = 0;
+
+        for (size_t o = 0; o < nops; o++) {
+                uint8_t st = p->op_status[o];
+                p->stats.fence_stale += st == KRIB_WOP_STALE;
+                p->stats.fence_invalidated += st == KRIB_WOP_INVALIDATED;
+                p->stats.keys_done += st != KRIB_WOP_PENDING && st != KRIB_WOP_FAILED;
+                for (int32_t l = p->op_links[o]; l >= 0; l = p->links[l].next) {
+                        uint8_t *es = &p->ev_state[p->links[l].event];
+                        if (st == KRIB_WOP_PENDING)
+                                *es = EV_PENDING;
+                        else if (st == KRIB_WOP_FAILED && *es != EV_PENDING)
+                                *es = EV_FAILED;
                 }
-                p->live[i] = 1;
         }
-
-        int rc = nkeys ? krib_writer_unlink(p->writer, p->keys, nkeys, p->key_status) : 0;
-
-        /* An event is done when all its keys are; keys come grouped by event. */
-        for (size_t k = 0; k < nkeys;) {
-                uint32_t e = p->key_owner[k];
-                int ok = 1, failed = 0;
-                size_t count = 0;
-                for (; k < nkeys && p->key_owner[k] == e; k++, count++) {
-                        ok &= p->key_status[k] == KRIB_WKEY_OK;
-                        failed |= p->key_status[k] == KRIB_WKEY_FAILED;
-                }
-                rd_kafka_message_t *m = p->msgs[e];
-                if (ok) {
+        for (size_t i = 0; i < p->n; i++) {
+                rd_kafka_message_t *m = p->msgs[i];
+                if (p->ev_state[i] == EV_LIVE) {
                         p->stats.applied++;
-                        p->stats.keys_unlinked += count;
                         finish(p, m);
-                } else if (failed) {
+                } else if (p->ev_state[i] == EV_FAILED) {
                         krib_log_error("pipeline",
                                        "msg=\"redis refused event\" stage=write " MSG_FMT
                                        " entity=\"%s\"",
-                                       MSG_ARGS(m), p->events[e].entity.s);
+                                       MSG_ARGS(m), p->events[i].entity.s);
                         p->stats.failed++;
                         finish(p, m);
                 }
-                /* else: interrupted before Redis answered; not finished. */
+                /* EV_DONE was finished on admission; EV_PENDING was cut short
+                 * by shutdown and stays unfinished. Offsets of partitions
+                 * revoked meanwhile are no longer tracked: finish() ignores
+                 * them and nothing is stored for them. */
         }
         store_offsets(p);
         for (size_t i = 0; i < p->n; i++) {
@@ -212,7 +423,13 @@ static int process_batch(krib_pipeline_t *p) {
                 p->msgs[i] = NULL;
         }
         p->n = 0;
+        p->bytes = 0;
         p->stats.batches++;
+        if (p->paused && rc == 0) {
+                p->paused = 0;
+                set_paused(p, NULL, 0);
+                krib_log_info("pipeline", "msg=\"redis recovered: partitions resumed\"");
+        }
         return rc;
 }
 
@@ -223,24 +440,45 @@ static void log_stats(krib_pipeline_t *p, int force) {
                 return;
         p->stats_at_us = now;
         const krib_writer_stats_t *w = krib_writer_stats(p->writer);
-        krib_log_info(
-                "stats",
-                "consumed=%" PRIu64 " applied=%" PRIu64 " rejected=%" PRIu64 " failed=%" PRIu64
-                " in_flight=%zu keys_unlinked=%" PRIu64 " redis_round_trips=%" PRIu64
-                " redis_commands=%" PRIu64 " keys_per_round_trip=%.1f moved=%" PRIu64
-                " ask=%" PRIu64 " retries=%" PRIu64 " reconnects=%" PRIu64 " rebalances=%lu",
-                p->stats.consumed, p->stats.applied, p->stats.rejected, p->stats.failed,
-                krib_offsets_in_flight(p->offsets), p->stats.keys_unlinked, w->round_trips,
-                w->commands, w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0,
-                w->moved, w->ask, w->retries, w->reconnects, krib_consumer_rebalances(p->consumer));
+        const krib_reorder_stats_t *r = krib_reorder_stats(p->reorder);
+        const krib_pipeline_stats_t *s = &p->stats;
+        krib_log_info("stats",
+                      "consumed=%" PRIu64 " applied=%" PRIu64 " stale=%" PRIu64 " rejected=%" PRIu64
+                      " failed=%" PRIu64 " abandoned=%" PRIu64 " in_flight=%zu keys_done=%" PRIu64
+                      " coalesced=%" PRIu64 " fence_stale=%" PRIu64 " invalidated=%" PRIu64
+                      " fence_invalidated=%" PRIu64 " entities=%zu evictions=%" PRIu64
+                      " redis_round_trips=%" PRIu64 " redis_commands=%" PRIu64
+                      " keys_per_round_trip=%.1f moved=%" PRIu64 " ask=%" PRIu64 " retries=%" PRIu64
+                      " reconnects=%" PRIu64 " pauses=%" PRIu64 " rebalances=%lu",
+                      s->consumed, s->applied, s->stale, s->rejected, s->failed, s->abandoned,
+                      krib_offsets_in_flight(p->offsets), s->keys_done, s->coalesced,
+                      s->fence_stale, s->invalidated, s->fence_invalidated, r->entities,
+                      r->evictions, w->round_trips, w->commands,
+                      w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0, w->moved,
+                      w->ask, w->retries, w->reconnects, s->pauses,
+                      krib_consumer_rebalances(p->consumer));
+}
+
+static void take(krib_pipeline_t *p, rd_kafka_message_t *m) {
+        p->msgs[p->n++] = m;
+        p->bytes += m->len;
+        p->stats.consumed++;
 }
 
 int krib_pipeline_run(krib_pipeline_t *p) {
+        const size_t max_bytes = (size_t)p->conf->pipeline_batch_max_bytes;
         while (!*p->stop && !p->interrupted) {
+                /* Messages stashed during the last write come first. */
+                size_t s = 0;
+                for (; s < p->nstash && p->n < p->cap; s++)
+                        take(p, p->stash[s]);
+                memmove(p->stash, p->stash + s, (p->nstash - s) * sizeof(*p->stash));
+                p->nstash -= s;
+
                 int64_t deadline = krib_clock_mono_us() + p->conf->pipeline_linger_ms * 1000;
                 /* Gather a batch. A rebalance inside poll may process and
                  * empty it (on_revoke), so p->n is re-read every time. */
-                while (p->n < p->cap && !*p->stop) {
+                while (p->n < p->cap && p->bytes < max_bytes && !*p->stop) {
                         int64_t left = p->n ? (deadline - krib_clock_mono_us()) / 1000 : 100;
                         if (left < 0)
                                 break;
@@ -254,8 +492,7 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                         if (m->err) {
                                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                                         krib_log_warn("consumer",
-                                                      "msg=\"consume error\" "
-                                                      "error=\"%s\"",
+                                                      "msg=\"consume error\" error=\"%s\"",
                                                       rd_kafka_message_errstr(m));
                                 rd_kafka_message_destroy(m);
                                 continue;
@@ -263,8 +500,7 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                         if (!p->n)
                                 deadline =
                                         krib_clock_mono_us() + p->conf->pipeline_linger_ms * 1000;
-                        p->msgs[p->n++] = m;
-                        p->stats.consumed++;
+                        take(p, m);
                 }
                 if (p->n && process_batch(p))
                         p->interrupted = 1;
@@ -276,8 +512,8 @@ int krib_pipeline_run(krib_pipeline_t *p) {
         log_stats(p, 1);
         if (p->interrupted)
                 krib_log_warn("pipeline",
-                              "msg=\"shutdown deadline passed with unacknowledged "
-                              "work; its offsets were not stored\" in_flight=%zu",
+                              "msg=\"shutdown deadline passed with unacknowledged work; its "
+                              "offsets were not stored\" in_flight=%zu",
                               krib_offsets_in_flight(p->offsets));
         return p->interrupted ? -1 : 0;
 }
@@ -289,23 +525,30 @@ const krib_pipeline_stats_t *krib_pipeline_stats(const krib_pipeline_t *p) {
 void krib_pipeline_destroy(krib_pipeline_t *p) {
         if (!p)
                 return;
-        /* Nothing is left in the batch here: krib_pipeline_run() drained it,
-         * and an unfinished remainder must not be stored, only released. */
+        /* An unfinished remainder must not be stored, only released. */
         for (size_t i = 0; i < p->n; i++)
                 rd_kafka_message_destroy(p->msgs[i]);
         p->n = 0;
+        for (size_t i = 0; i < p->nstash; i++)
+                rd_kafka_message_destroy(p->stash[i]);
+        p->nstash = 0;
         krib_consumer_close(p->consumer);
         krib_writer_destroy(p->writer);
         krib_decode_destroy(p->decode);
         krib_offsets_destroy(p->offsets);
+        krib_reorder_destroy(p->reorder);
         if (p->events)
                 for (size_t i = 0; i < p->cap; i++)
                         krib_event_destroy(&p->events[i]);
         free(p->events);
         free(p->msgs);
-        free(p->live);
-        free(p->keys);
-        free(p->key_owner);
-        free(p->key_status);
+        free(p->stash);
+        free(p->ev_state);
+        free(p->ops);
+        free(p->op_part);
+        free(p->op_links);
+        free(p->op_status);
+        free(p->links);
+        free(p->table);
         free(p);
 }

@@ -1,16 +1,26 @@
-/* pipeline: poll -> decode -> write -> finish offsets -> store, on one thread.
+/* pipeline: poll -> decode -> reorder -> coalesce -> write -> finish offsets
+ * -> store, on one thread.
  *
- * Events are gathered into a batch (pipeline.batch_max_events or
- * pipeline.linger_ms, whichever comes first) and their keys written to Redis
- * together. An event is finished when every key it names was acknowledged,
- * or when it was rejected with a logged error naming topic, partition and
- * offset (undecodable, invalid, refused by Redis for good). Only finished
- * offsets reach the offset store; see offsets.h for the watermark rule.
+ * Events are gathered into a batch (pipeline.batch_max_events,
+ * pipeline.batch_max_bytes or pipeline.linger_ms, whichever comes first).
+ * Stale events (reorder.h) are finished at once. Within a batch, the keys of
+ * one partition are coalesced: the newest event's operation is sent, and its
+ * acknowledgement also finishes the events it superseded. An event is
+ * finished when every key operation it needed was acknowledged, or when it
+ * was rejected with a logged error naming topic, partition and offset
+ * (undecodable, invalid, refused by Redis for good). Only finished offsets
+ * reach the offset store; see offsets.h for the watermark rule.
+ *
+ * Backpressure: while Redis keeps failing, the writer retries and calls back
+ * into the pipeline, which pauses every assigned partition (so librdkafka
+ * stops fetching) and keeps serving the consumer (so the member stays in the
+ * group and rebalances proceed). Partitions resume once a batch completes.
  */
 #ifndef KRIB_PIPELINE_H
 #define KRIB_PIPELINE_H
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "conf.h"
@@ -18,11 +28,18 @@
 typedef struct krib_pipeline krib_pipeline_t;
 
 typedef struct {
-        uint64_t consumed;      /* messages read from Kafka */
-        uint64_t applied;       /* events whose Redis work was acknowledged */
-        uint64_t rejected;      /* undecodable or invalid events (logged) */
-        uint64_t failed;        /* events Redis refused for good (logged) */
-        uint64_t keys_unlinked; /* keys acknowledged */
+        uint64_t consumed;          /* messages read from Kafka */
+        uint64_t applied;           /* events whose Redis work was acknowledged */
+        uint64_t stale;             /* dropped by the reorder stage (older than applied) */
+        uint64_t rejected;          /* undecodable or invalid events (logged) */
+        uint64_t failed;            /* events Redis refused for good (logged) */
+        uint64_t keys_done;         /* key operations acknowledged */
+        uint64_t coalesced;         /* key operations superseded inside a batch */
+        uint64_t fence_stale;       /* key operations the Redis fence refused as stale */
+        uint64_t invalidated;       /* concurrent UPSERTs turned into invalidations */
+        uint64_t fence_invalidated; /* the same, decided by the Redis fence */
+        uint64_t abandoned;         /* events of revoked partitions dropped unfinished */
+        uint64_t pauses;            /* times consumption was paused for Redis */
         uint64_t batches;
 } krib_pipeline_stats_t;
 

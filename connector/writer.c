@@ -1,12 +1,14 @@
 #include "writer.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "clock.h"
+#include "fence.h"
 #include "log.h"
 #include "retry.h"
 #include "slot.h"
@@ -22,6 +24,7 @@ typedef struct {
         redisContext *c;
         int64_t retry_at_us;
         unsigned failures;
+        int script; /* fence script: 1 loaded here, 0 not yet, -1 refused */
         /* This round's commands, in the order they were appended. */
         int32_t cmd_head, cmd_tail;
 } conn_t;
@@ -32,6 +35,7 @@ typedef struct {
         uint32_t first; /* range of w->order */
         uint32_t count;
         uint8_t asking;
+        uint8_t scripted; /* EVALSHA of the fence script, else UNLINK */
 } cmd_t;
 
 struct krib_writer {
@@ -44,6 +48,8 @@ struct krib_writer {
         int need_refresh;
         int64_t refreshed_at_us;
 
+        krib_writer_tick_cb *tick;
+        void *tick_opaque;
         volatile sig_atomic_t *stop;
         int64_t drain_us;
         int64_t stop_seen_us;
@@ -55,12 +61,20 @@ struct krib_writer {
         size_t cap;
         uint16_t *slot_of;
         int32_t *ask_conn; /* -1, or the conn an ASK pointed this key at */
-        uint32_t *pend, *pend_next, *order;
+        uint32_t *pend, *pend_next, *order, *tmp;
         uint32_t *slot_count; /* KRIB_SLOT_COUNT + 1 */
         cmd_t *cmds;
         size_t cmd_cap;
         const char **argv;
         size_t *argvlen;
+        size_t argv_cap;
+        char sha[41];
+        char *fkeys; /* fence key names, at fkey_off[i] (fkey_len[i]) */
+        size_t fkeys_cap;
+        uint32_t *fkey_off;
+        uint16_t *fkey_len;
+        char *nums; /* decimal strings of one script command */
+        size_t nums_cap;
 };
 
 static int conn_get(krib_writer_t *w, const char *host, int port) {
@@ -160,6 +174,26 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
                         return -1;
                 }
         }
+        redisReply *r = redisCommand(rc, "SCRIPT LOAD %s", krib_fence_script);
+        if (r && r->type == REDIS_REPLY_STRING && r->len == 40) {
+                memcpy(w->sha, r->str, 41);
+                c->script = 1;
+        } else {
+                /* Plain UNLINKs still work; fenced work reports the error. */
+                krib_log_error("writer",
+                               "msg=\"cannot load the fence script\" node=%s:%d "
+                               "error=\"%s\"",
+                               c->addr.host, c->addr.port,
+                               r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
+                c->script = -1;
+        }
+        if (r)
+                freeReplyObject(r);
+        if (rc->err) {
+                redisFree(rc);
+                conn_fail(w, c, "script load");
+                return -1;
+        }
         c->c = rc;
         if (c->failures)
                 w->stats.reconnects++;
@@ -256,11 +290,6 @@ krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t err
                 }
         }
         w->need_refresh = conf->redis_mode == KRIB_REDIS_CLUSTER;
-        size_t argc = (size_t)conf->redis_max_keys_per_command + 1;
-        w->argv = malloc(argc * sizeof(*w->argv));
-        w->argvlen = malloc(argc * sizeof(*w->argvlen));
-        if (!w->argv || !w->argvlen)
-                goto oom;
         return w;
 oom:
         snprintf(errstr, errstr_size, "out of memory");
@@ -272,6 +301,11 @@ fail:
 void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t drain_ms) {
         w->stop = stop;
         w->drain_us = drain_ms * 1000;
+}
+
+void krib_writer_set_tick(krib_writer_t *w, krib_writer_tick_cb *cb, void *opaque) {
+        w->tick = cb;
+        w->tick_opaque = opaque;
 }
 
 const krib_writer_stats_t *krib_writer_stats(const krib_writer_t *w) {
@@ -292,10 +326,15 @@ void krib_writer_destroy(krib_writer_t *w) {
         free(w->pend);
         free(w->pend_next);
         free(w->order);
+        free(w->tmp);
         free(w->slot_count);
         free(w->cmds);
         free(w->argv);
         free(w->argvlen);
+        free(w->fkeys);
+        free(w->fkey_off);
+        free(w->fkey_len);
+        free(w->nums);
         free(w);
 }
 
@@ -315,13 +354,16 @@ static int grow(krib_writer_t *w, size_t n) {
         GROW(pend);
         GROW(pend_next);
         GROW(order);
+        GROW(tmp);
+        GROW(fkey_off);
+        GROW(fkey_len);
 #undef GROW
         w->cap = cap;
         return 0;
 }
 
 static int add_cmd(krib_writer_t *w, size_t *ncmd, int conn, uint32_t first, uint32_t count,
-                   int asking) {
+                   int asking, int scripted) {
         if (*ncmd == w->cmd_cap) {
                 size_t cap = w->cmd_cap ? w->cmd_cap * 2 : 256;
                 cmd_t *c = realloc(w->cmds, cap * sizeof(*c));
@@ -336,6 +378,7 @@ static int add_cmd(krib_writer_t *w, size_t *ncmd, int conn, uint32_t first, uin
         cmd->first = first;
         cmd->count = count;
         cmd->asking = (uint8_t)asking;
+        cmd->scripted = (uint8_t)scripted;
         conn_t *c = &w->conns[conn];
         if (c->cmd_tail >= 0)
                 w->cmds[c->cmd_tail].next = (int32_t)*ncmd;
@@ -371,21 +414,246 @@ static void nap(krib_writer_t *w, int64_t us) {
                         left = 50000;
                 struct timespec ts = {0, left * 1000};
                 nanosleep(&ts, NULL);
+                if (w->tick)
+                        w->tick(w->tick_opaque);
         }
 }
 
-int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint8_t *status) {
-        if (grow(w, n)) {
-                krib_log_error("writer", "msg=\"out of memory\" keys=%zu", n);
+static int reserve(void *pp, size_t *cap, size_t need, size_t elem) {
+        if (need <= *cap)
+                return 0;
+        size_t n = need > *cap * 2 ? need : *cap * 2;
+        void *p = realloc(*(void **)pp, n * elem);
+        if (!p)
+                return -1;
+        *(void **)pp = p;
+        *cap = n;
+        return 0;
+}
+
+static int is_fenced(const krib_wop_t *op) {
+        return op->kind != KRIB_WOP_UNLINK;
+}
+
+/* Appends one UNLINK (plain) or EVALSHA (fenced) for order[i..j). */
+static int append(krib_writer_t *w, redisContext *c, const krib_wop_t *ops, size_t i, size_t j,
+                  int fenced, int asking) {
+        size_t nops = j - i, argc = 0, need = 2 + nops;
+        if (fenced) {
+                need = 4 + 2 * nops + 1;
+                size_t nums = 0;
+                for (size_t x = i; x < j; x++) {
+                        const krib_event_t *ev = ops[w->order[x]].ev;
+                        need += 4 + 2 * ev->version_count;
+                        nums += 48 + 21 * ev->version_count;
+                }
+                if (reserve(&w->nums, &w->nums_cap, nums, 1))
+                        return -1;
+        }
+        size_t cap = w->argv_cap;
+        if (reserve(&w->argv, &cap, need, sizeof(*w->argv)) ||
+            reserve(&w->argvlen, &w->argv_cap, need, sizeof(*w->argvlen)))
+                return -1;
+        if (asking)
+                redisAppendCommand(c, "ASKING");
+#define ARG(p, l)                                                                                  \
+        do {                                                                                       \
+                w->argv[argc] = (p);                                                               \
+                w->argvlen[argc++] = (l);                                                          \
+        } while (0)
+        if (!fenced) {
+                ARG("UNLINK", 6);
+                for (size_t x = i; x < j; x++)
+                        ARG(ops[w->order[x]].key, ops[w->order[x]].len);
+        } else {
+                char *num = w->nums;
+#define NUM(v)                                                                                     \
+        do {                                                                                       \
+                int l_ = sprintf(num, "%" PRId64, (int64_t)(v));                                   \
+                ARG(num, (size_t)l_);                                                              \
+                num += l_ + 1;                                                                     \
+        } while (0)
+                ARG("EVALSHA", 7);
+                ARG(w->sha, 40);
+                NUM(2 * nops);
+                for (size_t x = i; x < j; x++)
+                        ARG(ops[w->order[x]].key, ops[w->order[x]].len);
+                for (size_t x = i; x < j; x++)
+                        ARG(w->fkeys + w->fkey_off[w->order[x]], w->fkey_len[w->order[x]]);
+                NUM(w->conf->redis_fence_ttl_ms);
+                for (size_t x = i; x < j; x++) {
+                        const krib_wop_t *op = &ops[w->order[x]];
+                        const krib_event_t *ev = op->ev;
+                        ARG(op->kind == KRIB_WOP_UPSERT ? "U" : "D", 1);
+                        if (op->kind == KRIB_WOP_UPSERT && ev->value.s)
+                                ARG(ev->value.s, ev->value.len);
+                        else
+                                ARG("", 0);
+                        NUM(op->kind == KRIB_WOP_UPSERT && ev->ttl_ms > 0 ? ev->ttl_ms : 0);
+                        NUM(ev->version_count);
+                        for (size_t v = 0; v < ev->version_count; v++) {
+                                ARG(ev->version[v].origin.s, ev->version[v].origin.len);
+                                NUM(ev->version[v].counter);
+                        }
+                }
+#undef NUM
+        }
+#undef ARG
+        redisAppendCommandArgv(c, (int)argc, w->argv, w->argvlen);
+        return 0;
+}
+
+/* Names every fenced op's fence key up front; ops whose key cannot carry a
+ * fence fail here, before anything is sent. */
+static int name_fences(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status) {
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++)
+                if (is_fenced(&ops[i]))
+                        total += ops[i].len + 16;
+        if (reserve(&w->fkeys, &w->fkeys_cap, total ? total : 1, 1))
+                return -1;
+        size_t at = 0;
+        for (size_t i = 0; i < n; i++) {
+                w->fkey_off[i] = (uint32_t)at;
+                w->fkey_len[i] = 0;
+                if (!is_fenced(&ops[i]))
+                        continue;
+                int l = ops[i].len <= UINT16_MAX - 16
+                                ? krib_fence_key(ops[i].key, ops[i].len, w->fkeys + at,
+                                                 w->fkeys_cap - at)
+                                : -1;
+                if (l < 0) {
+                        krib_log_error("writer",
+                                       "msg=\"key cannot carry a version fence (no hash tag and "
+                                       "contains '}')\" key=\"%.*s\"",
+                                       (int)ops[i].len, ops[i].key);
+                        status[i] = KRIB_WOP_FAILED;
+                        w->stats.errors++;
+                        continue;
+                }
+                w->fkey_len[i] = (uint16_t)l;
+                at += (size_t)l;
+        }
+        return 0;
+}
+
+typedef struct {
+        size_t nnext;
+        int trouble, redirected;
+} round_t;
+
+static void requeue(krib_writer_t *w, round_t *rd, const uint32_t *ks, uint32_t count,
+                    int32_t ask) {
+        for (uint32_t y = 0; y < count; y++) {
+                w->ask_conn[ks[y]] = ask;
+                w->pend_next[rd->nnext++] = ks[y];
+        }
+}
+
+static void fail_cmd(krib_writer_t *w, conn_t *c, const krib_wop_t *ops, const uint32_t *ks,
+                     uint32_t count, uint8_t *status, const char *what) {
+        w->stats.errors++;
+        krib_log_error("writer",
+                       "msg=\"redis refused %s\" node=%s:%d key=\"%.*s\" keys=%u error=\"%s\"",
+                       is_fenced(&ops[ks[0]]) ? "fenced write" : "UNLINK", c->addr.host,
+                       c->addr.port, (int)ops[ks[0]].len, ops[ks[0]].key, count, what);
+        for (uint32_t y = 0; y < count; y++)
+                status[ks[y]] = KRIB_WOP_FAILED;
+}
+
+/* Applies one reply to the ops of its command. */
+static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *r,
+                     const krib_wop_t *ops, uint8_t *status, round_t *rd, unsigned attempt) {
+        const uint32_t *ks = &w->order[cmd->first];
+        conn_t *c = &w->conns[ci];
+        w->stats.commands++;
+        if (r->type == REDIS_REPLY_INTEGER && !cmd->scripted) {
+                for (uint32_t y = 0; y < cmd->count; y++)
+                        status[ks[y]] = KRIB_WOP_OK;
+                w->stats.keys += cmd->count;
+                return;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && cmd->scripted && r->elements == cmd->count) {
+                w->stats.scripts++;
+                for (uint32_t y = 0; y < cmd->count; y++) {
+                        long long v = r->element[y]->type == REDIS_REPLY_INTEGER
+                                              ? r->element[y]->integer
+                                              : -1;
+                        status[ks[y]] = v == 1   ? KRIB_WOP_OK
+                                        : v == 0 ? KRIB_WOP_STALE
+                                        : v == 2 ? KRIB_WOP_INVALIDATED
+                                                 : KRIB_WOP_FAILED;
+                        w->stats.fence_stale += v == 0;
+                        w->stats.fence_concurrent += v == 2;
+                }
+                w->stats.keys += cmd->count;
+                return;
+        }
+        if (r->type != REDIS_REPLY_ERROR) {
+                fail_cmd(w, c, ops, ks, cmd->count, status, "unexpected reply type");
+                return;
+        }
+        int slot;
+        krib_addr_t to;
+        krib_redirect_t red = krib_topo_parse_redirect(r->str, r->len, &slot, &to);
+        if (red != KRIB_REDIRECT_NONE && !to.host[0])
+                snprintf(to.host, sizeof(to.host), "%s", c->addr.host);
+        if (red == KRIB_REDIRECT_MOVED) {
+                w->stats.moved++;
+                int m = krib_topo_master(&w->topo, to.host, to.port);
+                if (m >= 0) {
+                        w->topo.slot_owner[slot] = m;
+                        map_masters(w); /* may move w->conns */
+                }
+                w->need_refresh = 1;
+                rd->redirected = 1;
+                requeue(w, rd, ks, cmd->count, -1);
+        } else if (red == KRIB_REDIRECT_ASK) {
+                w->stats.ask++;
+                rd->redirected = 1;
+                requeue(w, rd, ks, cmd->count, conn_get(w, to.host, to.port));
+        } else if (retriable(r->str)) {
+                w->stats.retries++;
+                rd->trouble = 1;
+                if (!strncmp(r->str, "READONLY", 8) || !strncmp(r->str, "CLUSTERDOWN", 11))
+                        w->need_refresh = 1;
+                if (!strncmp(r->str, "NOSCRIPT", 8))
+                        w->conns[ci].script = 0; /* reload before the next use */
+                if (attempt % 20 == 0)
+                        krib_log_warn("writer",
+                                      "msg=\"transient redis error, retrying\" "
+                                      "node=%s:%d error=\"%s\"",
+                                      c->addr.host, c->addr.port, r->str);
+                requeue(w, rd, ks, cmd->count, -1);
+        } else {
+                fail_cmd(w, c, ops, ks, cmd->count, status, r->str);
+        }
+}
+
+/* (Re)loads the fence script where a NOSCRIPT asked for it. */
+static void ensure_script(krib_writer_t *w, conn_t *c) {
+        if (c->script != 0 || !c->c)
+                return;
+        redisReply *r = redisCommand(c->c, "SCRIPT LOAD %s", krib_fence_script);
+        c->script = r && r->type == REDIS_REPLY_STRING ? 1 : -1;
+        if (r)
+                freeReplyObject(r);
+        else
+                conn_fail(w, c, "script load");
+}
+
+int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status) {
+        if (grow(w, n) || name_fences(w, ops, n, memset(status, KRIB_WOP_PENDING, n))) {
+                krib_log_error("writer", "msg=\"out of memory\" ops=%zu", n);
                 return -1;
         }
+        size_t npend = 0;
         for (size_t i = 0; i < n; i++) {
-                status[i] = KRIB_WKEY_PENDING;
-                w->slot_of[i] = (uint16_t)krib_slot_of(keys[i].key, keys[i].len);
+                w->slot_of[i] = (uint16_t)krib_slot_of(ops[i].key, ops[i].len);
                 w->ask_conn[i] = -1;
-                w->pend[i] = (uint32_t)i;
+                if (status[i] == KRIB_WOP_PENDING)
+                        w->pend[npend++] = (uint32_t)i;
         }
-        size_t npend = n;
         unsigned attempt = 0, redirect_rounds = 0;
         const size_t max_keys = (size_t)w->conf->redis_max_keys_per_command;
 
@@ -402,12 +670,10 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
                         char err[256];
                         if (krib_writer_refresh(w, err, sizeof(err)) && attempt % 20 == 0)
                                 krib_log_warn("writer",
-                                              "msg=\"topology refresh failed\" "
-                                              "error=\"%s\"",
-                                              err);
+                                              "msg=\"topology refresh failed\" error=\"%s\"", err);
                 }
 
-                /* Counting sort of the pending keys by slot. */
+                /* Counting sort of the pending ops by slot. */
                 memset(w->slot_count, 0, (KRIB_SLOT_COUNT + 1) * sizeof(*w->slot_count));
                 for (size_t i = 0; i < npend; i++)
                         w->slot_count[w->slot_of[w->pend[i]] + 1]++;
@@ -418,16 +684,16 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
 
                 for (size_t i = 0; i < w->conn_count; i++)
                         w->conns[i].cmd_head = w->conns[i].cmd_tail = -1;
-                size_t ncmd = 0, nnext = 0;
-                int trouble = 0, redirected = 0;
+                size_t ncmd = 0;
+                round_t rd = {0, 0, 0};
 
-                /* One command per run of keys sharing slot and target, capped. */
+                /* Runs of one slot and one target; within a run, plain and
+                 * fenced ops are stably separated, then cut into commands. */
                 for (size_t i = 0; i < npend;) {
-                        uint32_t k = w->order[i];
-                        unsigned slot = w->slot_of[k];
-                        int32_t ask = w->ask_conn[k];
+                        unsigned slot = w->slot_of[w->order[i]];
+                        int32_t ask = w->ask_conn[w->order[i]];
                         size_t j = i + 1;
-                        while (j < npend && j - i < max_keys && w->slot_of[w->order[j]] == slot &&
+                        while (j < npend && w->slot_of[w->order[j]] == slot &&
                                w->ask_conn[w->order[j]] == ask)
                                 j++;
                         int conn = ask;
@@ -435,27 +701,41 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
                                 int32_t m = w->topo.slot_owner[slot];
                                 conn = m >= 0 ? w->master_conn[m] : -1;
                         }
-                        if (conn < 0 || conn_ensure(w, &w->conns[conn])) {
+                        if (conn >= 0 && conn_ensure(w, &w->conns[conn]) == 0)
+                                ensure_script(w, &w->conns[conn]);
+                        if (conn < 0 || !w->conns[conn].c) {
                                 if (conn < 0)
                                         w->need_refresh = 1;
-                                trouble = 1;
-                                for (size_t x = i; x < j; x++)
-                                        w->pend_next[nnext++] = w->order[x];
-                        } else {
-                                redisContext *c = w->conns[conn].c;
-                                size_t argc = 0;
-                                w->argv[argc] = "UNLINK";
-                                w->argvlen[argc++] = 6;
-                                for (size_t x = i; x < j; x++) {
-                                        w->argv[argc] = keys[w->order[x]].key;
-                                        w->argvlen[argc++] = keys[w->order[x]].len;
-                                }
-                                if (ask >= 0)
-                                        redisAppendCommand(c, "ASKING");
-                                redisAppendCommandArgv(c, (int)argc, w->argv, w->argvlen);
-                                if (add_cmd(w, &ncmd, conn, (uint32_t)i, (uint32_t)(j - i),
-                                            ask >= 0))
+                                rd.trouble = 1;
+                                requeue(w, &rd, &w->order[i], (uint32_t)(j - i), ask);
+                                i = j;
+                                continue;
+                        }
+                        /* Stable partition: plain first, fenced after. */
+                        size_t t = 0;
+                        for (size_t x = i; x < j; x++)
+                                if (!is_fenced(&ops[w->order[x]]))
+                                        w->tmp[t++] = w->order[x];
+                        size_t plain = i + t;
+                        for (size_t x = i; x < j; x++)
+                                if (is_fenced(&ops[w->order[x]]))
+                                        w->tmp[t++] = w->order[x];
+                        memcpy(&w->order[i], w->tmp, (j - i) * sizeof(*w->order));
+                        for (size_t a = i; a < j;) {
+                                int fenced = a >= plain;
+                                size_t end = fenced ? j : plain;
+                                size_t b = a + max_keys < end ? a + max_keys : end;
+                                if (fenced && w->conns[conn].script < 0) {
+                                        fail_cmd(w, &w->conns[conn], ops, &w->order[a],
+                                                 (uint32_t)(b - a), status,
+                                                 "fence script not loaded");
+                                } else if (append(w, w->conns[conn].c, ops, a, b, fenced,
+                                                  ask >= 0) ||
+                                           add_cmd(w, &ncmd, conn, (uint32_t)a, (uint32_t)(b - a),
+                                                   ask >= 0, fenced)) {
                                         return -1;
+                                }
+                                a = b;
                         }
                         i = j;
                 }
@@ -470,24 +750,22 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
                                 if (redisBufferWrite(c->c, &done) != REDIS_OK)
                                         break;
                         if (!done) {
-                                trouble = 1;
+                                rd.trouble = 1;
                                 for (int32_t x = c->cmd_head; x >= 0; x = w->cmds[x].next)
-                                        for (uint32_t y = 0; y < w->cmds[x].count; y++)
-                                                w->pend_next[nnext++] =
-                                                        w->order[w->cmds[x].first + y];
+                                        requeue(w, &rd, &w->order[w->cmds[x].first],
+                                                w->cmds[x].count, -1);
                                 conn_fail(w, c, c->c->errstr);
                                 c->cmd_head = -1;
                         }
                 }
 
                 for (size_t ci = 0; ci < w->conn_count; ci++) {
-                        conn_t *c = &w->conns[ci];
-                        if (c->cmd_head < 0)
+                        if (w->conns[ci].cmd_head < 0)
                                 continue;
                         w->stats.round_trips++;
-                        for (int32_t x = c->cmd_head; x >= 0; x = w->cmds[x].next) {
+                        for (int32_t x = w->conns[ci].cmd_head; x >= 0; x = w->cmds[x].next) {
+                                conn_t *c = &w->conns[ci];
                                 cmd_t *cmd = &w->cmds[x];
-                                const uint32_t *ks = &w->order[cmd->first];
                                 redisReply *r = NULL;
                                 if (c->c && cmd->asking) {
                                         if (redisGetReply(c->c, (void **)&r) == REDIS_OK)
@@ -501,83 +779,11 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
                                         r = NULL;
                                 }
                                 if (!r) { /* lost with the connection: unknown, so again */
-                                        trouble = 1;
-                                        for (uint32_t y = 0; y < cmd->count; y++) {
-                                                w->ask_conn[ks[y]] = -1;
-                                                w->pend_next[nnext++] = ks[y];
-                                        }
+                                        rd.trouble = 1;
+                                        requeue(w, &rd, &w->order[cmd->first], cmd->count, -1);
                                         continue;
                                 }
-                                w->stats.commands++;
-                                if (r->type == REDIS_REPLY_INTEGER) {
-                                        for (uint32_t y = 0; y < cmd->count; y++)
-                                                status[ks[y]] = KRIB_WKEY_OK;
-                                        w->stats.keys += cmd->count;
-                                } else if (r->type == REDIS_REPLY_ERROR) {
-                                        int slot;
-                                        krib_addr_t to;
-                                        krib_redirect_t red = krib_topo_parse_redirect(
-                                                r->str, r->len, &slot, &to);
-                                        if (red != KRIB_REDIRECT_NONE && !to.host[0])
-                                                snprintf(to.host, sizeof(to.host), "%s",
-                                                         c->addr.host);
-                                        int32_t target = -1;
-                                        if (red == KRIB_REDIRECT_MOVED) {
-                                                w->stats.moved++;
-                                                int m = krib_topo_master(&w->topo, to.host,
-                                                                         to.port);
-                                                if (m >= 0) {
-                                                        w->topo.slot_owner[slot] = m;
-                                                        map_masters(w);
-                                                }
-                                                w->need_refresh = 1;
-                                                redirected = 1;
-                                        } else if (red == KRIB_REDIRECT_ASK) {
-                                                w->stats.ask++;
-                                                target = conn_get(w, to.host, to.port);
-                                                redirected = 1;
-                                        } else if (retriable(r->str)) {
-                                                w->stats.retries++;
-                                                trouble = 1;
-                                                if (!strncmp(r->str, "READONLY", 8) ||
-                                                    !strncmp(r->str, "CLUSTERDOWN", 11))
-                                                        w->need_refresh = 1;
-                                                if (attempt % 20 == 0)
-                                                        krib_log_warn(
-                                                                "writer",
-                                                                "msg=\"transient redis error, "
-                                                                "retrying\" node=%s:%d "
-                                                                "error=\"%s\"",
-                                                                c->addr.host, c->addr.port, r->str);
-                                        }
-                                        /* conn_get()/map_masters() may move w->conns. */
-                                        c = &w->conns[ci];
-                                        if (red != KRIB_REDIRECT_NONE || retriable(r->str)) {
-                                                for (uint32_t y = 0; y < cmd->count; y++) {
-                                                        w->ask_conn[ks[y]] = target;
-                                                        w->pend_next[nnext++] = ks[y];
-                                                }
-                                        } else {
-                                                w->stats.errors++;
-                                                krib_log_error("writer",
-                                                               "msg=\"redis refused UNLINK\" "
-                                                               "node=%s:%d key=\"%.*s\" keys=%u "
-                                                               "error=\"%s\"",
-                                                               c->addr.host, c->addr.port,
-                                                               (int)keys[ks[0]].len,
-                                                               keys[ks[0]].key, cmd->count, r->str);
-                                                for (uint32_t y = 0; y < cmd->count; y++)
-                                                        status[ks[y]] = KRIB_WKEY_FAILED;
-                                        }
-                                } else {
-                                        w->stats.errors++;
-                                        krib_log_error("writer",
-                                                       "msg=\"unexpected reply type\" "
-                                                       "node=%s:%d type=%d",
-                                                       c->addr.host, c->addr.port, r->type);
-                                        for (uint32_t y = 0; y < cmd->count; y++)
-                                                status[ks[y]] = KRIB_WKEY_FAILED;
-                                }
+                                on_reply(w, ci, cmd, r, ops, status, &rd, attempt);
                                 freeReplyObject(r);
                         }
                 }
@@ -585,13 +791,13 @@ int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint
                 uint32_t *t = w->pend;
                 w->pend = w->pend_next;
                 w->pend_next = t;
-                npend = nnext;
+                npend = rd.nnext;
                 if (!npend)
                         break;
-                if (trouble) {
+                if (rd.trouble) {
                         nap(w, krib_retry_backoff_us(attempt++, BACKOFF_BASE_US, BACKOFF_CAP_US,
                                                      krib_retry_rand(&w->rng)));
-                } else if (redirected && ++redirect_rounds > REDIRECT_ROUNDS_FREE) {
+                } else if (rd.redirected && ++redirect_rounds > REDIRECT_ROUNDS_FREE) {
                         /* A redirect loop (slots mid-migration): slow down. */
                         nap(w, krib_retry_backoff_us(attempt++, BACKOFF_BASE_US, BACKOFF_CAP_US,
                                                      krib_retry_rand(&w->rng)));

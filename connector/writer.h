@@ -1,6 +1,10 @@
 /* writer: applies key work to Redis (cluster or standalone) and reports, per
  * key, whether Redis acknowledged it.
  *
+ * Plain invalidations become multi-key UNLINKs. Versioned work goes through
+ * the fence script (fence.lua, one EVALSHA per slot chunk), which compares
+ * the event's version vector with the key's fence and writes atomically.
+ *
  * Keys are grouped by hash slot into multi-key UNLINKs (at most
  * redis.max_keys_per_command each); every master's commands are written
  * before any reply is read, so all masters work in parallel and one batch
@@ -19,24 +23,37 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "event.h"
 
 typedef struct krib_writer krib_writer_t;
 
+typedef enum {
+        KRIB_WOP_UNLINK = 0, /* plain UNLINK, batched per slot */
+        KRIB_WOP_DELETE = 1, /* UNLINK through the version fence */
+        KRIB_WOP_UPSERT = 2, /* SET through the version fence */
+} krib_wop_kind_t;
+
 typedef struct {
-        const char *key; /* borrowed until krib_writer_unlink() returns */
+        const char *key; /* borrowed until krib_writer_apply() returns */
         size_t len;
-} krib_wkey_t;
+        uint8_t kind;           /* krib_wop_kind_t */
+        const krib_event_t *ev; /* DELETE/UPSERT: version, value, ttl (borrowed) */
+} krib_wop_t;
 
 enum {
-        KRIB_WKEY_PENDING = 0, /* not acknowledged (call was interrupted) */
-        KRIB_WKEY_OK = 1,      /* Redis acknowledged the UNLINK */
-        KRIB_WKEY_FAILED = 2,  /* Redis refused it for good (error logged) */
+        KRIB_WOP_PENDING = 0,     /* not acknowledged (call was interrupted) */
+        KRIB_WOP_OK = 1,          /* Redis acknowledged it */
+        KRIB_WOP_FAILED = 2,      /* Redis refused it for good (error logged) */
+        KRIB_WOP_STALE = 3,       /* the fence already held this or a newer version */
+        KRIB_WOP_INVALIDATED = 4, /* concurrent UPSERT: key unlinked, fence merged */
 };
 
 typedef struct {
         uint64_t round_trips; /* one per master per pipeline flush */
         uint64_t commands;
-        uint64_t keys;
+        uint64_t keys;    /* keys acknowledged (any final outcome but FAILED) */
+        uint64_t scripts; /* fence script calls */
+        uint64_t fence_stale, fence_concurrent;
         uint64_t moved, ask, retries, reconnects, refreshes, errors;
 } krib_writer_stats_t;
 
@@ -46,13 +63,20 @@ krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t err
 
 /* While *stop is zero, retriable failures are retried without end (the
  * caller's offsets wait). Once *stop is set, retries continue for drain_ms,
- * then krib_writer_unlink() returns -1. stop is borrowed for the writer's
+ * then krib_writer_apply() returns -1. stop is borrowed for the writer's
  * lifetime. */
 void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t drain_ms);
 
-/* UNLINKs keys[0..n). status[i] receives KRIB_WKEY_*. Returns 0 when every key
- * has a final status (OK or FAILED), -1 when interrupted by stop. */
-int krib_writer_unlink(krib_writer_t *w, const krib_wkey_t *keys, size_t n, uint8_t *status);
+/* Called from inside krib_writer_apply() while it waits to retry, about
+ * every 50 ms, so the caller can keep its Kafka consumer served. It must not
+ * call back into the writer. */
+typedef void(krib_writer_tick_cb)(void *opaque);
+void krib_writer_set_tick(krib_writer_t *w, krib_writer_tick_cb *cb, void *opaque);
+
+/* Applies ops[0..n); at most one op per key (the caller coalesces).
+ * status[i] receives KRIB_WOP_*. Returns 0 when every op has a final status,
+ * -1 when interrupted by stop. */
+int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status);
 
 /* Fetches the topology now (used at start-up to fail fast on bad seeds). */
 int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size);

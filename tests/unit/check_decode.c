@@ -204,7 +204,7 @@ START_TEST(rejects_invalid_events) {
         in.action = KRIB_ACTION_UPSERT; /* no value */
         len = encode();
         ck_assert_int_eq(krib_decode_event(dec, buf, len, &out, err, sizeof(err)), -1);
-        ck_assert_ptr_nonnull(strstr(err, "UPSERT needs keys and a value"));
+        ck_assert_ptr_nonnull(strstr(err, "UPSERT needs keys, a value and a version"));
 
         make_delete("user:1", 1);
         in.version[0].counter = -5;

@@ -1,0 +1,103 @@
+-- krib version fence: applies version-gated writes and deletes atomically
+-- inside one hash slot. Loaded by krib with SCRIPT LOAD and run with EVALSHA.
+--
+-- KEYS[1..n]    the cache keys
+-- KEYS[n+1..2n] their fence keys (same hash slot; see krib_fence_key())
+-- ARGV[1]       fence TTL in ms ("0": no expiry)
+-- then per key: kind ("D" delete | "U" upsert), value, ttl ms ("0": none),
+--               vector size m, then m pairs origin, counter
+--
+-- A fence holds the newest version vector applied to its key as lines
+-- "origin=counter". Counters are compared as decimal strings, so 64-bit
+-- values stay exact (Lua numbers are doubles).
+--
+-- Returns one integer per key:
+--   1  applied (value written, or key unlinked)
+--   0  stale: the fence already holds this version or a newer one
+--   2  concurrent upsert: neither version is newest, so the key was unlinked
+--      and fenced at the merged vector for the next read to refill
+
+local n = #KEYS / 2
+local fence_ttl = ARGV[1]
+local a = 2
+local out = {}
+
+local function cmp(x, y)
+  if #x ~= #y then
+    return #x < #y and -1 or 1
+  end
+  if x == y then
+    return 0
+  end
+  return x < y and -1 or 1
+end
+
+for i = 1, n do
+  local key, fkey = KEYS[i], KEYS[n + i]
+  local kind, value, ttl, m = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  a = a + 4
+  local cur = {}
+  local f = redis.call('GET', fkey)
+  if f then
+    for o, c in string.gmatch(f, '([^=\n]+)=(%d+)\n') do
+      cur[o] = c
+    end
+  end
+  local newer, older = false, false
+  local vv = {}
+  for _ = 1, m do
+    local o, c = ARGV[a], ARGV[a + 1]
+    a = a + 2
+    vv[o] = c
+    local s = cur[o]
+    if s == nil then
+      if c ~= '0' then
+        newer = true
+      end
+    else
+      local d = cmp(c, s)
+      if d > 0 then
+        newer = true
+      elseif d < 0 then
+        older = true
+      end
+    end
+  end
+  for o, s in pairs(cur) do
+    if vv[o] == nil and s ~= '0' then
+      older = true
+    end
+  end
+  if not newer then
+    out[i] = 0
+  else
+    for o, c in pairs(vv) do
+      local s = cur[o]
+      if s == nil or cmp(c, s) > 0 then
+        cur[o] = c
+      end
+    end
+    local lines = {}
+    for o, c in pairs(cur) do
+      lines[#lines + 1] = o .. '=' .. c .. '\n'
+    end
+    local merged = table.concat(lines)
+    if fence_ttl ~= '0' then
+      redis.call('SET', fkey, merged, 'PX', fence_ttl)
+    else
+      redis.call('SET', fkey, merged)
+    end
+    if kind == 'D' or older then
+      redis.call('UNLINK', key)
+      out[i] = (kind == 'D') and 1 or 2
+    else
+      if ttl ~= '0' then
+        redis.call('SET', key, value, 'PX', ttl)
+      else
+        redis.call('SET', key, value)
+      end
+      out[i] = 1
+    end
+  end
+end
+return out
