@@ -3,6 +3,7 @@
  *
  *   krib-loadgen create   --topic T --partitions P
  *   krib-loadgen produce  --topic T --count N [--keys-per-event K] [--malformed M]
+ *                         [--rate EVENTS_PER_S]
  *   krib-loadgen populate --count N [--keys-per-event K]     (SET the keys in Redis)
  *   krib-loadgen count    --count N [--keys-per-event K]     (how many still exist)
  *
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "clock.h"
 #include "encode.h"
@@ -28,7 +30,7 @@
 
 typedef struct {
         const char *brokers, *topic, *prefix, *schema, *redis;
-        long count, keys_per_event, malformed, partitions;
+        long count, keys_per_event, malformed, partitions, rate;
 } opts_t;
 
 static void die(const char *fmt, const char *arg) {
@@ -183,6 +185,18 @@ static int cmd_produce(const opts_t *o) {
                 }
                 if ((n & 1023) == 0)
                         rd_kafka_poll(rk, 0);
+                /* --rate: hold the average to rate events/s (checked every
+                 * 256 events, so short bursts stay cheap). */
+                if (o->rate > 0 && (n & 255) == 255) {
+                        int64_t due = t0 + (int64_t)((double)(n + 1) * 1e6 / (double)o->rate);
+                        int64_t now = krib_clock_mono_us();
+                        if (due > now) {
+                                rd_kafka_poll(rk, 0);
+                                struct timespec ts = {(due - now) / 1000000,
+                                                      ((due - now) % 1000000) * 1000};
+                                nanosleep(&ts, NULL);
+                        }
+                }
         }
         rd_kafka_flush(rk, 60000);
         long left = rd_kafka_outq_len(rk);
@@ -311,6 +325,7 @@ int main(int argc, char **argv) {
                                            {"keys-per-event", required_argument, NULL, 'k'},
                                            {"malformed", required_argument, NULL, 'm'},
                                            {"partitions", required_argument, NULL, 'p'},
+                                           {"rate", required_argument, NULL, 'R'},
                                            {NULL, 0, NULL, 0}};
         int c;
         optind = 2;
@@ -342,6 +357,9 @@ int main(int argc, char **argv) {
                         break;
                 case 'p':
                         o.partitions = atol(optarg);
+                        break;
+                case 'R':
+                        o.rate = atol(optarg);
                         break;
                 default:
                         return 2;

@@ -14,87 +14,47 @@
 
 #define NPARTS 6
 
-static char topic[100], group[128], prefix[128], logpath[256];
-static char env_topic[200], env_group[200], env_brokers[300], env_nodes[600];
-
-static void names(const char *what) {
-        itest_unique(topic, sizeof(topic), what);
-        snprintf(group, sizeof(group), "%s-g", topic);
-        snprintf(prefix, sizeof(prefix), "%s-k", topic);
-        snprintf(logpath, sizeof(logpath), "/tmp/%s.log", topic);
-        snprintf(env_topic, sizeof(env_topic), "KRIB_KAFKA_TOPICS=%s", topic);
-        snprintf(env_group, sizeof(env_group), "KRIB_KAFKA_GROUP_ID=%s", group);
-        snprintf(env_brokers, sizeof(env_brokers), "KRIB_KAFKA_BROKERS=%s", itest_brokers());
-        snprintf(env_nodes, sizeof(env_nodes), "KRIB_REDIS_NODES=%s", itest_redis_nodes());
-}
-
-static long count_keys(const char *redis, long n, long k) {
-        char ns[32], ks[32];
-        snprintf(ns, sizeof(ns), "%ld", n);
-        snprintf(ks, sizeof(ks), "%ld", k);
-        const char *args[] = {"count", "--redis",          redis, "--prefix", prefix, "--count",
-                              ns,      "--keys-per-event", ks,    NULL};
-        return atol(itest_loadgen(args));
-}
-
-static void create_and_fill(const char *redis, int nparts, long n, long k, long malformed) {
-        char ps[16], ns[32], ks[32], ms[32];
-        snprintf(ps, sizeof(ps), "%d", nparts);
-        snprintf(ns, sizeof(ns), "%ld", n);
-        snprintf(ks, sizeof(ks), "%ld", k);
-        snprintf(ms, sizeof(ms), "%ld", malformed);
-        const char *create[] = {"create", "--topic", topic, "--partitions", ps, NULL};
-        itest_loadgen(create);
-        const char *populate[] = {"populate", "--redis", redis, "--prefix",
-                                  prefix,     "--count", ns,    "--keys-per-event",
-                                  ks,         NULL};
-        itest_loadgen(populate);
-        ck_assert_int_eq(count_keys(redis, n, k), n * k);
-        const char *produce[] = {"produce", "--topic",     topic, "--prefix",
-                                 prefix,    "--count",     ns,    "--keys-per-event",
-                                 ks,        "--malformed", ms,    NULL};
-        itest_loadgen(produce);
-}
+static itest_names_t nm;
 
 START_TEST(cluster_end_to_end_with_malformed_events) {
         const long n = 5000, k = 2, bad = 5;
-        names("slice");
-        create_and_fill(itest_redis_seed(), NPARTS, n, k, bad);
+        itest_names(&nm, "slice");
+        itest_create_and_fill(&nm, itest_redis_seed(), NPARTS, n, k, bad);
 
-        const char *env[] = {env_topic,
-                             env_group,
-                             env_brokers,
-                             env_nodes,
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
                              "KRIB_REDIS_MODE=cluster",
                              "KRIB_LOG_STATS_INTERVAL_MS=500",
                              NULL};
-        pid_t pid = itest_krib_start(env, logpath);
-        int caught_up = itest_wait_caught_up(group, topic, NPARTS, 90);
+        pid_t pid = itest_krib_start(env, nm.log);
+        int caught_up = itest_wait_caught_up(nm.group, nm.topic, NPARTS, 90);
         int rc = itest_krib_stop(pid, SIGTERM, 30);
-        ck_assert_msg(caught_up == 0, "committed offsets never reached log end (see %s)", logpath);
-        ck_assert_msg(rc == 0, "krib exited %d after SIGTERM (see %s)", rc, logpath);
+        ck_assert_msg(caught_up == 0, "committed offsets never reached log end (see %s)", nm.log);
+        ck_assert_msg(rc == 0, "krib exited %d after SIGTERM (see %s)", rc, nm.log);
 
         /* Every key named by a good event is gone, malformed ones or not. */
-        ck_assert_int_eq(count_keys(itest_redis_seed(), n, k), 0);
+        ck_assert_int_eq(itest_count_keys(&nm, itest_redis_seed(), n, k), 0);
 
         /* Each malformed event got one error line naming where it was. */
         char t[160];
-        snprintf(t, sizeof(t), "topic=%s ", topic);
+        snprintf(t, sizeof(t), "topic=%s ", nm.topic);
         const char *rejected[] = {
                 "level=error", "rejected event", "stage=decode", t, "offset=", "malformed Avro",
                 NULL};
-        ck_assert_int_eq(itest_log_count(logpath, rejected), bad);
-        const char *final[] = {"module=stats", "consumed=5005", "applied=5000",        "rejected=5",
+        ck_assert_int_eq(itest_log_count(nm.log, rejected), bad);
+        const char *final[] = {"module=stats", "consumed=5005", "applied=5000",    "rejected=5",
                                "failed=0",     "in_flight=0",   "keys_done=10000", NULL};
-        ck_assert_msg(itest_log_count(logpath, final) >= 1, "no final stats line as expected in %s",
-                      logpath);
+        ck_assert_msg(itest_log_count(nm.log, final) >= 1, "no final stats line as expected in %s",
+                      nm.log);
         const char *stopped[] = {"msg=\"stopped\"", "drained=yes", NULL};
-        ck_assert_int_eq(itest_log_count(logpath, stopped), 1);
+        ck_assert_int_eq(itest_log_count(nm.log, stopped), 1);
 
         /* The final commit left the group exactly at the log end. */
         int64_t end[NPARTS], com[NPARTS];
-        ck_assert_int_eq(itest_log_end(topic, NPARTS, end), 0);
-        ck_assert_int_eq(itest_committed(group, topic, NPARTS, com), 0);
+        ck_assert_int_eq(itest_log_end(nm.topic, NPARTS, end), 0);
+        ck_assert_int_eq(itest_committed(nm.group, nm.topic, NPARTS, com), 0);
         int64_t total = 0;
         for (int p = 0; p < NPARTS; p++) {
                 ck_assert_int_eq(com[p], end[p]);
@@ -108,11 +68,11 @@ START_TEST(offsets_wait_for_redis_ack) {
         /* Standalone Redis, paused for writes: krib must not commit anything
          * until the UNLINKs are acknowledged, then catch up. */
         const long n = 2000;
-        names("ackgate");
+        itest_names(&nm, "ackgate");
         char redis[64], env_node[96];
         snprintf(redis, sizeof(redis), "127.0.0.1:%d", itest_standalone_port());
         snprintf(env_node, sizeof(env_node), "KRIB_REDIS_NODES=%s", redis);
-        create_and_fill(redis, 3, n, 1, 0);
+        itest_create_and_fill(&nm, redis, 3, n, 1, 0);
 
         redisContext *c = itest_redis(itest_standalone_port());
         redisReply *r = redisCommand(c, "CLIENT PAUSE 8000 WRITE");
@@ -120,18 +80,18 @@ START_TEST(offsets_wait_for_redis_ack) {
         freeReplyObject(r);
         time_t paused_at = time(NULL);
 
-        const char *env[] = {env_topic,
-                             env_group,
-                             env_brokers,
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
                              env_node,
                              "KRIB_REDIS_MODE=standalone",
                              "KRIB_LOG_STATS_INTERVAL_MS=500",
                              NULL};
-        pid_t pid = itest_krib_start(env, logpath);
+        pid_t pid = itest_krib_start(env, nm.log);
         int64_t com[3];
         int samples = 0;
         while (time(NULL) - paused_at < 6) {
-                ck_assert_int_eq(itest_committed(group, topic, 3, com), 0);
+                ck_assert_int_eq(itest_committed(nm.group, nm.topic, 3, com), 0);
                 for (int p = 0; p < 3; p++)
                         ck_assert_msg(com[p] == -1,
                                       "partition %d committed %lld while Redis was paused", p,
@@ -141,15 +101,15 @@ START_TEST(offsets_wait_for_redis_ack) {
         }
         ck_assert_int_ge(samples, 3);
         /* Reads still work during a WRITE pause: nothing was removed yet. */
-        ck_assert_int_eq(count_keys(redis, n, 1), n);
+        ck_assert_int_eq(itest_count_keys(&nm, redis, n, 1), n);
 
-        int caught_up = itest_wait_caught_up(group, topic, 3, 60);
+        int caught_up = itest_wait_caught_up(nm.group, nm.topic, 3, 60);
         int rc = itest_krib_stop(pid, SIGTERM, 30);
-        ck_assert_msg(caught_up == 0, "never caught up after the pause (see %s)", logpath);
+        ck_assert_msg(caught_up == 0, "never caught up after the pause (see %s)", nm.log);
         ck_assert_int_eq(rc, 0);
-        ck_assert_int_eq(count_keys(redis, n, 1), 0);
+        ck_assert_int_eq(itest_count_keys(&nm, redis, n, 1), 0);
         redisFree(c);
-        unlink(logpath);
+        unlink(nm.log);
 }
 END_TEST
 

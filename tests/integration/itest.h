@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "event.h"
+
 const char *itest_brokers(void);
 const char *itest_redis_seed(void);  /* first cluster node, host:port */
 const char *itest_redis_nodes(void); /* all cluster seeds, comma-separated */
@@ -45,5 +47,42 @@ const char *itest_loadgen(const char *const *args);
 int itest_log_count(const char *path, const char *const *needles);
 
 redisContext *itest_redis(int port);
+
+/* Starts argv in the background (stdout/stderr to /dev/null); wait with
+ * itest_wait(). */
+pid_t itest_spawn(char *const argv[]);
+int itest_wait(pid_t pid, int timeout_s);
+
+/* Produces one event synchronously to (topic, partition). vv is
+ * "origin=counter,..." ("" for none); value NULL for DELETE. */
+void itest_produce_event(const char *topic, int partition, const char *entity,
+                         const char *const *keys, krib_action_t action, const char *vv,
+                         const char *value);
+
+/* GET through the cluster (follows MOVED). Returns 1 and the value, or 0 for
+ * a missing key. */
+int itest_cluster_get(const char *key, char *out, size_t size);
+
+/* Resident set size of pid in KiB: current, and peak (VmHWM). */
+long itest_rss_kb(pid_t pid, int peak);
+
+/* Sum of committed offsets (missing ones count 0). */
+int64_t itest_committed_sum(const char *group, const char *topic, int nparts);
+
+/* Names unique to one test run and the environment that points krib at them. */
+typedef struct {
+        char topic[100], group[128], prefix[128], log[256];
+        char env_topic[200], env_group[200], env_brokers[300], env_nodes[600];
+} itest_names_t;
+
+void itest_names(itest_names_t *n, const char *what);
+
+/* How many of the keys "<prefix>:{i}:k<j>" (i < count, j < k) exist. */
+long itest_count_keys(const itest_names_t *n, const char *redis, long count, long k);
+
+/* Creates the topic, SETs the keys, checks they exist, produces count events
+ * (+ malformed ones) naming them, via krib-loadgen. */
+void itest_create_and_fill(const itest_names_t *n, const char *redis, int nparts, long count,
+                           long k, long malformed);
 
 #endif

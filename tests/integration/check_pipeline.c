@@ -1,0 +1,308 @@
+/* The core pipeline against the real broker and Redis Cluster: version
+ * order, at-least-once under kill -9, rebalances, backpressure. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "itest.h"
+
+static itest_names_t nm;
+
+static pid_t start_krib(const char *log, const char *extra1, const char *extra2) {
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
+                             "KRIB_LOG_STATS_INTERVAL_MS=500",
+                             extra1,
+                             extra2,
+                             NULL};
+        return itest_krib_start(env, log);
+}
+
+static void expect(const char *key, const char *want) {
+        char got[256];
+        int found = itest_cluster_get(key, got, sizeof(got));
+        if (want)
+                ck_assert_msg(found && !strcmp(got, want), "%s = '%s' (found=%d), want '%s'", key,
+                              got, found, want);
+        else
+                ck_assert_msg(!found, "%s = '%s', want it gone", key, got);
+}
+
+static void caught_up(int nparts) {
+        ck_assert_msg(itest_wait_caught_up(nm.group, nm.topic, nparts, 60) == 0,
+                      "krib did not catch up (log %s)", nm.log);
+}
+
+START_TEST(late_older_upsert_never_overwrites_newer) {
+        itest_names(&nm, "order");
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "2", NULL};
+        itest_loadgen(create);
+        char key[160], ent[160];
+        snprintf(ent, sizeof(ent), "acct:%s", nm.prefix);
+        snprintf(key, sizeof(key), "acct:{%s}:profile", nm.prefix);
+        const char *keys[] = {key, NULL};
+
+        pid_t pid = start_krib(nm.log, NULL, NULL);
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=2", "v2");
+        caught_up(2);
+        expect(key, "v2");
+
+        /* Late v1 through the other partition: only the Redis fence knows. */
+        itest_produce_event(nm.topic, 1, ent, keys, KRIB_ACTION_UPSERT, "db=1", "v1");
+        caught_up(2);
+        expect(key, "v2");
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        const char *fenced[] = {"module=stats", "fence_stale=1", NULL};
+        ck_assert_int_ge(itest_log_count(nm.log, fenced), 1);
+
+        /* Late v1 in the same partition after a restart: memory is gone. */
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=1", "v1-again");
+        char log2[300];
+        snprintf(log2, sizeof(log2), "%s.2", nm.log);
+        pid = start_krib(log2, NULL, NULL);
+        caught_up(2);
+        expect(key, "v2");
+
+        /* Newer versions still go through; a DELETE fences later writes. */
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=3", "v3");
+        caught_up(2);
+        expect(key, "v3");
+        itest_produce_event(nm.topic, 1, ent, keys, KRIB_ACTION_DELETE, "db=4", NULL);
+        caught_up(2);
+        expect(key, NULL);
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=3", "v3-replayed");
+        caught_up(2);
+        expect(key, NULL);
+
+        /* Same partition, in-process order: v6 then v5 -> v5 dropped as stale. */
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=6", "v6");
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=5", "v5");
+        caught_up(2);
+        expect(key, "v6");
+
+        /* Concurrent writers: neither is newest, so the cache is emptied. */
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=7,eu=0", "from-db");
+        itest_produce_event(nm.topic, 1, ent, keys, KRIB_ACTION_UPSERT, "db=6,eu=1", "from-eu");
+        caught_up(2);
+        expect(key, NULL);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        const char *rejected[] = {"level=error", NULL};
+        ck_assert_int_eq(itest_log_count(log2, rejected), 0);
+        unlink(log2);
+        unlink(nm.log);
+}
+END_TEST
+
+START_TEST(kill_9_mid_stream_loses_nothing) {
+        const long n = 200000;
+        const int parts = 12;
+        itest_names(&nm, "kill9");
+        itest_create_and_fill(&nm, itest_redis_seed(), parts, n, 1, 0);
+        pid_t pid = start_krib(nm.log, NULL, NULL);
+        /* Kill once a real part of the stream is committed, not before. */
+        int64_t sum = 0;
+        for (int i = 0; i < 600 && sum < n / 5; i++) {
+                usleep(50000);
+                sum = itest_committed_sum(nm.group, nm.topic, parts);
+        }
+        ck_assert_int_eq(itest_krib_stop(pid, SIGKILL, 10), 128 + SIGKILL);
+        ck_assert_msg(sum >= n / 5 && sum < n, "killed at committed=%lld of %ld", (long long)sum,
+                      n);
+        char log2[300];
+        snprintf(log2, sizeof(log2), "%s.2", nm.log);
+        pid = start_krib(log2, NULL, NULL);
+        caught_up(parts);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        ck_assert_int_eq(itest_count_keys(&nm, itest_redis_seed(), n, 1), 0);
+        unlink(log2);
+        unlink(nm.log);
+}
+END_TEST
+
+START_TEST(rebalance_hands_over_without_loss_or_rewind) {
+        const long n = 150000;
+        const int parts = 12;
+        itest_names(&nm, "rebal");
+        char ns[32];
+        snprintf(ns, sizeof(ns), "%ld", n);
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "12", NULL};
+        itest_loadgen(create);
+        const char *populate[] = {"populate", "--redis", itest_redis_seed(),
+                                  "--prefix", nm.prefix, "--count",
+                                  ns,         NULL};
+        itest_loadgen(populate);
+
+        char la[300], lb[300], lc[300];
+        snprintf(la, sizeof(la), "%s.a", nm.log);
+        snprintf(lb, sizeof(lb), "%s.b", nm.log);
+        snprintf(lc, sizeof(lc), "%s.c", nm.log);
+        pid_t a = start_krib(la, NULL, NULL), b = start_krib(lb, NULL, NULL);
+        /* Both members own partitions before the stream starts. */
+        const char *assigned[] = {"partitions assigned", NULL};
+        for (int i = 0;
+             i < 300 && (itest_log_count(la, assigned) < 1 || itest_log_count(lb, assigned) < 1);
+             i++)
+                usleep(100000);
+        ck_assert_msg(itest_log_count(la, assigned) >= 1 && itest_log_count(lb, assigned) >= 1,
+                      "the two members never shared the partitions");
+        /* Produce while the members work and change. */
+        char *argv[] = {KRIB_LOADGEN_BIN,
+                        "produce",
+                        "--topic",
+                        nm.topic,
+                        "--prefix",
+                        nm.prefix,
+                        "--count",
+                        ns,
+                        "--rate",
+                        "15000",
+                        "--schema",
+                        KRIB_SOURCE_DIR "/schemas/invalidation.avsc",
+                        NULL};
+        pid_t producer = itest_spawn(argv);
+
+        int64_t prev[12], cur[12];
+        for (int p = 0; p < parts; p++)
+                prev[p] = -1;
+        int samples = 0, stopped_a = 0;
+        pid_t c = -1;
+        for (int i = 0; i < 1200; i++) {
+                if (itest_committed(nm.group, nm.topic, parts, cur) == 0) {
+                        int64_t sum = 0;
+                        for (int p = 0; p < parts; p++) {
+                                ck_assert_msg(cur[p] >= prev[p],
+                                              "partition %d committed offset went back %lld -> "
+                                              "%lld",
+                                              p, (long long)prev[p], (long long)cur[p]);
+                                prev[p] = cur[p];
+                                sum += cur[p] > 0 ? cur[p] : 0;
+                        }
+                        samples++;
+                        if (!stopped_a && sum >= n / 3) {
+                                ck_assert_msg(sum < n * 2 / 3, "stream too fast to stop A mid-way");
+                                ck_assert_int_eq(itest_krib_stop(a, SIGTERM, 30), 0);
+                                stopped_a = 1;
+                                c = start_krib(lc, NULL, NULL);
+                                for (int k = 0; k < 300 && itest_log_count(lc, assigned) < 1; k++)
+                                        usleep(100000);
+                                ck_assert_msg(itest_committed_sum(nm.group, nm.topic, parts) < n,
+                                              "the third member joined after the stream ended");
+                        }
+                        if (stopped_a && sum >= n)
+                                break;
+                }
+                usleep(100000);
+        }
+        ck_assert_int_eq(itest_wait(producer, 60), 0);
+        ck_assert_msg(stopped_a, "never reached a third of the stream");
+        caught_up(parts);
+        ck_assert_int_ge(samples, 5);
+        ck_assert_int_eq(itest_krib_stop(b, SIGTERM, 30), 0);
+        ck_assert_int_eq(itest_krib_stop(c, SIGTERM, 30), 0);
+        ck_assert_int_eq(itest_count_keys(&nm, itest_redis_seed(), n, 1), 0);
+        /* The third member took partitions over and applied events. */
+        ck_assert_int_ge(itest_log_count(lc, assigned), 1);
+        const char *c_idle[] = {"module=stats", "applied=0 ", NULL};
+        const char *c_all[] = {"module=stats", NULL};
+        ck_assert_int_gt(itest_log_count(lc, c_all), itest_log_count(lc, c_idle));
+        unlink(la);
+        unlink(lb);
+        unlink(lc);
+}
+END_TEST
+
+START_TEST(paused_redis_bounds_memory_and_recovers) {
+        /* Standalone Redis refuses writes for 15 s while 300k events (about
+         * 45 MB, above the 16 MB prefetch bound) arrive. */
+        const long n = 300000;
+        itest_names(&nm, "bp");
+        char redis[64], env_node[96];
+        snprintf(redis, sizeof(redis), "127.0.0.1:%d", itest_standalone_port());
+        snprintf(env_node, sizeof(env_node), "KRIB_REDIS_NODES=%s", redis);
+        snprintf(nm.env_nodes, sizeof(nm.env_nodes), "%s", env_node);
+        char ns[32];
+        snprintf(ns, sizeof(ns), "%ld", n);
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "6", NULL};
+        itest_loadgen(create);
+        const char *populate[] = {"populate", "--redis", redis, "--prefix",
+                                  nm.prefix,  "--count", ns,    "--keys-per-event",
+                                  "4",        NULL};
+        itest_loadgen(populate);
+
+        pid_t pid = start_krib(nm.log, "KRIB_REDIS_MODE=standalone",
+                               "KRIB_REDIS_COMMAND_TIMEOUT_MS=1000");
+        sleep(2);
+        long rss0 = itest_rss_kb(pid, 0);
+        redisContext *r = itest_redis(itest_standalone_port());
+        redisReply *rep = redisCommand(r, "CLIENT PAUSE 15000 WRITE");
+        ck_assert_msg(rep && rep->type == REDIS_REPLY_STATUS, "CLIENT PAUSE failed");
+        freeReplyObject(rep);
+        time_t paused_at = time(NULL);
+        const char *produce[] = {"produce", "--topic", nm.topic,           "--prefix", nm.prefix,
+                                 "--count", ns,        "--keys-per-event", "4",        NULL};
+        itest_loadgen(produce);
+        long peak = 0;
+        int64_t committed_during = 0;
+        while (time(NULL) - paused_at < 13) {
+                long rss = itest_rss_kb(pid, 0);
+                if (rss > peak)
+                        peak = rss;
+                int64_t s = itest_committed_sum(nm.group, nm.topic, 6);
+                if (s > committed_during)
+                        committed_during = s;
+                usleep(250000);
+        }
+        /* At most one batch reached Redis before the pause took hold. */
+        ck_assert_int_le(committed_during, 10000);
+        ck_assert_msg(peak - rss0 < 48 * 1024, "RSS grew from %ld to %ld KiB while paused", rss0,
+                      peak);
+        caught_up(6);
+        long hwm = itest_rss_kb(pid, 1);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        ck_assert_int_eq(itest_count_keys(&nm, redis, n, 4), 0);
+        const char *paused[] = {"partitions paused", NULL};
+        const char *resumed[] = {"partitions resumed", NULL};
+        ck_assert_int_ge(itest_log_count(nm.log, paused), 1);
+        ck_assert_int_ge(itest_log_count(nm.log, resumed), 1);
+        fprintf(stderr,
+                "backpressure: rss before %ld KiB, peak while paused %ld KiB, HWM %ld KiB\n", rss0,
+                peak, hwm);
+        redisFree(r);
+        unlink(nm.log);
+}
+END_TEST
+
+static Suite *make_suite(void) {
+        Suite *s = suite_create("pipeline");
+        TCase *tc = tcase_create("order");
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, late_older_upsert_never_overwrites_newer);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("kill9");
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, kill_9_mid_stream_loses_nothing);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("rebalance");
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, rebalance_hands_over_without_loss_or_rewind);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("backpressure");
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, paused_redis_bounds_memory_and_recovers);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(make_suite());
+        srunner_run_all(sr, CK_NORMAL);
+        int failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
