@@ -6,6 +6,9 @@
  *                         [--rate EVENTS_PER_S]
  *   krib-loadgen populate --count N [--keys-per-event K]     (SET the keys in Redis)
  *   krib-loadgen count    --count N [--keys-per-event K]     (how many still exist)
+ *   krib-loadgen drain    --topic T --partitions P    (bare consumer: the Kafka limit)
+ *   krib-loadgen unlink   --count N [--keys-per-event K]  (pipelined UNLINK: the Redis limit)
+ *   krib-loadgen lag      --topic T --partitions P --group G   ("committed end")
  *
  * Event i (0 <= i < N) is entity "<prefix>:<i>" with keys
  * "<prefix>:{<i>}:k<j>" (j < K), version {"db": i+1}; the Kafka message key is
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "encode.h"
@@ -29,7 +33,7 @@
 #include "topo.h"
 
 typedef struct {
-        const char *brokers, *topic, *prefix, *schema, *redis;
+        const char *brokers, *topic, *prefix, *schema, *redis, *group;
         long count, keys_per_event, malformed, partitions, rate;
 } opts_t;
 
@@ -293,6 +297,162 @@ static long cmd_keys(const opts_t *o, int populate) {
         return total;
 }
 
+/* drain: a bare librdkafka consumer (library defaults, fresh group) reading
+ * the whole topic: the Kafka side's speed limit on this machine. */
+static int cmd_drain(const opts_t *o) {
+        char err[512], group[128];
+        snprintf(group, sizeof(group), "krib-loadgen-drain-%d", (int)getpid());
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        if (rd_kafka_conf_set(c, "bootstrap.servers", o->brokers, err, sizeof(err)) ||
+            rd_kafka_conf_set(c, "group.id", group, err, sizeof(err)) ||
+            rd_kafka_conf_set(c, "auto.offset.reset", "earliest", err, sizeof(err)) ||
+            rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof(err)))
+                die("%s", err);
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+        if (!rk)
+                die("%s", err);
+        rd_kafka_poll_set_consumer(rk);
+        int64_t total = 0;
+        for (int p = 0; p < o->partitions; p++) {
+                int64_t lo, hi;
+                if (rd_kafka_query_watermark_offsets(rk, o->topic, p, &lo, &hi, 10000))
+                        die("cannot read watermarks of %s", o->topic);
+                total += hi - lo;
+        }
+        rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(t, o->topic, RD_KAFKA_PARTITION_UA);
+        rd_kafka_subscribe(rk, t);
+        rd_kafka_topic_partition_list_destroy(t);
+        int64_t got = 0, bytes = 0, t0 = 0;
+        int64_t give_up = krib_clock_mono_us() + 300 * 1000000LL;
+        while (got < total && krib_clock_mono_us() < give_up) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+                if (!m)
+                        continue;
+                if (!m->err) {
+                        if (!got)
+                                t0 = krib_clock_mono_us();
+                        got++;
+                        bytes += (int64_t)m->len;
+                }
+                rd_kafka_message_destroy(m);
+        }
+        double secs = (double)(krib_clock_mono_us() - t0) / 1e6;
+        printf("drained %" PRId64 " of %" PRId64 " messages (%" PRId64
+               " bytes) in %.3fs: %.0f msg/s\n",
+               got, total, bytes, secs, secs > 0 ? (double)got / secs : 0.0);
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+        return got == total ? 0 : 1;
+}
+
+/* unlink: the Redis side's speed limit: the same keys, grouped by slot into
+ * UNLINKs of up to 64 keys, pipelined to every master at once. */
+static int cmd_unlink(const opts_t *o) {
+        redis_t r;
+        redis_open(&r, o->redis);
+        long n = o->count * o->keys_per_event;
+        char **keys = malloc((size_t)n * sizeof(*keys));
+        uint32_t *order = malloc((size_t)n * sizeof(*order));
+        uint32_t *count = calloc(KRIB_SLOT_COUNT + 1, sizeof(*count));
+        uint16_t *slot = malloc((size_t)n * sizeof(*slot));
+        if (!keys || !order || !count || !slot)
+                die("%s", "out of memory");
+        char key[256];
+        long k = 0;
+        for (long i = 0; i < o->count; i++)
+                for (long j = 0; j < o->keys_per_event; j++, k++) {
+                        key_of(o, i, j, key, sizeof(key));
+                        keys[k] = strdup(key);
+                        slot[k] = (uint16_t)krib_slot_of(key, strlen(key));
+                        count[slot[k] + 1]++;
+                }
+        int64_t t0 = krib_clock_mono_us();
+        for (int s = 0; s < KRIB_SLOT_COUNT; s++)
+                count[s + 1] += count[s];
+        for (long x = 0; x < n; x++)
+                order[count[slot[x]]++] = (uint32_t)x;
+        const char *argv[65];
+        size_t argvlen[65];
+        long commands = 0, removed = 0;
+        for (long i = 0; i < n;) {
+                long j = i;
+                int m = r.topo.slot_owner[slot[order[i]]];
+                int argc = 0;
+                argv[argc] = "UNLINK";
+                argvlen[argc++] = 6;
+                while (j < n && j - i < 64 && slot[order[j]] == slot[order[i]]) {
+                        argv[argc] = keys[order[j]];
+                        argvlen[argc++] = strlen(keys[order[j]]);
+                        j++;
+                }
+                redisAppendCommandArgv(r.ctx[m], argc, argv, argvlen);
+                r.queued[m]++;
+                commands++;
+                i = j;
+                /* Windows of ~2000 commands per master: write all, then read. */
+                if (commands % 6000 == 0) {
+                        for (size_t c = 0; c < r.topo.master_count; c++) {
+                                int done = 0;
+                                while (!done && redisBufferWrite(r.ctx[c], &done) == REDIS_OK)
+                                        ;
+                        }
+                        removed += redis_drain(&r, 1);
+                }
+        }
+        for (size_t c = 0; c < r.topo.master_count; c++) {
+                int done = 0;
+                while (!done && redisBufferWrite(r.ctx[c], &done) == REDIS_OK)
+                        ;
+        }
+        removed += redis_drain(&r, 1);
+        double secs = (double)(krib_clock_mono_us() - t0) / 1e6;
+        printf("unlinked %ld of %ld keys with %ld commands (%.1f keys/command) in %.3fs: %.0f "
+               "keys/s\n",
+               removed, n, commands, (double)n / (double)commands, secs,
+               secs > 0 ? (double)n / secs : 0.0);
+        for (long x = 0; x < n; x++)
+                free(keys[x]);
+        free(keys);
+        free(order);
+        free(count);
+        free(slot);
+        for (size_t m = 0; m < r.topo.master_count; m++)
+                redisFree(r.ctx[m]);
+        free(r.ctx);
+        free(r.queued);
+        krib_topo_destroy(&r.topo);
+        return removed == n ? 0 : 1;
+}
+
+/* lag: "<committed> <log end>" summed over the topic's partitions. */
+static int cmd_lag(const opts_t *o, const char *group) {
+        char err[512];
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        rd_kafka_conf_set(c, "bootstrap.servers", o->brokers, err, sizeof(err));
+        rd_kafka_conf_set(c, "group.id", group, err, sizeof(err));
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+        if (!rk)
+                die("%s", err);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(o->partitions);
+        int64_t end = 0, com = 0;
+        for (int p = 0; p < o->partitions; p++) {
+                int64_t lo, hi;
+                if (rd_kafka_query_watermark_offsets(rk, o->topic, p, &lo, &hi, 10000))
+                        die("cannot read watermarks of %s", o->topic);
+                end += hi;
+                rd_kafka_topic_partition_list_add(l, o->topic, p);
+        }
+        if (rd_kafka_committed(rk, l, 10000))
+                die("%s", "cannot read committed offsets");
+        for (int p = 0; p < l->cnt; p++)
+                com += l->elems[p].offset > 0 ? l->elems[p].offset : 0;
+        printf("%" PRId64 " %" PRId64 "\n", com, end);
+        rd_kafka_topic_partition_list_destroy(l);
+        rd_kafka_destroy(rk);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         if (argc < 2) {
                 fprintf(stderr, "usage: krib-loadgen create|produce|populate|count [options]\n");
@@ -326,6 +486,7 @@ int main(int argc, char **argv) {
                                            {"malformed", required_argument, NULL, 'm'},
                                            {"partitions", required_argument, NULL, 'p'},
                                            {"rate", required_argument, NULL, 'R'},
+                                           {"group", required_argument, NULL, 'g'},
                                            {NULL, 0, NULL, 0}};
         int c;
         optind = 2;
@@ -361,6 +522,9 @@ int main(int argc, char **argv) {
                 case 'R':
                         o.rate = atol(optarg);
                         break;
+                case 'g':
+                        o.group = optarg;
+                        break;
                 default:
                         return 2;
                 }
@@ -376,6 +540,15 @@ int main(int argc, char **argv) {
                 cmd_keys(&o, 1);
                 printf("populated %ld keys\n", o.count * o.keys_per_event);
                 return 0;
+        }
+        if (!strcmp(cmd, "drain"))
+                return cmd_drain(&o);
+        if (!strcmp(cmd, "unlink"))
+                return cmd_unlink(&o);
+        if (!strcmp(cmd, "lag")) {
+                if (!o.group)
+                        die("%s", "lag needs --group");
+                return cmd_lag(&o, o.group);
         }
         if (!strcmp(cmd, "count")) {
                 printf("%ld\n", cmd_keys(&o, 0));

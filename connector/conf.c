@@ -72,7 +72,7 @@ static const row_t rows[] = {
          "Longest wait for a batch to fill.", 0},
         {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0,
          3600000, NULL, "On SIGTERM, how long unacknowledged writes may still be retried.", 0},
-        {"reorder.max_entities", T_INT, F(reorder_max_entities), "1000000", 1, 1000000000, NULL,
+        {"reorder.max_entities", T_INT, F(reorder_max_entities), "262144", 1, 1000000000, NULL,
          "Entities whose newest version is remembered in memory (all partitions); the least "
          "recently seen are forgotten first.",
          0},

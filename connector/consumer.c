@@ -109,11 +109,13 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
             set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
             set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
             set(kc, "fetch.wait.max.ms", "100", errstr, errstr_size) ||
-            /* Bound what librdkafka prefetches while krib waits for Redis:
-             * librdkafka 2.0 applies these per partition (defaults: 64 MiB
-             * and 100k messages each). */
-            set(kc, "queued.max.messages.kbytes", "2048", errstr, errstr_size) ||
-            set(kc, "queued.min.messages", "20000", errstr, errstr_size))
+            /* Prefetch bound. librdkafka 2.0 counts these over the one
+             * consumer queue, and once they are exceeded it re-checks only
+             * about once a second: the queue must hold more than a second of
+             * work or krib starves between batches (measured in bench/). */
+            set(kc, "queued.min.messages", "200000", errstr, errstr_size) ||
+            set(kc, "queued.max.messages.kbytes", "16384", errstr, errstr_size) ||
+            set(kc, "fetch.max.bytes", "8388608", errstr, errstr_size))
                 goto fail;
         for (size_t i = 0; i < conf->kafka_properties.n; i++) {
                 char name[256];

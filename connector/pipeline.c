@@ -9,6 +9,7 @@
 #include "consumer.h"
 #include "decode.h"
 #include "event.h"
+#include "hist.h"
 #include "log.h"
 #include "offsets.h"
 #include "reorder.h"
@@ -52,6 +53,8 @@ struct krib_pipeline {
         size_t link_cap;
         int32_t *table; /* open addressing over ops by (partition, key); -1 empty */
         size_t table_cap;
+
+        krib_hist_t latency; /* event ts_ms -> Redis acknowledgement, ms */
 
         int in_write; /* inside krib_writer_apply() */
         int paused;
@@ -161,7 +164,7 @@ static void on_writer_tick(void *opaque) {
 
 krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_t *stop,
                                    char *errstr, size_t errstr_size) {
-        krib_pipeline_t *p = calloc(1, sizeof(*p));
+        krib_pipeline_t *p = calloc(1, sizeof(*p)); /* latency histogram zeroed too */
         if (!p) {
                 snprintf(errstr, errstr_size, "out of memory");
                 return NULL;
@@ -383,7 +386,9 @@ static int process_batch(krib_pipeline_t *p) {
                 }
 
         p->in_write = 1;
+        int64_t t0 = krib_clock_mono_us();
         int rc = nops ? krib_writer_apply(p->writer, p->ops, nops, p->op_status) : 0;
+        p->stats.write_us += (uint64_t)(krib_clock_mono_us() - t0);
         p->in_write = 0;
 
         for (size_t o = 0; o < nops; o++) {
@@ -399,10 +404,12 @@ static int process_batch(krib_pipeline_t *p) {
                                 *es = EV_FAILED;
                 }
         }
+        int64_t acked_ms = krib_clock_wall_ms();
         for (size_t i = 0; i < p->n; i++) {
                 rd_kafka_message_t *m = p->msgs[i];
                 if (p->ev_state[i] == EV_LIVE) {
                         p->stats.applied++;
+                        krib_hist_add(&p->latency, acked_ms - p->events[i].ts_ms);
                         finish(p, m);
                 } else if (p->ev_state[i] == EV_FAILED) {
                         krib_log_error("pipeline",
@@ -442,21 +449,25 @@ static void log_stats(krib_pipeline_t *p, int force) {
         const krib_writer_stats_t *w = krib_writer_stats(p->writer);
         const krib_reorder_stats_t *r = krib_reorder_stats(p->reorder);
         const krib_pipeline_stats_t *s = &p->stats;
-        krib_log_info("stats",
-                      "consumed=%" PRIu64 " applied=%" PRIu64 " stale=%" PRIu64 " rejected=%" PRIu64
-                      " failed=%" PRIu64 " abandoned=%" PRIu64 " in_flight=%zu keys_done=%" PRIu64
-                      " coalesced=%" PRIu64 " fence_stale=%" PRIu64 " invalidated=%" PRIu64
-                      " fence_invalidated=%" PRIu64 " entities=%zu evictions=%" PRIu64
-                      " redis_round_trips=%" PRIu64 " redis_commands=%" PRIu64
-                      " keys_per_round_trip=%.1f moved=%" PRIu64 " ask=%" PRIu64 " retries=%" PRIu64
-                      " reconnects=%" PRIu64 " pauses=%" PRIu64 " rebalances=%lu",
-                      s->consumed, s->applied, s->stale, s->rejected, s->failed, s->abandoned,
-                      krib_offsets_in_flight(p->offsets), s->keys_done, s->coalesced,
-                      s->fence_stale, s->invalidated, s->fence_invalidated, r->entities,
-                      r->evictions, w->round_trips, w->commands,
-                      w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0, w->moved,
-                      w->ask, w->retries, w->reconnects, s->pauses,
-                      krib_consumer_rebalances(p->consumer));
+        krib_log_info(
+                "stats",
+                "consumed=%" PRIu64 " applied=%" PRIu64 " stale=%" PRIu64 " rejected=%" PRIu64
+                " failed=%" PRIu64 " abandoned=%" PRIu64 " in_flight=%zu keys_done=%" PRIu64
+                " coalesced=%" PRIu64 " fence_stale=%" PRIu64 " invalidated=%" PRIu64
+                " fence_invalidated=%" PRIu64 " entities=%zu evictions=%" PRIu64
+                " redis_round_trips=%" PRIu64 " redis_commands=%" PRIu64
+                " keys_per_round_trip=%.1f moved=%" PRIu64 " ask=%" PRIu64 " retries=%" PRIu64
+                " reconnects=%" PRIu64 " pauses=%" PRIu64 " rebalances=%lu"
+                " latency_p50_ms=%" PRId64 " latency_p99_ms=%" PRId64 " latency_max_ms=%" PRId64
+                " poll_ms=%" PRIu64 " write_ms=%" PRIu64 " batches=%" PRIu64,
+                s->consumed, s->applied, s->stale, s->rejected, s->failed, s->abandoned,
+                krib_offsets_in_flight(p->offsets), s->keys_done, s->coalesced, s->fence_stale,
+                s->invalidated, s->fence_invalidated, r->entities, r->evictions, w->round_trips,
+                w->commands, w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0,
+                w->moved, w->ask, w->retries, w->reconnects, s->pauses,
+                krib_consumer_rebalances(p->consumer), krib_hist_quantile(&p->latency, 0.5),
+                krib_hist_quantile(&p->latency, 0.99), p->latency.max, s->poll_us / 1000,
+                s->write_us / 1000, s->batches);
 }
 
 static void take(krib_pipeline_t *p, rd_kafka_message_t *m) {
@@ -482,7 +493,9 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                         int64_t left = p->n ? (deadline - krib_clock_mono_us()) / 1000 : 100;
                         if (left < 0)
                                 break;
+                        int64_t t0 = krib_clock_mono_us();
                         rd_kafka_message_t *m = krib_consumer_poll(p->consumer, (int)left);
+                        p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
                         if (!m) {
                                 if (p->n)
                                         break;

@@ -1,0 +1,26 @@
+/* hist: latency histogram with 1 ms resolution up to 60 s (pure).
+ * Values above the range land in the last bucket and are reported as its
+ * bound; max is kept exactly. Not thread-safe. */
+#ifndef KRIB_HIST_H
+#define KRIB_HIST_H
+
+#include <stdint.h>
+
+#define KRIB_HIST_MAX_MS 60000
+
+typedef struct {
+        uint32_t bucket[KRIB_HIST_MAX_MS + 1];
+        uint64_t count;
+        int64_t max;
+} krib_hist_t;
+
+void krib_hist_reset(krib_hist_t *h);
+
+/* Negative values (clock skew between producer and krib) count as 0. */
+void krib_hist_add(krib_hist_t *h, int64_t ms);
+
+/* Smallest value v such that at least q (0..1] of the samples are <= v;
+ * -1 when empty. */
+int64_t krib_hist_quantile(const krib_hist_t *h, double q);
+
+#endif
