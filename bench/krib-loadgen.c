@@ -3,7 +3,7 @@
  *
  *   krib-loadgen create   --topic T --partitions P
  *   krib-loadgen produce  --topic T --count N [--keys-per-event K] [--malformed M]
- *                         [--rate EVENTS_PER_S]
+ *                         [--rate EVENTS_PER_S] [--single-object]
  *   krib-loadgen populate --count N [--keys-per-event K]     (SET the keys in Redis)
  *   krib-loadgen count    --count N [--keys-per-event K]     (how many still exist)
  *   krib-loadgen drain    --topic T --partitions P    (bare consumer: the Kafka limit)
@@ -29,12 +29,13 @@
 
 #include "clock.h"
 #include "encode.h"
+#include "schemas.h"
 #include "slot.h"
 #include "topo.h"
 
 typedef struct {
         const char *brokers, *topic, *prefix, *schema, *redis, *group;
-        long count, keys_per_event, malformed, partitions, rate;
+        long count, keys_per_event, malformed, partitions, rate, single_object;
 } opts_t;
 
 static void die(const char *fmt, const char *arg) {
@@ -129,6 +130,24 @@ static int cmd_produce(const opts_t *o) {
                         die("%s", err);
         }
         long *failed = rd_kafka_opaque(rk);
+        /* --single-object: 0xC3 0x01 + CRC-64-AVRO of the schema's canonical form. */
+        unsigned char header[10];
+        size_t hlen = 0;
+        if (o->single_object) {
+                size_t jl;
+                char *json = krib_encode_slurp(o->schema, &jl, err, sizeof(err));
+                static char canon[65536];
+                int cl = json ? krib_schemas_canonical(json, jl, canon, sizeof(canon)) : -1;
+                free(json);
+                if (cl < 0)
+                        die("cannot fingerprint %s", o->schema);
+                uint64_t fp = krib_schemas_fingerprint(canon, (size_t)cl);
+                header[0] = 0xC3;
+                header[1] = 0x01;
+                for (int i = 0; i < 8; i++)
+                        header[2 + i] = (unsigned char)(fp >> (8 * i));
+                hlen = 10;
+        }
         long total = o->count + o->malformed;
         long every = o->malformed ? total / (o->malformed + 1) : 0;
         long next_bad = every ? every : -1, bad = 0;
@@ -167,8 +186,10 @@ static int cmd_produce(const opts_t *o) {
                         ev.version_count = 1;
                         ev.action = KRIB_ACTION_DELETE;
                         ev.ts_ms = krib_clock_wall_ms();
-                        if (krib_encode_event(enc, &ev, buf, sizeof(buf), &len))
+                        memcpy(buf, header, hlen);
+                        if (krib_encode_event(enc, &ev, buf + hlen, sizeof(buf) - hlen, &len))
                                 die("cannot encode event %s", entity);
+                        len += hlen;
                         snprintf(key, sizeof(key), "%s", entity);
                         payload = buf;
                         i++;
@@ -487,6 +508,7 @@ int main(int argc, char **argv) {
                                            {"partitions", required_argument, NULL, 'p'},
                                            {"rate", required_argument, NULL, 'R'},
                                            {"group", required_argument, NULL, 'g'},
+                                           {"single-object", no_argument, NULL, 'S'},
                                            {NULL, 0, NULL, 0}};
         int c;
         optind = 2;
@@ -524,6 +546,9 @@ int main(int argc, char **argv) {
                         break;
                 case 'g':
                         o.group = optarg;
+                        break;
+                case 'S':
+                        o.single_object = 1;
                         break;
                 default:
                         return 2;

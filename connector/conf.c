@@ -22,7 +22,7 @@ typedef struct {
 } row_t;
 
 static const char *const redis_modes[] = {"cluster", "standalone", NULL};
-static const char *const formats[] = {"avro-raw", NULL};
+static const char *const formats[] = {"auto", "avro-raw", "avro-single-object", NULL};
 static const char *const fence_modes[] = {"all", "upserts", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 
@@ -60,10 +60,18 @@ static const row_t rows[] = {
          "Expiry of a version fence after its last update (0: never). A late event older than "
          "this can no longer be recognised as stale by Redis.",
          0},
-        {"decode.format", T_ENUM, F(decode_format), "avro-raw", 0, 0, formats,
-         "Wire format of event values: avro-raw = Avro binary in the schema file's schema.", 0},
+        {"decode.format", T_ENUM, F(decode_format), "auto", 0, 0, formats,
+         "Wire format of event values: avro-raw (Avro binary in decode.schema_file), "
+         "avro-single-object (0xC3 0x01 + schema fingerprint + Avro), or auto (either, by the "
+         "magic bytes).",
+         0},
         {"decode.schema_file", T_STR, F(decode_schema_file), "schemas/invalidation.avsc", 0, 0,
-         NULL, "Writer schema (.avsc); relative paths start at the config file's directory.", 0},
+         NULL, "Schema of raw Avro values; relative paths start at the config file's directory.",
+         0},
+        {"decode.schema_dir", T_STR, F(decode_schema_dir), "", 0, 0, NULL,
+         "Directory whose *.avsc files are the writer schemas accepted in single-object "
+         "encoding (empty: only decode.schema_file).",
+         0},
         {"pipeline.batch_max_events", T_INT, F(pipeline_batch_max_events), "10000", 1, 1000000,
          NULL, "Events gathered before they are written to Redis.", 0},
         {"pipeline.batch_max_bytes", T_INT, F(pipeline_batch_max_bytes), "16777216", 1024,
@@ -422,19 +430,23 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                         return -1;
                 }
         }
-        if (conf->source_dir && *conf->source_dir && conf->decode_schema_file[0] != '/') {
-                size_t n = strlen(conf->source_dir) + strlen(conf->decode_schema_file) + 1;
+        char **paths[] = {&conf->decode_schema_file, &conf->decode_schema_dir};
+        for (size_t i = 0; conf->source_dir && *conf->source_dir && i < 2; i++) {
+                char *v = *paths[i];
+                if (!*v || v[0] == '/')
+                        continue;
+                size_t n = strlen(conf->source_dir) + strlen(v) + 1;
                 char *p = malloc(n);
                 if (!p) {
                         errf(errstr, errstr_size, "out of memory");
                         return -1;
                 }
-                snprintf(p, n, "%s%s", conf->source_dir, conf->decode_schema_file);
-                free(conf->decode_schema_file);
-                conf->decode_schema_file = p;
-                free(conf->source_dir);
-                conf->source_dir = NULL; /* resolve once */
+                snprintf(p, n, "%s%s", conf->source_dir, v);
+                free(v);
+                *paths[i] = p;
         }
+        free(conf->source_dir);
+        conf->source_dir = NULL; /* resolve once */
         return 0;
 }
 

@@ -19,7 +19,6 @@ typedef struct {
 } krib_strlist_t;
 
 typedef enum { KRIB_REDIS_CLUSTER = 0, KRIB_REDIS_STANDALONE = 1 } krib_redis_mode_t;
-typedef enum { KRIB_FORMAT_AVRO_RAW = 0 } krib_format_t;
 /* Which versioned events go through the fence script: all of them, or only
  * UPSERTs (DELETEs then become plain UNLINKs: faster, but a late older
  * UPSERT after a krib restart is caught only if a fence exists). */
@@ -41,8 +40,9 @@ typedef struct krib_conf {
         int64_t redis_fence; /* krib_fence_mode_t */
         int64_t redis_fence_ttl_ms;
 
-        int64_t decode_format;    /* krib_format_t */
+        int64_t decode_format;    /* krib_wire_t (schemas.h) */
         char *decode_schema_file; /* resolved against the config file's directory */
+        char *decode_schema_dir;  /* likewise */
 
         int64_t pipeline_batch_max_events;
         int64_t pipeline_linger_ms;

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "consumer.h"
 #include "decode.h"
+#include "schemas.h"
 #include "event.h"
 #include "hist.h"
 #include "log.h"
@@ -26,7 +27,7 @@ struct krib_pipeline {
         const krib_conf_t *conf;
         volatile sig_atomic_t *stop;
         krib_consumer_t *consumer;
-        krib_decode_t *decode;
+        krib_schemas_t *decode;
         krib_writer_t *writer;
         krib_offsets_t *offsets;
         krib_reorder_t *reorder;
@@ -185,7 +186,9 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         }
         for (size_t i = 0; i < p->cap; i++)
                 krib_event_reset(&p->events[i]);
-        if (!(p->decode = krib_decode_new_file(conf->decode_schema_file, errstr, errstr_size)))
+        if (!(p->decode =
+                      krib_schemas_new((krib_wire_t)conf->decode_format, conf->decode_schema_file,
+                                       conf->decode_schema_dir, errstr, errstr_size)))
                 goto fail;
         if (!(p->writer = krib_writer_new(conf, errstr, errstr_size)))
                 goto fail;
@@ -303,7 +306,7 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         if (krib_offsets_track(p->offsets, topic, m->partition, m->offset))
                 krib_log_warn("pipeline", "msg=\"offset below one already tracked\" " MSG_FMT,
                               MSG_ARGS(m));
-        if (krib_decode_event(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
+        if (krib_schemas_decode(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
                 krib_log_error("pipeline",
                                "msg=\"rejected event\" stage=decode " MSG_FMT " error=\"%s\"",
                                MSG_ARGS(m), err);
@@ -547,7 +550,7 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         p->nstash = 0;
         krib_consumer_close(p->consumer);
         krib_writer_destroy(p->writer);
-        krib_decode_destroy(p->decode);
+        krib_schemas_destroy(p->decode);
         krib_offsets_destroy(p->offsets);
         krib_reorder_destroy(p->reorder);
         if (p->events)

@@ -113,6 +113,33 @@ START_TEST(offsets_wait_for_redis_ack) {
 }
 END_TEST
 
+START_TEST(single_object_encoded_events) {
+        /* Avro single-object encoding, fingerprint looked up in schemas/. */
+        const long n = 2000;
+        itest_names(&nm, "sobj");
+        char ns[32];
+        snprintf(ns, sizeof(ns), "%ld", n);
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "3", NULL};
+        itest_loadgen(create);
+        const char *populate[] = {"populate", "--redis", itest_redis_seed(),
+                                  "--prefix", nm.prefix, "--count",
+                                  ns,         NULL};
+        itest_loadgen(populate);
+        const char *produce[] = {"produce", "--topic", nm.topic,          "--prefix", nm.prefix,
+                                 "--count", ns,        "--single-object", NULL};
+        itest_loadgen(produce);
+        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers, nm.env_nodes, NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        int caught_up = itest_wait_caught_up(nm.group, nm.topic, 3, 60);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        ck_assert_msg(caught_up == 0, "did not catch up (see %s)", nm.log);
+        ck_assert_int_eq(itest_count_keys(&nm, itest_redis_seed(), n, 1), 0);
+        const char *errors[] = {"level=error", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, errors), 0);
+        unlink(nm.log);
+}
+END_TEST
+
 START_TEST(bad_config_names_file_and_line) {
         char path[] = "/tmp/krib-bad-conf-XXXXXX";
         int fd = mkstemp(path);
@@ -150,6 +177,10 @@ static Suite *make_suite(void) {
         tc = tcase_create("ack_gating");
         tcase_set_timeout(tc, 180);
         tcase_add_test(tc, offsets_wait_for_redis_ack);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("single_object");
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, single_object_encoded_events);
         suite_add_tcase(s, tc);
         tc = tcase_create("cli");
         tcase_set_timeout(tc, 30);
