@@ -260,8 +260,12 @@ START_TEST(paused_redis_bounds_memory_and_recovers) {
         }
         /* At most one batch reached Redis before the pause took hold. */
         ck_assert_int_le(committed_during, 10000);
+#ifndef KRIB_SANITIZE
+        /* ASan's quarantine and shadow memory swamp this figure, so the bound
+         * is checked in the plain build only. */
         ck_assert_msg(peak - rss0 < 100 * 1024, "RSS grew from %ld to %ld KiB while paused", rss0,
                       peak);
+#endif
         caught_up(6);
         long hwm = itest_rss_kb(pid, 1);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
