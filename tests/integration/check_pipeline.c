@@ -282,6 +282,68 @@ START_TEST(paused_redis_bounds_memory_and_recovers) {
 }
 END_TEST
 
+START_TEST(shutdown_during_redis_outage_stores_nothing_unacknowledged) {
+        /* Redis refuses writes for longer than the drain window: SIGTERM must
+         * still exit after the window, storing no offset; a second signal
+         * must exit at once. */
+        itest_names(&nm, "shut");
+        char redis[64];
+        snprintf(redis, sizeof(redis), "127.0.0.1:%d", itest_standalone_port());
+        snprintf(nm.env_nodes, sizeof(nm.env_nodes), "KRIB_REDIS_NODES=%s", redis);
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "3", NULL};
+        itest_loadgen(create);
+        const char *produce[] = {"produce", "--topic", nm.topic, "--prefix",
+                                 nm.prefix, "--count", "3000",   NULL};
+        itest_loadgen(produce);
+        redisContext *r = itest_redis(itest_standalone_port());
+        for (int round = 0; round < 2; round++) {
+                redisReply *rep = redisCommand(r, "CLIENT PAUSE 20000 WRITE");
+                ck_assert_msg(rep && rep->type == REDIS_REPLY_STATUS, "CLIENT PAUSE failed");
+                freeReplyObject(rep);
+                char log[300];
+                snprintf(log, sizeof(log), "%s.%d", nm.log, round);
+                const char *env[] = {nm.env_topic,
+                                     nm.env_group,
+                                     nm.env_brokers,
+                                     nm.env_nodes,
+                                     "KRIB_REDIS_MODE=standalone",
+                                     "KRIB_REDIS_COMMAND_TIMEOUT_MS=500",
+                                     round ? "KRIB_PIPELINE_SHUTDOWN_TIMEOUT_MS=60000"
+                                           : "KRIB_PIPELINE_SHUTDOWN_TIMEOUT_MS=2000",
+                                     NULL};
+                pid_t pid = itest_krib_start(env, log);
+                const char *paused[] = {"partitions paused", NULL};
+                for (int i = 0; i < 100 && itest_log_count(log, paused) < 1; i++)
+                        usleep(100000);
+                ck_assert_msg(itest_log_count(log, paused) >= 1, "krib never paused (%s)", log);
+                time_t t0 = time(NULL);
+                int rc;
+                if (round == 0) {
+                        rc = itest_krib_stop(pid, SIGTERM, 30);
+                        ck_assert_int_eq(rc, 0);
+                        ck_assert_int_le(time(NULL) - t0, 8); /* 2 s window + slack */
+                        const char *cut[] = {"shutdown deadline passed", NULL};
+                        ck_assert_int_eq(itest_log_count(log, cut), 1);
+                } else {
+                        kill(pid, SIGTERM);
+                        usleep(1000000);
+                        rc = itest_krib_stop(pid, SIGTERM, 10);
+                        ck_assert_int_eq(rc, 130);
+                        ck_assert_int_le(time(NULL) - t0, 5);
+                }
+                int64_t com[3];
+                ck_assert_int_eq(itest_committed(nm.group, nm.topic, 3, com), 0);
+                for (int p = 0; p < 3; p++)
+                        ck_assert_msg(com[p] == -1, "round %d: partition %d committed %lld", round,
+                                      p, (long long)com[p]);
+                rep = redisCommand(r, "CLIENT UNPAUSE");
+                freeReplyObject(rep);
+                unlink(log);
+        }
+        redisFree(r);
+}
+END_TEST
+
 static Suite *make_suite(void) {
         Suite *s = suite_create("pipeline");
         TCase *tc = tcase_create("order");
@@ -295,6 +357,10 @@ static Suite *make_suite(void) {
         tc = tcase_create("rebalance");
         tcase_set_timeout(tc, 300);
         tcase_add_test(tc, rebalance_hands_over_without_loss_or_rewind);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("shutdown");
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, shutdown_during_redis_outage_stores_nothing_unacknowledged);
         suite_add_tcase(s, tc);
         tc = tcase_create("backpressure");
         tcase_set_timeout(tc, 300);

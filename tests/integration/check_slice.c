@@ -128,7 +128,10 @@ START_TEST(single_object_encoded_events) {
         const char *produce[] = {"produce", "--topic", nm.topic,          "--prefix", nm.prefix,
                                  "--count", ns,        "--single-object", NULL};
         itest_loadgen(produce);
-        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers, nm.env_nodes, NULL};
+        /* Subscribed by pattern, as an operator with many topics would. */
+        char regex[200];
+        snprintf(regex, sizeof(regex), "KRIB_KAFKA_TOPICS=^%s$", nm.topic);
+        const char *env[] = {regex, nm.env_group, nm.env_brokers, nm.env_nodes, NULL};
         pid_t pid = itest_krib_start(env, nm.log);
         int caught_up = itest_wait_caught_up(nm.group, nm.topic, 3, 60);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
