@@ -30,6 +30,7 @@
 #include "clock.h"
 #include "encode.h"
 #include "schemas.h"
+#include "util.h"
 #include "slot.h"
 #include "topo.h"
 
@@ -135,7 +136,7 @@ static int cmd_produce(const opts_t *o) {
         size_t hlen = 0;
         if (o->single_object) {
                 size_t jl;
-                char *json = krib_encode_slurp(o->schema, &jl, err, sizeof(err));
+                char *json = krib_util_slurp(o->schema, &jl, err, sizeof(err));
                 static char canon[65536];
                 int cl = json ? krib_schemas_canonical(json, jl, canon, sizeof(canon)) : -1;
                 free(json);

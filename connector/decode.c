@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 enum { F_ENTITY, F_KEYS, F_VERSION, F_ACTION, F_TS, F_ORIGIN, F_VALUE, F_TTL, F_TAGS, F__N };
 
 static const char *const field_names[F__N] = {"entity", "keys",  "version", "action", "ts_ms",
@@ -136,35 +138,15 @@ fail:
 }
 
 krib_decode_t *krib_decode_new_file(const char *path, char *errstr, size_t errstr_size) {
-        FILE *fp = fopen(path, "rb");
-        if (!fp) {
-                errf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        size_t len;
+        char *json = krib_util_slurp(path, &len, errstr, errstr_size);
+        if (!json)
                 return NULL;
-        }
-        char *buf = NULL;
-        size_t len = 0, cap = 0, n;
-        char chunk[4096];
-        while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0) {
-                if (len + n > cap) {
-                        cap = (len + n) * 2;
-                        char *nb = realloc(buf, cap);
-                        if (!nb) {
-                                free(buf);
-                                fclose(fp);
-                                errf(errstr, errstr_size, "%s: out of memory", path);
-                                return NULL;
-                        }
-                        buf = nb;
-                }
-                memcpy(buf + len, chunk, n);
-                len += n;
-        }
-        fclose(fp);
         char sub[256];
-        krib_decode_t *dec = krib_decode_new_json(buf ? buf : "", len, sub, sizeof(sub));
+        krib_decode_t *dec = krib_decode_new_json(json, len, sub, sizeof(sub));
         if (!dec)
-                errf(errstr, errstr_size, "%s: %s", path, sub);
-        free(buf);
+                snprintf(errstr, errstr_size, "%s: %s", path, sub);
+        free(json);
         return dec;
 }
 

@@ -1,5 +1,7 @@
 #include "encode.h"
 
+#include "util.h"
+
 #include <avro.h>
 #include <errno.h>
 #include <stdio.h>
@@ -64,31 +66,9 @@ fail:
         return NULL;
 }
 
-char *krib_encode_slurp(const char *path, size_t *len, char *errstr, size_t errstr_size) {
-        FILE *fp = fopen(path, "rb");
-        if (!fp) {
-                snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
-                return NULL;
-        }
-        fseek(fp, 0, SEEK_END);
-        long n = ftell(fp);
-        fseek(fp, 0, SEEK_SET);
-        char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-        if (!buf || fread(buf, 1, (size_t)n, fp) != (size_t)n) {
-                snprintf(errstr, errstr_size, "%s: cannot read", path);
-                free(buf);
-                fclose(fp);
-                return NULL;
-        }
-        fclose(fp);
-        buf[n] = '\0';
-        *len = (size_t)n;
-        return buf;
-}
-
 krib_encode_t *krib_encode_new_file(const char *path, char *errstr, size_t errstr_size) {
         size_t len;
-        char *json = krib_encode_slurp(path, &len, errstr, errstr_size);
+        char *json = krib_util_slurp(path, &len, errstr, errstr_size);
         if (!json)
                 return NULL;
         krib_encode_t *enc = krib_encode_new_json(json, len, errstr, errstr_size);

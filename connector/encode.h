@@ -24,7 +24,4 @@ int krib_encode_event(krib_encode_t *enc, const krib_event_t *ev, void *buf, siz
 
 void krib_encode_destroy(krib_encode_t *enc);
 
-/* Reads a whole file into a malloc'd NUL-terminated buffer (caller frees). */
-char *krib_encode_slurp(const char *path, size_t *len, char *errstr, size_t errstr_size);
-
 #endif

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "offsets.h"
 #include "reorder.h"
+#include "util.h"
 #include "writer.h"
 
 typedef struct {
@@ -208,33 +209,21 @@ fail:
         return NULL;
 }
 
-static int grow_to(void *pp, size_t *cap, size_t need, size_t elem) {
-        if (need <= *cap)
-                return 0;
-        size_t n = need > *cap * 2 ? need : *cap * 2;
-        void *q = realloc(*(void **)pp, n * elem);
-        if (!q)
-                return -1;
-        *(void **)pp = q;
-        *cap = n;
-        return 0;
-}
-
 static int reserve_ops(krib_pipeline_t *p, size_t n) {
         if (n <= p->op_cap)
                 return 0;
         size_t cap = n > p->op_cap * 2 ? n : p->op_cap * 2, c;
         c = p->op_cap;
-        if (grow_to(&p->ops, &c, cap, sizeof(*p->ops)))
+        if (krib_util_grow(&p->ops, &c, cap, sizeof(*p->ops)))
                 return -1;
         c = p->op_cap;
-        if (grow_to(&p->op_part, &c, cap, sizeof(*p->op_part)))
+        if (krib_util_grow(&p->op_part, &c, cap, sizeof(*p->op_part)))
                 return -1;
         c = p->op_cap;
-        if (grow_to(&p->op_links, &c, cap, sizeof(*p->op_links)))
+        if (krib_util_grow(&p->op_links, &c, cap, sizeof(*p->op_links)))
                 return -1;
         c = p->op_cap;
-        if (grow_to(&p->op_status, &c, cap, sizeof(*p->op_status)))
+        if (krib_util_grow(&p->op_status, &c, cap, sizeof(*p->op_status)))
                 return -1;
         p->op_cap = cap;
         return 0;
@@ -341,7 +330,7 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         p->stats.invalidated += v == KRIB_REORDER_INVALIDATE;
 
         if (reserve_ops(p, *nops + ev->key_count) ||
-            grow_to(&p->links, &p->link_cap, *nlinks + ev->key_count, sizeof(*p->links)))
+            krib_util_grow(&p->links, &p->link_cap, *nlinks + ev->key_count, sizeof(*p->links)))
                 return -1;
         int rc = reserve_table(p, *nops + ev->key_count);
         if (rc < 0)

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "encode.h"
+#include "util.h"
 
 #define FP_EMPTY 0xc15d213aa4d7a795ULL
 
@@ -192,7 +192,7 @@ void krib_schemas_destroy(krib_schemas_t *s) {
 
 static int add_file(krib_schemas_t *s, const char *path, char *errstr, size_t size) {
         size_t len;
-        char *json = krib_encode_slurp(path, &len, errstr, size);
+        char *json = krib_util_slurp(path, &len, errstr, size);
         if (!json)
                 return -1;
         char sub[256];

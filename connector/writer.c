@@ -13,6 +13,7 @@
 #include "retry.h"
 #include "slot.h"
 #include "topo.h"
+#include "util.h"
 
 #define BACKOFF_BASE_US      10000    /* 10 ms */
 #define BACKOFF_CAP_US       1000000  /* 1 s */
@@ -419,18 +420,6 @@ static void nap(krib_writer_t *w, int64_t us) {
         }
 }
 
-static int reserve(void *pp, size_t *cap, size_t need, size_t elem) {
-        if (need <= *cap)
-                return 0;
-        size_t n = need > *cap * 2 ? need : *cap * 2;
-        void *p = realloc(*(void **)pp, n * elem);
-        if (!p)
-                return -1;
-        *(void **)pp = p;
-        *cap = n;
-        return 0;
-}
-
 static int is_fenced(const krib_wop_t *op) {
         return op->kind != KRIB_WOP_UNLINK;
 }
@@ -447,12 +436,12 @@ static int append(krib_writer_t *w, redisContext *c, const krib_wop_t *ops, size
                         need += 4 + 2 * ev->version_count;
                         nums += 48 + 21 * ev->version_count;
                 }
-                if (reserve(&w->nums, &w->nums_cap, nums, 1))
+                if (krib_util_grow(&w->nums, &w->nums_cap, nums, 1))
                         return -1;
         }
         size_t cap = w->argv_cap;
-        if (reserve(&w->argv, &cap, need, sizeof(*w->argv)) ||
-            reserve(&w->argvlen, &w->argv_cap, need, sizeof(*w->argvlen)))
+        if (krib_util_grow(&w->argv, &cap, need, sizeof(*w->argv)) ||
+            krib_util_grow(&w->argvlen, &w->argv_cap, need, sizeof(*w->argvlen)))
                 return -1;
         if (asking)
                 redisAppendCommand(c, "ASKING");
@@ -510,7 +499,7 @@ static int name_fences(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_
         for (size_t i = 0; i < n; i++)
                 if (is_fenced(&ops[i]))
                         total += ops[i].len + 16;
-        if (reserve(&w->fkeys, &w->fkeys_cap, total ? total : 1, 1))
+        if (krib_util_grow(&w->fkeys, &w->fkeys_cap, total ? total : 1, 1))
                 return -1;
         size_t at = 0;
         for (size_t i = 0; i < n; i++) {

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "itest.h"
 
 static itest_names_t nm;
@@ -344,7 +345,7 @@ START_TEST(shutdown_during_redis_outage_stores_nothing_unacknowledged) {
 }
 END_TEST
 
-static Suite *make_suite(void) {
+Suite *make_suite(void) {
         Suite *s = suite_create("pipeline");
         TCase *tc = tcase_create("order");
         tcase_set_timeout(tc, 300);
@@ -367,12 +368,4 @@ static Suite *make_suite(void) {
         tcase_add_test(tc, paused_redis_bounds_memory_and_recovers);
         suite_add_tcase(s, tc);
         return s;
-}
-
-int main(void) {
-        SRunner *sr = srunner_create(make_suite());
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "itest.h"
 
 #define NPARTS 6
@@ -171,7 +172,7 @@ START_TEST(bad_config_names_file_and_line) {
 }
 END_TEST
 
-static Suite *make_suite(void) {
+Suite *make_suite(void) {
         Suite *s = suite_create("slice");
         TCase *tc = tcase_create("cluster");
         tcase_set_timeout(tc, 240);
@@ -190,12 +191,4 @@ static Suite *make_suite(void) {
         tcase_add_test(tc, bad_config_names_file_and_line);
         suite_add_tcase(s, tc);
         return s;
-}
-
-int main(void) {
-        SRunner *sr = srunner_create(make_suite());
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

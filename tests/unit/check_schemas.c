@@ -7,6 +7,7 @@
 #include "check_main.h"
 #include "encode.h"
 #include "schemas.h"
+#include "util.h"
 
 #define SCHEMA KRIB_SOURCE_DIR "/schemas/invalidation.avsc"
 
@@ -32,7 +33,7 @@ static char err[512];
 
 START_TEST(canonical_form_and_fingerprint_match_reference) {
         size_t len;
-        char *json = krib_encode_slurp(SCHEMA, &len, err, sizeof(err));
+        char *json = krib_util_slurp(SCHEMA, &len, err, sizeof(err));
         ck_assert_ptr_nonnull(json);
         char out[4096];
         int n = krib_schemas_canonical(json, len, out, sizeof(out));
