@@ -1,0 +1,246 @@
+/* writer against scripted fake nodes: what each Redis reply does to a key. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "check_main.h"
+#include "clock.h"
+#include "conf.h"
+#include "fake_redis.h"
+#include "slot.h"
+#include "writer.h"
+
+enum { S_OK, S_WRONGTYPE, S_TRYAGAIN_ONCE, S_MOVED, S_ASK, S_DROP_ONCE, S_TRYAGAIN_ALWAYS };
+
+static int scenario;
+static int unlinks_seen;
+static fake_redis_t A, B;
+static int slots_owner; /* port CLUSTER SLOTS names as owner of every slot */
+static char reply[4096];
+
+static const char *handle(fake_redis_t *f, int argc, char **argv, size_t *lens) {
+        (void)lens;
+        int is_b = f == &B;
+        if (!strcasecmp(argv[0], "SCRIPT"))
+                return "$40\r\n0123456789012345678901234567890123456789\r\n";
+        if (!strcasecmp(argv[0], "CLUSTER")) {
+                snprintf(reply, sizeof(reply),
+                         "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n",
+                         slots_owner);
+                return reply;
+        }
+        if (!strcasecmp(argv[0], "ASKING"))
+                return "+OK\r\n";
+        if (!strcasecmp(argv[0], "EVALSHA")) {
+                /* Fenced ops answer 1, 0, 2, 1, 0, 2, ... per key. */
+                int n = atoi(argv[2]) / 2;
+                int w = snprintf(reply, sizeof(reply), "*%d\r\n", n);
+                for (int i = 0; i < n; i++)
+                        w += snprintf(reply + w, sizeof(reply) - (size_t)w, ":%d\r\n",
+                                      (int[]){1, 0, 2}[i % 3]);
+                return reply;
+        }
+        if (strcasecmp(argv[0], "UNLINK"))
+                return "-ERR unexpected command\r\n";
+        unlinks_seen++;
+        unsigned slot = krib_slot_of(argv[1], strlen(argv[1]));
+        switch (scenario) {
+        case S_WRONGTYPE:
+                return "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        case S_TRYAGAIN_ONCE:
+                if (unlinks_seen == 1)
+                        return "-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
+                break;
+        case S_TRYAGAIN_ALWAYS:
+                return "-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
+        case S_MOVED:
+        case S_ASK:
+                if (!is_b) {
+                        if (scenario == S_MOVED)
+                                slots_owner = B.port; /* the refresh will say so */
+                        snprintf(reply, sizeof(reply), "-%s %u 127.0.0.1:%d\r\n",
+                                 scenario == S_MOVED ? "MOVED" : "ASK", slot, B.port);
+                        return reply;
+                }
+                break;
+        case S_DROP_ONCE:
+                if (unlinks_seen == 1)
+                        return NULL;
+                break;
+        }
+        snprintf(reply, sizeof(reply), ":%d\r\n", argc - 1);
+        return reply;
+}
+
+static krib_conf_t conf;
+static krib_writer_t *w;
+
+static void start(const char *mode) {
+        scenario = S_OK;
+        unlinks_seen = 0;
+        fake_start(&A, handle, NULL);
+        fake_start(&B, handle, NULL);
+        slots_owner = A.port;
+        ck_assert_int_eq(krib_conf_init(&conf), 0);
+        char nodes[64], m[64], err[256];
+        snprintf(nodes, sizeof(nodes), "KRIB_REDIS_NODES=127.0.0.1:%d", A.port);
+        snprintf(m, sizeof(m), "KRIB_REDIS_MODE=%s", mode);
+        char *env[] = {nodes, m, "KRIB_REDIS_COMMAND_TIMEOUT_MS=2000", NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
+        w = krib_writer_new(&conf, err, sizeof(err));
+        ck_assert_msg(w != NULL, "%s", err);
+}
+
+static void start_standalone(void) {
+        start("standalone");
+}
+
+static void start_cluster(void) {
+        start("cluster");
+}
+
+static void stop(void) {
+        krib_writer_destroy(w);
+        fake_stop(&A);
+        fake_stop(&B);
+        krib_conf_destroy(&conf);
+}
+
+static krib_wop_t K(const char *key) {
+        krib_wop_t op = {key, strlen(key), KRIB_WOP_UNLINK, NULL};
+        return op;
+}
+
+START_TEST(acknowledged_keys_are_ok) {
+        krib_wop_t ops[] = {K("a"), K("b"), K("user:{1}:x"), K("user:{1}:y")};
+        uint8_t st[4];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 4, st), 0);
+        for (int i = 0; i < 4; i++)
+                ck_assert_int_eq(st[i], KRIB_WOP_OK);
+        /* One slot, one command: the two tagged keys travel together. */
+        ck_assert_int_eq(fake_seen(&A, "UNLINK user:{1}:x user:{1}:y"), 1);
+        ck_assert_uint_eq(krib_writer_stats(w)->keys, 4);
+        ck_assert_uint_eq(krib_writer_stats(w)->round_trips, 1);
+}
+END_TEST
+
+START_TEST(refused_key_fails_for_good) {
+        scenario = S_WRONGTYPE;
+        krib_wop_t ops[] = {K("a")};
+        uint8_t st[1];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 1, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_FAILED);
+        ck_assert_uint_eq(krib_writer_stats(w)->errors, 1);
+        ck_assert_int_eq(unlinks_seen, 1); /* not retried */
+}
+END_TEST
+
+START_TEST(tryagain_is_retried) {
+        scenario = S_TRYAGAIN_ONCE;
+        krib_wop_t ops[] = {K("a")};
+        uint8_t st[1];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 1, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_uint_eq(krib_writer_stats(w)->retries, 1);
+        ck_assert_int_eq(unlinks_seen, 2);
+}
+END_TEST
+
+START_TEST(dropped_connection_is_retried) {
+        scenario = S_DROP_ONCE;
+        krib_wop_t ops[] = {K("a")};
+        uint8_t st[1];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 1, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_int_eq(unlinks_seen, 2);
+        ck_assert_uint_ge(krib_writer_stats(w)->reconnects, 1);
+}
+END_TEST
+
+START_TEST(fenced_replies_map_per_key) {
+        krib_vv_entry_t v = {{"db", 2}, 7};
+        krib_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.version = &v;
+        ev.version_count = 1;
+        krib_wop_t ops[] = {{"u:{1}:a", 7, KRIB_WOP_DELETE, &ev},
+                            {"u:{1}:b", 7, KRIB_WOP_DELETE, &ev},
+                            {"u:{1}:c", 7, KRIB_WOP_DELETE, &ev}};
+        uint8_t st[3];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 3, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_int_eq(st[1], KRIB_WOP_STALE);
+        ck_assert_int_eq(st[2], KRIB_WOP_INVALIDATED);
+        /* Keys, then their fences, in one call; the vector as pairs. */
+        ck_assert_int_eq(fake_seen(&A, "EVALSHA 0123456789012345678901234567890123456789 6 "
+                                       "u:{1}:a u:{1}:b u:{1}:c krib:f:u:{1}:a"),
+                         1);
+        ck_assert_int_eq(fake_seen(&A, "D  0 1 db 7"), 3);
+}
+END_TEST
+
+START_TEST(shutdown_window_ends_retries) {
+        scenario = S_TRYAGAIN_ALWAYS;
+        static volatile sig_atomic_t stop_flag = 1;
+        krib_writer_set_stop(w, &stop_flag, 300);
+        krib_wop_t ops[] = {K("a")};
+        uint8_t st[1];
+        int64_t t0 = krib_clock_mono_us();
+        ck_assert_int_eq(krib_writer_apply(w, ops, 1, st), -1);
+        ck_assert_int_eq(st[0], KRIB_WOP_PENDING);
+        ck_assert_int_lt(krib_clock_mono_us() - t0, 2000000);
+}
+END_TEST
+
+START_TEST(moved_follows_and_refreshes) {
+        scenario = S_MOVED;
+        krib_wop_t ops[] = {K("a"), K("b")};
+        uint8_t st[2];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 2, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_int_eq(st[1], KRIB_WOP_OK);
+        ck_assert_uint_ge(krib_writer_stats(w)->moved, 1);
+        ck_assert_int_ge(fake_seen(&B, "UNLINK"), 1);
+        /* The new map came from CLUSTER SLOTS again: later keys go to B first. */
+        ck_assert_int_ge(fake_seen(&A, "CLUSTER SLOTS"), 2);
+        int before = fake_seen(&A, "UNLINK");
+        krib_wop_t more[] = {K("c")};
+        ck_assert_int_eq(krib_writer_apply(w, more, 1, st), 0);
+        ck_assert_int_eq(fake_seen(&A, "UNLINK"), before);
+}
+END_TEST
+
+START_TEST(ask_goes_through_asking_without_remapping) {
+        scenario = S_ASK;
+        krib_wop_t ops[] = {K("a")};
+        uint8_t st[1];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 1, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_uint_eq(krib_writer_stats(w)->ask, 1);
+        ck_assert_int_eq(fake_seen(&B, "ASKING\nUNLINK a"), 1);
+        ck_assert_uint_eq(krib_writer_stats(w)->moved, 0);
+        ck_assert_int_eq(fake_seen(&A, "CLUSTER SLOTS"), 1); /* no refresh for ASK */
+}
+END_TEST
+
+Suite *make_suite(void) {
+        Suite *s = suite_create("writer");
+        TCase *tc = tcase_create("standalone");
+        tcase_add_checked_fixture(tc, start_standalone, stop);
+        tcase_set_timeout(tc, 20);
+        tcase_add_test(tc, acknowledged_keys_are_ok);
+        tcase_add_test(tc, refused_key_fails_for_good);
+        tcase_add_test(tc, tryagain_is_retried);
+        tcase_add_test(tc, dropped_connection_is_retried);
+        tcase_add_test(tc, fenced_replies_map_per_key);
+        tcase_add_test(tc, shutdown_window_ends_retries);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("cluster_redirects");
+        tcase_add_checked_fixture(tc, start_cluster, stop);
+        tcase_set_timeout(tc, 20);
+        tcase_add_test(tc, moved_follows_and_refreshes);
+        tcase_add_test(tc, ask_goes_through_asking_without_remapping);
+        suite_add_tcase(s, tc);
+        return s;
+}

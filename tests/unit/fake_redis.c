@@ -1,0 +1,105 @@
+#include "fake_redis.h"
+
+#include <arpa/inet.h>
+#include <hiredis.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void serve(fake_redis_t *f, int fd) {
+        redisReader *rd = redisReaderCreate();
+        char buf[16384];
+        while (!f->stop) {
+                struct pollfd p = {fd, POLLIN, 0};
+                if (poll(&p, 1, 50) <= 0)
+                        continue;
+                ssize_t n = read(fd, buf, sizeof(buf));
+                if (n <= 0)
+                        break;
+                redisReaderFeed(rd, buf, (size_t)n);
+                void *req;
+                while (redisReaderGetReply(rd, &req) == REDIS_OK && req) {
+                        redisReply *r = req;
+                        char *argv[512];
+                        size_t lens[512];
+                        int argc = 0;
+                        pthread_mutex_lock(&f->lock);
+                        for (size_t i = 0; i < r->elements && argc < 512; i++, argc++) {
+                                argv[argc] = r->element[i]->str;
+                                lens[argc] = r->element[i]->len;
+                                int w = snprintf(f->log + f->log_len, sizeof(f->log) - f->log_len,
+                                                 "%s%.*s", i ? " " : "", (int)lens[argc],
+                                                 argv[argc]);
+                                if (w > 0 && f->log_len + (size_t)w < sizeof(f->log))
+                                        f->log_len += (size_t)w;
+                        }
+                        if (f->log_len + 1 < sizeof(f->log))
+                                f->log[f->log_len++] = '\n';
+                        f->log[f->log_len] = '\0';
+                        pthread_mutex_unlock(&f->lock);
+                        const char *reply = f->handler(f, argc, argv, lens);
+                        freeReplyObject(r);
+                        if (!reply) {
+                                redisReaderFree(rd);
+                                return;
+                        }
+                        if (write(fd, reply, strlen(reply)) < 0) {
+                                redisReaderFree(rd);
+                                return;
+                        }
+                }
+        }
+        redisReaderFree(rd);
+}
+
+static void *loop(void *arg) {
+        fake_redis_t *f = arg;
+        while (!f->stop) {
+                struct pollfd p = {f->listen_fd, POLLIN, 0};
+                if (poll(&p, 1, 50) <= 0)
+                        continue;
+                int fd = accept(f->listen_fd, NULL, NULL);
+                if (fd < 0)
+                        continue;
+                serve(f, fd);
+                close(fd);
+        }
+        return NULL;
+}
+
+void fake_start(fake_redis_t *f, fake_handler_t *handler, void *opaque) {
+        memset(f, 0, sizeof(*f));
+        pthread_mutex_init(&f->lock, NULL);
+        f->handler = handler;
+        f->opaque = opaque;
+        f->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = 0;
+        bind(f->listen_fd, (struct sockaddr *)&a, sizeof(a));
+        listen(f->listen_fd, 8);
+        socklen_t len = sizeof(a);
+        getsockname(f->listen_fd, (struct sockaddr *)&a, &len);
+        f->port = ntohs(a.sin_port);
+        pthread_create(&f->thread, NULL, loop, f);
+}
+
+void fake_stop(fake_redis_t *f) {
+        f->stop = 1;
+        pthread_join(f->thread, NULL);
+        close(f->listen_fd);
+        pthread_mutex_destroy(&f->lock);
+}
+
+int fake_seen(fake_redis_t *f, const char *needle) {
+        pthread_mutex_lock(&f->lock);
+        int n = 0;
+        for (const char *p = f->log; (p = strstr(p, needle)); p += strlen(needle))
+                n++;
+        pthread_mutex_unlock(&f->lock);
+        return n;
+}
