@@ -11,7 +11,8 @@
  *   krib-loadgen lag      --topic T --partitions P --group G   ("committed end")
  *
  * Event i (0 <= i < N) is entity "<prefix>:<i>" with keys
- * "<prefix>:{<i>}:k<j>" (j < K), version {"db": i+1}; the Kafka message key is
+ * "<prefix>:{<i>}:k<j>" (j < K), version {"db": B+i+1} (B: --version-base,
+ * default 0; a later run needs a higher base to be newer); the Kafka key is
  * the entity, so one entity always lands in one partition. --malformed adds M
  * undecodable messages spread over the stream (they are extra, not in N).
  * Brokers and Redis seed default to KRIB_KAFKA_BROKERS / first of
@@ -37,6 +38,7 @@
 typedef struct {
         const char *brokers, *topic, *prefix, *schema, *redis, *group;
         long count, keys_per_event, malformed, partitions, rate, single_object;
+        long long version_base;
 } opts_t;
 
 static void die(const char *fmt, const char *arg) {
@@ -183,7 +185,7 @@ static int cmd_produce(const opts_t *o) {
                         ev.key_count = (size_t)o->keys_per_event;
                         ev.version = krib_event_alloc(&ev, sizeof(krib_vv_entry_t));
                         krib_event_strdup(&ev, &ev.version[0].origin, "db", 2);
-                        ev.version[0].counter = i + 1;
+                        ev.version[0].counter = o->version_base + i + 1;
                         ev.version_count = 1;
                         ev.action = KRIB_ACTION_DELETE;
                         ev.ts_ms = krib_clock_wall_ms();
@@ -510,6 +512,7 @@ int main(int argc, char **argv) {
                                            {"rate", required_argument, NULL, 'R'},
                                            {"group", required_argument, NULL, 'g'},
                                            {"single-object", no_argument, NULL, 'S'},
+                                           {"version-base", required_argument, NULL, 'V'},
                                            {NULL, 0, NULL, 0}};
         int c;
         optind = 2;
@@ -550,6 +553,9 @@ int main(int argc, char **argv) {
                         break;
                 case 'S':
                         o.single_object = 1;
+                        break;
+                case 'V':
+                        o.version_base = atoll(optarg);
                         break;
                 default:
                         return 2;

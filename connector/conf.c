@@ -84,6 +84,10 @@ static const row_t rows[] = {
          "Entities whose newest version is remembered in memory (all partitions); the least "
          "recently seen are forgotten first.",
          0},
+        {"metrics.address", T_STR, F(metrics_address), "127.0.0.1", 0, 0, NULL,
+         "IPv4 address of the /metrics, /healthz and /readyz endpoints.", 0},
+        {"metrics.port", T_INT, F(metrics_port), "9464", 0, 65535, NULL,
+         "Port of the HTTP endpoints (0: none).", 0},
         {"log.level", T_ENUM, F(log_level), "info", 0, 0, log_levels, "error|warn|info|debug.", 0},
         {"log.stats_interval_ms", T_INT, F(log_stats_interval_ms), "5000", 0, 3600000, NULL,
          "Period of the stats log line (0: never).", 0},

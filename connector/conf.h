@@ -50,6 +50,9 @@ typedef struct krib_conf {
         int64_t pipeline_shutdown_timeout_ms;
         int64_t reorder_max_entities;
 
+        char *metrics_address;
+        int64_t metrics_port; /* 0: no HTTP server */
+
         int64_t log_level; /* krib_log_level_t */
         int64_t log_stats_interval_ms;
 

@@ -11,8 +11,9 @@ void krib_hist_add(krib_hist_t *h, int64_t ms) {
                 ms = 0;
         if (ms > h->max)
                 h->max = ms;
-        h->bucket[ms > KRIB_HIST_MAX_MS ? KRIB_HIST_MAX_MS : ms]++;
+        h->bucket[ms > KRIB_HIST_MAX_MS ? KRIB_HIST_MAX_MS + 1 : ms]++;
         h->count++;
+        h->sum += ms;
 }
 
 int64_t krib_hist_quantile(const krib_hist_t *h, double q) {

@@ -1,6 +1,7 @@
 /* hist: latency histogram with 1 ms resolution up to 60 s (pure).
- * Values above the range land in the last bucket and are reported as its
- * bound; max is kept exactly. Not thread-safe. */
+ * Values above the range are counted in an overflow bucket; quantiles that
+ * fall there report the range's bound. max and sum are exact. Not
+ * thread-safe. */
 #ifndef KRIB_HIST_H
 #define KRIB_HIST_H
 
@@ -9,9 +10,10 @@
 #define KRIB_HIST_MAX_MS 60000
 
 typedef struct {
-        uint32_t bucket[KRIB_HIST_MAX_MS + 1];
+        uint32_t bucket[KRIB_HIST_MAX_MS + 2]; /* last: overflow */
         uint64_t count;
         int64_t max;
+        int64_t sum;
 } krib_hist_t;
 
 void krib_hist_reset(krib_hist_t *h);

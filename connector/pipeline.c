@@ -12,6 +12,7 @@
 #include "event.h"
 #include "hist.h"
 #include "log.h"
+#include "metrics.h"
 #include "offsets.h"
 #include "reorder.h"
 #include "util.h"
@@ -57,6 +58,9 @@ struct krib_pipeline {
         size_t table_cap;
 
         krib_hist_t latency; /* event ts_ms -> Redis acknowledgement, ms */
+        krib_metrics_t *metrics;
+        int64_t published_at_ms;
+        int assigned, joined;
 
         int in_write; /* inside krib_writer_apply() */
         int paused;
@@ -83,6 +87,28 @@ static int in_parts(const rd_kafka_message_t *m, const rd_kafka_topic_partition_
                     !strcmp(parts->elems[i].topic, rd_kafka_topic_name(m->rkt)))
                         return 1;
         return 0;
+}
+
+/* Hands the metrics thread a fresh snapshot, at most every 250 ms. */
+static void publish(krib_pipeline_t *p, int force) {
+        int64_t now = krib_clock_wall_ms();
+        if (!p->metrics || (!force && now - p->published_at_ms < 250))
+                return;
+        p->published_at_ms = now;
+        krib_metrics_snapshot_t s;
+        memset(&s, 0, sizeof(s));
+        s.pipeline = p->stats;
+        s.writer = *krib_writer_stats(p->writer);
+        s.reorder = *krib_reorder_stats(p->reorder);
+        s.in_flight = krib_offsets_in_flight(p->offsets) + p->n;
+        s.assigned_partitions = p->assigned;
+        s.paused = p->paused;
+        s.joined = p->joined;
+        s.redis_ok = s.writer.healthy;
+        s.rebalances = p->consumer ? krib_consumer_rebalances(p->consumer) : 0;
+        krib_metrics_latency(&s, &p->latency);
+        s.loop_at_ms = now;
+        krib_metrics_publish(p->metrics, &s);
 }
 
 static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts, int lost) {
@@ -112,6 +138,10 @@ static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts
         }
         p->nstash = keep;
         forget_partitions(p, parts);
+        p->assigned -= parts->cnt;
+        if (p->assigned < 0)
+                p->assigned = 0;
+        publish(p, 1);
 }
 
 static void set_paused(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *only, int pause) {
@@ -133,6 +163,9 @@ static void set_paused(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t
 
 static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts) {
         krib_pipeline_t *p = opaque;
+        p->assigned += parts->cnt;
+        p->joined = 1;
+        publish(p, 1);
         /* New partitions join a paused consumer paused. */
         if (p->paused)
                 set_paused(p, parts, 1);
@@ -141,6 +174,7 @@ static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts
 /* Writer callback while Redis retries: stop fetching, keep the member alive. */
 static void on_writer_tick(void *opaque) {
         krib_pipeline_t *p = opaque;
+        publish(p, 0); /* alive while retrying: /healthz stays green, /readyz red */
         if (!p->paused) {
                 p->paused = 1;
                 p->stats.pauses++;
@@ -199,6 +233,9 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         if (krib_writer_refresh(p->writer, sub, sizeof(sub)))
                 krib_log_warn("pipeline",
                               "msg=\"redis not reachable yet, will retry\" error=\"%s\"", sub);
+        if (!(p->metrics = krib_metrics_new(conf->metrics_address, (int)conf->metrics_port, errstr,
+                                            errstr_size)))
+                goto fail;
         krib_consumer_hooks_t hooks = {.on_revoke = on_revoke, .on_assign = on_assign, .opaque = p};
         if (!(p->consumer = krib_consumer_new(conf, &hooks, errstr, errstr_size)))
                 goto fail;
@@ -492,6 +529,7 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                                 if (p->n)
                                         break;
                                 log_stats(p, 0);
+                                publish(p, 0);
                                 continue;
                         }
                         if (m->err) {
@@ -510,6 +548,7 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                 if (p->n && process_batch(p))
                         p->interrupted = 1;
                 log_stats(p, 0);
+                publish(p, 0);
         }
         /* Events polled after the stop signal still get their drain window. */
         if (p->n && !p->interrupted && process_batch(p))
@@ -538,6 +577,7 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
                 rd_kafka_message_destroy(p->stash[i]);
         p->nstash = 0;
         krib_consumer_close(p->consumer);
+        krib_metrics_destroy(p->metrics);
         krib_writer_destroy(p->writer);
         krib_schemas_destroy(p->decode);
         krib_offsets_destroy(p->offsets);

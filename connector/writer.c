@@ -253,6 +253,7 @@ int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
                 if (ci >= 0 && refresh_from(w, ci, errstr, errstr_size) == 0) {
                         w->need_refresh = 0;
                         w->refreshed_at_us = krib_clock_mono_us();
+                        w->stats.healthy = 1;
                         size_t holes = krib_topo_unassigned(&w->topo);
                         krib_log_debug("writer",
                                        "msg=\"topology refreshed\" masters=%zu "
@@ -291,6 +292,7 @@ krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t err
                 }
         }
         w->need_refresh = conf->redis_mode == KRIB_REDIS_CLUSTER;
+        w->stats.healthy = conf->redis_mode == KRIB_REDIS_STANDALONE;
         return w;
 oom:
         snprintf(errstr, errstr_size, "out of memory");
@@ -783,6 +785,7 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                 npend = rd.nnext;
                 if (!npend)
                         break;
+                w->stats.healthy = !rd.trouble;
                 if (rd.trouble) {
                         nap(w, krib_retry_backoff_us(attempt++, BACKOFF_BASE_US, BACKOFF_CAP_US,
                                                      krib_retry_rand(&w->rng)));

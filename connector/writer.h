@@ -55,6 +55,7 @@ typedef struct {
         uint64_t scripts; /* fence script calls */
         uint64_t fence_stale, fence_concurrent;
         uint64_t moved, ask, retries, reconnects, refreshes, errors;
+        int healthy; /* last round (or refresh) had no connection/transient trouble */
 } krib_writer_stats_t;
 
 /* Connects lazily; conf is borrowed for the writer's lifetime. Returns NULL

@@ -22,15 +22,41 @@ START_TEST(cluster_end_to_end_with_malformed_events) {
         itest_names(&nm, "slice");
         itest_create_and_fill(&nm, itest_redis_seed(), NPARTS, n, k, bad);
 
+        char mport[64];
+        snprintf(mport, sizeof(mport), "KRIB_METRICS_PORT=%d", itest_metrics_port());
         const char *env[] = {nm.env_topic,
                              nm.env_group,
                              nm.env_brokers,
                              nm.env_nodes,
                              "KRIB_REDIS_MODE=cluster",
                              "KRIB_LOG_STATS_INTERVAL_MS=500",
+                             mport,
                              NULL};
         pid_t pid = itest_krib_start(env, nm.log);
         int caught_up = itest_wait_caught_up(nm.group, nm.topic, NPARTS, 90);
+
+        /* What an operator's Prometheus would see, checked by promtool. */
+        char body[300];
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        usleep(600000); /* one publish period after the last commit */
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+        char *check[] = {"/bin/sh", "-c", NULL, NULL};
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "promtool check metrics < %s >&2", body);
+        check[2] = cmd;
+        ck_assert_msg(itest_run(check, 30, NULL, 0) == 0, "promtool rejected %s", body);
+        const char *applied[] = {"krib_events_total{outcome=\"applied\"} 5000", NULL};
+        const char *rejected_m[] = {"krib_events_total{outcome=\"rejected\"} 5", NULL};
+        const char *keys_m[] = {"krib_redis_keys_total 10000", NULL};
+        const char *up[] = {"krib_redis_up 1", NULL};
+        ck_assert_int_eq(itest_log_count(body, applied), 1);
+        ck_assert_int_eq(itest_log_count(body, rejected_m), 1);
+        ck_assert_int_eq(itest_log_count(body, keys_m), 1);
+        ck_assert_int_eq(itest_log_count(body, up), 1);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/healthz", body), 200);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/readyz", body), 200);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/nope", body), 404);
+        unlink(body);
         int rc = itest_krib_stop(pid, SIGTERM, 30);
         ck_assert_msg(caught_up == 0, "committed offsets never reached log end (see %s)", nm.log);
         ck_assert_msg(rc == 0, "krib exited %d after SIGTERM (see %s)", rc, nm.log);
@@ -81,12 +107,16 @@ START_TEST(offsets_wait_for_redis_ack) {
         freeReplyObject(r);
         time_t paused_at = time(NULL);
 
+        char mport[64];
+        snprintf(mport, sizeof(mport), "KRIB_METRICS_PORT=%d", itest_metrics_port());
         const char *env[] = {nm.env_topic,
                              nm.env_group,
                              nm.env_brokers,
                              env_node,
                              "KRIB_REDIS_MODE=standalone",
                              "KRIB_LOG_STATS_INTERVAL_MS=500",
+                             "KRIB_REDIS_COMMAND_TIMEOUT_MS=1000",
+                             mport,
                              NULL};
         pid_t pid = itest_krib_start(env, nm.log);
         int64_t com[3];
@@ -101,6 +131,14 @@ START_TEST(offsets_wait_for_redis_ack) {
                 usleep(300000);
         }
         ck_assert_int_ge(samples, 3);
+        /* Alive but not ready while Redis refuses writes. */
+        char body[300];
+        snprintf(body, sizeof(body), "%s.http", nm.log);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/healthz", body), 200);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/readyz", body), 503);
+        const char *why[] = {"redis_up=0", NULL};
+        ck_assert_int_eq(itest_log_count(body, why), 1);
+        unlink(body);
         /* Reads still work during a WRITE pause: nothing was removed yet. */
         ck_assert_int_eq(itest_count_keys(&nm, redis, n, 1), n);
 

@@ -114,6 +114,8 @@ pid_t itest_krib_start(const char *const *env, const char *log_path) {
                 int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
                 dup2(fd, 1);
                 dup2(fd, 2);
+                /* No HTTP endpoint unless a test asks: members run side by side. */
+                putenv("KRIB_METRICS_PORT=0");
                 for (; env && *env; env++)
                         putenv((char *)*env);
                 execl(KRIB_BIN, "krib", "-c", KRIB_SOURCE_DIR "/config/krib.conf", (char *)NULL);
@@ -399,4 +401,26 @@ void itest_create_and_fill(const itest_names_t *n, const char *redis, int nparts
                                  n->prefix, "--count",     ns,       "--keys-per-event",
                                  ks,        "--malformed", ms,       NULL};
         itest_loadgen(produce);
+}
+
+int itest_metrics_port(void) {
+        return atoi(env_or("METRICS_TEST_PORT", "19121"));
+}
+
+int itest_http_get(int port, const char *path, const char *out_path) {
+        char url[128], code[16];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+        char *argv[] = {"/usr/bin/curl",
+                        "-s",
+                        "-o",
+                        (char *)out_path,
+                        "-w",
+                        "%{http_code}",
+                        "--max-time",
+                        "5",
+                        url,
+                        NULL};
+        if (itest_run(argv, 10, code, sizeof(code)) != 0)
+                return -1;
+        return atoi(code);
 }

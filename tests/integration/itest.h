@@ -69,6 +69,13 @@ long itest_rss_kb(pid_t pid, int peak);
 /* Sum of committed offsets (missing ones count 0). */
 int64_t itest_committed_sum(const char *group, const char *topic, int nparts);
 
+/* Port a test may give krib's HTTP endpoints (METRICS_TEST_PORT). */
+int itest_metrics_port(void);
+
+/* GET http://127.0.0.1:port/path with curl, body into out_path. Returns the
+ * HTTP status, or -1 when nothing answered. */
+int itest_http_get(int port, const char *path, const char *out_path);
+
 /* Names unique to one test run and the environment that points krib at them. */
 typedef struct {
         char topic[100], group[128], prefix[128], log[256];

@@ -1,0 +1,258 @@
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+
+const double krib_metrics_latency_bounds_s[KRIB_METRICS_LATENCY_BUCKETS] = {
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+void krib_metrics_latency(krib_metrics_snapshot_t *s, const krib_hist_t *h) {
+        memset(s->latency_le, 0, sizeof(s->latency_le));
+        s->latency_count = h->count;
+        s->latency_sum_s = (double)h->sum / 1000.0;
+        /* Overflow samples (> 60 s) count only towards +Inf. */
+        int b = 0;
+        uint64_t below = 0;
+        for (int64_t v = 0; v <= KRIB_HIST_MAX_MS && b < KRIB_METRICS_LATENCY_BUCKETS; v++) {
+                while (b < KRIB_METRICS_LATENCY_BUCKETS &&
+                       (double)v / 1000.0 > krib_metrics_latency_bounds_s[b])
+                        s->latency_le[b++] = below;
+                below += h->bucket[v];
+        }
+        for (; b < KRIB_METRICS_LATENCY_BUCKETS; b++)
+                s->latency_le[b] = below;
+}
+
+typedef struct {
+        char *buf;
+        size_t size, len;
+        int overflow;
+} out_t;
+
+static void emit(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(out_t *o, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->len < o->size ? o->size - o->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0 || o->len + (size_t)n >= o->size)
+                o->overflow = 1;
+        else
+                o->len += (size_t)n;
+}
+
+static void family(out_t *o, const char *name, const char *type, const char *help) {
+        emit(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size) {
+        out_t o = {buf, size, 0, 0};
+        const krib_pipeline_stats_t *p = &s->pipeline;
+        const krib_writer_stats_t *w = &s->writer;
+
+        family(&o, "krib_events_total", "counter",
+               "Events by outcome: consumed from Kafka, then applied, stale, rejected, failed or "
+               "abandoned.");
+        const struct {
+                const char *k;
+                uint64_t v;
+        } ev[] = {{"consumed", p->consumed}, {"applied", p->applied}, {"stale", p->stale},
+                  {"rejected", p->rejected}, {"failed", p->failed},   {"abandoned", p->abandoned}};
+        for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]); i++)
+                emit(&o, "krib_events_total{outcome=\"%s\"} %" PRIu64 "\n", ev[i].k, ev[i].v);
+
+        family(&o, "krib_key_operations_total", "counter",
+               "Key operations by outcome in Redis (applied, stale by fence, invalidated as "
+               "concurrent) and superseded inside a batch (coalesced).");
+        emit(&o, "krib_key_operations_total{outcome=\"applied\"} %" PRIu64 "\n",
+             p->keys_done - p->fence_stale - p->fence_invalidated);
+        emit(&o, "krib_key_operations_total{outcome=\"fence_stale\"} %" PRIu64 "\n",
+             p->fence_stale);
+        emit(&o, "krib_key_operations_total{outcome=\"fence_invalidated\"} %" PRIu64 "\n",
+             p->fence_invalidated);
+        emit(&o, "krib_key_operations_total{outcome=\"coalesced\"} %" PRIu64 "\n", p->coalesced);
+
+        family(&o, "krib_redis_round_trips_total", "counter",
+               "Pipelined flushes to one Redis master, each answered in full.");
+        emit(&o, "krib_redis_round_trips_total %" PRIu64 "\n", w->round_trips);
+        family(&o, "krib_redis_commands_total", "counter", "Redis commands sent and answered.");
+        emit(&o, "krib_redis_commands_total %" PRIu64 "\n", w->commands);
+        family(&o, "krib_redis_keys_total", "counter", "Keys Redis acknowledged.");
+        emit(&o, "krib_redis_keys_total %" PRIu64 "\n", w->keys);
+        family(&o, "krib_redis_redirects_total", "counter", "Cluster redirections by kind.");
+        emit(&o, "krib_redis_redirects_total{kind=\"moved\"} %" PRIu64 "\n", w->moved);
+        emit(&o, "krib_redis_redirects_total{kind=\"ask\"} %" PRIu64 "\n", w->ask);
+        family(&o, "krib_redis_retries_total", "counter",
+               "Transient Redis errors retried (TRYAGAIN, CLUSTERDOWN, LOADING, ...).");
+        emit(&o, "krib_redis_retries_total %" PRIu64 "\n", w->retries);
+        family(&o, "krib_redis_errors_total", "counter", "Redis errors that were final for keys.");
+        emit(&o, "krib_redis_errors_total %" PRIu64 "\n", w->errors);
+        family(&o, "krib_redis_reconnects_total", "counter", "Redis connections re-established.");
+        emit(&o, "krib_redis_reconnects_total %" PRIu64 "\n", w->reconnects);
+        family(&o, "krib_redis_topology_refreshes_total", "counter", "CLUSTER SLOTS refreshes.");
+        emit(&o, "krib_redis_topology_refreshes_total %" PRIu64 "\n", w->refreshes);
+        family(&o, "krib_redis_up", "gauge",
+               "Whether the last Redis round went without connection or transient trouble.");
+        emit(&o, "krib_redis_up %d\n", s->redis_ok ? 1 : 0);
+
+        family(&o, "krib_in_flight_events", "gauge", "Events read and not yet finished.");
+        emit(&o, "krib_in_flight_events %zu\n", s->in_flight);
+        family(&o, "krib_assigned_partitions", "gauge", "Partitions assigned to this member.");
+        emit(&o, "krib_assigned_partitions %d\n", s->assigned_partitions);
+        family(&o, "krib_paused", "gauge", "Whether consumption is paused because Redis fails.");
+        emit(&o, "krib_paused %d\n", s->paused ? 1 : 0);
+        family(&o, "krib_pauses_total", "counter", "Times consumption was paused for Redis.");
+        emit(&o, "krib_pauses_total %" PRIu64 "\n", p->pauses);
+        family(&o, "krib_rebalances_total", "counter", "Rebalance callbacks served.");
+        emit(&o, "krib_rebalances_total %" PRIu64 "\n", s->rebalances);
+        family(&o, "krib_reorder_entities", "gauge", "Entities whose version is remembered.");
+        emit(&o, "krib_reorder_entities %zu\n", s->reorder.entities);
+        family(&o, "krib_reorder_evictions_total", "counter",
+               "Entities forgotten to stay within reorder.max_entities.");
+        emit(&o, "krib_reorder_evictions_total %" PRIu64 "\n", s->reorder.evictions);
+        family(&o, "krib_batches_total", "counter", "Batches written.");
+        emit(&o, "krib_batches_total %" PRIu64 "\n", p->batches);
+        family(&o, "krib_poll_wait_seconds_total", "counter", "Time spent waiting for Kafka.");
+        emit(&o, "krib_poll_wait_seconds_total %.3f\n", (double)p->poll_us / 1e6);
+        family(&o, "krib_redis_write_seconds_total", "counter",
+               "Time spent writing to Redis, retries included.");
+        emit(&o, "krib_redis_write_seconds_total %.3f\n", (double)p->write_us / 1e6);
+
+        family(&o, "krib_end_to_end_latency_seconds", "histogram",
+               "From the event's ts_ms to Redis' acknowledgement.");
+        for (int b = 0; b < KRIB_METRICS_LATENCY_BUCKETS; b++)
+                emit(&o, "krib_end_to_end_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                     krib_metrics_latency_bounds_s[b], s->latency_le[b]);
+        emit(&o, "krib_end_to_end_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+             s->latency_count);
+        emit(&o, "krib_end_to_end_latency_seconds_sum %.3f\n", s->latency_sum_s);
+        emit(&o, "krib_end_to_end_latency_seconds_count %" PRIu64 "\n", s->latency_count);
+
+        family(&o, "krib_start_time_seconds", "gauge", "Start of this process (Unix time).");
+        emit(&o, "krib_start_time_seconds %.3f\n", (double)s->started_ms / 1000.0);
+        return o.overflow ? -1 : (int)o.len;
+}
+
+int krib_metrics_live(const krib_metrics_snapshot_t *s, int64_t now_ms, int64_t stall_ms) {
+        return s->loop_at_ms && now_ms - s->loop_at_ms <= stall_ms;
+}
+
+int krib_metrics_ready(const krib_metrics_snapshot_t *s, int64_t now_ms, int64_t stall_ms) {
+        return krib_metrics_live(s, now_ms, stall_ms) && s->joined && s->redis_ok;
+}
+
+struct krib_metrics {
+        struct MHD_Daemon *daemon;
+        pthread_mutex_t lock;
+        krib_metrics_snapshot_t snap;
+};
+
+#define STALL_MS 30000
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type,
+                             const char *body, size_t len) {
+        struct MHD_Response *r =
+                MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+        if (!r)
+                return MHD_NO;
+        MHD_add_response_header(r, "Content-Type", type);
+        enum MHD_Result ret = MHD_queue_response(c, code, r);
+        MHD_destroy_response(r);
+        return ret;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_size, void **state) {
+        (void)version;
+        (void)upload;
+        (void)upload_size;
+        (void)state;
+        krib_metrics_t *m = cls;
+        if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+                return reply(c, 405, "text/plain", "method not allowed\n", 19);
+        krib_metrics_snapshot_t s;
+        pthread_mutex_lock(&m->lock);
+        s = m->snap;
+        pthread_mutex_unlock(&m->lock);
+        int64_t now = krib_clock_wall_ms();
+        if (!strcmp(url, "/metrics")) {
+                static __thread char buf[32768];
+                int n = krib_metrics_render(&s, buf, sizeof(buf));
+                if (n < 0)
+                        return reply(c, 500, "text/plain", "metrics too large\n", 18);
+                return reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", buf, (size_t)n);
+        }
+        if (!strcmp(url, "/healthz")) {
+                int ok = krib_metrics_live(&s, now, STALL_MS);
+                return ok ? reply(c, 200, "text/plain", "ok\n", 3)
+                          : reply(c, 503, "text/plain", "pipeline loop stalled\n", 22);
+        }
+        if (!strcmp(url, "/readyz")) {
+                char why[128];
+                if (krib_metrics_ready(&s, now, STALL_MS))
+                        return reply(c, 200, "text/plain", "ready\n", 6);
+                int n = snprintf(why, sizeof(why), "not ready: live=%d joined=%d redis_up=%d\n",
+                                 krib_metrics_live(&s, now, STALL_MS), s.joined, s.redis_ok);
+                return reply(c, 503, "text/plain", why, (size_t)n);
+        }
+        return reply(c, 404, "text/plain", "not found: try /metrics /healthz /readyz\n", 42);
+}
+
+krib_metrics_t *krib_metrics_new(const char *address, int port, char *errstr, size_t errstr_size) {
+        krib_metrics_t *m = calloc(1, sizeof(*m));
+        if (!m) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        pthread_mutex_init(&m->lock, NULL);
+        m->snap.started_ms = krib_clock_wall_ms();
+        if (!port)
+                return m;
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, address, &sa.sin_addr) != 1) {
+                snprintf(errstr, errstr_size, "metrics.address: '%s' is not an IPv4 address",
+                         address);
+                krib_metrics_destroy(m);
+                return NULL;
+        }
+        m->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+                                     (uint16_t)port, NULL, NULL, handle, m, MHD_OPTION_SOCK_ADDR,
+                                     (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT,
+                                     (unsigned int)10, MHD_OPTION_END);
+        if (!m->daemon) {
+                snprintf(errstr, errstr_size, "cannot listen on %s:%d for metrics", address, port);
+                krib_metrics_destroy(m);
+                return NULL;
+        }
+        return m;
+}
+
+void krib_metrics_publish(krib_metrics_t *m, const krib_metrics_snapshot_t *s) {
+        pthread_mutex_lock(&m->lock);
+        int64_t started = m->snap.started_ms;
+        m->snap = *s;
+        m->snap.started_ms = started;
+        pthread_mutex_unlock(&m->lock);
+}
+
+void krib_metrics_destroy(krib_metrics_t *m) {
+        if (!m)
+                return;
+        if (m->daemon)
+                MHD_stop_daemon(m->daemon);
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+}

@@ -1,0 +1,68 @@
+/* metrics: what the pipeline reports to the outside — Prometheus text on
+ * /metrics, liveness on /healthz, readiness on /readyz — served by
+ * libmicrohttpd on its own thread.
+ *
+ * The pipeline thread publishes a snapshot (krib_metrics_publish, at most
+ * every 250 ms, also while the writer retries); the HTTP thread only reads
+ * the last snapshot under a mutex, so a scrape never touches live state.
+ * Rendering and the health rules are pure functions, unit-tested without
+ * a server.
+ */
+#ifndef KRIB_METRICS_H
+#define KRIB_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hist.h"
+#include "pipeline.h"
+#include "reorder.h"
+#include "writer.h"
+
+#define KRIB_METRICS_LATENCY_BUCKETS 15
+
+typedef struct {
+        krib_pipeline_stats_t pipeline;
+        krib_writer_stats_t writer;
+        krib_reorder_stats_t reorder;
+        size_t in_flight;
+        int assigned_partitions;
+        int paused;
+        int joined;   /* a rebalance assigned this member (maybe nothing) */
+        int redis_ok; /* the last Redis round had no connection/transient trouble */
+        uint64_t rebalances;
+        /* End-to-end latency, cumulative per upper bound (seconds). */
+        uint64_t latency_le[KRIB_METRICS_LATENCY_BUCKETS];
+        uint64_t latency_count;
+        double latency_sum_s;
+        int64_t loop_at_ms; /* wall clock of the last publish */
+        int64_t started_ms;
+} krib_metrics_snapshot_t;
+
+extern const double krib_metrics_latency_bounds_s[KRIB_METRICS_LATENCY_BUCKETS];
+
+/* Fills the latency fields of s from h. */
+void krib_metrics_latency(krib_metrics_snapshot_t *s, const krib_hist_t *h);
+
+/* Prometheus text exposition of s into buf. Returns the length, or -1 when
+ * buf is too small. */
+int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size);
+
+/* Liveness: the loop published within stall_ms. Readiness: live, joined the
+ * group, and Redis answering. */
+int krib_metrics_live(const krib_metrics_snapshot_t *s, int64_t now_ms, int64_t stall_ms);
+int krib_metrics_ready(const krib_metrics_snapshot_t *s, int64_t now_ms, int64_t stall_ms);
+
+typedef struct krib_metrics krib_metrics_t;
+
+/* Starts the HTTP server on address:port (port 0: no server, publishing
+ * still works). NULL + errstr when the port cannot be bound. */
+krib_metrics_t *krib_metrics_new(const char *address, int port, char *errstr, size_t errstr_size);
+
+/* Copies s as the snapshot served from now on (s borrowed until return). */
+void krib_metrics_publish(krib_metrics_t *m, const krib_metrics_snapshot_t *s);
+
+/* Stops the server and frees. Accepts NULL. */
+void krib_metrics_destroy(krib_metrics_t *m);
+
+#endif

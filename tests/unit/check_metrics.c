@@ -1,0 +1,88 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "check_main.h"
+#include "metrics.h"
+
+static krib_metrics_snapshot_t s;
+
+static void setup(void) {
+        memset(&s, 0, sizeof(s));
+        s.pipeline.consumed = 12;
+        s.pipeline.applied = 9;
+        s.pipeline.stale = 2;
+        s.pipeline.rejected = 1;
+        s.pipeline.keys_done = 20;
+        s.pipeline.fence_stale = 3;
+        s.pipeline.fence_invalidated = 1;
+        s.writer.round_trips = 4;
+        s.writer.moved = 2;
+        s.redis_ok = 1;
+        s.joined = 1;
+        s.assigned_partitions = 6;
+        s.loop_at_ms = 1000000;
+}
+
+START_TEST(renders_families_and_values) {
+        char buf[32768];
+        int n = krib_metrics_render(&s, buf, sizeof(buf));
+        ck_assert_int_gt(n, 0);
+        ck_assert_uint_eq(strlen(buf), (size_t)n);
+        ck_assert_ptr_nonnull(strstr(buf, "# TYPE krib_events_total counter\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_events_total{outcome=\"consumed\"} 12\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_events_total{outcome=\"stale\"} 2\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_key_operations_total{outcome=\"applied\"} 16\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_redis_redirects_total{kind=\"moved\"} 2\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_assigned_partitions 6\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_redis_up 1\n"));
+        ck_assert_ptr_nonnull(
+                strstr(buf, "krib_end_to_end_latency_seconds_bucket{le=\"+Inf\"} 0\n"));
+        /* Every line is a comment or "name[{labels}] value". */
+        for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+                ck_assert_msg(line[0] == '#' || !strncmp(line, "krib_", 5), "bad line %s", line);
+        ck_assert_int_eq(krib_metrics_render(&s, buf, 100), -1);
+}
+END_TEST
+
+START_TEST(latency_buckets_are_cumulative) {
+        static krib_hist_t h;
+        krib_hist_reset(&h);
+        krib_hist_add(&h, 0);   /* <= 1 ms */
+        krib_hist_add(&h, 7);   /* <= 10 ms */
+        krib_hist_add(&h, 400); /* <= 500 ms */
+        krib_hist_add(&h, 90000);
+        krib_metrics_latency(&s, &h);
+        ck_assert_uint_eq(s.latency_count, 4);
+        ck_assert_uint_eq(s.latency_le[0], 1);  /* 1 ms */
+        ck_assert_uint_eq(s.latency_le[3], 2);  /* 10 ms */
+        ck_assert_uint_eq(s.latency_le[8], 3);  /* 500 ms */
+        ck_assert_uint_eq(s.latency_le[14], 3); /* 60 s: the 90 s sample is above */
+        ck_assert(s.latency_sum_s > 60.0);
+}
+END_TEST
+
+START_TEST(health_rules) {
+        ck_assert(krib_metrics_live(&s, 1000500, 30000));
+        ck_assert(krib_metrics_ready(&s, 1000500, 30000));
+        ck_assert(!krib_metrics_live(&s, 1000000 + 30001, 30000)); /* loop stuck */
+        s.redis_ok = 0;
+        ck_assert(krib_metrics_live(&s, 1000500, 30000));
+        ck_assert(!krib_metrics_ready(&s, 1000500, 30000));
+        s.redis_ok = 1;
+        s.joined = 0;
+        ck_assert(!krib_metrics_ready(&s, 1000500, 30000));
+        s.loop_at_ms = 0; /* never published */
+        ck_assert(!krib_metrics_live(&s, 1000500, 30000));
+}
+END_TEST
+
+Suite *make_suite(void) {
+        Suite *su = suite_create("metrics");
+        TCase *tc = tcase_create("render");
+        tcase_add_checked_fixture(tc, setup, NULL);
+        tcase_add_test(tc, renders_families_and_values);
+        tcase_add_test(tc, latency_buckets_are_cumulative);
+        tcase_add_test(tc, health_rules);
+        suite_add_tcase(su, tc);
+        return su;
+}
