@@ -84,8 +84,8 @@ START_TEST(unknown_key_has_line) {
 END_TEST
 
 START_TEST(unknown_group_has_line) {
-        ck_assert_int_eq(load("\n\nmetrics = { port = 1; };\n"), -1);
-        assert_err_at(3, "unknown key 'metrics'");
+        ck_assert_int_eq(load("\n\ntracing = { port = 1; };\n"), -1);
+        assert_err_at(3, "unknown key 'tracing'");
 }
 END_TEST
 
