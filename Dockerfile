@@ -1,0 +1,36 @@
+# krib container image: build on Debian 12, run on Debian 12 slim as a non-root
+# user. Validated in CI only as text (no container engine there); build with
+#   docker build -t krib .
+FROM debian:12-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
+      librdkafka-dev libhiredis-dev libavro-dev libconfig-dev libmicrohttpd-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY CMakeLists.txt ./
+COPY cmake cmake
+COPY connector connector
+COPY bench bench
+COPY config config
+COPY schemas schemas
+RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKRIB_TESTS=OFF \
+ && cmake --build /build -j"$(nproc)" \
+ && cmake --install /build --prefix /opt/krib
+
+FROM debian:12-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends librdkafka1 libhiredis0.14 libavro23 \
+      libconfig9 libmicrohttpd12 curl ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin krib
+COPY --from=build /opt/krib /opt/krib
+# Paths of the installed layout; endpoints reachable from outside the container.
+ENV KRIB_DECODE_SCHEMA_FILE=/opt/krib/share/krib/schemas/invalidation.avsc \
+    KRIB_DECODE_SCHEMA_DIR=/opt/krib/share/krib/schemas \
+    KRIB_METRICS_ADDRESS=0.0.0.0
+USER 10001
+EXPOSE 9464
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+  CMD curl -fsS http://127.0.0.1:9464/healthz || exit 1
+ENTRYPOINT ["/opt/krib/bin/krib"]
+CMD ["-c", "/opt/krib/etc/krib/krib.conf"]
