@@ -2,7 +2,7 @@
 # Ports derive from one base so two checkouts can run side by side:
 #   KRIB_PORT_BASE=19000 (default) -> Kafka 19092, controller 19093,
 #   Redis Cluster 19100-19105 (bus ports +10000), standalone Redis 19110,
-#   krib metrics 19120 (demo) and 19121 (tests).
+#   krib metrics 19120 (demo) and 19121 (tests), Prometheus 19130 (demo).
 KAFKA_VERSION=3.9.1
 KRIB_ROOT=${KRIB_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 KAFKA_LIBS=${KRIB_KAFKA_LIBS:-$KRIB_ROOT/.cache/kafka-$KAFKA_VERSION/libs}
@@ -17,6 +17,7 @@ REDIS_STANDALONE_PORT=$((KRIB_PORT_BASE + 110))
 # krib's /metrics for the demo, and a second port the tests use.
 export KRIB_METRICS_PORT=$((KRIB_PORT_BASE + 120))
 export METRICS_TEST_PORT=$((KRIB_PORT_BASE + 121))
+PROMETHEUS_PORT=$((KRIB_PORT_BASE + 130))
 export KAFKA_PORT REDIS_STANDALONE_PORT
 export KRIB_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export KRIB_REDIS_NODES="127.0.0.1:${REDIS_CLUSTER_PORTS[0]},127.0.0.1:${REDIS_CLUSTER_PORTS[1]},127.0.0.1:${REDIS_CLUSTER_PORTS[2]}"
