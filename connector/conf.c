@@ -25,6 +25,7 @@ static const char *const redis_modes[] = {"cluster", "standalone", NULL};
 static const char *const formats[] = {"auto", "avro-raw", "avro-single-object", NULL};
 static const char *const fence_modes[] = {"all", "upserts", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_formats[] = {"logfmt", "json", NULL};
 
 #define F(field) offsetof(krib_conf_t, field)
 
@@ -46,6 +47,8 @@ static const row_t rows[] = {
          "ACL user for AUTH (empty: default user).", 0},
         {"redis.password", T_STR, F(redis_password), "", 0, 0, NULL,
          "Password for AUTH (empty: no AUTH).", 1},
+        {"redis.password_file", T_STR, F(redis_password_file), "", 0, 0, NULL,
+         "File holding the password (a mounted secret; one trailing newline is ignored).", 0},
         {"redis.connect_timeout_ms", T_INT, F(redis_connect_timeout_ms), "1000", 1, 600000, NULL,
          "TCP connect timeout per node.", 0},
         {"redis.command_timeout_ms", T_INT, F(redis_command_timeout_ms), "5000", 1, 600000, NULL,
@@ -89,6 +92,8 @@ static const row_t rows[] = {
         {"metrics.port", T_INT, F(metrics_port), "9464", 0, 65535, NULL,
          "Port of the HTTP endpoints (0: none).", 0},
         {"log.level", T_ENUM, F(log_level), "info", 0, 0, log_levels, "error|warn|info|debug.", 0},
+        {"log.format", T_ENUM, F(log_format), "logfmt", 0, 0, log_formats,
+         "logfmt, or json (one object per line).", 0},
         {"log.stats_interval_ms", T_INT, F(log_stats_interval_ms), "5000", 0, 3600000, NULL,
          "Period of the stats log line (0: never).", 0},
 };
@@ -422,6 +427,33 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                              conf->redis_nodes.v[i]);
                         return -1;
                 }
+        }
+        if (*conf->redis_password_file) {
+                if (*conf->redis_password) {
+                        errf(errstr, errstr_size,
+                             "redis.password and redis.password_file are both set");
+                        return -1;
+                }
+                FILE *fp = fopen(conf->redis_password_file, "r");
+                char pw[1024];
+                size_t n = fp ? fread(pw, 1, sizeof(pw) - 1, fp) : 0;
+                if (fp)
+                        fclose(fp);
+                if (!fp || !n) {
+                        errf(errstr, errstr_size, "redis.password_file: cannot read %s",
+                             conf->redis_password_file);
+                        return -1;
+                }
+                pw[n] = '\0';
+                if (pw[n - 1] == '\n')
+                        pw[--n] = '\0';
+                char *copy = strdup(pw);
+                if (!copy) {
+                        errf(errstr, errstr_size, "out of memory");
+                        return -1;
+                }
+                free(conf->redis_password);
+                conf->redis_password = copy;
         }
         if (conf->redis_mode == KRIB_REDIS_STANDALONE && conf->redis_nodes.n != 1) {
                 errf(errstr, errstr_size, "redis.nodes: standalone mode takes exactly one node");

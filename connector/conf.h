@@ -34,6 +34,7 @@ typedef struct krib_conf {
         krib_strlist_t redis_nodes;
         char *redis_username;
         char *redis_password;
+        char *redis_password_file;
         int64_t redis_connect_timeout_ms;
         int64_t redis_command_timeout_ms;
         int64_t redis_max_keys_per_command;
@@ -53,7 +54,8 @@ typedef struct krib_conf {
         char *metrics_address;
         int64_t metrics_port; /* 0: no HTTP server */
 
-        int64_t log_level; /* krib_log_level_t */
+        int64_t log_level;  /* krib_log_level_t */
+        int64_t log_format; /* krib_log_format_t */
         int64_t log_stats_interval_ms;
 
         char *source_dir; /* directory of the config file, for relative paths */

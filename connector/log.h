@@ -8,6 +8,7 @@
 #define KRIB_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum {
         KRIB_LOG_ERROR = 0,
@@ -15,6 +16,16 @@ typedef enum {
         KRIB_LOG_INFO = 2,
         KRIB_LOG_DEBUG = 3,
 } krib_log_level_t;
+
+typedef enum { KRIB_LOG_LOGFMT = 0, KRIB_LOG_JSON = 1 } krib_log_format_t;
+
+/* logfmt (default) or one JSON object per line, the tail's key=value pairs
+ * becoming fields. */
+void krib_log_set_format(krib_log_format_t format);
+
+/* Renders one line (without newline) into out: exposed for tests. */
+void krib_log_render(krib_log_format_t format, const char *ts, const char *level,
+                     const char *module, const char *tail, char *out, size_t size);
 
 /* Lines above this level are discarded. Default KRIB_LOG_INFO. */
 void krib_log_set_level(krib_log_level_t level);

@@ -106,6 +106,7 @@ int main(int argc, char **argv) {
                 return 2;
         }
         krib_log_set_level((krib_log_level_t)conf.log_level);
+        krib_log_set_format((krib_log_format_t)conf.log_format);
         if (unknown_env[0])
                 krib_log_warn("conf",
                               "msg=\"environment variables match no configuration key\" "

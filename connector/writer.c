@@ -236,7 +236,17 @@ static int refresh_from(krib_writer_t *w, int ci, char *errstr, size_t size) {
 int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
         w->stats.refreshes++;
         if (w->conf->redis_mode == KRIB_REDIS_STANDALONE) {
+                /* Nothing to discover; connecting now surfaces a wrong
+                 * address or password at start-up instead of first write. */
                 w->need_refresh = 0;
+                conn_t *c = &w->conns[w->master_conn[0]];
+                if (conn_ensure(w, c)) {
+                        w->stats.healthy = 0;
+                        snprintf(errstr, errstr_size, "%s:%d unreachable", c->addr.host,
+                                 c->addr.port);
+                        return -1;
+                }
+                w->stats.healthy = 1;
                 return 0;
         }
         /* Known masters first (the map we have), then the configured seeds. */
@@ -292,7 +302,6 @@ krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t err
                 }
         }
         w->need_refresh = conf->redis_mode == KRIB_REDIS_CLUSTER;
-        w->stats.healthy = conf->redis_mode == KRIB_REDIS_STANDALONE;
         return w;
 oom:
         snprintf(errstr, errstr_size, "out of memory");

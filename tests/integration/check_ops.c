@@ -1,0 +1,129 @@
+/* Operating krib: a least-privilege Redis ACL user, a password from a file,
+ * JSON logs, and secrets kept out of logs and /metrics. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "itest.h"
+
+/* The rule docs/OPERATIONS.md gives operators (standalone: no CLUSTER). */
+#define ACL_RULE                                                                                   \
+        "on resetkeys ~* resetchannels -@all +unlink +evalsha +script|load +get +set "             \
+        "+cluster|slots"
+
+static itest_names_t nm;
+
+static void acl(redisContext *r, const char *user, const char *pw) {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "ACL SETUSER %s reset %s >%s", user, ACL_RULE, pw);
+        redisReply *rep = redisCommand(r, cmd);
+        ck_assert_msg(rep && rep->type == REDIS_REPLY_STATUS, "ACL SETUSER: %s",
+                      rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+        freeReplyObject(rep);
+}
+
+START_TEST(least_privilege_user_with_password_file_and_json_logs) {
+        const long n = 3000;
+        itest_names(&nm, "acl");
+        char redis[64], user[64], pw[64], pwfile[128];
+        snprintf(redis, sizeof(redis), "127.0.0.1:%d", itest_standalone_port());
+        snprintf(user, sizeof(user), "krib%d", (int)getpid());
+        snprintf(pw, sizeof(pw), "S3cret-%d-pw", (int)getpid());
+        snprintf(pwfile, sizeof(pwfile), "/tmp/krib-pw-%d", (int)getpid());
+        FILE *fp = fopen(pwfile, "w");
+        fprintf(fp, "%s\n", pw);
+        fclose(fp);
+        redisContext *r = itest_redis(itest_standalone_port());
+        acl(r, user, pw);
+        itest_create_and_fill(&nm, redis, 3, n, 1, 0);
+
+        char e_nodes[96], e_user[96], e_pwf[160], e_port[64];
+        snprintf(e_nodes, sizeof(e_nodes), "KRIB_REDIS_NODES=%s", redis);
+        snprintf(e_user, sizeof(e_user), "KRIB_REDIS_USERNAME=%s", user);
+        snprintf(e_pwf, sizeof(e_pwf), "KRIB_REDIS_PASSWORD_FILE=%s", pwfile);
+        snprintf(e_port, sizeof(e_port), "KRIB_METRICS_PORT=%d", itest_metrics_port());
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             e_nodes,
+                             "KRIB_REDIS_MODE=standalone",
+                             e_user,
+                             e_pwf,
+                             e_port,
+                             "KRIB_LOG_FORMAT=json",
+                             "KRIB_LOG_LEVEL=debug",
+                             NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        int caught_up = itest_wait_caught_up(nm.group, nm.topic, 3, 60);
+        char body[300];
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        ck_assert_msg(caught_up == 0, "did not catch up as ACL user (see %s)", nm.log);
+        /* Versioned events went through the fence script under the ACL. */
+        ck_assert_int_eq(itest_count_keys(&nm, redis, n, 1), 0);
+
+        const char *secret[] = {pw, NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, secret), 0);
+        ck_assert_int_eq(itest_log_count(body, secret), 0);
+        /* Every line is JSON, with the fields of the logfmt form. */
+        const char *json_start[] = {"{\"ts\":\"", NULL};
+        const char *any[] = {"", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, json_start), itest_log_count(nm.log, any));
+        const char *stopped[] = {"\"msg\":\"stopped\"", "\"drained\":\"yes\"", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, stopped), 1);
+        const char *errors[] = {"\"level\":\"error\"", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, errors), 0);
+
+        /* A wrong password is an error in the log, without the password. */
+        FILE *bad = fopen(pwfile, "w");
+        fprintf(bad, "wrong-%s\n", pw);
+        fclose(bad);
+        char log2[300];
+        snprintf(log2, sizeof(log2), "%s.2", nm.log);
+        pid = itest_krib_start(env, log2);
+        const char *authfail[] = {"redis AUTH failed", NULL};
+        for (int i = 0; i < 100 && itest_log_count(log2, authfail) < 1; i++)
+                usleep(100000);
+        ck_assert_int_ge(itest_log_count(log2, authfail), 1);
+        ck_assert_int_eq(itest_log_count(log2, secret), 0);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGKILL, 10), 128 + SIGKILL);
+
+        redisReply *rep = redisCommand(r, "ACL DELUSER %s", user);
+        freeReplyObject(rep);
+        redisFree(r);
+        unlink(pwfile);
+        unlink(body);
+        unlink(log2);
+        unlink(nm.log);
+}
+END_TEST
+
+START_TEST(print_config_redacts_secrets) {
+        char out[8192];
+        char *argv[] = {KRIB_BIN, "--print-config", "-c", KRIB_SOURCE_DIR "/config/krib.conf",
+                        NULL};
+        setenv("KRIB_REDIS_PASSWORD", "hunter2-visible?", 1);
+        int rc = itest_run(argv, 10, out, sizeof(out));
+        unsetenv("KRIB_REDIS_PASSWORD");
+        ck_assert_int_eq(rc, 0);
+        ck_assert_ptr_null(strstr(out, "hunter2"));
+        ck_assert_ptr_nonnull(strstr(out, "redis.password = \"<redacted>\";"));
+}
+END_TEST
+
+Suite *make_suite(void) {
+        Suite *s = suite_create("ops");
+        TCase *tc = tcase_create("acl");
+        tcase_set_timeout(tc, 180);
+        tcase_add_test(tc, least_privilege_user_with_password_file_and_json_logs);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("cli");
+        tcase_add_test(tc, print_config_redacts_secrets);
+        suite_add_tcase(s, tc);
+        return s;
+}
