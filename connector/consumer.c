@@ -6,12 +6,65 @@
 
 #include "log.h"
 
+#include <jansson.h>
+
+#define LAG_MAX 256
+
 struct krib_consumer {
         rd_kafka_t *rk;
+        krib_partition_lag_t lag[LAG_MAX];
+        int nlag;
         const krib_conf_t *conf;
         krib_consumer_hooks_t hooks;
         unsigned long rebalances;
 };
+
+int krib_consumer_parse_stats(const char *json, size_t len, krib_partition_lag_t *out, int max) {
+        json_error_t err;
+        json_t *root = json_loadb(json, len, 0, &err);
+        if (!root)
+                return -1;
+        json_t *topics = json_object_get(root, "topics");
+        int n = 0;
+        const char *tname;
+        json_t *t;
+        json_object_foreach(topics, tname, t) {
+                const char *pname;
+                json_t *p;
+                json_object_foreach(json_object_get(t, "partitions"), pname, p) {
+                        json_int_t id = json_integer_value(json_object_get(p, "partition"));
+                        const char *state = json_string_value(json_object_get(p, "fetch_state"));
+                        /* -1 is librdkafka's internal UA partition. */
+                        if (id < 0 || !state || !strcmp(state, "none") || n >= max)
+                                continue;
+                        krib_partition_lag_t *l = &out[n++];
+                        snprintf(l->topic, sizeof(l->topic), "%s", tname);
+                        l->partition = (int32_t)id;
+                        l->lag = json_integer_value(json_object_get(p, "consumer_lag"));
+                        l->committed = json_integer_value(json_object_get(p, "committed_offset"));
+                        l->log_end = json_integer_value(json_object_get(p, "hi_offset"));
+                }
+        }
+        json_decref(root);
+        return n;
+}
+
+/* Runs on the pipeline thread inside poll (the main queue is redirected to
+ * the consumer queue), so no lock is needed for c->lag. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+        (void)rk;
+        krib_consumer_t *c = opaque;
+        int n = krib_consumer_parse_stats(json, len, c->lag, LAG_MAX);
+        if (n >= 0)
+                c->nlag = n;
+        return 0; /* librdkafka frees json */
+}
+
+int krib_consumer_lag(const krib_consumer_t *c, krib_partition_lag_t *out, int max) {
+        int n = c->nlag < max ? c->nlag : max;
+        memcpy(out, c->lag, (size_t)n * sizeof(*out));
+        return n;
+}
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
         (void)rk;
@@ -109,6 +162,8 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
             set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
             set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
             set(kc, "fetch.wait.max.ms", "100", errstr, errstr_size) ||
+            /* Consumer lag and committed offsets for /metrics. */
+            set(kc, "statistics.interval.ms", "5000", errstr, errstr_size) ||
             /* Prefetch bound. librdkafka 2.0 counts these over the one
              * consumer queue, and once they are exceeded it re-checks only
              * about once a second: the queue must hold more than a second of
@@ -137,6 +192,7 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
             set(kc, "enable.auto.offset.store", "false", errstr, errstr_size))
                 goto fail;
         rd_kafka_conf_set_log_cb(kc, log_cb);
+        rd_kafka_conf_set_stats_cb(kc, stats_cb);
         rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
         rd_kafka_conf_set_opaque(kc, c);
         char sub[512];

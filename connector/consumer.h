@@ -15,6 +15,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "conf.h"
 
@@ -50,6 +51,23 @@ int krib_consumer_commit(krib_consumer_t *c);
 void krib_consumer_close(krib_consumer_t *c);
 
 rd_kafka_t *krib_consumer_handle(krib_consumer_t *c);
+
+typedef struct {
+        char topic[96];
+        int32_t partition;
+        int64_t lag;       /* consumer_lag from librdkafka statistics; -1 unknown */
+        int64_t committed; /* committed_offset; -1 none */
+        int64_t log_end;   /* hi_offset */
+} krib_partition_lag_t;
+
+/* Parses a librdkafka statistics JSON document into out[0..max) (assigned
+ * partitions only, i.e. those with a fetch state other than "none").
+ * Returns the number of entries, or -1 for a document it cannot read. Pure. */
+int krib_consumer_parse_stats(const char *json, size_t len, krib_partition_lag_t *out, int max);
+
+/* The last statistics seen (statistics.interval.ms, default 5 s here):
+ * copies up to max entries and returns how many. */
+int krib_consumer_lag(const krib_consumer_t *c, krib_partition_lag_t *out, int max);
 
 /* Count of rebalance callbacks served (assign + revoke). */
 unsigned long krib_consumer_rebalances(const krib_consumer_t *c);

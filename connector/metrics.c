@@ -137,6 +137,19 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
         emit(&o, "krib_end_to_end_latency_seconds_sum %.3f\n", s->latency_sum_s);
         emit(&o, "krib_end_to_end_latency_seconds_count %" PRIu64 "\n", s->latency_count);
 
+        family(&o, "krib_consumer_lag", "gauge",
+               "Messages behind the log end per assigned partition (librdkafka statistics).");
+        for (int i = 0; i < s->nlag; i++)
+                if (s->lag[i].lag >= 0)
+                        emit(&o, "krib_consumer_lag{topic=\"%s\",partition=\"%d\"} %" PRId64 "\n",
+                             s->lag[i].topic, (int)s->lag[i].partition, s->lag[i].lag);
+        family(&o, "krib_committed_offset", "gauge",
+               "Committed offset per assigned partition (librdkafka statistics).");
+        for (int i = 0; i < s->nlag; i++)
+                if (s->lag[i].committed >= 0)
+                        emit(&o,
+                             "krib_committed_offset{topic=\"%s\",partition=\"%d\"} %" PRId64 "\n",
+                             s->lag[i].topic, (int)s->lag[i].partition, s->lag[i].committed);
         family(&o, "krib_start_time_seconds", "gauge", "Start of this process (Unix time).");
         emit(&o, "krib_start_time_seconds %.3f\n", (double)s->started_ms / 1000.0);
         return o.overflow ? -1 : (int)o.len;
@@ -186,7 +199,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         pthread_mutex_unlock(&m->lock);
         int64_t now = krib_clock_wall_ms();
         if (!strcmp(url, "/metrics")) {
-                static __thread char buf[32768];
+                static __thread char buf[65536];
                 int n = krib_metrics_render(&s, buf, sizeof(buf));
                 if (n < 0)
                         return reply(c, 500, "text/plain", "metrics too large\n", 18);

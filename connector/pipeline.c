@@ -107,6 +107,8 @@ static void publish(krib_pipeline_t *p, int force) {
         s.redis_ok = s.writer.healthy;
         s.rebalances = p->consumer ? krib_consumer_rebalances(p->consumer) : 0;
         krib_metrics_latency(&s, &p->latency);
+        if (p->consumer)
+                s.nlag = krib_consumer_lag(p->consumer, s.lag, 64);
         s.loop_at_ms = now;
         krib_metrics_publish(p->metrics, &s);
 }

@@ -49,6 +49,18 @@ START_TEST(cluster_end_to_end_with_malformed_events) {
         const char *rejected_m[] = {"krib_events_total{outcome=\"rejected\"} 5", NULL};
         const char *keys_m[] = {"krib_redis_keys_total 10000", NULL};
         const char *up[] = {"krib_redis_up 1", NULL};
+        /* Statistics arrive every 5 s: lag and committed offsets per partition. */
+        char cm[200], lm[200];
+        snprintf(cm, sizeof(cm), "krib_committed_offset{topic=\"%s\"", nm.topic);
+        const char *committed_m[] = {cm, NULL};
+        for (int i = 0; i < 30 && itest_log_count(body, committed_m) < NPARTS; i++) {
+                usleep(500000);
+                itest_http_get(itest_metrics_port(), "/metrics", body);
+        }
+        ck_assert_int_eq(itest_log_count(body, committed_m), NPARTS);
+        snprintf(lm, sizeof(lm), "krib_consumer_lag{topic=\"%s\"", nm.topic);
+        const char *lag0[] = {lm, "} 0", NULL};
+        ck_assert_int_eq(itest_log_count(body, lag0), NPARTS);
         ck_assert_int_eq(itest_log_count(body, applied), 1);
         ck_assert_int_eq(itest_log_count(body, rejected_m), 1);
         ck_assert_int_eq(itest_log_count(body, keys_m), 1);
