@@ -104,6 +104,52 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
                "Whether the last Redis round went without connection or transient trouble.");
         emit(&o, "krib_redis_up %d\n", s->redis_ok ? 1 : 0);
 
+        family(&o, "krib_redis_keys_per_round_trip", "histogram",
+               "Keys sent to one master in one pipelined flush.");
+        uint64_t cum = 0;
+        for (int b = 0; b < 14; b++) {
+                cum += w->keys_per_rt[b];
+                emit(&o, "krib_redis_keys_per_round_trip_bucket{le=\"%u\"} %" PRIu64 "\n", 1u << b,
+                     cum);
+        }
+        emit(&o, "krib_redis_keys_per_round_trip_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+             cum + w->keys_per_rt[14]);
+        emit(&o, "krib_redis_keys_per_round_trip_sum %" PRIu64 "\n", w->rt_keys_sum);
+        emit(&o, "krib_redis_keys_per_round_trip_count %" PRIu64 "\n", cum + w->keys_per_rt[14]);
+
+        family(&o, "krib_redis_node_round_trips_total", "counter", "Round trips per Redis node.");
+        for (int i = 0; i < s->nnodes; i++)
+                emit(&o, "krib_redis_node_round_trips_total{node=\"%s\"} %" PRIu64 "\n",
+                     s->nodes[i].addr, s->nodes[i].round_trips);
+        family(&o, "krib_redis_node_errors_total", "counter",
+               "Error replies (final or transient) per Redis node.");
+        for (int i = 0; i < s->nnodes; i++)
+                emit(&o, "krib_redis_node_errors_total{node=\"%s\"} %" PRIu64 "\n",
+                     s->nodes[i].addr, s->nodes[i].errors);
+        family(&o, "krib_redis_node_connection_failures_total", "counter",
+               "Failed connects and lost connections per Redis node.");
+        for (int i = 0; i < s->nnodes; i++)
+                emit(&o, "krib_redis_node_connection_failures_total{node=\"%s\"} %" PRIu64 "\n",
+                     s->nodes[i].addr, s->nodes[i].conn_failures);
+        family(&o, "krib_redis_node_round_trip_seconds", "histogram",
+               "From the start of a pipelined flush to the node's last reply.");
+        for (int i = 0; i < s->nnodes; i++) {
+                const krib_writer_node_t *n = &s->nodes[i];
+                for (int b = 0; b < KRIB_WRITER_RT_BUCKETS; b++)
+                        emit(&o,
+                             "krib_redis_node_round_trip_seconds_bucket{node=\"%s\",le=\"%g\"} "
+                             "%" PRIu64 "\n",
+                             n->addr, krib_writer_rt_bounds_s[b], n->rt_le[b]);
+                emit(&o,
+                     "krib_redis_node_round_trip_seconds_bucket{node=\"%s\",le=\"+Inf\"} %" PRIu64
+                     "\n",
+                     n->addr, n->round_trips);
+                emit(&o, "krib_redis_node_round_trip_seconds_sum{node=\"%s\"} %.6f\n", n->addr,
+                     n->rt_sum_s);
+                emit(&o, "krib_redis_node_round_trip_seconds_count{node=\"%s\"} %" PRIu64 "\n",
+                     n->addr, n->round_trips);
+        }
+
         family(&o, "krib_in_flight_events", "gauge", "Events read and not yet finished.");
         emit(&o, "krib_in_flight_events %zu\n", s->in_flight);
         family(&o, "krib_assigned_partitions", "gauge", "Partitions assigned to this member.");

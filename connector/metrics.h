@@ -36,6 +36,8 @@ typedef struct {
         uint64_t latency_le[KRIB_METRICS_LATENCY_BUCKETS];
         uint64_t latency_count;
         double latency_sum_s;
+        krib_writer_node_t nodes[16];
+        int nnodes;
         krib_partition_lag_t lag[64]; /* per assigned partition, from librdkafka stats */
         int nlag;
         int64_t loop_at_ms; /* wall clock of the last publish */

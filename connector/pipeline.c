@@ -109,6 +109,7 @@ static void publish(krib_pipeline_t *p, int force) {
         krib_metrics_latency(&s, &p->latency);
         if (p->consumer)
                 s.nlag = krib_consumer_lag(p->consumer, s.lag, 64);
+        s.nnodes = krib_writer_nodes(p->writer, s.nodes, 16);
         s.loop_at_ms = now;
         krib_metrics_publish(p->metrics, &s);
 }

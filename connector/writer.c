@@ -20,9 +20,14 @@
 #define REFRESH_PERIOD_US    30000000 /* topology re-read even without MOVED */
 #define REDIRECT_ROUNDS_FREE 8        /* redirect-only rounds retried without sleeping */
 
+const double krib_writer_rt_bounds_s[KRIB_WRITER_RT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                                0.025,  0.05,  0.1,    0.5,   2};
+
 typedef struct {
         krib_addr_t addr;
         redisContext *c;
+        krib_writer_node_t m;
+        uint32_t rt_keys; /* keys in this round's commands */
         int64_t retry_at_us;
         unsigned failures;
         int script; /* fence script: 1 loaded here, 0 not yet, -1 refused */
@@ -94,6 +99,7 @@ static int conn_get(krib_writer_t *w, const char *host, int port) {
         memset(c, 0, sizeof(*c));
         snprintf(c->addr.host, sizeof(c->addr.host), "%s", host);
         c->addr.port = port;
+        snprintf(c->m.addr, sizeof(c->m.addr), "%.64s:%d", host, port);
         c->cmd_head = c->cmd_tail = -1;
         return (int)w->conn_count++;
 }
@@ -117,6 +123,7 @@ static int map_masters(krib_writer_t *w) {
 }
 
 static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
+        c->m.conn_failures++;
         if (c->c) {
                 krib_log_warn("writer", "msg=\"redis connection lost\" node=%s:%d error=\"%s\"",
                               c->addr.host, c->addr.port, why);
@@ -315,6 +322,13 @@ void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t
         w->drain_us = drain_ms * 1000;
 }
 
+int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t *out, int max) {
+        int n = 0;
+        for (size_t i = 0; i < w->conn_count && n < max; i++)
+                out[n++] = w->conns[i].m;
+        return n;
+}
+
 void krib_writer_set_tick(krib_writer_t *w, krib_writer_tick_cb *cb, void *opaque) {
         w->tick = cb;
         w->tick_opaque = opaque;
@@ -392,6 +406,7 @@ static int add_cmd(krib_writer_t *w, size_t *ncmd, int conn, uint32_t first, uin
         cmd->asking = (uint8_t)asking;
         cmd->scripted = (uint8_t)scripted;
         conn_t *c = &w->conns[conn];
+        c->rt_keys += count;
         if (c->cmd_tail >= 0)
                 w->cmds[c->cmd_tail].next = (int32_t)*ncmd;
         else
@@ -553,6 +568,7 @@ static void requeue(krib_writer_t *w, round_t *rd, const uint32_t *ks, uint32_t 
 static void fail_cmd(krib_writer_t *w, conn_t *c, const krib_wop_t *ops, const uint32_t *ks,
                      uint32_t count, uint8_t *status, const char *what) {
         w->stats.errors++;
+        c->m.errors++;
         krib_log_error("writer",
                        "msg=\"redis refused %s\" node=%s:%d key=\"%.*s\" keys=%u error=\"%s\"",
                        is_fenced(&ops[ks[0]]) ? "fenced write" : "UNLINK", c->addr.host,
@@ -614,6 +630,7 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
                 requeue(w, rd, ks, cmd->count, conn_get(w, to.host, to.port));
         } else if (retriable(r->str)) {
                 w->stats.retries++;
+                w->conns[ci].m.errors++;
                 rd->trouble = 1;
                 if (!strncmp(r->str, "READONLY", 8) || !strncmp(r->str, "CLUSTERDOWN", 11))
                         w->need_refresh = 1;
@@ -682,8 +699,11 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                 for (size_t i = 0; i < npend; i++)
                         w->order[w->slot_count[w->slot_of[w->pend[i]]]++] = w->pend[i];
 
-                for (size_t i = 0; i < w->conn_count; i++)
+                for (size_t i = 0; i < w->conn_count; i++) {
                         w->conns[i].cmd_head = w->conns[i].cmd_tail = -1;
+                        w->conns[i].rt_keys = 0;
+                }
+                int64_t flush_at = krib_clock_mono_us();
                 size_t ncmd = 0;
                 round_t rd = {0, 0, 0};
 
@@ -763,6 +783,11 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                         if (w->conns[ci].cmd_head < 0)
                                 continue;
                         w->stats.round_trips++;
+                        unsigned b = 0;
+                        while (b < 14 && w->conns[ci].rt_keys > (1u << b))
+                                b++;
+                        w->stats.keys_per_rt[b]++;
+                        w->stats.rt_keys_sum += w->conns[ci].rt_keys;
                         for (int32_t x = w->conns[ci].cmd_head; x >= 0; x = w->cmds[x].next) {
                                 conn_t *c = &w->conns[ci];
                                 cmd_t *cmd = &w->cmds[x];
@@ -786,6 +811,12 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                                 on_reply(w, ci, cmd, r, ops, status, &rd, attempt);
                                 freeReplyObject(r);
                         }
+                        krib_writer_node_t *m = &w->conns[ci].m;
+                        double rt = (double)(krib_clock_mono_us() - flush_at) / 1e6;
+                        m->round_trips++;
+                        m->rt_sum_s += rt;
+                        for (int k = 0; k < KRIB_WRITER_RT_BUCKETS; k++)
+                                m->rt_le[k] += rt <= krib_writer_rt_bounds_s[k];
                 }
 
                 uint32_t *t = w->pend;

@@ -56,7 +56,25 @@ typedef struct {
         uint64_t fence_stale, fence_concurrent;
         uint64_t moved, ask, retries, reconnects, refreshes, errors;
         int healthy; /* last round (or refresh) had no connection/transient trouble */
+        /* Keys per round trip: counts with <= 2^i keys (i < 14), then more. */
+        uint64_t keys_per_rt[15];
+        uint64_t rt_keys_sum; /* keys sent, over all round trips */
 } krib_writer_stats_t;
+
+#define KRIB_WRITER_RT_BUCKETS 10
+extern const double krib_writer_rt_bounds_s[KRIB_WRITER_RT_BUCKETS];
+
+/* Per Redis node: round trips, error replies and connection failures, and
+ * round-trip time (flush start to last reply) as cumulative buckets. */
+typedef struct {
+        char addr[80];
+        uint64_t round_trips, errors, conn_failures;
+        uint64_t rt_le[KRIB_WRITER_RT_BUCKETS];
+        double rt_sum_s;
+} krib_writer_node_t;
+
+/* Copies up to max nodes' counters; returns how many. */
+int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t *out, int max);
 
 /* Connects lazily; conf is borrowed for the writer's lifetime. Returns NULL
  * with errstr only for invalid settings: an unreachable Redis is retried. */
