@@ -65,6 +65,11 @@ START_TEST(cluster_end_to_end_with_malformed_events) {
         ck_assert_int_eq(itest_log_count(body, rejected_m), 1);
         ck_assert_int_eq(itest_log_count(body, keys_m), 1);
         ck_assert_int_eq(itest_log_count(body, up), 1);
+        /* Per master: round trips and their times; keys per round trip. */
+        const char *nodes_m[] = {"krib_redis_node_round_trips_total{node=\"", NULL};
+        ck_assert_int_eq(itest_log_count(body, nodes_m), 3);
+        const char *sent_m[] = {"krib_redis_keys_per_round_trip_sum 10000", NULL};
+        ck_assert_int_eq(itest_log_count(body, sent_m), 1);
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/healthz", body), 200);
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/readyz", body), 200);
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/nope", body), 404);
