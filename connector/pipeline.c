@@ -62,7 +62,8 @@ struct krib_pipeline {
         int64_t published_at_ms;
         int assigned, joined;
 
-        int in_write; /* inside krib_writer_apply() */
+        int in_write;     /* inside krib_writer_apply() */
+        int in_rebalance; /* inside a rebalance callback: no nested polls */
         int paused;
         int interrupted;
         krib_pipeline_stats_t stats;
@@ -125,11 +126,14 @@ static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts
                 for (size_t i = 0; i < p->n; i++)
                         if (in_parts(p->msgs[i], parts))
                                 p->stats.abandoned++;
-        } else if (p->n && process_batch(p)) {
+        } else if (p->n) {
                 /* Finish what was read from these partitions while they are
                  * still ours, so their offsets are committed before another
                  * member starts from them. */
-                p->interrupted = 1;
+                p->in_rebalance = 1;
+                if (process_batch(p))
+                        p->interrupted = 1;
+                p->in_rebalance = 0;
         }
         /* Stashed messages of revoked partitions belong to the next owner. */
         size_t keep = 0;
@@ -187,7 +191,9 @@ static void on_writer_tick(void *opaque) {
                               "batch_events=%zu",
                               p->n);
         }
-        for (int i = 0; i < 100; i++) {
+        /* librdkafka is already inside a poll when a rebalance callback
+         * writes: polling again from there would nest callbacks. */
+        for (int i = 0; i < 100 && !p->in_rebalance; i++) {
                 rd_kafka_message_t *m = krib_consumer_poll(p->consumer, 0);
                 if (!m)
                         break;
