@@ -3,7 +3,7 @@
  *
  *   krib-loadgen create   --topic T --partitions P
  *   krib-loadgen produce  --topic T --count N [--keys-per-event K] [--malformed M]
- *                         [--rate EVENTS_PER_S] [--single-object]
+ *                         [--rate EVENTS_PER_S] [--single-object] [--tag-mod M]
  *   krib-loadgen populate --count N [--keys-per-event K]     (SET the keys in Redis)
  *   krib-loadgen count    --count N [--keys-per-event K]     (how many still exist)
  *   krib-loadgen drain    --topic T --partitions P    (bare consumer: the Kafka limit)
@@ -39,6 +39,7 @@ typedef struct {
         const char *brokers, *topic, *prefix, *schema, *redis, *group;
         long count, keys_per_event, malformed, partitions, rate, single_object;
         long long version_base;
+        long tag_mod;
 } opts_t;
 
 static void die(const char *fmt, const char *arg) {
@@ -49,6 +50,9 @@ static void die(const char *fmt, const char *arg) {
 }
 
 static int key_of(const opts_t *o, long i, long j, char *buf, size_t size) {
+        /* --tag-mod M packs the keys into M hash slots: "<p>:{t<i%M>}:<i>:k<j>". */
+        if (o->tag_mod > 0)
+                return snprintf(buf, size, "%s:{t%ld}:%ld:k%ld", o->prefix, i % o->tag_mod, i, j);
         return snprintf(buf, size, "%s:{%ld}:k%ld", o->prefix, i, j);
 }
 
@@ -513,6 +517,7 @@ int main(int argc, char **argv) {
                                            {"group", required_argument, NULL, 'g'},
                                            {"single-object", no_argument, NULL, 'S'},
                                            {"version-base", required_argument, NULL, 'V'},
+                                           {"tag-mod", required_argument, NULL, 'T'},
                                            {NULL, 0, NULL, 0}};
         int c;
         optind = 2;
@@ -556,6 +561,9 @@ int main(int argc, char **argv) {
                         break;
                 case 'V':
                         o.version_base = atoll(optarg);
+                        break;
+                case 'T':
+                        o.tag_mod = atol(optarg);
                         break;
                 default:
                         return 2;
