@@ -1,5 +1,7 @@
 #include "conf.h"
 
+#include "topo.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -63,6 +65,32 @@ static const row_t rows[] = {
          "Expiry of a version fence after its last update (0: never). A late event older than "
          "this can no longer be recognised as stale by Redis.",
          0},
+        {"redis.address_map", T_LIST, F(redis_address_map), "", 0, 0, NULL,
+         "Address translation \"announced_host:port=reachable_host:port\" for nodes that "
+         "announce addresses krib cannot reach directly (NAT, port forwarding, proxies).",
+         0},
+        {"redis.retry_base_ms", T_INT, F(redis_retry_base_ms), "10", 0, 60000, NULL,
+         "First retry delay after a connection error or a TRYAGAIN/CLUSTERDOWN/LOADING reply; "
+         "doubles per attempt, with full jitter.",
+         0},
+        {"redis.retry_cap_ms", T_INT, F(redis_retry_cap_ms), "1000", 1, 600000, NULL,
+         "Largest retry delay.", 0},
+        {"redis.budget_conn", T_INT, F(redis_budget_conn), "3", 1, 1000000, NULL,
+         "Consecutive connection failures of a node before its circuit breaker opens.", 0},
+        {"redis.budget_busy", T_INT, F(redis_budget_busy), "20", 1, 1000000, NULL,
+         "Consecutive TRYAGAIN/CLUSTERDOWN/LOADING/MASTERDOWN/BUSY/READONLY replies of a node "
+         "before its circuit breaker opens.",
+         0},
+        {"redis.budget_redirect", T_INT, F(redis_budget_redirect), "64", 1, 1000000, NULL,
+         "Consecutive MOVED/ASK rounds before the cluster breaker opens (a slot map that does "
+         "not settle).",
+         0},
+        {"redis.breaker_open_ms", T_INT, F(redis_breaker_open_ms), "500", 1, 600000, NULL,
+         "How long an open circuit breaker waits before its first probe (PING, CLUSTER INFO, "
+         "INFO memory); doubles on every failed probe.",
+         0},
+        {"redis.breaker_open_max_ms", T_INT, F(redis_breaker_open_max_ms), "10000", 1, 3600000,
+         NULL, "Longest wait between probes of an open breaker.", 0},
         {"decode.format", T_ENUM, F(decode_format), "auto", 0, 0, formats,
          "Wire format of event values: avro-raw (Avro binary in decode.schema_file), "
          "avro-single-object (0xC3 0x01 + schema fingerprint + Avro), or auto (either, by the "
@@ -454,6 +482,22 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                 }
                 free(conf->redis_password);
                 conf->redis_password = copy;
+        }
+        for (size_t i = 0; i < conf->redis_address_map.n; i++) {
+                krib_addr_t from, to;
+                if (krib_addr_map_parse(conf->redis_address_map.v[i], &from, &to)) {
+                        errf(errstr, errstr_size,
+                             "redis.address_map: '%s' is not host:port=host:port",
+                             conf->redis_address_map.v[i]);
+                        return -1;
+                }
+        }
+        if (conf->redis_retry_cap_ms < conf->redis_retry_base_ms ||
+            conf->redis_breaker_open_max_ms < conf->redis_breaker_open_ms) {
+                errf(errstr, errstr_size,
+                     "redis.retry_cap_ms / redis.breaker_open_max_ms must not be below their "
+                     "base");
+                return -1;
         }
         if (conf->redis_mode == KRIB_REDIS_STANDALONE && conf->redis_nodes.n != 1) {
                 errf(errstr, errstr_size, "redis.nodes: standalone mode takes exactly one node");

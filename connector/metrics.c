@@ -150,6 +150,28 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
                      n->addr, n->round_trips);
         }
 
+        family(&o, "krib_redis_breaker_state", "gauge",
+               "Circuit breaker per Redis node and for the cluster: 0 closed, 1 open, 2 "
+               "half-open.");
+        emit(&o, "krib_redis_breaker_state{node=\"cluster\"} %u\n", (unsigned)w->cluster_breaker);
+        for (int i = 0; i < s->nnodes; i++)
+                emit(&o, "krib_redis_breaker_state{node=\"%s\"} %u\n", s->nodes[i].addr,
+                     (unsigned)s->nodes[i].breaker);
+        family(&o, "krib_redis_breaker_transitions_total", "counter",
+               "Circuit breaker transitions by node and the state entered.");
+        static const char *const to[3] = {"closed", "open", "half_open"};
+        for (int k = 0; k < 3; k++)
+                emit(&o,
+                     "krib_redis_breaker_transitions_total{node=\"cluster\",to=\"%s\"} %" PRIu64
+                     "\n",
+                     to[k], w->cluster_breaker_entered[k]);
+        for (int i = 0; i < s->nnodes; i++)
+                for (int k = 0; k < 3; k++)
+                        emit(&o,
+                             "krib_redis_breaker_transitions_total{node=\"%s\",to=\"%s\"} %" PRIu64
+                             "\n",
+                             s->nodes[i].addr, to[k], s->nodes[i].breaker_entered[k]);
+
         family(&o, "krib_in_flight_events", "gauge", "Events read and not yet finished.");
         emit(&o, "krib_in_flight_events %zu\n", s->in_flight);
         family(&o, "krib_assigned_partitions", "gauge", "Partitions assigned to this member.");

@@ -36,6 +36,29 @@ int krib_addr_parse(const char *s, krib_addr_t *addr) {
         return 0;
 }
 
+int krib_addr_map_parse(const char *s, krib_addr_t *from, krib_addr_t *to) {
+        const char *eq = strchr(s, '=');
+        char left[KRIB_TOPO_HOST_MAX + 8];
+        if (!eq || (size_t)(eq - s) >= sizeof(left))
+                return -1;
+        memcpy(left, s, (size_t)(eq - s));
+        left[eq - s] = '\0';
+        return krib_addr_parse(left, from) || krib_addr_parse(eq + 1, to) ? -1 : 0;
+}
+
+void krib_addr_map_apply(char *const *map, size_t n, const char *host, int port, krib_addr_t *out) {
+        for (size_t i = 0; i < n; i++) {
+                krib_addr_t from, to;
+                if (!krib_addr_map_parse(map[i], &from, &to) && from.port == port &&
+                    !strcmp(from.host, host)) {
+                        *out = to;
+                        return;
+                }
+        }
+        snprintf(out->host, sizeof(out->host), "%s", host);
+        out->port = port;
+}
+
 int krib_topo_master(krib_topo_t *t, const char *host, int port) {
         for (size_t i = 0; i < t->master_count; i++)
                 if (t->masters[i].port == port && !strcmp(t->masters[i].host, host))

@@ -33,6 +33,13 @@ void krib_topo_destroy(krib_topo_t *t);
 /* "host:port" -> addr (last ':' splits, so bare IPv6 needs [brackets] off). */
 int krib_addr_parse(const char *s, krib_addr_t *addr);
 
+/* "from_host:port=to_host:port" (redis.address_map) -> from, to. */
+int krib_addr_map_parse(const char *s, krib_addr_t *from, krib_addr_t *to);
+
+/* Translates host:port through map entries ("from=to" strings, already
+ * validated); out = the input when no entry names it. */
+void krib_addr_map_apply(char *const *map, size_t n, const char *host, int port, krib_addr_t *out);
+
 /* Index of the master at addr, added if new; -1 on allocation failure. */
 int krib_topo_master(krib_topo_t *t, const char *host, int port);
 

@@ -9,16 +9,14 @@
 
 #include "clock.h"
 #include "fence.h"
+#include "breaker.h"
 #include "log.h"
 #include "retry.h"
 #include "slot.h"
 #include "topo.h"
 #include "util.h"
 
-#define BACKOFF_BASE_US      10000    /* 10 ms */
-#define BACKOFF_CAP_US       1000000  /* 1 s */
-#define REFRESH_PERIOD_US    30000000 /* topology re-read even without MOVED */
-#define REDIRECT_ROUNDS_FREE 8        /* redirect-only rounds retried without sleeping */
+#define REFRESH_PERIOD_US 30000000 /* topology re-read even without MOVED */
 
 const double krib_writer_rt_bounds_s[KRIB_WRITER_RT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                                 0.025,  0.05,  0.1,    0.5,   2};
@@ -30,6 +28,7 @@ typedef struct {
         uint32_t rt_keys; /* keys in this round's commands */
         int64_t retry_at_us;
         unsigned failures;
+        krib_breaker_t br;
         int script; /* fence script: 1 loaded here, 0 not yet, -1 refused */
         /* This round's commands, in the order they were appended. */
         int32_t cmd_head, cmd_tail;
@@ -61,6 +60,8 @@ struct krib_writer {
         int64_t stop_seen_us;
 
         uint64_t rng;
+        krib_retry_policies_t pol;
+        krib_breaker_t cluster_br; /* cluster_state, slot map, every node unreachable */
         krib_writer_stats_t stats;
 
         /* Scratch, grown to the largest batch seen. */
@@ -83,7 +84,13 @@ struct krib_writer {
         size_t nums_cap;
 };
 
-static int conn_get(krib_writer_t *w, const char *host, int port) {
+/* Connection to the node announced as host:port (redis.address_map applied). */
+static int conn_get(krib_writer_t *w, const char *announced, int announced_port) {
+        krib_addr_t a;
+        krib_addr_map_apply(w->conf->redis_address_map.v, w->conf->redis_address_map.n, announced,
+                            announced_port, &a);
+        const char *host = a.host;
+        int port = a.port;
         for (size_t i = 0; i < w->conn_count; i++)
                 if (w->conns[i].addr.port == port && !strcmp(w->conns[i].addr.host, host))
                         return (int)i;
@@ -101,6 +108,7 @@ static int conn_get(krib_writer_t *w, const char *host, int port) {
         c->addr.port = port;
         snprintf(c->m.addr, sizeof(c->m.addr), "%.64s:%d", host, port);
         c->cmd_head = c->cmd_tail = -1;
+        krib_breaker_init(&c->br);
         return (int)w->conn_count++;
 }
 
@@ -122,6 +130,22 @@ static int map_masters(krib_writer_t *w) {
         return 0;
 }
 
+/* Logs a breaker's transition (changed != 0) and keeps /readyz honest. */
+static void breaker_note(krib_writer_t *w, const char *who, const krib_breaker_t *b, int changed) {
+        if (!changed)
+                return;
+        if (b->state == KRIB_BREAKER_OPEN) {
+                w->stats.healthy = 0;
+                krib_log_warn("writer",
+                              "msg=\"circuit breaker open\" node=%s reason=%s probe_in_ms=%" PRId64,
+                              who, krib_retry_class_name((krib_err_class_t)b->reason),
+                              (b->probe_at_us - krib_clock_mono_us()) / 1000);
+        } else {
+                krib_log_info("writer", "msg=\"circuit breaker %s\" node=%s",
+                              b->state == KRIB_BREAKER_HALF_OPEN ? "half-open" : "closed", who);
+        }
+}
+
 static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
         c->m.conn_failures++;
         if (c->c) {
@@ -130,10 +154,13 @@ static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
                 redisFree(c->c);
                 c->c = NULL;
         }
-        c->retry_at_us = krib_clock_mono_us() + krib_retry_backoff_us(c->failures, BACKOFF_BASE_US,
-                                                                      BACKOFF_CAP_US,
-                                                                      krib_retry_rand(&w->rng));
+        int64_t now = krib_clock_mono_us();
+        c->retry_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN, c->failures,
+                                                   krib_retry_rand(&w->rng));
         c->failures++;
+        breaker_note(w, c->m.addr, &c->br,
+                     krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_CONN, now,
+                                          krib_retry_rand(&w->rng)));
         /* A node that went away may have failed over: ask for the map again. */
         if (w->conf->redis_mode == KRIB_REDIS_CLUSTER)
                 w->need_refresh = 1;
@@ -290,6 +317,18 @@ krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t err
         }
         w->conf = conf;
         krib_topo_init(&w->topo);
+        krib_retry_policies_default(&w->pol);
+        for (int c = 0; c < KRIB_ERR_CLASSES; c++)
+                if (c != KRIB_ERR_REDIRECT) {
+                        w->pol.cls[c].base_us = conf->redis_retry_base_ms * 1000;
+                        w->pol.cls[c].cap_us = conf->redis_retry_cap_ms * 1000;
+                }
+        w->pol.cls[KRIB_ERR_CONN].budget = (unsigned)conf->redis_budget_conn;
+        w->pol.cls[KRIB_ERR_BUSY].budget = (unsigned)conf->redis_budget_busy;
+        w->pol.cls[KRIB_ERR_REDIRECT].budget = (unsigned)conf->redis_budget_redirect;
+        w->pol.open_base_us = conf->redis_breaker_open_ms * 1000;
+        w->pol.open_cap_us = conf->redis_breaker_open_max_ms * 1000;
+        krib_breaker_init(&w->cluster_br);
         w->rng = (uint64_t)krib_clock_mono_us() * 2654435761u + 1;
         w->slot_count = calloc(KRIB_SLOT_COUNT + 1, sizeof(*w->slot_count));
         if (!w->slot_count)
@@ -324,8 +363,13 @@ void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t
 
 int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t *out, int max) {
         int n = 0;
-        for (size_t i = 0; i < w->conn_count && n < max; i++)
-                out[n++] = w->conns[i].m;
+        for (size_t i = 0; i < w->conn_count && n < max; i++) {
+                out[n] = w->conns[i].m;
+                out[n].breaker = w->conns[i].br.state;
+                memcpy(out[n].breaker_entered, w->conns[i].br.entered,
+                       sizeof(out[n].breaker_entered));
+                n++;
+        }
         return n;
 }
 
@@ -335,6 +379,10 @@ void krib_writer_set_tick(krib_writer_t *w, krib_writer_tick_cb *cb, void *opaqu
 }
 
 const krib_writer_stats_t *krib_writer_stats(const krib_writer_t *w) {
+        krib_writer_stats_t *s = (krib_writer_stats_t *)&w->stats;
+        s->cluster_breaker = w->cluster_br.state;
+        memcpy(s->cluster_breaker_entered, w->cluster_br.entered,
+               sizeof(s->cluster_breaker_entered));
         return &w->stats;
 }
 
@@ -416,20 +464,6 @@ static int add_cmd(krib_writer_t *w, size_t *ncmd, int conn, uint32_t first, uin
         return 0;
 }
 
-/* Classifies an error reply for keys that stay pending. Returns 1 when the
- * error is transient (retry), 0 when it is final for those keys. */
-static int retriable(const char *s) {
-        static const char *const transient[] = {"TRYAGAIN",   "CLUSTERDOWN", "LOADING",
-                                                "MASTERDOWN", "BUSY",        "READONLY",
-                                                "NOAUTH",     "WRONGPASS",   NULL};
-        for (int i = 0; transient[i]; i++) {
-                size_t n = strlen(transient[i]);
-                if (!strncmp(s, transient[i], n) && (s[n] == ' ' || s[n] == '\0'))
-                        return 1;
-        }
-        return 0;
-}
-
 /* Sleeps up to us, in slices, returning early when stop is raised. */
 static void nap(krib_writer_t *w, int64_t us) {
         int64_t end = krib_clock_mono_us() + us;
@@ -448,6 +482,13 @@ static void nap(krib_writer_t *w, int64_t us) {
 
 static int is_fenced(const krib_wop_t *op) {
         return op->kind != KRIB_WOP_UNLINK;
+}
+
+static int has_fenced(const krib_wop_t *ops, const uint32_t *order, size_t i, size_t j) {
+        for (size_t x = i; x < j; x++)
+                if (is_fenced(&ops[order[x]]))
+                        return 1;
+        return 0;
 }
 
 /* Appends one UNLINK (plain) or EVALSHA (fenced) for order[i..j). */
@@ -555,6 +596,8 @@ static int name_fences(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_
 typedef struct {
         size_t nnext;
         int trouble, redirected;
+        int blocked;         /* keys held back by an open breaker */
+        unsigned class_mask; /* retry classes met this round */
 } round_t;
 
 static void requeue(krib_writer_t *w, round_t *rd, const uint32_t *ks, uint32_t count,
@@ -583,6 +626,8 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
         const uint32_t *ks = &w->order[cmd->first];
         conn_t *c = &w->conns[ci];
         w->stats.commands++;
+        if (r->type != REDIS_REPLY_ERROR)
+                breaker_note(w, c->m.addr, &c->br, krib_breaker_success(&c->br));
         if (r->type == REDIS_REPLY_INTEGER && !cmd->scripted) {
                 for (uint32_t y = 0; y < cmd->count; y++)
                         status[ks[y]] = KRIB_WOP_OK;
@@ -610,6 +655,7 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
                 return;
         }
         int slot;
+        krib_err_class_t cls;
         krib_addr_t to;
         krib_redirect_t red = krib_topo_parse_redirect(r->str, r->len, &slot, &to);
         if (red != KRIB_REDIRECT_NONE && !to.host[0])
@@ -628,23 +674,134 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
                 w->stats.ask++;
                 rd->redirected = 1;
                 requeue(w, rd, ks, cmd->count, conn_get(w, to.host, to.port));
-        } else if (retriable(r->str)) {
+        } else if ((cls = krib_retry_classify(r->str, r->len)) != KRIB_ERR_FINAL) {
                 w->stats.retries++;
-                w->conns[ci].m.errors++;
+                c->m.errors++;
                 rd->trouble = 1;
+                rd->class_mask |= 1u << cls;
+                int64_t now = krib_clock_mono_us();
                 if (!strncmp(r->str, "READONLY", 8) || !strncmp(r->str, "CLUSTERDOWN", 11))
                         w->need_refresh = 1;
+                if (!strncmp(r->str, "CLUSTERDOWN", 11))
+                        breaker_note(w, "cluster", &w->cluster_br,
+                                     krib_breaker_failure(&w->cluster_br, &w->pol, KRIB_ERR_BUSY,
+                                                          now, krib_retry_rand(&w->rng)));
                 if (!strncmp(r->str, "NOSCRIPT", 8))
-                        w->conns[ci].script = 0; /* reload before the next use */
+                        c->script = 0; /* reload before the next use */
+                breaker_note(
+                        w, c->m.addr, &c->br,
+                        krib_breaker_failure(&c->br, &w->pol, cls, now, krib_retry_rand(&w->rng)));
                 if (attempt % 20 == 0)
                         krib_log_warn("writer",
                                       "msg=\"transient redis error, retrying\" "
-                                      "node=%s:%d error=\"%s\"",
-                                      c->addr.host, c->addr.port, r->str);
+                                      "node=%s:%d class=%s error=\"%s\"",
+                                      c->addr.host, c->addr.port, krib_retry_class_name(cls),
+                                      r->str);
                 requeue(w, rd, ks, cmd->count, -1);
         } else {
                 fail_cmd(w, c, ops, ks, cmd->count, status, r->str);
         }
+}
+
+/* Value of "name:" in an INFO reply, or -1. */
+static long long info_field(const char *info, const char *name) {
+        size_t n = strlen(name);
+        for (const char *p = info; p && *p; p = strchr(p, '\n')) {
+                if (*p == '\n')
+                        p++;
+                if (!strncmp(p, name, n) && p[n] == ':')
+                        return strtoll(p + n + 1, NULL, 10);
+        }
+        return -1;
+}
+
+/* One command of a probe: 1 good, 0 bad, -1 not permitted (an ACL without
+ * that command; the probe then does without it). */
+static int probe_cmd(krib_writer_t *w, conn_t *c, const char *cmd) {
+        redisReply *r = redisCommand(c->c, cmd);
+        if (!r) {
+                conn_fail(w, c, c->c->errstr);
+                return 0;
+        }
+        int ok;
+        if (r->type == REDIS_REPLY_ERROR)
+                ok = !strncmp(r->str, "NOPERM", 6) ? -1 : 0;
+        else if (!strcmp(cmd, "CLUSTER INFO"))
+                ok = r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok") != NULL;
+        else if (!strcmp(cmd, "INFO memory")) {
+                long long used =
+                        r->type == REDIS_REPLY_STRING ? info_field(r->str, "used_memory") : -1;
+                long long max =
+                        r->type == REDIS_REPLY_STRING ? info_field(r->str, "maxmemory") : -1;
+                /* Full means writes still fail; eviction policies make room. */
+                int noevict = r->type == REDIS_REPLY_STRING &&
+                              strstr(r->str, "maxmemory_policy:noeviction") != NULL;
+                ok = !(noevict && max > 0 && used >= max);
+                if (!ok)
+                        krib_log_info("writer",
+                                      "msg=\"probe: redis is full\" node=%s used_memory=%lld "
+                                      "maxmemory=%lld",
+                                      c->m.addr, used, max);
+        } else
+                ok = r->type == REDIS_REPLY_STATUS;
+        freeReplyObject(r);
+        return ok;
+}
+
+/* Probes a node whose breaker is open: reachable, serving, not full. */
+static int probe_node(krib_writer_t *w, conn_t *c) {
+        c->retry_at_us = 0; /* the breaker already spaced this attempt */
+        if (conn_ensure(w, c))
+                return 0;
+        static const char *const cluster_cmds[] = {"PING", "CLUSTER INFO", "INFO memory", NULL};
+        static const char *const plain_cmds[] = {"PING", "INFO memory", NULL};
+        const char *const *cmds =
+                w->conf->redis_mode == KRIB_REDIS_CLUSTER ? cluster_cmds : plain_cmds;
+        for (int i = 0; cmds[i]; i++)
+                if (!c->c || probe_cmd(w, c, cmds[i]) == 0)
+                        return 0;
+        return 1;
+}
+
+/* Whether the node may take this command now, probing it when due. */
+static int breaker_pass(krib_writer_t *w, conn_t *c, int fenced) {
+        int64_t now = krib_clock_mono_us();
+        if (krib_breaker_probe_due(&c->br, now)) {
+                int ok = probe_node(w, c);
+                breaker_note(w, c->m.addr, &c->br,
+                             krib_breaker_probed(&c->br, &w->pol, ok, krib_clock_mono_us(),
+                                                 krib_retry_rand(&w->rng)));
+        }
+        return krib_breaker_allows(&c->br, fenced);
+}
+
+/* The cluster breaker's probe: a fresh slot map and cluster_state:ok. */
+static void probe_cluster(krib_writer_t *w) {
+        if (!krib_breaker_probe_due(&w->cluster_br, krib_clock_mono_us()))
+                return;
+        char err[256];
+        int ok = krib_writer_refresh(w, err, sizeof(err)) == 0;
+        for (size_t i = 0; ok && i < w->topo.master_count; i++) {
+                conn_t *c = &w->conns[w->master_conn[i]];
+                if (conn_ensure(w, c) == 0 && c->c) {
+                        ok = probe_cmd(w, c, "CLUSTER INFO") != 0;
+                        break;
+                }
+        }
+        breaker_note(w, "cluster", &w->cluster_br,
+                     krib_breaker_probed(&w->cluster_br, &w->pol, ok, krib_clock_mono_us(),
+                                         krib_retry_rand(&w->rng)));
+}
+
+/* Earliest probe among open breakers (now when none is open). */
+static int64_t breaker_next_probe_us(const krib_writer_t *w) {
+        int64_t next = INT64_MAX;
+        if (w->cluster_br.state == KRIB_BREAKER_OPEN)
+                next = w->cluster_br.probe_at_us;
+        for (size_t i = 0; i < w->conn_count; i++)
+                if (w->conns[i].br.state == KRIB_BREAKER_OPEN && w->conns[i].br.probe_at_us < next)
+                        next = w->conns[i].br.probe_at_us;
+        return next == INT64_MAX ? krib_clock_mono_us() : next;
 }
 
 /* (Re)loads the fence script where a NOSCRIPT asked for it. */
@@ -685,10 +842,21 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                 if (w->conf->redis_mode == KRIB_REDIS_CLUSTER &&
                     (w->need_refresh || now - w->refreshed_at_us > REFRESH_PERIOD_US)) {
                         char err[256];
-                        if (krib_writer_refresh(w, err, sizeof(err)) && attempt % 20 == 0)
-                                krib_log_warn("writer",
-                                              "msg=\"topology refresh failed\" error=\"%s\"", err);
+                        if (krib_writer_refresh(w, err, sizeof(err))) {
+                                if (attempt % 20 == 0)
+                                        krib_log_warn("writer",
+                                                      "msg=\"topology refresh failed\" "
+                                                      "error=\"%s\"",
+                                                      err);
+                                breaker_note(w, "cluster", &w->cluster_br,
+                                             krib_breaker_failure(&w->cluster_br, &w->pol,
+                                                                  KRIB_ERR_CONN, now,
+                                                                  krib_retry_rand(&w->rng)));
+                        }
                 }
+                if (w->conf->redis_mode == KRIB_REDIS_CLUSTER)
+                        probe_cluster(w);
+                int cluster_open = !krib_breaker_allows(&w->cluster_br, 1);
 
                 /* Counting sort of the pending ops by slot. */
                 memset(w->slot_count, 0, (KRIB_SLOT_COUNT + 1) * sizeof(*w->slot_count));
@@ -705,7 +873,7 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                 }
                 int64_t flush_at = krib_clock_mono_us();
                 size_t ncmd = 0;
-                round_t rd = {0, 0, 0};
+                round_t rd = {0};
 
                 /* Runs of one slot and one target; within a run, plain and
                  * fenced ops are stably separated, then cut into commands. */
@@ -720,6 +888,14 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                         if (conn < 0) {
                                 int32_t m = w->topo.slot_owner[slot];
                                 conn = m >= 0 ? w->master_conn[m] : -1;
+                        }
+                        if (conn >= 0 &&
+                            (cluster_open ||
+                             !breaker_pass(w, &w->conns[conn], has_fenced(ops, w->order, i, j)))) {
+                                rd.blocked = 1;
+                                requeue(w, &rd, &w->order[i], (uint32_t)(j - i), ask);
+                                i = j;
+                                continue;
                         }
                         if (conn >= 0 && conn_ensure(w, &w->conns[conn]) == 0)
                                 ensure_script(w, &w->conns[conn]);
@@ -819,21 +995,48 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                                 m->rt_le[k] += rt <= krib_writer_rt_bounds_s[k];
                 }
 
+                if (!rd.trouble && !rd.blocked && !rd.redirected)
+                        breaker_note(w, "cluster", &w->cluster_br,
+                                     krib_breaker_success(&w->cluster_br));
                 uint32_t *t = w->pend;
                 w->pend = w->pend_next;
                 w->pend_next = t;
                 npend = rd.nnext;
                 if (!npend)
                         break;
-                w->stats.healthy = !rd.trouble;
-                if (rd.trouble) {
-                        nap(w, krib_retry_backoff_us(attempt++, BACKOFF_BASE_US, BACKOFF_CAP_US,
-                                                     krib_retry_rand(&w->rng)));
-                } else if (rd.redirected && ++redirect_rounds > REDIRECT_ROUNDS_FREE) {
-                        /* A redirect loop (slots mid-migration): slow down. */
-                        nap(w, krib_retry_backoff_us(attempt++, BACKOFF_BASE_US, BACKOFF_CAP_US,
-                                                     krib_retry_rand(&w->rng)));
+                w->stats.healthy = !rd.trouble && !rd.blocked;
+                int64_t wait = 0;
+                if (rd.redirected) {
+                        /* A redirect loop (slots mid-migration): slow down after a few. */
+                        wait = krib_retry_delay_us(&w->pol, KRIB_ERR_REDIRECT, redirect_rounds++,
+                                                   krib_retry_rand(&w->rng));
+                        breaker_note(w, "cluster", &w->cluster_br,
+                                     krib_breaker_failure(&w->cluster_br, &w->pol,
+                                                          KRIB_ERR_REDIRECT, krib_clock_mono_us(),
+                                                          krib_retry_rand(&w->rng)));
                 }
+                if (rd.trouble) {
+                        if (!rd.class_mask)
+                                rd.class_mask = 1u << KRIB_ERR_CONN;
+                        for (int c = 0; c < KRIB_ERR_CLASSES; c++) {
+                                int64_t d = rd.class_mask & (1u << c)
+                                                    ? krib_retry_delay_us(
+                                                              &w->pol, (krib_err_class_t)c, attempt,
+                                                              krib_retry_rand(&w->rng))
+                                                    : 0;
+                                if (d > wait)
+                                        wait = d;
+                        }
+                        attempt++;
+                }
+                if (rd.blocked) {
+                        /* Held back by open breakers: sleep to the next probe. */
+                        int64_t next = breaker_next_probe_us(w) - krib_clock_mono_us();
+                        if (next > wait)
+                                wait = next < 1000 ? 1000 : next;
+                }
+                if (wait > 0)
+                        nap(w, wait);
         }
         return 0;
 }

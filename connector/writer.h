@@ -10,8 +10,12 @@
  * before any reply is read, so all masters work in parallel and one batch
  * costs one round trip per master. MOVED patches the slot map and schedules a
  * CLUSTER SLOTS refresh; ASK resends through ASKING to the importing node;
- * TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN and connection loss are retried
- * with capped, jittered backoff. Other error replies are final for their keys.
+ * TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN, OOM and connection loss are
+ * retried by the policy of their class (retry.h); a class that spends its
+ * budget opens the node's circuit breaker (breaker.h), and refresh failures,
+ * CLUSTERDOWN and redirect storms the cluster's. An open breaker holds its
+ * keys back (the caller's partitions stay paused) until a probe passes.
+ * Other error replies are final for their keys.
  *
  * Blocking I/O on hiredis contexts, driven by the one pipeline thread.
  */
@@ -58,7 +62,9 @@ typedef struct {
         int healthy; /* last round (or refresh) had no connection/transient trouble */
         /* Keys per round trip: counts with <= 2^i keys (i < 14), then more. */
         uint64_t keys_per_rt[15];
-        uint64_t rt_keys_sum; /* keys sent, over all round trips */
+        uint64_t rt_keys_sum;    /* keys sent, over all round trips */
+        uint8_t cluster_breaker; /* krib_breaker_state_t of the cluster breaker */
+        uint64_t cluster_breaker_entered[3];
 } krib_writer_stats_t;
 
 #define KRIB_WRITER_RT_BUCKETS 10
@@ -71,6 +77,8 @@ typedef struct {
         uint64_t round_trips, errors, conn_failures;
         uint64_t rt_le[KRIB_WRITER_RT_BUCKETS];
         double rt_sum_s;
+        uint8_t breaker; /* krib_breaker_state_t */
+        uint64_t breaker_entered[3];
 } krib_writer_node_t;
 
 /* Copies up to max nodes' counters; returns how many. */

@@ -11,13 +11,25 @@
 #include "slot.h"
 #include "writer.h"
 
-enum { S_OK, S_WRONGTYPE, S_TRYAGAIN_ONCE, S_MOVED, S_ASK, S_DROP_ONCE, S_TRYAGAIN_ALWAYS };
+enum {
+        S_OK,
+        S_WRONGTYPE,
+        S_TRYAGAIN_ONCE,
+        S_MOVED,
+        S_ASK,
+        S_DROP_ONCE,
+        S_TRYAGAIN_ALWAYS,
+        S_OOM,
+        S_DROP_ALWAYS
+};
 
 static int scenario;
 static int unlinks_seen;
 static fake_redis_t A, B;
 static int slots_owner; /* port CLUSTER SLOTS names as owner of every slot */
 static char reply[4096];
+static volatile int full; /* S_OOM: fenced writes refused while set */
+static int evals_seen, unlinks_while_full, infos_seen;
 
 static const char *handle(fake_redis_t *f, int argc, char **argv, size_t *lens) {
         (void)lens;
@@ -32,7 +44,24 @@ static const char *handle(fake_redis_t *f, int argc, char **argv, size_t *lens) 
         }
         if (!strcasecmp(argv[0], "ASKING"))
                 return "+OK\r\n";
+        if (scenario == S_DROP_ALWAYS)
+                return NULL;
+        if (!strcasecmp(argv[0], "PING"))
+                return "+PONG\r\n";
+        if (!strcasecmp(argv[0], "INFO")) {
+                infos_seen++;
+                const char *body = full ? "# Memory\r\nused_memory:2000000\r\nmaxmemory:1048576\r\n"
+                                          "maxmemory_policy:noeviction\r\n"
+                                        : "# Memory\r\nused_memory:900000\r\nmaxmemory:0\r\n"
+                                          "maxmemory_policy:noeviction\r\n";
+                snprintf(reply, sizeof(reply), "$%zu\r\n%s\r\n", strlen(body), body);
+                return reply;
+        }
         if (!strcasecmp(argv[0], "EVALSHA")) {
+                evals_seen++;
+                if (scenario == S_OOM && full)
+                        return "-OOM command not allowed when used memory > 'maxmemory'. script: "
+                               "0123, on @user_script:88.\r\n";
                 /* Fenced ops answer 1, 0, 2, 1, 0, 2, ... per key. */
                 int n = atoi(argv[2]) / 2;
                 int w = snprintf(reply, sizeof(reply), "*%d\r\n", n);
@@ -44,6 +73,7 @@ static const char *handle(fake_redis_t *f, int argc, char **argv, size_t *lens) 
         if (strcasecmp(argv[0], "UNLINK"))
                 return "-ERR unexpected command\r\n";
         unlinks_seen++;
+        unlinks_while_full += full;
         unsigned slot = krib_slot_of(argv[1], strlen(argv[1]));
         switch (scenario) {
         case S_WRONGTYPE:
@@ -78,7 +108,8 @@ static krib_writer_t *w;
 
 static void start(const char *mode) {
         scenario = S_OK;
-        unlinks_seen = 0;
+        unlinks_seen = evals_seen = unlinks_while_full = infos_seen = 0;
+        full = 0;
         fake_start(&A, handle, NULL);
         fake_start(&B, handle, NULL);
         slots_owner = A.port;
@@ -86,7 +117,12 @@ static void start(const char *mode) {
         char nodes[64], m[64], err[256];
         snprintf(nodes, sizeof(nodes), "KRIB_REDIS_NODES=127.0.0.1:%d", A.port);
         snprintf(m, sizeof(m), "KRIB_REDIS_MODE=%s", mode);
-        char *env[] = {nodes, m, "KRIB_REDIS_COMMAND_TIMEOUT_MS=2000", NULL};
+        char *env[] = {nodes,
+                       m,
+                       "KRIB_REDIS_COMMAND_TIMEOUT_MS=2000",
+                       "KRIB_REDIS_BREAKER_OPEN_MS=100",
+                       "KRIB_REDIS_BREAKER_OPEN_MAX_MS=400",
+                       NULL};
         ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
         w = krib_writer_new(&conf, err, sizeof(err));
         ck_assert_msg(w != NULL, "%s", err);
@@ -224,6 +260,77 @@ START_TEST(ask_goes_through_asking_without_remapping) {
 }
 END_TEST
 
+/* Tick callback: "memory is raised" once the writer has waited long enough. */
+static int64_t free_at_us;
+static int ticks;
+static void free_memory_later(void *opaque) {
+        (void)opaque;
+        ticks++;
+        if (krib_clock_mono_us() >= free_at_us)
+                full = 0;
+}
+
+static void raise_stop_later(void *opaque) {
+        if (krib_clock_mono_us() >= free_at_us)
+                *(volatile sig_atomic_t *)opaque = 1;
+}
+
+START_TEST(oom_opens_the_breaker_without_a_busy_loop) {
+        scenario = S_OOM;
+        full = 1;
+        free_at_us = krib_clock_mono_us() + 1500000;
+        krib_writer_set_tick(w, free_memory_later, NULL);
+        krib_vv_entry_t v = {{"db", 2}, 7};
+        krib_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.version = &v;
+        ev.version_count = 1;
+        ev.value.s = "v7";
+        ev.value.len = 2;
+        krib_wop_t ops[] = {{"u:{1}:a", 7, KRIB_WOP_UPSERT, &ev}, K("gone")};
+        uint8_t st[2];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 2, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_int_eq(st[1], KRIB_WOP_OK);
+        /* The UNLINK went through while Redis was full: it frees memory. */
+        ck_assert_int_eq(unlinks_while_full, 1);
+        /* 1.5 s of OOM with probes 100..400 ms apart: a handful of scripts
+         * and probes, not a retry loop. */
+        ck_assert_int_le(evals_seen, 8);
+        ck_assert_int_ge(infos_seen, 2);
+        ck_assert_int_le(infos_seen, 12);
+        ck_assert_int_gt(ticks, 0); /* the consumer was served meanwhile */
+        krib_writer_node_t n[4];
+        ck_assert_int_eq(krib_writer_nodes(w, n, 4), 1);
+        ck_assert_int_eq(n[0].breaker, 0);
+        ck_assert_uint_eq(n[0].breaker_entered[1], 1); /* opened once */
+        ck_assert_uint_ge(n[0].breaker_entered[2], 1); /* half-open after a good probe */
+        ck_assert_uint_eq(n[0].breaker_entered[0], 1); /* closed by the good reply */
+}
+END_TEST
+
+START_TEST(dead_node_opens_the_breaker) {
+        scenario = S_DROP_ALWAYS;
+        static volatile sig_atomic_t stop_flag;
+        stop_flag = 0;
+        krib_writer_set_stop(w, &stop_flag, 0);
+        free_at_us = krib_clock_mono_us() + 1200000;
+        krib_wop_t ops[] = {K("a")};
+        uint8_t st[1];
+        /* Stop from a tick once the window is over. */
+        krib_writer_set_tick(w, raise_stop_later, (void *)&stop_flag);
+        ck_assert_int_eq(krib_writer_apply(w, ops, 1, st), -1);
+        ck_assert_int_eq(st[0], KRIB_WOP_PENDING);
+        krib_writer_node_t n[4];
+        ck_assert_int_eq(krib_writer_nodes(w, n, 4), 1);
+        ck_assert_int_eq(n[0].breaker, 1);
+        ck_assert_uint_eq(n[0].breaker_entered[1], 1);
+        /* Probes 100..400 ms apart over 1.2 s, each one connection. */
+        ck_assert_uint_le(n[0].conn_failures, 12);
+        ck_assert_int_eq(krib_writer_stats(w)->healthy, 0);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("writer");
         TCase *tc = tcase_create("standalone");
@@ -235,6 +342,8 @@ Suite *make_suite(void) {
         tcase_add_test(tc, dropped_connection_is_retried);
         tcase_add_test(tc, fenced_replies_map_per_key);
         tcase_add_test(tc, shutdown_window_ends_retries);
+        tcase_add_test(tc, oom_opens_the_breaker_without_a_busy_loop);
+        tcase_add_test(tc, dead_node_opens_the_breaker);
         suite_add_tcase(s, tc);
         tc = tcase_create("cluster_redirects");
         tcase_add_checked_fixture(tc, start_cluster, stop);
