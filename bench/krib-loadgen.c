@@ -9,12 +9,19 @@
  *   krib-loadgen drain    --topic T --partitions P    (bare consumer: the Kafka limit)
  *   krib-loadgen unlink   --count N [--keys-per-event K]  (pipelined UNLINK: the Redis limit)
  *   krib-loadgen lag      --topic T --partitions P --group G   ("committed end")
+ *   krib-loadgen verify   --count N [--upsert-mod U] [--passes P] (the audit, below)
  *
  * Event i (0 <= i < N) is entity "<prefix>:<i>" with keys
  * "<prefix>:{<i>}:k<j>" (j < K), version {"db": B+i+1} (B: --version-base,
  * default 0; a later run needs a higher base to be newer); the Kafka key is
  * the entity, so one entity always lands in one partition. --malformed adds M
  * undecodable messages spread over the stream (they are extra, not in N).
+ * --passes P repeats the N entities P times with rising versions (pass p
+ * carries B+p*N+i+1). --upsert-mod U makes every entity with i % U == 0 a
+ * write-through UPSERT whose keys get the value "v<version>"; the others are
+ * DELETEs. `verify` audits the end state: a DELETE entity's key still present
+ * or an UPSERT entity's key missing or not at its newest version counts as
+ * lost; an UPSERT key holding an older version counts as a regression.
  * Brokers and Redis seed default to KRIB_KAFKA_BROKERS / first of
  * KRIB_REDIS_NODES (set by ci/lib.sh).
  */
@@ -40,6 +47,7 @@ typedef struct {
         long count, keys_per_event, malformed, partitions, rate, single_object;
         long long version_base;
         long tag_mod;
+        long upsert_mod, passes;
 } opts_t;
 
 static void die(const char *fmt, const char *arg) {
@@ -155,7 +163,7 @@ static int cmd_produce(const opts_t *o) {
                         header[2 + i] = (unsigned char)(fp >> (8 * i));
                 hlen = 10;
         }
-        long total = o->count + o->malformed;
+        long total = o->count * o->passes + o->malformed;
         long every = o->malformed ? total / (o->malformed + 1) : 0;
         long next_bad = every ? every : -1, bad = 0;
         int64_t t0 = krib_clock_mono_us();
@@ -178,20 +186,28 @@ static int cmd_produce(const opts_t *o) {
                         next_bad += every;
                 } else {
                         krib_event_reset(&ev);
-                        int el = snprintf(entity, sizeof(entity), "%s:%ld", o->prefix, i);
+                        long pass = o->count ? i / o->count : 0, e = o->count ? i % o->count : 0;
+                        long long version = o->version_base + pass * o->count + e + 1;
+                        int el = snprintf(entity, sizeof(entity), "%s:%ld", o->prefix, e);
                         krib_event_strdup(&ev, &ev.entity, entity, (size_t)el);
                         ev.keys = krib_event_alloc(&ev,
                                                    (size_t)o->keys_per_event * sizeof(krib_str_t));
                         for (long j = 0; j < o->keys_per_event; j++) {
-                                int kl = key_of(o, i, j, key, sizeof(key));
+                                int kl = key_of(o, e, j, key, sizeof(key));
                                 krib_event_strdup(&ev, &ev.keys[j], key, (size_t)kl);
                         }
                         ev.key_count = (size_t)o->keys_per_event;
                         ev.version = krib_event_alloc(&ev, sizeof(krib_vv_entry_t));
                         krib_event_strdup(&ev, &ev.version[0].origin, "db", 2);
-                        ev.version[0].counter = o->version_base + i + 1;
+                        ev.version[0].counter = version;
                         ev.version_count = 1;
                         ev.action = KRIB_ACTION_DELETE;
+                        if (o->upsert_mod > 0 && e % o->upsert_mod == 0) {
+                                char v[32];
+                                int vl = snprintf(v, sizeof(v), "v%lld", version);
+                                ev.action = KRIB_ACTION_UPSERT;
+                                krib_event_strdup(&ev, &ev.value, v, (size_t)vl);
+                        }
                         ev.ts_ms = krib_clock_wall_ms();
                         memcpy(buf, header, hlen);
                         if (krib_encode_event(enc, &ev, buf + hlen, sizeof(buf) - hlen, &len))
@@ -323,6 +339,65 @@ static long cmd_keys(const opts_t *o, int populate) {
         free(r.queued);
         krib_topo_destroy(&r.topo);
         return total;
+}
+
+/* verify: the resilience tests' audit (see the header comment). */
+static int cmd_verify(const opts_t *o) {
+        redis_t r;
+        redis_open(&r, o->redis);
+        long keys = 0, lost = 0, regressions = 0;
+        long long last = o->version_base + (o->passes - 1) * o->count;
+        char key[256];
+        /* Replies come back per master in order: remember which entity each was. */
+        size_t stride = 1024 * (size_t)o->keys_per_event;
+        long *pending = malloc(sizeof(long) * stride * r.topo.master_count);
+        if (!pending)
+                die("%s", "out of memory");
+        for (long i0 = 0; i0 < o->count; i0 += 1024) {
+                long i1 = i0 + 1024 < o->count ? i0 + 1024 : o->count;
+                for (long i = i0; i < i1; i++)
+                        for (long j = 0; j < o->keys_per_event; j++) {
+                                int kl = key_of(o, i, j, key, sizeof(key));
+                                int m = r.topo.slot_owner[krib_slot_of(key, (size_t)kl)];
+                                if (m < 0)
+                                        die("slot of %s has no owner", key);
+                                redisAppendCommand(r.ctx[m], "GET %b", key, (size_t)kl);
+                                pending[(size_t)m * stride + (size_t)r.queued[m]++] = i;
+                        }
+                for (size_t m = 0; m < r.topo.master_count; m++) {
+                        for (long q = 0; q < r.queued[m]; q++) {
+                                long i = pending[m * stride + (size_t)q];
+                                redisReply *rep;
+                                if (redisGetReply(r.ctx[m], (void **)&rep) != REDIS_OK)
+                                        die("redis: %s", r.ctx[m]->errstr);
+                                if (rep->type == REDIS_REPLY_ERROR)
+                                        die("redis: %s", rep->str);
+                                keys++;
+                                int upsert = o->upsert_mod > 0 && i % o->upsert_mod == 0;
+                                if (!upsert) {
+                                        lost += rep->type != REDIS_REPLY_NIL;
+                                } else if (rep->type != REDIS_REPLY_STRING || rep->str[0] != 'v') {
+                                        lost++;
+                                } else {
+                                        long long v = atoll(rep->str + 1);
+                                        if (v < last + i + 1)
+                                                regressions++;
+                                        else if (v > last + i + 1)
+                                                lost++; /* not a version this run wrote */
+                                }
+                                freeReplyObject(rep);
+                        }
+                        r.queued[m] = 0;
+                }
+        }
+        printf("keys=%ld lost=%ld regressions=%ld\n", keys, lost, regressions);
+        free(pending);
+        for (size_t m = 0; m < r.topo.master_count; m++)
+                redisFree(r.ctx[m]);
+        free(r.ctx);
+        free(r.queued);
+        krib_topo_destroy(&r.topo);
+        return 0;
 }
 
 /* drain: a bare librdkafka consumer (library defaults, fresh group) reading
@@ -495,7 +570,8 @@ int main(int argc, char **argv) {
                     .redis = "127.0.0.1:19100",
                     .count = 100,
                     .keys_per_event = 1,
-                    .partitions = 6};
+                    .partitions = 6,
+                    .passes = 1};
         static char seed[256];
         if (getenv("KRIB_REDIS_NODES")) {
                 snprintf(seed, sizeof(seed), "%s", getenv("KRIB_REDIS_NODES"));
@@ -518,6 +594,8 @@ int main(int argc, char **argv) {
                                            {"single-object", no_argument, NULL, 'S'},
                                            {"version-base", required_argument, NULL, 'V'},
                                            {"tag-mod", required_argument, NULL, 'T'},
+                                           {"upsert-mod", required_argument, NULL, 'U'},
+                                           {"passes", required_argument, NULL, 'P'},
                                            {NULL, 0, NULL, 0}};
         int c;
         optind = 2;
@@ -565,12 +643,18 @@ int main(int argc, char **argv) {
                 case 'T':
                         o.tag_mod = atol(optarg);
                         break;
+                case 'U':
+                        o.upsert_mod = atol(optarg);
+                        break;
+                case 'P':
+                        o.passes = atol(optarg);
+                        break;
                 default:
                         return 2;
                 }
         }
         if (o.count < 0 || o.keys_per_event < 1 || o.keys_per_event > 64 || o.malformed < 0 ||
-            o.partitions < 1)
+            o.partitions < 1 || o.passes < 1 || o.upsert_mod < 0)
                 die("%s", "bad numeric option");
         if (!strcmp(cmd, "create"))
                 return cmd_create(&o);
@@ -581,6 +665,8 @@ int main(int argc, char **argv) {
                 printf("populated %ld keys\n", o.count * o.keys_per_event);
                 return 0;
         }
+        if (!strcmp(cmd, "verify"))
+                return cmd_verify(&o);
         if (!strcmp(cmd, "drain"))
                 return cmd_drain(&o);
         if (!strcmp(cmd, "unlink"))
