@@ -181,7 +181,9 @@ static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts
 /* Writer callback while Redis retries: stop fetching, keep the member alive. */
 static void on_writer_tick(void *opaque) {
         krib_pipeline_t *p = opaque;
-        publish(p, 0); /* alive while retrying: /healthz stays green, /readyz red */
+        if (!p->consumer)
+                return; /* start-up: the first topology fetch, before Kafka */
+        publish(p, 0);  /* alive while retrying: /healthz stays green, /readyz red */
         if (!p->paused) {
                 p->paused = 1;
                 p->stats.pauses++;

@@ -283,8 +283,13 @@ int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
                 w->stats.healthy = 1;
                 return 0;
         }
-        /* Known masters first (the map we have), then the configured seeds. */
-        size_t tries = w->topo.master_count + w->conf->redis_nodes.n;
+        /* Known masters first (the map we have), then the configured seeds;
+         * each node once, none whose breaker is open and not yet due: a
+         * blackholed node costs a full command timeout per attempt. */
+        size_t tries = w->topo.master_count + w->conf->redis_nodes.n, asked = 0;
+        int tried[64];
+        size_t ntried = 0;
+        snprintf(errstr, errstr_size, "every node's circuit breaker is open");
         for (size_t i = 0; i < tries; i++) {
                 int ci;
                 if (i < w->topo.master_count)
@@ -294,7 +299,20 @@ int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
                         krib_addr_parse(w->conf->redis_nodes.v[i - w->topo.master_count], &a);
                         ci = conn_get(w, a.host, a.port);
                 }
-                if (ci >= 0 && refresh_from(w, ci, errstr, errstr_size) == 0) {
+                int seen = ci < 0;
+                for (size_t k = 0; k < ntried && !seen; k++)
+                        seen = tried[k] == ci;
+                if (seen)
+                        continue;
+                if (ntried < sizeof(tried) / sizeof(*tried))
+                        tried[ntried++] = ci;
+                const krib_breaker_t *b = &w->conns[ci].br;
+                if (b->state == KRIB_BREAKER_OPEN &&
+                    !krib_breaker_probe_due(b, krib_clock_mono_us()))
+                        continue;
+                if (asked++ && w->tick)
+                        w->tick(w->tick_opaque); /* keep the consumer served between nodes */
+                if (refresh_from(w, ci, errstr, errstr_size) == 0) {
                         w->need_refresh = 0;
                         w->refreshed_at_us = krib_clock_mono_us();
                         w->stats.healthy = 1;
@@ -597,6 +615,7 @@ typedef struct {
         size_t nnext;
         int trouble, redirected;
         int blocked;         /* keys held back by an open breaker */
+        int logged;          /* transient errors logged this round */
         unsigned class_mask; /* retry classes met this round */
 } round_t;
 
@@ -691,7 +710,7 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
                 breaker_note(
                         w, c->m.addr, &c->br,
                         krib_breaker_failure(&c->br, &w->pol, cls, now, krib_retry_rand(&w->rng)));
-                if (attempt % 20 == 0)
+                if (attempt % 20 == 0 && !rd->logged++)
                         krib_log_warn("writer",
                                       "msg=\"transient redis error, retrying\" "
                                       "node=%s:%d class=%s error=\"%s\"",
