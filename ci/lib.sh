@@ -3,13 +3,15 @@
 #   KRIB_PORT_BASE=19000 (default) -> Kafka 19092, controller 19093,
 #   Redis Cluster 19100-19105 (bus ports +10000), standalone Redis 19110,
 #   krib metrics 19120 (demo) and 19121 (tests), Prometheus 19130 (demo),
+#   Kafka SASL_SSL/SCRAM listener 19096, TLS Redis Cluster 19161-19163 (plain 19111-19113),
 #   Toxiproxy API 19140 with proxies for Redis nodes 19200-19205 and for a
 #   second Kafka listener (proxy 19094 -> broker listener 19095, which
 #   advertises the proxy's port so that clients stay behind the proxy).
 KAFKA_VERSION=3.9.1
 KRIB_ROOT=${KRIB_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 KAFKA_LIBS=${KRIB_KAFKA_LIBS:-$KRIB_ROOT/.cache/kafka-$KAFKA_VERSION/libs}
-KRIB_RUN=${KRIB_RUN:-$KRIB_ROOT/.run}
+export KRIB_RUN=${KRIB_RUN:-$KRIB_ROOT/.run}
+export KRIB_TLS_DIR=$KRIB_RUN/tls
 KRIB_BUILD=${KRIB_BUILD:-$KRIB_ROOT/build}
 export KRIB_PORT_BASE=${KRIB_PORT_BASE:-19000}
 KAFKA_PORT=$((KRIB_PORT_BASE + 92))
@@ -17,6 +19,11 @@ KAFKA_CONTROLLER_PORT=$((KRIB_PORT_BASE + 93))
 REDIS_CLUSTER_PORTS=($((KRIB_PORT_BASE + 100)) $((KRIB_PORT_BASE + 101)) $((KRIB_PORT_BASE + 102))
                      $((KRIB_PORT_BASE + 103)) $((KRIB_PORT_BASE + 104)) $((KRIB_PORT_BASE + 105)))
 REDIS_STANDALONE_PORT=$((KRIB_PORT_BASE + 110))
+# A 3-master TLS cluster (tls-cluster yes, client certificates required): TLS
+# ports 19161-19163, plain ports 19111-19113 for test fixtures; certificates
+# (a test CA, server and client) in $KRIB_RUN/tls.
+export TLS_CLUSTER_PORTS="$((KRIB_PORT_BASE + 161)) $((KRIB_PORT_BASE + 162)) $((KRIB_PORT_BASE + 163))"
+export TLS_CLUSTER_PLAIN_PORTS="$((KRIB_PORT_BASE + 111)) $((KRIB_PORT_BASE + 112)) $((KRIB_PORT_BASE + 113))"
 # krib's /metrics for the demo, and a second port the tests use.
 export KRIB_METRICS_PORT=$((KRIB_PORT_BASE + 120))
 export METRICS_TEST_PORT=$((KRIB_PORT_BASE + 121))
@@ -24,6 +31,9 @@ PROMETHEUS_PORT=$((KRIB_PORT_BASE + 130))
 TOXIPROXY_BIN=$KRIB_ROOT/.cache/bin/toxiproxy-server
 TOXIPROXY_VERSION=v2.12.0
 export TOXIPROXY_PORT=$((KRIB_PORT_BASE + 140))
+# A SASL_SSL listener (SCRAM-SHA-512, broker certificate from $KRIB_TLS_DIR)
+# with a SCRAM user created when the storage is formatted.
+export KAFKA_SASL_PORT=$((KRIB_PORT_BASE + 96)) KAFKA_SCRAM_USER=krib KAFKA_SCRAM_PASSWORD=krib-scram-test-pw
 export KAFKA_PROXY_PORT=$((KRIB_PORT_BASE + 94)) KAFKA_PROXIED_PORT=$((KRIB_PORT_BASE + 95))
 export TOXI_REDIS_BASE=$((KRIB_PORT_BASE + 200))
 export KAFKA_PORT REDIS_STANDALONE_PORT

@@ -41,6 +41,13 @@ static const row_t rows[] = {
          "Topics to consume; an entry starting with '^' is a regex.", 0},
         {"kafka.properties", T_LIST, F(kafka_properties), "", 0, 0, NULL,
          "Extra librdkafka consumer properties as \"name=value\" strings.", 0},
+        {"kafka.sasl_password", T_STR, F(kafka_sasl_password), "", 0, 0, NULL,
+         "librdkafka sasl.password (SASL PLAIN/SCRAM), kept out of kafka.properties so that it "
+         "can come from the environment or a file.",
+         1},
+        {"kafka.sasl_password_file", T_STR, F(kafka_sasl_password_file), "", 0, 0, NULL,
+         "File holding kafka.sasl_password (a mounted secret; one trailing newline is ignored).",
+         0},
         {"redis.mode", T_ENUM, F(redis_mode), "cluster", 0, 0, redis_modes,
          "cluster: route by hash slot; standalone: one server owns every key.", 0},
         {"redis.nodes", T_LIST, F(redis_nodes), "127.0.0.1:19100", 0, 0, NULL,
@@ -91,6 +98,21 @@ static const row_t rows[] = {
          0},
         {"redis.breaker_open_max_ms", T_INT, F(redis_breaker_open_max_ms), "10000", 1, 3600000,
          NULL, "Longest wait between probes of an open breaker.", 0},
+        {"redis.tls", T_BOOL, F(redis_tls), "false", 0, 0, NULL,
+         "Connect to every node over TLS (Redis tls-port; with tls-cluster the cluster announces "
+         "its TLS ports).",
+         0},
+        {"redis.tls_ca_file", T_STR, F(redis_tls_ca_file), "", 0, 0, NULL,
+         "PEM file of the CAs that sign the nodes' certificates (empty: the system store).", 0},
+        {"redis.tls_cert_file", T_STR, F(redis_tls_cert_file), "", 0, 0, NULL,
+         "Client certificate (PEM chain) for servers with tls-auth-clients yes.", 0},
+        {"redis.tls_key_file", T_STR, F(redis_tls_key_file), "", 0, 0, NULL,
+         "Private key of the client certificate (PEM; empty: in tls_cert_file).", 0},
+        {"redis.tls_server_name", T_STR, F(redis_tls_server_name), "", 0, 0, NULL,
+         "Name (or IP) the certificates must carry, and the SNI sent (empty: each node's host).",
+         0},
+        {"redis.tls_verify", T_BOOL, F(redis_tls_verify), "true", 0, 0, NULL,
+         "Verify the server's certificate chain and name. Turn off only to debug.", 0},
         {"decode.format", T_ENUM, F(decode_format), "auto", 0, 0, formats,
          "Wire format of event values: avro-raw (Avro binary in decode.schema_file), "
          "avro-single-object (0xC3 0x01 + schema fingerprint + Avro), or auto (either, by the "
@@ -429,6 +451,49 @@ int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t 
         return 0;
 }
 
+/* A password given as a file (a mounted secret): one trailing newline is
+ * dropped. Setting both the value and the file is an error. */
+static int read_secret(char **value, const char *file, const char *name, char *errstr,
+                       size_t errstr_size) {
+        if (!*file)
+                return 0;
+        if (**value) {
+                errf(errstr, errstr_size, "%s and %s_file are both set", name, name);
+                return -1;
+        }
+        FILE *fp = fopen(file, "r");
+        char pw[1024];
+        size_t n = fp ? fread(pw, 1, sizeof(pw) - 1, fp) : 0;
+        if (fp)
+                fclose(fp);
+        if (!fp || !n) {
+                errf(errstr, errstr_size, "%s_file: cannot read %s", name, file);
+                return -1;
+        }
+        pw[n] = '\0';
+        if (pw[n - 1] == '\n')
+                pw[--n] = '\0';
+        char *copy = strdup(pw);
+        if (!copy) {
+                errf(errstr, errstr_size, "out of memory");
+                return -1;
+        }
+        free(*value);
+        *value = copy;
+        return 0;
+}
+
+/* librdkafka properties that carry secrets: never printed. */
+static int secret_property(const char *entry) {
+        static const char *const words[] = {"password", "secret", "ssl.key.pem", "jaas", NULL};
+        const char *eq = strchr(entry, '=');
+        size_t n = eq ? (size_t)(eq - entry) : strlen(entry);
+        for (int i = 0; words[i]; i++)
+                if (memmem(entry, n, words[i], strlen(words[i])))
+                        return 1;
+        return 0;
+}
+
 int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
         if (!conf->kafka_topics.n) {
                 errf(errstr, errstr_size, "kafka.topics: at least one topic is required");
@@ -456,33 +521,11 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                         return -1;
                 }
         }
-        if (*conf->redis_password_file) {
-                if (*conf->redis_password) {
-                        errf(errstr, errstr_size,
-                             "redis.password and redis.password_file are both set");
-                        return -1;
-                }
-                FILE *fp = fopen(conf->redis_password_file, "r");
-                char pw[1024];
-                size_t n = fp ? fread(pw, 1, sizeof(pw) - 1, fp) : 0;
-                if (fp)
-                        fclose(fp);
-                if (!fp || !n) {
-                        errf(errstr, errstr_size, "redis.password_file: cannot read %s",
-                             conf->redis_password_file);
-                        return -1;
-                }
-                pw[n] = '\0';
-                if (pw[n - 1] == '\n')
-                        pw[--n] = '\0';
-                char *copy = strdup(pw);
-                if (!copy) {
-                        errf(errstr, errstr_size, "out of memory");
-                        return -1;
-                }
-                free(conf->redis_password);
-                conf->redis_password = copy;
-        }
+        if (read_secret(&conf->redis_password, conf->redis_password_file, "redis.password", errstr,
+                        errstr_size) ||
+            read_secret(&conf->kafka_sasl_password, conf->kafka_sasl_password_file,
+                        "kafka.sasl_password", errstr, errstr_size))
+                return -1;
         for (size_t i = 0; i < conf->redis_address_map.n; i++) {
                 krib_addr_t from, to;
                 if (krib_addr_map_parse(conf->redis_address_map.v[i], &from, &to)) {
@@ -510,8 +553,11 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                         return -1;
                 }
         }
-        char **paths[] = {&conf->decode_schema_file, &conf->decode_schema_dir};
-        for (size_t i = 0; conf->source_dir && *conf->source_dir && i < 2; i++) {
+        char **paths[] = {&conf->decode_schema_file, &conf->decode_schema_dir,
+                          &conf->redis_tls_ca_file, &conf->redis_tls_cert_file,
+                          &conf->redis_tls_key_file};
+        const size_t npaths = sizeof(paths) / sizeof(*paths);
+        for (size_t i = 0; conf->source_dir && *conf->source_dir && i < npaths; i++) {
                 char *v = *paths[i];
                 if (!*v || v[0] == '/')
                         continue;
@@ -575,7 +621,11 @@ void krib_conf_print(const krib_conf_t *conf, FILE *fp) {
                         const krib_strlist_t *l = p;
                         fprintf(fp, "[");
                         for (size_t j = 0; j < l->n; j++)
-                                fprintf(fp, "%s\"%s\"", j ? ", " : "", l->v[j]);
+                                if (secret_property(l->v[j]))
+                                        fprintf(fp, "%s\"%.*s=<redacted>\"", j ? ", " : "",
+                                                (int)(strchr(l->v[j], '=') - l->v[j]), l->v[j]);
+                                else
+                                        fprintf(fp, "%s\"%s\"", j ? ", " : "", l->v[j]);
                         fprintf(fp, "];\n");
                         break;
                 }

@@ -29,6 +29,8 @@ typedef struct krib_conf {
         char *kafka_group_id;
         krib_strlist_t kafka_topics;
         krib_strlist_t kafka_properties; /* "name=value", passed to librdkafka */
+        char *kafka_sasl_password;       /* -> sasl.password */
+        char *kafka_sasl_password_file;
 
         int64_t redis_mode; /* krib_redis_mode_t */
         krib_strlist_t redis_nodes;
@@ -44,6 +46,9 @@ typedef struct krib_conf {
         int64_t redis_retry_base_ms, redis_retry_cap_ms;
         int64_t redis_budget_conn, redis_budget_busy, redis_budget_redirect;
         int64_t redis_breaker_open_ms, redis_breaker_open_max_ms;
+        int64_t redis_tls, redis_tls_verify; /* bool */
+        char *redis_tls_ca_file, *redis_tls_cert_file, *redis_tls_key_file;
+        char *redis_tls_server_name;
 
         int64_t decode_format;    /* krib_wire_t (schemas.h) */
         char *decode_schema_file; /* resolved against the config file's directory */

@@ -187,6 +187,9 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
                 if (set(kc, name, eq + 1, errstr, errstr_size))
                         goto fail;
         }
+        if (*conf->kafka_sasl_password &&
+            set(kc, "sasl.password", conf->kafka_sasl_password, errstr, errstr_size))
+                goto fail;
         if (set(kc, "bootstrap.servers", conf->kafka_brokers, errstr, errstr_size) ||
             set(kc, "group.id", conf->kafka_group_id, errstr, errstr_size) ||
             set(kc, "enable.auto.offset.store", "false", errstr, errstr_size))

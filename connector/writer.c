@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "conn.h"
 #include "fence.h"
 #include "breaker.h"
 #include "log.h"
@@ -23,7 +24,7 @@ const double krib_writer_rt_bounds_s[KRIB_WRITER_RT_BUCKETS] = {0.0005, 0.001, 0
 
 typedef struct {
         krib_addr_t addr;
-        redisContext *c;
+        krib_conn_t *c;
         krib_writer_node_t m;
         uint32_t rt_keys; /* keys in this round's commands */
         int64_t retry_at_us;
@@ -61,6 +62,7 @@ struct krib_writer {
 
         uint64_t rng;
         krib_retry_policies_t pol;
+        krib_tls_t *tls;           /* NULL: plain TCP */
         krib_breaker_t cluster_br; /* cluster_state, slot map, every node unreachable */
         krib_writer_stats_t stats;
 
@@ -151,7 +153,7 @@ static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
         if (c->c) {
                 krib_log_warn("writer", "msg=\"redis connection lost\" node=%s:%d error=\"%s\"",
                               c->addr.host, c->addr.port, why);
-                redisFree(c->c);
+                krib_conn_free(c->c);
                 c->c = NULL;
         }
         int64_t now = krib_clock_mono_us();
@@ -171,45 +173,41 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
                 return 0;
         if (krib_clock_mono_us() < c->retry_at_us)
                 return -1;
-        struct timeval ct = {w->conf->redis_connect_timeout_ms / 1000,
-                             (w->conf->redis_connect_timeout_ms % 1000) * 1000};
-        struct timeval rt = {w->conf->redis_command_timeout_ms / 1000,
-                             (w->conf->redis_command_timeout_ms % 1000) * 1000};
-        redisContext *rc = redisConnectWithTimeout(c->addr.host, c->addr.port, ct);
-        if (!rc || rc->err) {
+        char err[200];
+        krib_conn_t *rc =
+                krib_conn_connect(c->addr.host, c->addr.port, w->conf->redis_connect_timeout_ms,
+                                  w->conf->redis_command_timeout_ms, w->tls, err, sizeof(err));
+        if (!rc) {
                 if (c->failures == 0 || c->failures % 20 == 0)
                         krib_log_warn("writer",
                                       "msg=\"cannot connect to redis\" node=%s:%d error=\"%s\" "
                                       "attempt=%u",
-                                      c->addr.host, c->addr.port, rc ? rc->errstr : "out of memory",
-                                      c->failures + 1);
-                if (rc)
-                        redisFree(rc);
+                                      c->addr.host, c->addr.port, err, c->failures + 1);
                 c->c = NULL;
                 conn_fail(w, c, "connect");
                 return -1;
         }
-        redisSetTimeout(rc, rt);
         if (*w->conf->redis_password) {
-                redisReply *r = *w->conf->redis_username
-                                        ? redisCommand(rc, "AUTH %s %s", w->conf->redis_username,
-                                                       w->conf->redis_password)
-                                        : redisCommand(rc, "AUTH %s", w->conf->redis_password);
+                redisReply *r =
+                        *w->conf->redis_username
+                                ? krib_conn_command(rc, "AUTH %s %s", w->conf->redis_username,
+                                                    w->conf->redis_password)
+                                : krib_conn_command(rc, "AUTH %s", w->conf->redis_password);
                 int ok = r && r->type == REDIS_REPLY_STATUS;
                 if (!ok)
-                        krib_log_error("writer",
-                                       "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
-                                       c->addr.host, c->addr.port,
-                                       r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
+                        krib_log_error(
+                                "writer", "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
+                                c->addr.host, c->addr.port,
+                                r && r->type == REDIS_REPLY_ERROR ? r->str : krib_conn_errstr(rc));
                 if (r)
                         freeReplyObject(r);
                 if (!ok) {
-                        redisFree(rc);
+                        krib_conn_free(rc);
                         conn_fail(w, c, "auth");
                         return -1;
                 }
         }
-        redisReply *r = redisCommand(rc, "SCRIPT LOAD %s", krib_fence_script);
+        redisReply *r = krib_conn_command(rc, "SCRIPT LOAD %s", krib_fence_script);
         if (r && r->type == REDIS_REPLY_STRING && r->len == 40) {
                 memcpy(w->sha, r->str, 41);
                 c->script = 1;
@@ -219,16 +217,15 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
                                "msg=\"cannot load the fence script\" node=%s:%d "
                                "error=\"%s\"",
                                c->addr.host, c->addr.port,
-                               r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
+                               r && r->type == REDIS_REPLY_ERROR ? r->str : krib_conn_errstr(rc));
                 c->script = -1;
         }
-        if (r)
-                freeReplyObject(r);
-        if (rc->err) {
-                redisFree(rc);
+        if (!r) {
+                krib_conn_free(rc);
                 conn_fail(w, c, "script load");
                 return -1;
         }
+        freeReplyObject(r);
         c->c = rc;
         if (c->failures)
                 w->stats.reconnects++;
@@ -242,10 +239,11 @@ static int refresh_from(krib_writer_t *w, int ci, char *errstr, size_t size) {
                 snprintf(errstr, size, "%s:%d unreachable", c->addr.host, c->addr.port);
                 return -1;
         }
-        redisReply *r = redisCommand(c->c, "CLUSTER SLOTS");
+        redisReply *r = krib_conn_command(c->c, "CLUSTER SLOTS");
         if (!r) {
-                snprintf(errstr, size, "%s:%d: %s", c->addr.host, c->addr.port, c->c->errstr);
-                conn_fail(w, c, c->c->errstr);
+                snprintf(errstr, size, "%s:%d: %s", c->addr.host, c->addr.port,
+                         krib_conn_errstr(c->c));
+                conn_fail(w, c, krib_conn_errstr(c->c));
                 return -1;
         }
         char host[KRIB_TOPO_HOST_MAX];
@@ -347,6 +345,16 @@ krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t err
         w->pol.open_base_us = conf->redis_breaker_open_ms * 1000;
         w->pol.open_cap_us = conf->redis_breaker_open_max_ms * 1000;
         krib_breaker_init(&w->cluster_br);
+        if (conf->redis_tls) {
+                krib_tls_opts_t o = {conf->redis_tls_ca_file, conf->redis_tls_cert_file,
+                                     conf->redis_tls_key_file, conf->redis_tls_server_name,
+                                     (int)conf->redis_tls_verify};
+                char sub[256];
+                if (!(w->tls = krib_tls_new(&o, sub, sizeof(sub)))) {
+                        snprintf(errstr, errstr_size, "redis.tls: %s", sub);
+                        goto fail;
+                }
+        }
         w->rng = (uint64_t)krib_clock_mono_us() * 2654435761u + 1;
         w->slot_count = calloc(KRIB_SLOT_COUNT + 1, sizeof(*w->slot_count));
         if (!w->slot_count)
@@ -409,7 +417,7 @@ void krib_writer_destroy(krib_writer_t *w) {
                 return;
         for (size_t i = 0; i < w->conn_count; i++)
                 if (w->conns[i].c)
-                        redisFree(w->conns[i].c);
+                        krib_conn_free(w->conns[i].c);
         free(w->conns);
         free(w->master_conn);
         krib_topo_destroy(&w->topo);
@@ -427,6 +435,7 @@ void krib_writer_destroy(krib_writer_t *w) {
         free(w->fkey_off);
         free(w->fkey_len);
         free(w->nums);
+        krib_tls_destroy(w->tls);
         free(w);
 }
 
@@ -510,7 +519,7 @@ static int has_fenced(const krib_wop_t *ops, const uint32_t *order, size_t i, si
 }
 
 /* Appends one UNLINK (plain) or EVALSHA (fenced) for order[i..j). */
-static int append(krib_writer_t *w, redisContext *c, const krib_wop_t *ops, size_t i, size_t j,
+static int append(krib_writer_t *w, krib_conn_t *c, const krib_wop_t *ops, size_t i, size_t j,
                   int fenced, int asking) {
         size_t nops = j - i, argc = 0, need = 2 + nops;
         if (fenced) {
@@ -528,8 +537,8 @@ static int append(krib_writer_t *w, redisContext *c, const krib_wop_t *ops, size
         if (krib_util_grow(&w->argv, &cap, need, sizeof(*w->argv)) ||
             krib_util_grow(&w->argvlen, &w->argv_cap, need, sizeof(*w->argvlen)))
                 return -1;
-        if (asking)
-                redisAppendCommand(c, "ASKING");
+        if (asking && krib_conn_append_fmt(c, "ASKING"))
+                return -1;
 #define ARG(p, l)                                                                                  \
         do {                                                                                       \
                 w->argv[argc] = (p);                                                               \
@@ -573,8 +582,7 @@ static int append(krib_writer_t *w, redisContext *c, const krib_wop_t *ops, size
 #undef NUM
         }
 #undef ARG
-        redisAppendCommandArgv(c, (int)argc, w->argv, w->argvlen);
-        return 0;
+        return krib_conn_append(c, (int)argc, w->argv, w->argvlen);
 }
 
 /* Names every fenced op's fence key up front; ops whose key cannot carry a
@@ -737,9 +745,9 @@ static long long info_field(const char *info, const char *name) {
 /* One command of a probe: 1 good, 0 bad, -1 not permitted (an ACL without
  * that command; the probe then does without it). */
 static int probe_cmd(krib_writer_t *w, conn_t *c, const char *cmd) {
-        redisReply *r = redisCommand(c->c, cmd);
+        redisReply *r = krib_conn_command(c->c, cmd);
         if (!r) {
-                conn_fail(w, c, c->c->errstr);
+                conn_fail(w, c, krib_conn_errstr(c->c));
                 return 0;
         }
         int ok;
@@ -827,7 +835,7 @@ static int64_t breaker_next_probe_us(const krib_writer_t *w) {
 static void ensure_script(krib_writer_t *w, conn_t *c) {
         if (c->script != 0 || !c->c)
                 return;
-        redisReply *r = redisCommand(c->c, "SCRIPT LOAD %s", krib_fence_script);
+        redisReply *r = krib_conn_command(c->c, "SCRIPT LOAD %s", krib_fence_script);
         c->script = r && r->type == REDIS_REPLY_STRING ? 1 : -1;
         if (r)
                 freeReplyObject(r);
@@ -960,16 +968,12 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                         conn_t *c = &w->conns[ci];
                         if (c->cmd_head < 0)
                                 continue;
-                        int done = 0;
-                        while (!done)
-                                if (redisBufferWrite(c->c, &done) != REDIS_OK)
-                                        break;
-                        if (!done) {
+                        if (krib_conn_flush(c->c)) {
                                 rd.trouble = 1;
                                 for (int32_t x = c->cmd_head; x >= 0; x = w->cmds[x].next)
                                         requeue(w, &rd, &w->order[w->cmds[x].first],
                                                 w->cmds[x].count, -1);
-                                conn_fail(w, c, c->c->errstr);
+                                conn_fail(w, c, krib_conn_errstr(c->c));
                                 c->cmd_head = -1;
                         }
                 }
@@ -988,14 +992,14 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                                 cmd_t *cmd = &w->cmds[x];
                                 redisReply *r = NULL;
                                 if (c->c && cmd->asking) {
-                                        if (redisGetReply(c->c, (void **)&r) == REDIS_OK)
+                                        if (krib_conn_read(c->c, &r) == 0)
                                                 freeReplyObject(r);
                                         else
-                                                conn_fail(w, c, c->c->errstr);
+                                                conn_fail(w, c, krib_conn_errstr(c->c));
                                         r = NULL;
                                 }
-                                if (c->c && redisGetReply(c->c, (void **)&r) != REDIS_OK) {
-                                        conn_fail(w, c, c->c->errstr);
+                                if (c->c && krib_conn_read(c->c, &r) != 0) {
+                                        conn_fail(w, c, krib_conn_errstr(c->c));
                                         r = NULL;
                                 }
                                 if (!r) { /* lost with the connection: unknown, so again */

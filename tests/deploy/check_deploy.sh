@@ -10,6 +10,24 @@ src=$1 krib=$2
 fail=0
 step() { printf '== %s\n' "$*"; }
 
+step "Dockerfile installs every library krib builds with and links to"
+# Build stage: the -dev package of every pkg-config module in CMakeLists.txt.
+build_stage=$(sed -n '/^FROM .* AS build/,/^FROM /p' "$src/Dockerfile")
+runtime_stage=$(sed -n '/^FROM debian:12-slim$/,$p' "$src/Dockerfile")
+for m in $(sed -n 's/^pkg_check_modules([A-Z]* REQUIRED IMPORTED_TARGET \([^)]*\))/\1/p' "$src/CMakeLists.txt"); do
+  [ "$m" = check ] && continue # tests only (KRIB_TESTS=OFF in the image)
+  pkg=$(dpkg -S "$(pkg-config --variable=pcfiledir "$m")/$m.pc" | cut -d: -f1)
+  grep -qw -- "$pkg" <<<"$build_stage" || { echo "Dockerfile build stage lacks $pkg (pkg-config $m)"; fail=1; }
+done
+# Runtime stage: the package of every shared library the binary names (NEEDED).
+for so in $(objdump -p "$krib" | awk '$1 == "NEEDED" {print $2}'); do
+  path=$(ldd "$krib" | awk -v so="$so" '$1 == so {print $3}')
+  pkg=$({ dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null || true; } |
+        cut -d: -f1 | head -n1)
+  case "$pkg" in libc6|"") continue ;; esac
+  grep -qw -- "$pkg" <<<"$runtime_stage" || { echo "Dockerfile runtime stage lacks $pkg ($so)"; fail=1; }
+done
+
 step "docker-compose config"
 (cd "$src" && docker-compose -f docker-compose.yml config -q) || fail=1
 

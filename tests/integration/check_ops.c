@@ -103,15 +103,95 @@ START_TEST(least_privilege_user_with_password_file_and_json_logs) {
 }
 END_TEST
 
+/* Kafka over SASL_SSL with SCRAM-SHA-512 through the librdkafka pass-through
+ * (the broker's SASL_SSL listener of ci/services, its SCRAM user created at
+ * format time); the password comes from a file and never shows. */
+START_TEST(kafka_sasl_ssl_scram) {
+        const long n = 2000;
+        itest_names(&nm, "scram");
+        char redis[64];
+        snprintf(redis, sizeof(redis), "127.0.0.1:%d", itest_standalone_port());
+        itest_create_and_fill(&nm, redis, 3, n, 1, 0);
+        const char *b = getenv("KRIB_PORT_BASE");
+        const char *tls =
+                getenv("KRIB_TLS_DIR") ? getenv("KRIB_TLS_DIR") : KRIB_SOURCE_DIR "/.run/tls";
+        const char *user = getenv("KAFKA_SCRAM_USER") ? getenv("KAFKA_SCRAM_USER") : "krib";
+        const char *pw = getenv("KAFKA_SCRAM_PASSWORD") ? getenv("KAFKA_SCRAM_PASSWORD")
+                                                        : "krib-scram-test-pw";
+        char pwfile[128], e_brokers[96], e_props[600], e_pwf[160], e_nodes[96];
+        snprintf(pwfile, sizeof(pwfile), "/tmp/krib-scram-%d", (int)getpid());
+        FILE *fp = fopen(pwfile, "w");
+        fprintf(fp, "%s\n", pw);
+        fclose(fp);
+        snprintf(e_brokers, sizeof(e_brokers), "KRIB_KAFKA_BROKERS=127.0.0.1:%d",
+                 (b ? atoi(b) : 19000) + 96);
+        snprintf(e_props, sizeof(e_props),
+                 "KRIB_KAFKA_PROPERTIES=security.protocol=SASL_SSL,sasl.mechanisms=SCRAM-SHA-512,"
+                 "sasl.username=%s,ssl.ca.location=%s/ca.crt",
+                 user, tls);
+        snprintf(e_pwf, sizeof(e_pwf), "KRIB_KAFKA_SASL_PASSWORD_FILE=%s", pwfile);
+        snprintf(e_nodes, sizeof(e_nodes), "KRIB_REDIS_NODES=%s", redis);
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             e_brokers,
+                             e_props,
+                             e_pwf,
+                             e_nodes,
+                             "KRIB_REDIS_MODE=standalone",
+                             NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        int caught_up = itest_wait_caught_up(nm.group, nm.topic, 3, 60);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        ck_assert_msg(caught_up == 0, "did not catch up over SASL_SSL (see %s)", nm.log);
+        ck_assert_int_eq(itest_count_keys(&nm, redis, n, 1), 0);
+        const char *secret[] = {pw, NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, secret), 0);
+
+        /* A wrong password: librdkafka's authentication error in the log,
+         * nothing consumed, the password nowhere. */
+        fp = fopen(pwfile, "w");
+        fprintf(fp, "not-%s\n", pw);
+        fclose(fp);
+        itest_names(&nm, "scram-bad");
+        itest_create_and_fill(&nm, redis, 1, 10, 1, 0);
+        const char *env2[] = {nm.env_topic,
+                              nm.env_group,
+                              e_brokers,
+                              e_props,
+                              e_pwf,
+                              e_nodes,
+                              "KRIB_REDIS_MODE=standalone",
+                              NULL};
+        pid = itest_krib_start(env2, nm.log);
+        const char *authfail[] = {"Authentication failed", NULL};
+        for (int i = 0; i < 150 && itest_log_count(nm.log, authfail) < 1; i++)
+                usleep(100000);
+        itest_krib_stop(pid, SIGKILL, 10);
+        ck_assert_msg(itest_log_count(nm.log, authfail) >= 1, "no authentication error in %s",
+                      nm.log);
+        ck_assert_int_eq(itest_log_count(nm.log, secret), 0);
+        ck_assert_int_eq(itest_count_keys(&nm, redis, 10, 1), 10);
+        unlink(pwfile);
+        unlink(nm.log);
+}
+END_TEST
+
 START_TEST(print_config_redacts_secrets) {
         char out[8192];
         char *argv[] = {KRIB_BIN, "--print-config", "-c", KRIB_SOURCE_DIR "/config/krib.conf",
                         NULL};
         setenv("KRIB_REDIS_PASSWORD", "hunter2-visible?", 1);
+        setenv("KRIB_KAFKA_SASL_PASSWORD", "hunter3-visible?", 1);
+        setenv("KRIB_KAFKA_PROPERTIES",
+               "sasl.username=u,sasl.password=hunter4,ssl.key.password=hunter5", 1);
         int rc = itest_run(argv, 10, out, sizeof(out));
         unsetenv("KRIB_REDIS_PASSWORD");
+        unsetenv("KRIB_KAFKA_SASL_PASSWORD");
+        unsetenv("KRIB_KAFKA_PROPERTIES");
         ck_assert_int_eq(rc, 0);
-        ck_assert_ptr_null(strstr(out, "hunter2"));
+        ck_assert_ptr_null(strstr(out, "hunter"));
+        ck_assert_ptr_nonnull(strstr(out, "\"sasl.username=u\""));
+        ck_assert_ptr_nonnull(strstr(out, "\"sasl.password=<redacted>\""));
         ck_assert_ptr_nonnull(strstr(out, "redis.password = \"<redacted>\";"));
 }
 END_TEST
@@ -121,6 +201,10 @@ Suite *make_suite(void) {
         TCase *tc = tcase_create("acl");
         tcase_set_timeout(tc, 180);
         tcase_add_test(tc, least_privilege_user_with_password_file_and_json_logs);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("sasl");
+        tcase_set_timeout(tc, 180);
+        tcase_add_test(tc, kafka_sasl_ssl_scram);
         suite_add_tcase(s, tc);
         tc = tcase_create("cli");
         tcase_add_test(tc, print_config_redacts_secrets);

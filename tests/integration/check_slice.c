@@ -66,8 +66,11 @@ START_TEST(cluster_end_to_end_with_malformed_events) {
         ck_assert_int_eq(itest_log_count(body, keys_m), 1);
         ck_assert_int_eq(itest_log_count(body, up), 1);
         /* Per master: round trips and their times; keys per round trip. */
+        /* Seeds that turned out to be replicas (after a failover test) are
+         * listed too, with no round trips: the three masters have some. */
         const char *nodes_m[] = {"krib_redis_node_round_trips_total{node=\"", NULL};
-        ck_assert_int_eq(itest_log_count(body, nodes_m), 3);
+        const char *idle_m[] = {"krib_redis_node_round_trips_total{node=\"", "} 0", NULL};
+        ck_assert_int_eq(itest_log_count(body, nodes_m) - itest_log_count(body, idle_m), 3);
         const char *sent_m[] = {"krib_redis_keys_per_round_trip_sum 10000", NULL};
         ck_assert_int_eq(itest_log_count(body, sent_m), 1);
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/healthz", body), 200);

@@ -1,0 +1,402 @@
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+
+struct krib_tls {
+        SSL_CTX *ctx;
+        char *server_name;
+        int verify;
+};
+
+struct krib_conn {
+        int fd;
+        SSL *ssl;
+        int64_t io_timeout_ms;
+        redisReader *reader;
+        char *obuf;
+        size_t olen, ocap;
+        char err[160];
+};
+
+static void ssl_err(char *out, size_t size, const char *what) {
+        unsigned long e = ERR_get_error();
+        char buf[120];
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(out, size, "%s: %s", what,
+                 e       ? buf
+                 : errno ? strerror(errno)
+                         : "connection closed by the server");
+        ERR_clear_error();
+}
+
+krib_tls_t *krib_tls_new(const krib_tls_opts_t *o, char *errstr, size_t errstr_size) {
+        krib_tls_t *t = calloc(1, sizeof(*t));
+        if (!t || !(t->ctx = SSL_CTX_new(TLS_client_method()))) {
+                snprintf(errstr, errstr_size, "cannot create a TLS context");
+                free(t);
+                return NULL;
+        }
+        SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+        t->verify = o->verify;
+        if (o->server_name && *o->server_name && !(t->server_name = strdup(o->server_name)))
+                goto fail_oom;
+        if (o->ca_file && *o->ca_file) {
+                if (SSL_CTX_load_verify_locations(t->ctx, o->ca_file, NULL) != 1) {
+                        ssl_err(errstr, errstr_size, o->ca_file);
+                        goto fail;
+                }
+        } else if (SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
+                ssl_err(errstr, errstr_size, "system CA store");
+                goto fail;
+        }
+        if (o->cert_file && *o->cert_file) {
+                if (SSL_CTX_use_certificate_chain_file(t->ctx, o->cert_file) != 1) {
+                        ssl_err(errstr, errstr_size, o->cert_file);
+                        goto fail;
+                }
+                const char *key = o->key_file && *o->key_file ? o->key_file : o->cert_file;
+                if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1 ||
+                    SSL_CTX_check_private_key(t->ctx) != 1) {
+                        ssl_err(errstr, errstr_size, key);
+                        goto fail;
+                }
+        }
+        SSL_CTX_set_verify(t->ctx, o->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+        return t;
+fail_oom:
+        snprintf(errstr, errstr_size, "out of memory");
+fail:
+        krib_tls_destroy(t);
+        return NULL;
+}
+
+void krib_tls_destroy(krib_tls_t *t) {
+        if (!t)
+                return;
+        if (t->ctx)
+                SSL_CTX_free(t->ctx);
+        free(t->server_name);
+        free(t);
+}
+
+/* Waits for events on the socket until deadline; 1 ready, 0 timeout, -1 error. */
+static int wait_fd(int fd, short events, int64_t deadline_us) {
+        for (;;) {
+                int64_t left = deadline_us - krib_clock_mono_us();
+                if (left <= 0)
+                        return 0;
+                struct pollfd p = {fd, events, 0};
+                int r = poll(&p, 1, (int)((left + 999) / 1000));
+                if (r < 0 && errno == EINTR)
+                        continue;
+                return r < 0 ? -1 : r > 0;
+        }
+}
+
+static int tcp_connect(const char *host, int port, int64_t deadline_us, char *err, size_t size) {
+        char ps[16];
+        snprintf(ps, sizeof(ps), "%d", port);
+        struct addrinfo hints, *res = NULL;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        int rc = getaddrinfo(host, ps, &hints, &res);
+        if (rc) {
+                snprintf(err, size, "%s: %s", host, gai_strerror(rc));
+                return -1;
+        }
+        int fd = -1;
+        snprintf(err, size, "no address for %s", host);
+        for (struct addrinfo *a = res; a; a = a->ai_next) {
+                fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                            a->ai_protocol);
+                if (fd < 0)
+                        continue;
+                if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+                        break;
+                if (errno == EINPROGRESS) {
+                        int ready = wait_fd(fd, POLLOUT, deadline_us);
+                        int soerr = 0;
+                        socklen_t l = sizeof(soerr);
+                        if (ready > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) == 0 &&
+                            soerr == 0)
+                                break;
+                        snprintf(err, size, "%s",
+                                 ready == 0 ? "Connection timed out"
+                                            : strerror(soerr ? soerr : errno));
+                } else {
+                        snprintf(err, size, "%s", strerror(errno));
+                }
+                close(fd);
+                fd = -1;
+        }
+        freeaddrinfo(res);
+        if (fd >= 0) {
+                int one = 1;
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        return fd;
+}
+
+static int tls_handshake(krib_conn_t *c, krib_tls_t *t, const char *host, int64_t deadline_us) {
+        if (!(c->ssl = SSL_new(t->ctx)) || SSL_set_fd(c->ssl, c->fd) != 1) {
+                ssl_err(c->err, sizeof(c->err), "TLS");
+                return -1;
+        }
+        const char *name = t->server_name ? t->server_name : host;
+        unsigned char ip[16];
+        int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+        if (!is_ip)
+                SSL_set_tlsext_host_name(c->ssl, name);
+        if (t->verify) {
+                X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+                if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name) != 1
+                          : SSL_set1_host(c->ssl, name) != 1) {
+                        ssl_err(c->err, sizeof(c->err), "TLS server name");
+                        return -1;
+                }
+        }
+        for (;;) {
+                int r = SSL_connect(c->ssl);
+                if (r == 1)
+                        return 0;
+                int e = SSL_get_error(c->ssl, r);
+                short ev = e == SSL_ERROR_WANT_READ    ? POLLIN
+                           : e == SSL_ERROR_WANT_WRITE ? POLLOUT
+                                                       : 0;
+                if (!ev) {
+                        long v = SSL_get_verify_result(c->ssl);
+                        if (v != X509_V_OK)
+                                snprintf(c->err, sizeof(c->err), "TLS handshake: %s",
+                                         X509_verify_cert_error_string(v));
+                        else
+                                ssl_err(c->err, sizeof(c->err), "TLS handshake");
+                        return -1;
+                }
+                if (wait_fd(c->fd, ev, deadline_us) <= 0) {
+                        snprintf(c->err, sizeof(c->err), "TLS handshake timed out");
+                        return -1;
+                }
+        }
+}
+
+krib_conn_t *krib_conn_connect(const char *host, int port, int64_t connect_timeout_ms,
+                               int64_t io_timeout_ms, krib_tls_t *tls, char *errstr,
+                               size_t errstr_size) {
+        krib_conn_t *c = calloc(1, sizeof(*c));
+        if (!c || !(c->reader = redisReaderCreate())) {
+                snprintf(errstr, errstr_size, "out of memory");
+                free(c);
+                return NULL;
+        }
+        c->io_timeout_ms = io_timeout_ms;
+        int64_t deadline = krib_clock_mono_us() + connect_timeout_ms * 1000;
+        c->fd = tcp_connect(host, port, deadline, errstr, errstr_size);
+        if (c->fd < 0) {
+                krib_conn_free(c);
+                return NULL;
+        }
+        if (tls && tls_handshake(c, tls, host, deadline)) {
+                snprintf(errstr, errstr_size, "%s", c->err);
+                krib_conn_free(c);
+                return NULL;
+        }
+        return c;
+}
+
+static int grow_obuf(krib_conn_t *c, size_t more) {
+        if (c->olen + more <= c->ocap)
+                return 0;
+        size_t cap = c->ocap ? c->ocap : 16384;
+        while (cap < c->olen + more)
+                cap *= 2;
+        char *b = realloc(c->obuf, cap);
+        if (!b)
+                return -1;
+        c->obuf = b;
+        c->ocap = cap;
+        return 0;
+}
+
+static int append_raw(krib_conn_t *c, char *cmd, int len) {
+        if (len < 0 || !cmd || grow_obuf(c, (size_t)len)) {
+                free(cmd);
+                snprintf(c->err, sizeof(c->err), "out of memory");
+                return -1;
+        }
+        memcpy(c->obuf + c->olen, cmd, (size_t)len);
+        c->olen += (size_t)len;
+        free(cmd); /* hiredis 0.14 formats into malloc()ed memory */
+        return 0;
+}
+
+int krib_conn_append(krib_conn_t *c, int argc, const char **argv, const size_t *lens) {
+        char *cmd = NULL;
+        int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+        return append_raw(c, cmd, len);
+}
+
+static int append_v(krib_conn_t *c, const char *fmt, va_list ap) {
+        char *cmd = NULL;
+        int len = redisvFormatCommand(&cmd, fmt, ap);
+        return append_raw(c, cmd, len);
+}
+
+int krib_conn_append_fmt(krib_conn_t *c, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        int rc = append_v(c, fmt, ap);
+        va_end(ap);
+        return rc;
+}
+
+static void io_error(krib_conn_t *c, const char *what, int e) {
+        if (!c->err[0])
+                snprintf(c->err, sizeof(c->err), "%s: %s", what, e ? strerror(e) : "failed");
+}
+
+int krib_conn_flush(krib_conn_t *c) {
+        size_t off = 0;
+        int64_t deadline = krib_clock_mono_us() + c->io_timeout_ms * 1000;
+        while (off < c->olen) {
+                ssize_t n;
+                short ev = POLLOUT;
+                if (c->ssl) {
+                        int r = SSL_write(c->ssl, c->obuf + off, (int)(c->olen - off));
+                        if (r > 0)
+                                n = r;
+                        else {
+                                int e = SSL_get_error(c->ssl, r);
+                                if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                                        ssl_err(c->err, sizeof(c->err), "TLS write");
+                                        return -1;
+                                }
+                                ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+                                n = -1;
+                        }
+                } else {
+                        n = send(c->fd, c->obuf + off, c->olen - off, MSG_NOSIGNAL);
+                        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                                io_error(c, "write", errno);
+                                return -1;
+                        }
+                }
+                if (n > 0) {
+                        off += (size_t)n;
+                        deadline = krib_clock_mono_us() + c->io_timeout_ms * 1000;
+                        continue;
+                }
+                if (wait_fd(c->fd, ev, deadline) <= 0) {
+                        snprintf(c->err, sizeof(c->err), "write timed out");
+                        return -1;
+                }
+        }
+        c->olen = 0;
+        return 0;
+}
+
+int krib_conn_read(krib_conn_t *c, redisReply **out) {
+        int64_t deadline = krib_clock_mono_us() + c->io_timeout_ms * 1000;
+        for (;;) {
+                void *r = NULL;
+                if (redisReaderGetReply(c->reader, &r) != REDIS_OK) {
+                        snprintf(c->err, sizeof(c->err), "protocol error: %s", c->reader->errstr);
+                        return -1;
+                }
+                if (r) {
+                        *out = r;
+                        return 0;
+                }
+                char buf[16384];
+                ssize_t n;
+                short ev = POLLIN;
+                if (c->ssl) {
+                        int k = SSL_read(c->ssl, buf, sizeof(buf));
+                        if (k > 0)
+                                n = k;
+                        else {
+                                int e = SSL_get_error(c->ssl, k);
+                                if (e == SSL_ERROR_ZERO_RETURN) {
+                                        snprintf(c->err, sizeof(c->err),
+                                                 "Server closed the connection");
+                                        return -1;
+                                }
+                                if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                                        ssl_err(c->err, sizeof(c->err), "TLS read");
+                                        return -1;
+                                }
+                                ev = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN;
+                                n = -1;
+                        }
+                } else {
+                        n = recv(c->fd, buf, sizeof(buf), 0);
+                        if (n == 0) {
+                                snprintf(c->err, sizeof(c->err), "Server closed the connection");
+                                return -1;
+                        }
+                        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                                io_error(c, "read", errno);
+                                return -1;
+                        }
+                }
+                if (n > 0) {
+                        if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
+                                snprintf(c->err, sizeof(c->err), "protocol error");
+                                return -1;
+                        }
+                        deadline = krib_clock_mono_us() + c->io_timeout_ms * 1000;
+                        continue;
+                }
+                if (wait_fd(c->fd, ev, deadline) <= 0) {
+                        snprintf(c->err, sizeof(c->err), "read timed out");
+                        return -1;
+                }
+        }
+}
+
+redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        int rc = append_v(c, fmt, ap);
+        va_end(ap);
+        redisReply *r = NULL;
+        if (rc || krib_conn_flush(c) || krib_conn_read(c, &r))
+                return NULL;
+        return r;
+}
+
+const char *krib_conn_errstr(const krib_conn_t *c) {
+        return c->err;
+}
+
+void krib_conn_free(krib_conn_t *c) {
+        if (!c)
+                return;
+        if (c->ssl) {
+                SSL_shutdown(c->ssl); /* best effort close_notify; never waits */
+                SSL_free(c->ssl);
+        }
+        if (c->fd >= 0)
+                close(c->fd);
+        if (c->reader)
+                redisReaderFree(c->reader);
+        free(c->obuf);
+        free(c);
+}

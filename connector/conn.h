@@ -1,0 +1,61 @@
+/* conn: one connection to a Redis node, over TCP or TLS (OpenSSL), speaking
+ * RESP through hiredis's protocol layer only.
+ *
+ * hiredis 0.14 formats commands and parses replies well but does its own
+ * socket I/O and has no TLS; krib keeps hiredis's formatter
+ * (redisFormatCommandArgv) and reader (redisReader) and does the I/O here,
+ * so plain and TLS connections share one code path. The socket is
+ * non-blocking; every wait is a poll() bounded by the connect or I/O
+ * timeout, so a blackholed node costs at most one timeout per call.
+ *
+ * Owned by the writer (one per node); not thread-safe.
+ */
+#ifndef KRIB_CONN_H
+#define KRIB_CONN_H
+
+#include <hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct krib_conn krib_conn_t;
+typedef struct krib_tls krib_tls_t;
+
+/* TLS client settings; NULL files mean "not set". verify: check the
+ * server's certificate chain against ca_file (or the system store) and its
+ * name against server_name (or the host connected to). */
+typedef struct {
+        const char *ca_file, *cert_file, *key_file, *server_name;
+        int verify;
+} krib_tls_opts_t;
+
+/* A TLS client context shared by all connections; NULL with errstr on a
+ * bad file or key. */
+krib_tls_t *krib_tls_new(const krib_tls_opts_t *o, char *errstr, size_t errstr_size);
+void krib_tls_destroy(krib_tls_t *t);
+
+/* Connects (and handshakes when tls != NULL) within connect_timeout_ms.
+ * Returns NULL with errstr on failure. */
+krib_conn_t *krib_conn_connect(const char *host, int port, int64_t connect_timeout_ms,
+                               int64_t io_timeout_ms, krib_tls_t *tls, char *errstr,
+                               size_t errstr_size);
+
+/* Queues one command (hiredis formatting); nothing is sent yet. */
+int krib_conn_append(krib_conn_t *c, int argc, const char **argv, const size_t *lens);
+int krib_conn_append_fmt(krib_conn_t *c, const char *fmt, ...);
+
+/* Sends everything queued. 0, or -1 with the connection unusable. */
+int krib_conn_flush(krib_conn_t *c);
+
+/* Reads the next reply (blocking up to the I/O timeout per read). 0 and
+ * *out (free with freeReplyObject), or -1 with the connection unusable. */
+int krib_conn_read(krib_conn_t *c, redisReply **out);
+
+/* Append + flush + read: a synchronous command. NULL on I/O failure. */
+redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...);
+
+/* Why the connection failed ("" while it is fine). */
+const char *krib_conn_errstr(const krib_conn_t *c);
+
+void krib_conn_free(krib_conn_t *c);
+
+#endif
