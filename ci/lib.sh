@@ -3,7 +3,8 @@
 #   KRIB_PORT_BASE=19000 (default) -> Kafka 19092, controller 19093,
 #   Redis Cluster 19100-19105 (bus ports +10000), standalone Redis 19110,
 #   krib metrics 19120 (demo) and 19121 (tests), Prometheus 19130 (demo),
-#   Kafka SASL_SSL/SCRAM listener 19096, TLS Redis Cluster 19161-19163 (plain 19111-19113),
+#   Kafka SASL_SSL/SCRAM listener 19096, PostgreSQL 19054 and Kafka Connect
+#   REST 19083 (Debezium, `ci/services cdc-up`), TLS Redis Cluster 19161-19163 (plain 19111-19113),
 #   Toxiproxy API 19140 with proxies for Redis nodes 19200-19205 and for a
 #   second Kafka listener (proxy 19094 -> broker listener 19095, which
 #   advertises the proxy's port so that clients stay behind the proxy).
@@ -28,6 +29,8 @@ export TLS_CLUSTER_PLAIN_PORTS="$((KRIB_PORT_BASE + 111)) $((KRIB_PORT_BASE + 11
 export KRIB_METRICS_PORT=$((KRIB_PORT_BASE + 120))
 export METRICS_TEST_PORT=$((KRIB_PORT_BASE + 121))
 PROMETHEUS_PORT=$((KRIB_PORT_BASE + 130))
+CDC_LIBS=${KRIB_CDC_LIBS:-$KRIB_ROOT/.cache/cdc/libs}
+export PG_PORT=$((KRIB_PORT_BASE + 54)) CONNECT_PORT=$((KRIB_PORT_BASE + 83))
 TOXIPROXY_BIN=$KRIB_ROOT/.cache/bin/toxiproxy-server
 TOXIPROXY_VERSION=v2.12.0
 export TOXIPROXY_PORT=$((KRIB_PORT_BASE + 140))

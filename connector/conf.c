@@ -1,5 +1,6 @@
 #include "conf.h"
 
+#include "route.h"
 #include "topo.h"
 
 #include <ctype.h>
@@ -257,6 +258,8 @@ oom:
 int krib_conf_init(krib_conf_t *conf) {
         char errstr[256];
         memset(conf, 0, sizeof(*conf));
+        if (!(conf->routes = krib_routes_empty()))
+                return -1;
         for (size_t i = 0; i < ROW_COUNT; i++)
                 if (set_text(conf, &rows[i], rows[i].def, errstr, sizeof(errstr)))
                         return -1;
@@ -276,6 +279,8 @@ void krib_conf_destroy(krib_conf_t *conf) {
         }
         free(conf->source_dir);
         conf->source_dir = NULL;
+        krib_routes_destroy(conf->routes);
+        conf->routes = NULL;
 }
 
 static const row_t *row_find(const char *name) {
@@ -353,6 +358,14 @@ static int walk(krib_conf_t *conf, config_setting_t *group, const char *prefix, 
                 snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
                          config_setting_name(s));
                 const row_t *r = row_find(path);
+                if (!strcmp(path, "routes")) { /* a list of groups: route.c reads it */
+                        krib_routes_t *rs = krib_routes_parse(s, file, errstr, size);
+                        if (!rs)
+                                return -1;
+                        krib_routes_destroy(conf->routes);
+                        conf->routes = rs;
+                        continue;
+                }
                 if (r) {
                         if (set_setting(conf, r, s, file, errstr, size))
                                 return -1;
@@ -495,7 +508,7 @@ static int secret_property(const char *entry) {
 }
 
 int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
-        if (!conf->kafka_topics.n) {
+        if (!conf->kafka_topics.n && !krib_routes_count(conf->routes)) {
                 errf(errstr, errstr_size, "kafka.topics: at least one topic is required");
                 return -1;
         }

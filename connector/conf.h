@@ -67,6 +67,8 @@ typedef struct krib_conf {
         int64_t log_format; /* krib_log_format_t */
         int64_t log_stats_interval_ms;
 
+        struct krib_routes *routes; /* the `routes` list (route.h); never NULL after init */
+
         char *source_dir; /* directory of the config file, for relative paths */
 } krib_conf_t;
 

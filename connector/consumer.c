@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "route.h"
 
 #include <jansson.h>
 
@@ -206,12 +207,22 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
         }
         kc = NULL;
         rd_kafka_poll_set_consumer(c->rk);
+        /* kafka.topics and every route's topics. */
+        char **rt = NULL;
+        size_t nrt = 0;
+        int oom = krib_routes_topics(conf->routes, &rt, &nrt);
         rd_kafka_topic_partition_list_t *topics =
-                rd_kafka_topic_partition_list_new((int)conf->kafka_topics.n);
+                rd_kafka_topic_partition_list_new((int)(conf->kafka_topics.n + nrt));
         for (size_t i = 0; i < conf->kafka_topics.n; i++)
                 rd_kafka_topic_partition_list_add(topics, conf->kafka_topics.v[i],
                                                   RD_KAFKA_PARTITION_UA);
-        rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, topics);
+        for (size_t i = 0; i < nrt; i++) {
+                rd_kafka_topic_partition_list_add(topics, rt[i], RD_KAFKA_PARTITION_UA);
+                free(rt[i]);
+        }
+        free(rt);
+        rd_kafka_resp_err_t err =
+                oom ? RD_KAFKA_RESP_ERR__NOENT : rd_kafka_subscribe(c->rk, topics);
         rd_kafka_topic_partition_list_destroy(topics);
         if (err) {
                 snprintf(errstr, errstr_size, "subscribe failed: %s", rd_kafka_err2str(err));

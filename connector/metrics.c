@@ -60,13 +60,14 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
         const krib_writer_stats_t *w = &s->writer;
 
         family(&o, "krib_events_total", "counter",
-               "Events by outcome: consumed from Kafka, then applied, stale, rejected, failed or "
-               "abandoned.");
+               "Events by outcome: consumed from Kafka, then applied, stale, rejected, failed, "
+               "abandoned or skipped (tombstones and other records with nothing to apply).");
         const struct {
                 const char *k;
                 uint64_t v;
         } ev[] = {{"consumed", p->consumed}, {"applied", p->applied}, {"stale", p->stale},
-                  {"rejected", p->rejected}, {"failed", p->failed},   {"abandoned", p->abandoned}};
+                  {"rejected", p->rejected}, {"failed", p->failed},   {"abandoned", p->abandoned},
+                  {"skipped", p->skipped}};
         for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]); i++)
                 emit(&o, "krib_events_total{outcome=\"%s\"} %" PRIu64 "\n", ev[i].k, ev[i].v);
 

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "offsets.h"
 #include "reorder.h"
+#include "route.h"
 #include "util.h"
 #include "writer.h"
 
@@ -30,6 +31,12 @@ struct krib_pipeline {
         volatile sig_atomic_t *stop;
         krib_consumer_t *consumer;
         krib_schemas_t *decode;
+        /* Route of each topic seen (rd_kafka_topic_t pointers are stable). */
+        struct {
+                const rd_kafka_topic_t *rkt;
+                const krib_route_t *route;
+        } route_cache[64];
+        size_t nroute_cache;
         krib_writer_t *writer;
         krib_offsets_t *offsets;
         krib_reorder_t *reorder;
@@ -333,6 +340,18 @@ static void store_offsets(krib_pipeline_t *p) {
         rd_kafka_topic_partition_list_destroy(list);
 }
 
+static const krib_route_t *route_of(krib_pipeline_t *p, const rd_kafka_topic_t *rkt) {
+        for (size_t i = 0; i < p->nroute_cache; i++)
+                if (p->route_cache[i].rkt == rkt)
+                        return p->route_cache[i].route;
+        const krib_route_t *r = krib_routes_match(p->conf->routes, rd_kafka_topic_name(rkt));
+        if (p->nroute_cache < sizeof(p->route_cache) / sizeof(*p->route_cache)) {
+                p->route_cache[p->nroute_cache].rkt = rkt;
+                p->route_cache[p->nroute_cache++].route = r;
+        }
+        return r;
+}
+
 /* Decodes and orders event i; adds its key operations. Returns -1 on OOM. */
 static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         char err[512];
@@ -343,7 +362,32 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         if (krib_offsets_track(p->offsets, topic, m->partition, m->offset))
                 krib_log_warn("pipeline", "msg=\"offset below one already tracked\" " MSG_FMT,
                               MSG_ARGS(m));
-        if (krib_schemas_decode(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
+        const krib_route_t *route = route_of(p, m->rkt);
+        if (route) {
+                krib_route_info_t info;
+                krib_route_result_t rr =
+                        krib_route_decode(route, topic, m->key, m->key_len, m->payload, m->len, ev,
+                                          &info, err, sizeof(err));
+                if (rr == KRIB_ROUTE_SKIP) {
+                        if (info.op == 't')
+                                krib_log_warn("pipeline",
+                                              "msg=\"truncate: no keys can be derived, nothing "
+                                              "applied\" route=%s " MSG_FMT,
+                                              krib_route_name(route), MSG_ARGS(m));
+                        p->stats.skipped++;
+                        finish(p, m);
+                        return 0;
+                }
+                if (rr == KRIB_ROUTE_ERROR) {
+                        krib_log_error("pipeline",
+                                       "msg=\"rejected event\" stage=route route=%s " MSG_FMT
+                                       " error=\"%s\"",
+                                       krib_route_name(route), MSG_ARGS(m), err);
+                        p->stats.rejected++;
+                        finish(p, m);
+                        return 0;
+                }
+        } else if (krib_schemas_decode(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
                 krib_log_error("pipeline",
                                "msg=\"rejected event\" stage=decode " MSG_FMT " error=\"%s\"",
                                MSG_ARGS(m), err);
@@ -492,15 +536,16 @@ static void log_stats(krib_pipeline_t *p, int force) {
         krib_log_info(
                 "stats",
                 "consumed=%" PRIu64 " applied=%" PRIu64 " stale=%" PRIu64 " rejected=%" PRIu64
-                " failed=%" PRIu64 " abandoned=%" PRIu64 " in_flight=%zu keys_done=%" PRIu64
-                " coalesced=%" PRIu64 " fence_stale=%" PRIu64 " invalidated=%" PRIu64
-                " fence_invalidated=%" PRIu64 " entities=%zu evictions=%" PRIu64
-                " redis_round_trips=%" PRIu64 " redis_commands=%" PRIu64
-                " keys_per_round_trip=%.1f moved=%" PRIu64 " ask=%" PRIu64 " retries=%" PRIu64
-                " reconnects=%" PRIu64 " pauses=%" PRIu64 " rebalances=%lu"
+                " skipped=%" PRIu64 " failed=%" PRIu64 " abandoned=%" PRIu64
+                " in_flight=%zu keys_done=%" PRIu64 " coalesced=%" PRIu64 " fence_stale=%" PRIu64
+                " invalidated=%" PRIu64 " fence_invalidated=%" PRIu64
+                " entities=%zu evictions=%" PRIu64 " redis_round_trips=%" PRIu64
+                " redis_commands=%" PRIu64 " keys_per_round_trip=%.1f moved=%" PRIu64
+                " ask=%" PRIu64 " retries=%" PRIu64 " reconnects=%" PRIu64 " pauses=%" PRIu64
+                " rebalances=%lu"
                 " latency_p50_ms=%" PRId64 " latency_p99_ms=%" PRId64 " latency_max_ms=%" PRId64
                 " poll_ms=%" PRIu64 " write_ms=%" PRIu64 " batches=%" PRIu64,
-                s->consumed, s->applied, s->stale, s->rejected, s->failed, s->abandoned,
+                s->consumed, s->applied, s->stale, s->rejected, s->skipped, s->failed, s->abandoned,
                 krib_offsets_in_flight(p->offsets), s->keys_done, s->coalesced, s->fence_stale,
                 s->invalidated, s->fence_invalidated, r->entities, r->evictions, w->round_trips,
                 w->commands, w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0,

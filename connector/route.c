@@ -1,0 +1,666 @@
+#include "route.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <libconfig.h>
+#include <regex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { SRC_ROW = 0, SRC_KEY = 1, SRC_SOURCE = 2 } field_src_t;
+
+typedef struct {
+        char *text; /* literal text, or the field name */
+        size_t len;
+        int8_t field; /* -1 literal, else field_src_t */
+} part_t;
+
+typedef struct {
+        part_t *parts;
+        size_t n;
+        char *spec;
+} tmpl_t;
+
+typedef enum { VER_LSN = 0, VER_TS = 1, VER_SOURCE_TS = 2, VER_COLUMN = 3, VER_NONE = 4 } ver_t;
+typedef enum { ACT_INVALIDATE = 0, ACT_WRITE_THROUGH = 1 } act_t;
+
+struct krib_route {
+        char *name;
+        char **topics;
+        size_t ntopics;
+        regex_t *res; /* one per ^topic, compiled; NULL slots for plain names */
+        tmpl_t *keys;
+        size_t nkeys;
+        ver_t ver;
+        char *ver_column;
+        char *origin; /* NULL: source.name */
+        act_t act;
+        char **columns;
+        size_t ncolumns;
+        int64_t ttl_ms;
+};
+
+struct krib_routes {
+        krib_route_t *r;
+        size_t n;
+};
+
+static void errf(char *e, size_t n, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e, n, fmt, ap);
+        va_end(ap);
+}
+
+/* ---- templates ---------------------------------------------------------- */
+
+static int tmpl_add(tmpl_t *t, const char *s, size_t len, int field) {
+        part_t *p = realloc(t->parts, (t->n + 1) * sizeof(*p));
+        if (!p)
+                return -1;
+        t->parts = p;
+        if (!(p[t->n].text = strndup(s, len)))
+                return -1;
+        p[t->n].len = len;
+        p[t->n].field = (int8_t)field;
+        t->n++;
+        return 0;
+}
+
+/* Compiles "a${col}b${key.id}$$c". Returns 0, or -1 with why. */
+static int tmpl_compile(tmpl_t *t, const char *spec, char *why, size_t size) {
+        memset(t, 0, sizeof(*t));
+        if (!(t->spec = strdup(spec)))
+                goto oom;
+        char lit[1024];
+        size_t ll = 0;
+        for (const char *p = spec; *p;) {
+                if (p[0] == '$' && p[1] == '$') {
+                        if (ll + 1 >= sizeof(lit))
+                                goto too_long;
+                        lit[ll++] = '$';
+                        p += 2;
+                        continue;
+                }
+                if (p[0] == '$' && p[1] == '{') {
+                        const char *end = strchr(p + 2, '}');
+                        if (!end) {
+                                errf(why, size, "unterminated ${ at offset %zu",
+                                     (size_t)(p - spec));
+                                return -1;
+                        }
+                        const char *name = p + 2;
+                        size_t nl = (size_t)(end - name);
+                        int src = SRC_ROW;
+                        if (nl > 4 && !strncmp(name, "key.", 4)) {
+                                src = SRC_KEY;
+                                name += 4;
+                                nl -= 4;
+                        } else if (nl > 7 && !strncmp(name, "source.", 7)) {
+                                src = SRC_SOURCE;
+                                name += 7;
+                                nl -= 7;
+                        }
+                        if (!nl || memchr(name, '$', nl) || memchr(name, '{', nl)) {
+                                errf(why, size, "bad field name '%.*s'", (int)(end - p - 2), p + 2);
+                                return -1;
+                        }
+                        if ((ll && tmpl_add(t, lit, ll, -1)) || tmpl_add(t, name, nl, src))
+                                goto oom;
+                        ll = 0;
+                        p = end + 1;
+                        continue;
+                }
+                if (p[0] == '$') {
+                        errf(why, size, "'$' at offset %zu starts neither ${field} nor $$",
+                             (size_t)(p - spec));
+                        return -1;
+                }
+                if (ll + 1 >= sizeof(lit))
+                        goto too_long;
+                lit[ll++] = *p++;
+        }
+        if (ll && tmpl_add(t, lit, ll, -1))
+                goto oom;
+        for (size_t i = 0; i < t->n; i++)
+                if (t->parts[i].field >= 0)
+                        return 0;
+        errf(why, size, "names no field: every event would hit the same key");
+        return -1;
+too_long:
+        errf(why, size, "literal text too long");
+        return -1;
+oom:
+        errf(why, size, "out of memory");
+        return -1;
+}
+
+static void tmpl_free(tmpl_t *t) {
+        for (size_t i = 0; i < t->n; i++)
+                free(t->parts[i].text);
+        free(t->parts);
+        free(t->spec);
+}
+
+/* Appends a scalar JSON value as text. Returns bytes written or -1. */
+static int scalar_text(const json_t *v, char *out, size_t size) {
+        switch (json_typeof(v)) {
+        case JSON_STRING:
+                if (json_string_length(v) >= size)
+                        return -1;
+                memcpy(out, json_string_value(v), json_string_length(v));
+                return (int)json_string_length(v);
+        case JSON_INTEGER:
+                return snprintf(out, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        case JSON_REAL:
+                return snprintf(out, size, "%.17g", json_real_value(v));
+        case JSON_TRUE:
+                return snprintf(out, size, "true");
+        case JSON_FALSE:
+                return snprintf(out, size, "false");
+        default:
+                return -1;
+        }
+}
+
+typedef struct {
+        const json_t *row, *key, *source;
+} scope_t;
+
+static int tmpl_render(const tmpl_t *t, const scope_t *sc, char *out, size_t size, size_t *len,
+                       char *why, size_t wsize) {
+        static const char *const src_name[] = {"", "key.", "source."};
+        size_t at = 0;
+        for (size_t i = 0; i < t->n; i++) {
+                const part_t *p = &t->parts[i];
+                if (p->field < 0) {
+                        if (at + p->len >= size)
+                                goto too_long;
+                        memcpy(out + at, p->text, p->len);
+                        at += p->len;
+                        continue;
+                }
+                const json_t *obj = p->field == SRC_ROW   ? sc->row
+                                    : p->field == SRC_KEY ? sc->key
+                                                          : sc->source;
+                const json_t *v = json_is_object(obj) ? json_object_get(obj, p->text) : NULL;
+                if (!v || json_is_null(v)) {
+                        errf(why, wsize, "template '%s': field %s%s is %s", t->spec,
+                             src_name[p->field], p->text, v ? "null" : "missing");
+                        return -1;
+                }
+                int l = scalar_text(v, out + at, size - at);
+                if (l < 0 && !json_is_string(v)) {
+                        errf(why, wsize, "template '%s': field %s%s is not a scalar", t->spec,
+                             src_name[p->field], p->text);
+                        return -1;
+                }
+                if (l < 0 || at + (size_t)l >= size)
+                        goto too_long;
+                at += (size_t)l;
+        }
+        out[at] = '\0';
+        *len = at;
+        return 0;
+too_long:
+        errf(why, wsize, "template '%s': key longer than %zu bytes", t->spec, size - 1);
+        return -1;
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+static int strlist(const config_setting_t *s, char ***out, size_t *n, const char *file,
+                   const char *what, char *errstr, size_t size) {
+        int line = config_setting_source_line(s);
+        if (!config_setting_is_aggregate(s) || config_setting_is_group(s)) {
+                errf(errstr, size, "%s:%d: %s must be a list of strings", file, line, what);
+                return -1;
+        }
+        int len = config_setting_length(s);
+        *out = calloc((size_t)len + 1, sizeof(**out));
+        if (!*out) {
+                errf(errstr, size, "out of memory");
+                return -1;
+        }
+        for (int i = 0; i < len; i++) {
+                const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+                if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+                        errf(errstr, size, "%s:%d: %s: element %d is not a string", file, line,
+                             what, i);
+                        return -1;
+                }
+                if (!((*out)[i] = strdup(config_setting_get_string(e)))) {
+                        errf(errstr, size, "out of memory");
+                        return -1;
+                }
+                (*n)++;
+        }
+        return 0;
+}
+
+static void strv_free(char **v, size_t n) {
+        for (size_t i = 0; v && i < n; i++)
+                free(v[i]);
+        free(v);
+}
+
+static void route_free(krib_route_t *r) {
+        for (size_t i = 0; r->res && i < r->ntopics; i++)
+                if (r->topics[i] && r->topics[i][0] == '^')
+                        regfree(&r->res[i]);
+        free(r->res);
+        strv_free(r->topics, r->ntopics);
+        for (size_t i = 0; i < r->nkeys; i++)
+                tmpl_free(&r->keys[i]);
+        free(r->keys);
+        strv_free(r->columns, r->ncolumns);
+        free(r->name);
+        free(r->ver_column);
+        free(r->origin);
+}
+
+static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index, const char *file,
+                       char *errstr, size_t size) {
+        int gline = config_setting_source_line(g);
+        if (!config_setting_is_group(g)) {
+                errf(errstr, size, "%s:%d: routes[%zu] must be a group { ... }", file, gline,
+                     index);
+                return -1;
+        }
+        static const char *const known[] = {"name",   "topics", "format",  "keys",   "version",
+                                            "origin", "action", "columns", "ttl_ms", NULL};
+        for (int i = 0; i < config_setting_length(g); i++) {
+                const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+                int ok = 0;
+                for (int k = 0; known[k] && !ok; k++)
+                        ok = !strcmp(known[k], config_setting_name(s));
+                if (!ok) {
+                        errf(errstr, size, "%s:%d: routes[%zu]: unknown key '%s'", file,
+                             config_setting_source_line(s), index, config_setting_name(s));
+                        return -1;
+                }
+        }
+        const char *str;
+        char label[64];
+        snprintf(label, sizeof(label), "routes[%zu]", index);
+        r->name = strdup(config_setting_lookup_string(g, "name", &str) ? str : label);
+        const config_setting_t *s = config_setting_get_member(g, "topics");
+        if (!s || !r->name) {
+                errf(errstr, size, "%s:%d: %s: topics is required", file, gline, r->name);
+                return -1;
+        }
+        if (strlist(s, &r->topics, &r->ntopics, file, "topics", errstr, size))
+                return -1;
+        if (!r->ntopics) {
+                errf(errstr, size, "%s:%d: %s: topics is empty", file,
+                     config_setting_source_line(s), r->name);
+                return -1;
+        }
+        if (!(r->res = calloc(r->ntopics, sizeof(*r->res))))
+                return -1;
+        for (size_t i = 0; i < r->ntopics; i++)
+                if (r->topics[i][0] == '^' &&
+                    regcomp(&r->res[i], r->topics[i], REG_EXTENDED | REG_NOSUB)) {
+                        r->topics[i][0] = '~'; /* not compiled: do not regfree */
+                        errf(errstr, size, "%s:%d: %s: bad topic regex '%s'", file,
+                             config_setting_source_line(s), r->name, r->topics[i] + 1);
+                        return -1;
+                }
+        if (config_setting_lookup_string(g, "format", &str) && strcmp(str, "debezium-json")) {
+                errf(errstr, size, "%s:%d: %s: format '%s' is not supported (debezium-json)", file,
+                     config_setting_source_line(config_setting_get_member(g, "format")), r->name,
+                     str);
+                return -1;
+        }
+        s = config_setting_get_member(g, "keys");
+        if (!s) {
+                errf(errstr, size, "%s:%d: %s: keys (templates) is required", file, gline, r->name);
+                return -1;
+        }
+        char **specs = NULL;
+        size_t nspecs = 0;
+        if (strlist(s, &specs, &nspecs, file, "keys", errstr, size)) {
+                strv_free(specs, nspecs);
+                return -1;
+        }
+        if (!nspecs || !(r->keys = calloc(nspecs, sizeof(*r->keys)))) {
+                errf(errstr, size, "%s:%d: %s: keys is empty", file, config_setting_source_line(s),
+                     r->name);
+                strv_free(specs, nspecs);
+                return -1;
+        }
+        for (size_t i = 0; i < nspecs; i++) {
+                char why[256];
+                int rc = tmpl_compile(&r->keys[i], specs[i], why, sizeof(why));
+                r->nkeys = i + 1;
+                if (rc) {
+                        errf(errstr, size, "%s:%d: %s: keys[%zu] '%s': %s", file,
+                             config_setting_source_line(s), r->name, i, specs[i], why);
+                        strv_free(specs, nspecs);
+                        return -1;
+                }
+        }
+        strv_free(specs, nspecs);
+        r->ver = VER_LSN;
+        if (config_setting_lookup_string(g, "version", &str)) {
+                if (!strcmp(str, "source.lsn"))
+                        r->ver = VER_LSN;
+                else if (!strcmp(str, "ts_ms"))
+                        r->ver = VER_TS;
+                else if (!strcmp(str, "source.ts_ms"))
+                        r->ver = VER_SOURCE_TS;
+                else if (!strcmp(str, "none"))
+                        r->ver = VER_NONE;
+                else if (!strncmp(str, "column:", 7) && str[7]) {
+                        r->ver = VER_COLUMN;
+                        r->ver_column = strdup(str + 7);
+                } else {
+                        errf(errstr, size,
+                             "%s:%d: %s: version '%s' is not source.lsn, source.ts_ms, ts_ms, "
+                             "column:<name> or none",
+                             file,
+                             config_setting_source_line(config_setting_get_member(g, "version")),
+                             r->name, str);
+                        return -1;
+                }
+        }
+        if (config_setting_lookup_string(g, "origin", &str) && !(r->origin = strdup(str)))
+                return -1;
+        r->act = ACT_INVALIDATE;
+        if (config_setting_lookup_string(g, "action", &str)) {
+                if (!strcmp(str, "write-through"))
+                        r->act = ACT_WRITE_THROUGH;
+                else if (strcmp(str, "invalidate")) {
+                        errf(errstr, size,
+                             "%s:%d: %s: action '%s' is not invalidate or write-through", file,
+                             config_setting_source_line(config_setting_get_member(g, "action")),
+                             r->name, str);
+                        return -1;
+                }
+        }
+        s = config_setting_get_member(g, "columns");
+        if (s && strlist(s, &r->columns, &r->ncolumns, file, "columns", errstr, size))
+                return -1;
+        long long ttl = 0;
+        if (config_setting_lookup_int64(g, "ttl_ms", &ttl) && ttl < 0) {
+                errf(errstr, size, "%s:%d: %s: ttl_ms must be >= 0", file, gline, r->name);
+                return -1;
+        }
+        r->ttl_ms = ttl;
+        return 0;
+}
+
+krib_routes_t *krib_routes_empty(void) {
+        return calloc(1, sizeof(krib_routes_t));
+}
+
+krib_routes_t *krib_routes_parse(const config_setting_t *list, const char *file, char *errstr,
+                                 size_t errstr_size) {
+        krib_routes_t *rs = krib_routes_empty();
+        if (!rs) {
+                errf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        if (!list)
+                return rs;
+        if (!config_setting_is_list(list) && !config_setting_is_array(list)) {
+                errf(errstr, errstr_size, "%s:%d: routes must be a list ( { ... }, ... )", file,
+                     config_setting_source_line(list));
+                goto fail;
+        }
+        size_t n = (size_t)config_setting_length(list);
+        if (n && !(rs->r = calloc(n, sizeof(*rs->r)))) {
+                errf(errstr, errstr_size, "out of memory");
+                goto fail;
+        }
+        for (size_t i = 0; i < n; i++) {
+                rs->n = i + 1;
+                if (route_parse(&rs->r[i], config_setting_get_elem(list, (unsigned)i), i, file,
+                                errstr, errstr_size))
+                        goto fail;
+        }
+        return rs;
+fail:
+        krib_routes_destroy(rs);
+        return NULL;
+}
+
+size_t krib_routes_count(const krib_routes_t *rs) {
+        return rs ? rs->n : 0;
+}
+
+int krib_routes_topics(const krib_routes_t *rs, char ***out, size_t *n) {
+        for (size_t i = 0; rs && i < rs->n; i++)
+                for (size_t t = 0; t < rs->r[i].ntopics; t++) {
+                        char **v = realloc(*out, (*n + 1) * sizeof(*v));
+                        if (!v)
+                                return -1;
+                        *out = v;
+                        if (!(v[*n] = strdup(rs->r[i].topics[t])))
+                                return -1;
+                        (*n)++;
+                }
+        return 0;
+}
+
+const krib_route_t *krib_routes_match(const krib_routes_t *rs, const char *topic) {
+        for (size_t i = 0; rs && i < rs->n; i++)
+                for (size_t t = 0; t < rs->r[i].ntopics; t++) {
+                        const char *p = rs->r[i].topics[t];
+                        if (p[0] == '^' ? regexec(&rs->r[i].res[t], topic, 0, NULL, 0) == 0
+                                        : !strcmp(p, topic))
+                                return &rs->r[i];
+                }
+        return NULL;
+}
+
+const char *krib_route_name(const krib_route_t *r) {
+        return r->name;
+}
+
+void krib_routes_destroy(krib_routes_t *rs) {
+        if (!rs)
+                return;
+        for (size_t i = 0; i < rs->n; i++)
+                route_free(&rs->r[i]);
+        free(rs->r);
+        free(rs);
+}
+
+/* ---- Debezium JSON ------------------------------------------------------ */
+
+/* Converter output with schemas.enable=true wraps the record. */
+static json_t *unwrap(json_t *root) {
+        json_t *payload = json_object_get(root, "payload");
+        if (json_is_object(root) && json_object_get(root, "schema") && payload)
+                return payload;
+        return root;
+}
+
+static int int_of(const json_t *v, int64_t *out) {
+        if (json_is_integer(v)) {
+                *out = json_integer_value(v);
+                return 0;
+        }
+        if (json_is_string(v)) { /* decimal strings (some converters) */
+                char *end;
+                long long x = strtoll(json_string_value(v), &end, 10);
+                if (*json_string_value(v) && !*end) {
+                        *out = x;
+                        return 0;
+                }
+        }
+        return -1;
+}
+
+krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, const void *key,
+                                      size_t key_len, const void *value, size_t value_len,
+                                      krib_event_t *ev, krib_route_info_t *info, char *errstr,
+                                      size_t errstr_size) {
+        info->op = 0;
+        if (!value || !value_len)
+                return KRIB_ROUTE_SKIP; /* tombstone after a delete */
+        json_error_t je;
+        json_t *root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &je);
+        json_t *kroot = NULL;
+        krib_route_result_t rc = KRIB_ROUTE_ERROR;
+        if (!root) {
+                errf(errstr, errstr_size, "value is not JSON: %s (column %d)", je.text, je.column);
+                return KRIB_ROUTE_ERROR;
+        }
+        json_t *env = unwrap(root);
+        const char *op = json_string_value(json_object_get(env, "op"));
+        json_t *source = json_object_get(env, "source");
+        if (!json_is_object(env) || !op || !op[0] || op[1]) {
+                errf(errstr, errstr_size, "not a Debezium change event (no op)");
+                goto done;
+        }
+        info->op = op[0];
+        json_t *row;
+        switch (op[0]) {
+        case 'c':
+        case 'u':
+        case 'r':
+                row = json_object_get(env, "after");
+                break;
+        case 'd':
+                row = json_object_get(env, "before");
+                break;
+        case 't':
+        case 'm':
+                rc = KRIB_ROUTE_SKIP;
+                goto done;
+        default:
+                errf(errstr, errstr_size, "unknown Debezium op '%s'", op);
+                goto done;
+        }
+        if (!json_is_object(row)) {
+                errf(errstr, errstr_size, "op '%c' without a%s row", op[0],
+                     op[0] == 'd' ? " before" : "n after");
+                goto done;
+        }
+        if (key && key_len) {
+                kroot = json_loadb(key, key_len, 0, &je);
+                if (!kroot) {
+                        errf(errstr, errstr_size, "key is not JSON: %s", je.text);
+                        goto done;
+                }
+        }
+        json_t *kobj = kroot ? unwrap(kroot) : NULL;
+        scope_t sc = {row, kobj, source};
+
+        /* Keys from the templates. */
+        char buf[4096];
+        ev->keys = krib_event_alloc(ev, r->nkeys * sizeof(krib_str_t));
+        if (!ev->keys)
+                goto oom;
+        for (size_t i = 0; i < r->nkeys; i++) {
+                size_t len;
+                if (tmpl_render(&r->keys[i], &sc, buf, sizeof(buf), &len, errstr, errstr_size))
+                        goto done;
+                if (krib_event_strdup(ev, &ev->keys[i], buf, len))
+                        goto oom;
+        }
+        ev->key_count = r->nkeys;
+
+        /* Entity: the table and the primary key (the Kafka key), else the first key. */
+        const char *schema = json_string_value(json_object_get(source, "schema"));
+        const char *table = json_string_value(json_object_get(source, "table"));
+        char *kjson = kobj ? json_dumps(kobj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        int el = kjson ? snprintf(buf, sizeof(buf), "%s.%s/%s", schema ? schema : "",
+                                  table ? table : topic, kjson)
+                       : snprintf(buf, sizeof(buf), "%s", ev->keys[0].s);
+        free(kjson);
+        if (el < 0 || (size_t)el >= sizeof(buf) ||
+            krib_event_strdup(ev, &ev->entity, buf, (size_t)el))
+                goto oom;
+
+        /* Version. */
+        int64_t counter = 0;
+        int have = 1;
+        switch (r->ver) {
+        case VER_LSN:
+                have = !int_of(json_object_get(source, "lsn"), &counter);
+                break;
+        case VER_TS:
+                have = !int_of(json_object_get(env, "ts_ms"), &counter);
+                break;
+        case VER_SOURCE_TS:
+                have = !int_of(json_object_get(source, "ts_ms"), &counter);
+                break;
+        case VER_COLUMN:
+                have = !int_of(json_object_get(row, r->ver_column), &counter);
+                break;
+        case VER_NONE:
+                break;
+        }
+        if (!have) {
+                errf(errstr, errstr_size, "version %s: no integer there",
+                     r->ver == VER_LSN         ? "source.lsn"
+                     : r->ver == VER_TS        ? "ts_ms"
+                     : r->ver == VER_SOURCE_TS ? "source.ts_ms"
+                                               : r->ver_column);
+                goto done;
+        }
+        if (r->ver != VER_NONE) {
+                const char *origin =
+                        r->origin ? r->origin : json_string_value(json_object_get(source, "name"));
+                if (!origin)
+                        origin = topic;
+                ev->version = krib_event_alloc(ev, sizeof(krib_vv_entry_t));
+                if (!ev->version ||
+                    krib_event_strdup(ev, &ev->version[0].origin, origin, strlen(origin)))
+                        goto oom;
+                ev->version[0].counter = counter;
+                ev->version_count = 1;
+        }
+
+        /* Commit time in the database: end-to-end latency counts from there. */
+        int64_t ts = 0;
+        if (!int_of(json_object_get(source, "ts_ms"), &ts) ||
+            !int_of(json_object_get(env, "ts_ms"), &ts))
+                ev->ts_ms = ts;
+
+        ev->action = KRIB_ACTION_DELETE;
+        ev->ttl_ms = -1;
+        if (r->act == ACT_WRITE_THROUGH && op[0] != 'd') {
+                json_t *out = json_object();
+                if (!out)
+                        goto oom;
+                if (r->ncolumns) {
+                        for (size_t i = 0; i < r->ncolumns; i++) {
+                                json_t *v = json_object_get(row, r->columns[i]);
+                                if (!v) {
+                                        json_decref(out);
+                                        errf(errstr, errstr_size, "column %s is missing",
+                                             r->columns[i]);
+                                        goto done;
+                                }
+                                json_object_set(out, r->columns[i], v);
+                        }
+                } else {
+                        json_object_update(out, row);
+                }
+                char *text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                json_decref(out);
+                if (!text || krib_event_strdup(ev, &ev->value, text, strlen(text))) {
+                        free(text);
+                        goto oom;
+                }
+                free(text);
+                ev->action = KRIB_ACTION_UPSERT;
+                ev->ttl_ms = r->ttl_ms > 0 ? r->ttl_ms : -1;
+        }
+        rc = KRIB_ROUTE_OK;
+        goto done;
+oom:
+        errf(errstr, errstr_size, "out of memory");
+        rc = KRIB_ROUTE_ERROR;
+done:
+        json_decref(root);
+        if (kroot)
+                json_decref(kroot);
+        return rc;
+}

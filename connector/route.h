@@ -1,0 +1,71 @@
+/* route: CDC records to cache work, by configuration (the `routes` list).
+ *
+ * A route names topics (names or ^regex), the record format, key templates
+ * over the row (`user:{${id}}:profile`), where the version comes from, and
+ * the action. Debezium's JSON envelope (with or without `schemas.enable`) is
+ * turned into a krib_event_t the rest of the pipeline already understands:
+ *
+ *   op c/u/r  row = after       invalidate: DELETE of the keys
+ *                               write-through: UPSERT, value = JSON of columns
+ *   op d      row = before      DELETE of the keys (either action)
+ *   tombstone (null value)      nothing to do (compaction marker)
+ *   op t (truncate), op m       nothing krib can key: reported, not applied
+ *
+ * Templates: `${col}` a column of the row, `${key.col}` a field of the Kafka
+ * key (Debezium's primary-key record), `${source.x}` a field of the
+ * envelope's source block, `$$` a dollar sign. They are compiled at start-up;
+ * errors name the config file and line. Pure (no I/O) apart from reading its
+ * configuration.
+ */
+#ifndef KRIB_ROUTE_H
+#define KRIB_ROUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+struct config_setting_t;
+
+typedef struct krib_routes krib_routes_t;
+typedef struct krib_route krib_route_t;
+
+typedef enum {
+        KRIB_ROUTE_OK = 0,
+        KRIB_ROUTE_SKIP = 1,  /* nothing to apply (tombstone, truncate, message) */
+        KRIB_ROUTE_ERROR = 2, /* dead letter: errstr says why */
+} krib_route_result_t;
+
+/* Parses the `routes` list of a libconfig file (setting may be NULL: no
+ * routes). Returns NULL with "file:line: ..." in errstr. */
+krib_routes_t *krib_routes_parse(const struct config_setting_t *list, const char *file,
+                                 char *errstr, size_t errstr_size);
+
+/* No routes at all. */
+krib_routes_t *krib_routes_empty(void);
+
+size_t krib_routes_count(const krib_routes_t *rs);
+
+/* Adds every route's topic patterns to out (strdup'ed strings, *n grown);
+ * the consumer subscribes to them besides kafka.topics. */
+int krib_routes_topics(const krib_routes_t *rs, char ***out, size_t *n);
+
+/* The route for a topic, or NULL (krib's own Avro event format). */
+const krib_route_t *krib_routes_match(const krib_routes_t *rs, const char *topic);
+
+const char *krib_route_name(const krib_route_t *r);
+
+/* What happened to a record, besides the event: the Debezium op. */
+typedef struct {
+        char op; /* 'c' 'u' 'd' 'r' 't' 'm', 0 for a tombstone */
+} krib_route_info_t;
+
+/* Decodes one record (key/value may be NULL) into ev via route r. */
+krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, const void *key,
+                                      size_t key_len, const void *value, size_t value_len,
+                                      krib_event_t *ev, krib_route_info_t *info, char *errstr,
+                                      size_t errstr_size);
+
+void krib_routes_destroy(krib_routes_t *rs);
+
+#endif

@@ -1,0 +1,281 @@
+/* route: config parsing (errors with file:line), topic matching, and
+ * Debezium JSON envelopes (with and without schemas) to events. */
+#include <libconfig.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check_main.h"
+#include "event.h"
+#include "route.h"
+
+static krib_routes_t *parse(const char *text, char *err, size_t size) {
+        config_t cfg;
+        config_init(&cfg);
+        if (!config_read_string(&cfg, text)) {
+                snprintf(err, size, "libconfig: %s line %d", config_error_text(&cfg),
+                         config_error_line(&cfg));
+                config_destroy(&cfg);
+                return NULL;
+        }
+        krib_routes_t *rs =
+                krib_routes_parse(config_lookup(&cfg, "routes"), "krib.conf", err, size);
+        config_destroy(&cfg);
+        return rs;
+}
+
+static const char *ROUTES =
+        "routes = (\n"
+        "  { name = \"users\"; topics = [ \"pg.public.users\" ];\n"
+        "    keys = [ \"user:{${id}}:profile\", \"email:${email}\", "
+        "\"t:${source.table}:${key.id}\" ];\n"
+        "    version = \"source.lsn\"; },\n"
+        "  { name = \"cards\"; topics = [ \"^pg[.]public[.]card_[0-9]+$\" ];\n"
+        "    keys = [ \"card:${id}\" ]; action = \"write-through\"; columns = [ \"name\", "
+        "\"email\" ];\n"
+        "    version = \"column:version\"; ttl_ms = 60000; origin = \"db1\"; }\n"
+        ");\n";
+
+static const char *ROW = "{\"id\":7,\"name\":\"Ann\",\"email\":\"ann@example.com\",\"version\":12}";
+
+static char *envelope(const char *op, const char *before, const char *after, int schemas) {
+        static char buf[4096];
+        char inner[3000];
+        snprintf(inner, sizeof(inner),
+                 "{\"before\":%s,\"after\":%s,\"source\":{\"version\":\"3.6.1.Final\","
+                 "\"connector\":\"postgresql\",\"name\":\"pgjson\",\"ts_ms\":1700000000000,"
+                 "\"snapshot\":\"false\",\"db\":\"krib\",\"schema\":\"public\",\"table\":\"users\","
+                 "\"txId\":770,\"lsn\":24023128,\"xmin\":null},\"transaction\":null,\"op\":\"%s\","
+                 "\"ts_ms\":1700000000100}",
+                 before, after, op);
+        if (schemas)
+                snprintf(buf, sizeof(buf),
+                         "{\"schema\":{\"type\":\"struct\",\"optional\":false,\"name\":"
+                         "\"pg.public.users.Envelope\"},\"payload\":%s}",
+                         inner);
+        else
+                snprintf(buf, sizeof(buf), "%s", inner);
+        return buf;
+}
+
+static krib_routes_t *rs;
+static krib_event_t ev;
+
+static void setup(void) {
+        char err[256];
+        rs = parse(ROUTES, err, sizeof(err));
+        ck_assert_msg(rs != NULL, "%s", err);
+        memset(&ev, 0, sizeof(ev));
+        krib_event_reset(&ev);
+}
+
+static void teardown(void) {
+        krib_routes_destroy(rs);
+        krib_event_destroy(&ev);
+}
+
+static krib_route_result_t decode(const char *topic, const char *key, const char *value,
+                                  krib_route_info_t *info, char *err, size_t size) {
+        krib_event_reset(&ev);
+        const krib_route_t *r = krib_routes_match(rs, topic);
+        ck_assert_ptr_nonnull(r);
+        return krib_route_decode(r, topic, key, key ? strlen(key) : 0, value,
+                                 value ? strlen(value) : 0, &ev, info, err, size);
+}
+
+START_TEST(topics_match_by_name_and_regex) {
+        ck_assert_str_eq(krib_route_name(krib_routes_match(rs, "pg.public.users")), "users");
+        ck_assert_str_eq(krib_route_name(krib_routes_match(rs, "pg.public.card_12")), "cards");
+        ck_assert_ptr_null(krib_routes_match(rs, "pg.public.card_x"));
+        ck_assert_ptr_null(krib_routes_match(rs, "pg.public.users2"));
+        char **t = NULL;
+        size_t n = 0;
+        ck_assert_int_eq(krib_routes_topics(rs, &t, &n), 0);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_str_eq(t[1], "^pg[.]public[.]card_[0-9]+$");
+        for (size_t i = 0; i < n; i++)
+                free(t[i]);
+        free(t);
+}
+END_TEST
+
+START_TEST(insert_becomes_an_invalidation_of_every_template) {
+        char err[256];
+        krib_route_info_t info;
+        for (int schemas = 0; schemas < 2; schemas++) {
+                const char *key =
+                        schemas ? "{\"schema\":{\"type\":\"struct\"},\"payload\":{\"id\":7}}"
+                                : "{\"id\":7}";
+                ck_assert_int_eq(decode("pg.public.users", key, envelope("c", "null", ROW, schemas),
+                                        &info, err, sizeof(err)),
+                                 KRIB_ROUTE_OK);
+                ck_assert_int_eq(info.op, 'c');
+                ck_assert_int_eq(ev.action, KRIB_ACTION_DELETE);
+                ck_assert_uint_eq(ev.key_count, 3);
+                ck_assert_str_eq(ev.keys[0].s, "user:{7}:profile");
+                ck_assert_str_eq(ev.keys[1].s, "email:ann@example.com");
+                ck_assert_str_eq(ev.keys[2].s, "t:users:7");
+                ck_assert_str_eq(ev.entity.s, "public.users/{\"id\":7}");
+                ck_assert_uint_eq(ev.version_count, 1);
+                ck_assert_str_eq(ev.version[0].origin.s, "pgjson");
+                ck_assert_int_eq(ev.version[0].counter, 24023128);
+                ck_assert_int_eq(ev.ts_ms, 1700000000000); /* commit time */
+        }
+}
+END_TEST
+
+START_TEST(delete_takes_fields_from_before) {
+        char err[256];
+        krib_route_info_t info;
+        ck_assert_int_eq(decode("pg.public.users", "{\"id\":7}", envelope("d", ROW, "null", 0),
+                                &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_int_eq(info.op, 'd');
+        ck_assert_str_eq(ev.keys[0].s, "user:{7}:profile");
+        ck_assert_int_eq(ev.action, KRIB_ACTION_DELETE);
+}
+END_TEST
+
+START_TEST(write_through_selects_columns_and_ttl) {
+        char err[256];
+        krib_route_info_t info;
+        ck_assert_int_eq(decode("pg.public.card_1", "{\"id\":7}", envelope("u", ROW, ROW, 0), &info,
+                                err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_int_eq(ev.action, KRIB_ACTION_UPSERT);
+        ck_assert_str_eq(ev.value.s, "{\"name\":\"Ann\",\"email\":\"ann@example.com\"}");
+        ck_assert_int_eq(ev.ttl_ms, 60000);
+        ck_assert_str_eq(ev.version[0].origin.s, "db1");
+        ck_assert_int_eq(ev.version[0].counter, 12); /* column:version */
+        /* A delete on a write-through route removes the key. */
+        ck_assert_int_eq(decode("pg.public.card_1", "{\"id\":7}", envelope("d", ROW, "null", 0),
+                                &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_int_eq(ev.action, KRIB_ACTION_DELETE);
+        ck_assert_ptr_null(ev.value.s);
+}
+END_TEST
+
+START_TEST(tombstones_and_truncates_are_skipped) {
+        char err[256];
+        krib_route_info_t info;
+        ck_assert_int_eq(decode("pg.public.users", "{\"id\":7}", NULL, &info, err, sizeof(err)),
+                         KRIB_ROUTE_SKIP);
+        ck_assert_int_eq(info.op, 0);
+        ck_assert_int_eq(decode("pg.public.users", NULL, envelope("t", "null", "null", 0), &info,
+                                err, sizeof(err)),
+                         KRIB_ROUTE_SKIP);
+        ck_assert_int_eq(info.op, 't');
+}
+END_TEST
+
+START_TEST(bad_records_say_why) {
+        char err[256];
+        krib_route_info_t info;
+        static const struct {
+                const char *value, *why;
+        } cases[] = {
+                {"not json", "value is not JSON"},
+                {"{\"after\":{}}", "not a Debezium change event"},
+                {"{\"op\":\"x\",\"after\":{}}", "unknown Debezium op"},
+                {"{\"op\":\"c\",\"after\":null}", "without an after row"},
+                {"{\"op\":\"c\",\"after\":{\"id\":1},\"source\":{\"lsn\":5}}",
+                 "field email is missing"},
+                {"{\"op\":\"c\",\"after\":{\"id\":1,\"email\":null},\"source\":{\"lsn\":5}}",
+                 "field email is null"},
+                {"{\"op\":\"c\",\"after\":{\"id\":{\"a\":1},\"email\":\"e\"}}", "not a scalar"},
+                {"{\"op\":\"c\",\"after\":{\"id\":1,\"email\":\"e\"},\"source\":{\"table\":\"u\"}}",
+                 "version source.lsn: no integer"},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+                ck_assert_int_eq(decode("pg.public.users", "{\"id\":1}", cases[i].value, &info, err,
+                                        sizeof(err)),
+                                 KRIB_ROUTE_ERROR);
+                ck_assert_msg(strstr(err, cases[i].why) != NULL, "%s: got '%s'", cases[i].value,
+                              err);
+        }
+        /* A key longer than the 4 KiB limit is refused, not cut. */
+        char *big = malloc(6000), *row = malloc(6200);
+        memset(big, 'x', 5000);
+        big[5000] = '\0';
+        snprintf(row, 6200,
+                 "{\"op\":\"c\",\"after\":{\"id\":\"%s\",\"email\":\"e\"},\"source\":{\"lsn\":1}}",
+                 big);
+        ck_assert_int_eq(decode("pg.public.users", NULL, row, &info, err, sizeof(err)),
+                         KRIB_ROUTE_ERROR);
+        ck_assert_ptr_nonnull(strstr(err, "longer than"));
+        free(big);
+        free(row);
+}
+END_TEST
+
+START_TEST(config_errors_name_file_and_line) {
+        static const struct {
+                const char *text, *want;
+        } cases[] = {
+                {"routes = ( { topics = [\"t\"]; keys = [\"k:${id\"]; } );", "krib.conf:1: "
+                                                                             "routes[0]: keys[0] "
+                                                                             "'k:${id': "
+                                                                             "unterminated ${"},
+                {"routes = (\n { topics = [\"t\"];\n keys = [\"constant\"]; } );",
+                 "krib.conf:3: routes[0]: keys[0] 'constant': names no field"},
+                {"routes = ( { topics = [\"t\"]; keys = [\"a$b${id}\"]; } );", "starts neither"},
+                {"routes = ( { topics = [\"t\"]; keys = [\"${}\"]; } );", "bad field name"},
+                {"routes = (\n { name = \"x\"; topics = [\"t\"]; keys = [\"${id}\"];\n  colour = "
+                 "1; } );",
+                 "krib.conf:3: routes[0]: unknown key 'colour'"},
+                {"routes = ( { topics = [\"t\"]; keys = [\"${id}\"]; version = \"lsn\"; } );",
+                 "version 'lsn' is not"},
+                {"routes = ( { topics = [\"t\"]; keys = [\"${id}\"]; action = \"drop\"; } );",
+                 "action 'drop'"},
+                {"routes = ( { topics = [\"^(\"]; keys = [\"${id}\"]; } );", "bad topic regex"},
+                {"routes = ( { keys = [\"${id}\"]; } );", "topics is required"},
+                {"routes = ( { topics = [\"t\"]; } );", "keys (templates) is required"},
+                {"routes = ( { topics = [\"t\"]; keys = [\"${id}\"]; format = \"xml\"; } );",
+                 "format 'xml' is not supported"},
+                {"routes = \"users\";", "routes must be a list"},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+                char err[512] = "";
+                krib_routes_t *r = parse(cases[i].text, err, sizeof(err));
+                ck_assert_msg(r == NULL, "accepted: %s", cases[i].text);
+                ck_assert_msg(strstr(err, cases[i].want) != NULL, "%s: got '%s'", cases[i].text,
+                              err);
+        }
+}
+END_TEST
+
+START_TEST(dollars_escape) {
+        char err[256];
+        krib_routes_t *r = parse("routes = ( { topics = [\"t\"]; keys = [\"$$${id}$$\"]; "
+                                 "version = \"none\"; } );",
+                                 err, sizeof(err));
+        ck_assert_msg(r != NULL, "%s", err);
+        krib_route_info_t info;
+        krib_event_reset(&ev);
+        const char *v = "{\"op\":\"c\",\"after\":{\"id\":3}}";
+        ck_assert_int_eq(krib_route_decode(krib_routes_match(r, "t"), "t", NULL, 0, v, strlen(v),
+                                           &ev, &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_str_eq(ev.keys[0].s, "$3$");
+        ck_assert_uint_eq(ev.version_count, 0);
+        ck_assert_str_eq(ev.entity.s, "$3$"); /* no Kafka key: the first key */
+        krib_routes_destroy(r);
+}
+END_TEST
+
+Suite *make_suite(void) {
+        Suite *s = suite_create("route");
+        TCase *tc = tcase_create("debezium");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, topics_match_by_name_and_regex);
+        tcase_add_test(tc, insert_becomes_an_invalidation_of_every_template);
+        tcase_add_test(tc, delete_takes_fields_from_before);
+        tcase_add_test(tc, write_through_selects_columns_and_ttl);
+        tcase_add_test(tc, tombstones_and_truncates_are_skipped);
+        tcase_add_test(tc, bad_records_say_why);
+        tcase_add_test(tc, config_errors_name_file_and_line);
+        tcase_add_test(tc, dollars_escape);
+        suite_add_tcase(s, tc);
+        return s;
+}
