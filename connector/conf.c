@@ -114,6 +114,11 @@ static const row_t rows[] = {
          0},
         {"redis.tls_verify", T_BOOL, F(redis_tls_verify), "true", 0, 0, NULL,
          "Verify the server's certificate chain and name. Turn off only to debug.", 0},
+        {"dlq.topic", T_STR, F(dlq_topic), "", 0, 0, NULL,
+         "Dead-letter topic for records krib cannot apply (undecodable, template failures, keys "
+         "Redis refuses for good), with Kafka Connect's __connect.errors.* headers; the offset "
+         "moves only after the broker acknowledged the copy. Empty: log and skip them.",
+         0},
         {"decode.format", T_ENUM, F(decode_format), "auto", 0, 0, formats,
          "Wire format of event values: avro-raw (Avro binary in decode.schema_file), "
          "avro-single-object (0xC3 0x01 + schema fingerprint + Avro), or auto (either, by the "

@@ -60,6 +60,8 @@ typedef struct krib_conf {
         int64_t pipeline_shutdown_timeout_ms;
         int64_t reorder_max_entities;
 
+        char *dlq_topic; /* "" : no dead-letter topic */
+
         char *metrics_address;
         int64_t metrics_port; /* 0: no HTTP server */
 

@@ -61,13 +61,15 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
 
         family(&o, "krib_events_total", "counter",
                "Events by outcome: consumed from Kafka, then applied, stale, rejected, failed, "
-               "abandoned or skipped (tombstones and other records with nothing to apply).");
+               "abandoned, skipped (tombstones and other records with nothing to apply) or "
+               "dead_lettered (copied to the dead-letter topic).");
         const struct {
                 const char *k;
                 uint64_t v;
-        } ev[] = {{"consumed", p->consumed}, {"applied", p->applied}, {"stale", p->stale},
-                  {"rejected", p->rejected}, {"failed", p->failed},   {"abandoned", p->abandoned},
-                  {"skipped", p->skipped}};
+        } ev[] = {{"consumed", p->consumed}, {"applied", p->applied},
+                  {"stale", p->stale},       {"rejected", p->rejected},
+                  {"failed", p->failed},     {"abandoned", p->abandoned},
+                  {"skipped", p->skipped},   {"dead_lettered", p->dead_lettered}};
         for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]); i++)
                 emit(&o, "krib_events_total{outcome=\"%s\"} %" PRIu64 "\n", ev[i].k, ev[i].v);
 

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "offsets.h"
+#include "dlq.h"
 #include "reorder.h"
 #include "route.h"
 #include "util.h"
@@ -24,13 +25,15 @@ typedef struct {
         int32_t next;
 } link_t;
 
-enum { EV_DONE = 0, EV_LIVE = 1, EV_FAILED = 2, EV_PENDING = 3 };
+enum { EV_DONE = 0, EV_LIVE = 1, EV_FAILED = 2, EV_PENDING = 3, EV_DLQ = 4 };
 
 struct krib_pipeline {
         const krib_conf_t *conf;
         volatile sig_atomic_t *stop;
         krib_consumer_t *consumer;
         krib_schemas_t *decode;
+        krib_dlq_t *dlq; /* NULL: rejected events are logged and skipped */
+        int64_t dlq_wait_from_us;
         /* Route of each topic seen (rd_kafka_topic_t pointers are stable). */
         struct {
                 const rd_kafka_topic_t *rkt;
@@ -247,6 +250,8 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
                 goto fail;
         krib_writer_set_stop(p->writer, stop, conf->pipeline_shutdown_timeout_ms);
         krib_writer_set_tick(p->writer, on_writer_tick, p);
+        if (*conf->dlq_topic && !(p->dlq = krib_dlq_new(conf, errstr, errstr_size)))
+                goto fail;
         char sub[256];
         if (krib_writer_refresh(p->writer, sub, sizeof(sub)))
                 krib_log_warn("pipeline",
@@ -352,6 +357,36 @@ static const krib_route_t *route_of(krib_pipeline_t *p, const rd_kafka_topic_t *
         return r;
 }
 
+/* An event krib cannot apply: copied to the dead-letter topic when one is
+ * set (finished once the broker acknowledged the copy), else logged and
+ * finished. Returns -1 when it cannot even be queued. */
+static int reject(krib_pipeline_t *p, size_t i, const char *stage, const char *cls,
+                  const char *why) {
+        rd_kafka_message_t *m = p->msgs[i];
+        krib_log_error("pipeline",
+                       "msg=\"rejected event\" stage=%s class=%s " MSG_FMT " error=\"%s\"%s", stage,
+                       cls, MSG_ARGS(m), why, p->dlq ? " dead_letter=yes" : "");
+        if (p->dlq) {
+                if (krib_dlq_add(p->dlq, m, stage, cls, why))
+                        return -1;
+                p->ev_state[i] = EV_DLQ;
+                return 0;
+        }
+        p->stats.rejected++;
+        finish(p, m);
+        return 0;
+}
+
+/* The dead-letter tick: a short flush is routine; a long one means Kafka
+ * is failing and gets the writer's treatment (paused, consumer served). */
+static void on_dlq_tick(void *opaque) {
+        krib_pipeline_t *p = opaque;
+        if (krib_clock_mono_us() - p->dlq_wait_from_us > 1000000)
+                on_writer_tick(p);
+        else if (p->consumer)
+                publish(p, 0);
+}
+
 /* Decodes and orders event i; adds its key operations. Returns -1 on OOM. */
 static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         char err[512];
@@ -378,33 +413,14 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
                         finish(p, m);
                         return 0;
                 }
-                if (rr == KRIB_ROUTE_ERROR) {
-                        krib_log_error("pipeline",
-                                       "msg=\"rejected event\" stage=route route=%s " MSG_FMT
-                                       " error=\"%s\"",
-                                       krib_route_name(route), MSG_ARGS(m), err);
-                        p->stats.rejected++;
-                        finish(p, m);
-                        return 0;
-                }
+                if (rr == KRIB_ROUTE_ERROR)
+                        return reject(p, i, "route", "krib.RouteError", err);
         } else if (krib_schemas_decode(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
-                krib_log_error("pipeline",
-                               "msg=\"rejected event\" stage=decode " MSG_FMT " error=\"%s\"",
-                               MSG_ARGS(m), err);
-                p->stats.rejected++;
-                finish(p, m);
-                return 0;
+                return reject(p, i, "decode", "krib.DecodeError", err);
         }
-        if (ev->action == KRIB_ACTION_TAG) {
-                krib_log_error("pipeline",
-                               "msg=\"rejected event\" stage=route " MSG_FMT
-                               " entity=\"%s\" error=\"TAG sweeps are not supported by this "
-                               "version\"",
-                               MSG_ARGS(m), ev->entity.s);
-                p->stats.rejected++;
-                finish(p, m);
-                return 0;
-        }
+        if (ev->action == KRIB_ACTION_TAG)
+                return reject(p, i, "route", "krib.UnsupportedAction",
+                              "TAG sweeps are not supported by this version");
         krib_reorder_verdict_t v = krib_reorder_decide(p->reorder, topic, m->partition, ev);
         if (v == KRIB_REORDER_STALE) {
                 p->stats.stale++;
@@ -495,6 +511,14 @@ static int process_batch(krib_pipeline_t *p) {
                         p->stats.applied++;
                         krib_hist_add(&p->latency, acked_ms - p->events[i].ts_ms);
                         finish(p, m);
+                } else if (p->ev_state[i] == EV_FAILED && p->dlq) {
+                        char why[300];
+                        snprintf(why, sizeof(why),
+                                 "redis refused a key of entity %s for good (see the writer's "
+                                 "log line)",
+                                 p->events[i].entity.s);
+                        if (reject(p, i, "write", "krib.RedisError", why))
+                                krib_log_error("pipeline", "msg=\"out of memory\"");
                 } else if (p->ev_state[i] == EV_FAILED) {
                         krib_log_error("pipeline",
                                        "msg=\"redis refused event\" stage=write " MSG_FMT
@@ -507,6 +531,20 @@ static int process_batch(krib_pipeline_t *p) {
                  * by shutdown and stays unfinished. Offsets of partitions
                  * revoked meanwhile are no longer tracked: finish() ignores
                  * them and nothing is stored for them. */
+        }
+        /* Dead letters count as finished only once the broker has them. */
+        if (p->dlq) {
+                p->dlq_wait_from_us = krib_clock_mono_us();
+                p->in_write = 1;
+                int ok = krib_dlq_flush(p->dlq, p->stop, on_dlq_tick, p) == 0;
+                p->in_write = 0;
+                for (size_t i = 0; i < p->n; i++)
+                        if (p->ev_state[i] == EV_DLQ && ok) {
+                                p->stats.dead_lettered++;
+                                finish(p, p->msgs[i]);
+                        }
+                if (!ok)
+                        rc = -1;
         }
         store_offsets(p);
         for (size_t i = 0; i < p->n; i++) {
@@ -536,23 +574,23 @@ static void log_stats(krib_pipeline_t *p, int force) {
         krib_log_info(
                 "stats",
                 "consumed=%" PRIu64 " applied=%" PRIu64 " stale=%" PRIu64 " rejected=%" PRIu64
-                " skipped=%" PRIu64 " failed=%" PRIu64 " abandoned=%" PRIu64
-                " in_flight=%zu keys_done=%" PRIu64 " coalesced=%" PRIu64 " fence_stale=%" PRIu64
-                " invalidated=%" PRIu64 " fence_invalidated=%" PRIu64
+                " skipped=%" PRIu64 " dead_lettered=%" PRIu64 " failed=%" PRIu64
+                " abandoned=%" PRIu64 " in_flight=%zu keys_done=%" PRIu64 " coalesced=%" PRIu64
+                " fence_stale=%" PRIu64 " invalidated=%" PRIu64 " fence_invalidated=%" PRIu64
                 " entities=%zu evictions=%" PRIu64 " redis_round_trips=%" PRIu64
                 " redis_commands=%" PRIu64 " keys_per_round_trip=%.1f moved=%" PRIu64
                 " ask=%" PRIu64 " retries=%" PRIu64 " reconnects=%" PRIu64 " pauses=%" PRIu64
                 " rebalances=%lu"
                 " latency_p50_ms=%" PRId64 " latency_p99_ms=%" PRId64 " latency_max_ms=%" PRId64
                 " poll_ms=%" PRIu64 " write_ms=%" PRIu64 " batches=%" PRIu64,
-                s->consumed, s->applied, s->stale, s->rejected, s->skipped, s->failed, s->abandoned,
-                krib_offsets_in_flight(p->offsets), s->keys_done, s->coalesced, s->fence_stale,
-                s->invalidated, s->fence_invalidated, r->entities, r->evictions, w->round_trips,
-                w->commands, w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0,
-                w->moved, w->ask, w->retries, w->reconnects, s->pauses,
-                krib_consumer_rebalances(p->consumer), krib_hist_quantile(&p->latency, 0.5),
-                krib_hist_quantile(&p->latency, 0.99), p->latency.max, s->poll_us / 1000,
-                s->write_us / 1000, s->batches);
+                s->consumed, s->applied, s->stale, s->rejected, s->skipped, s->dead_lettered,
+                s->failed, s->abandoned, krib_offsets_in_flight(p->offsets), s->keys_done,
+                s->coalesced, s->fence_stale, s->invalidated, s->fence_invalidated, r->entities,
+                r->evictions, w->round_trips, w->commands,
+                w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0, w->moved, w->ask,
+                w->retries, w->reconnects, s->pauses, krib_consumer_rebalances(p->consumer),
+                krib_hist_quantile(&p->latency, 0.5), krib_hist_quantile(&p->latency, 0.99),
+                p->latency.max, s->poll_us / 1000, s->write_us / 1000, s->batches);
 }
 
 static void take(krib_pipeline_t *p, rd_kafka_message_t *m) {
@@ -635,6 +673,7 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         krib_consumer_close(p->consumer);
         krib_metrics_destroy(p->metrics);
         krib_writer_destroy(p->writer);
+        krib_dlq_destroy(p->dlq);
         krib_schemas_destroy(p->decode);
         krib_offsets_destroy(p->offsets);
         krib_reorder_destroy(p->reorder);

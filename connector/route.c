@@ -541,13 +541,9 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, 
                      op[0] == 'd' ? " before" : "n after");
                 goto done;
         }
-        if (key && key_len) {
+        /* A key that is not JSON (a plain string key) leaves ${key.x} unset. */
+        if (key && key_len)
                 kroot = json_loadb(key, key_len, 0, &je);
-                if (!kroot) {
-                        errf(errstr, errstr_size, "key is not JSON: %s", je.text);
-                        goto done;
-                }
-        }
         json_t *kobj = kroot ? unwrap(kroot) : NULL;
         scope_t sc = {row, kobj, source};
 
@@ -592,6 +588,9 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, 
                 break;
         case VER_COLUMN:
                 have = !int_of(json_object_get(row, r->ver_column), &counter);
+                /* A delete carries the version of the last write, yet comes
+                 * after it: order it just past that write. */
+                counter += op[0] == 'd';
                 break;
         case VER_NONE:
                 break;

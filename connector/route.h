@@ -11,6 +11,10 @@
  *   tombstone (null value)      nothing to do (compaction marker)
  *   op t (truncate), op m       nothing krib can key: reported, not applied
  *
+ * Versions: source.lsn (commit order; the default), source.ts_ms, ts_ms, or
+ * column:<name> (the row's own counter; a delete counts as that counter + 1,
+ * since it follows the last write without changing the column).
+ *
  * Templates: `${col}` a column of the row, `${key.col}` a field of the Kafka
  * key (Debezium's primary-key record), `${source.x}` a field of the
  * envelope's source block, `$$` a dollar sign. They are compiled at start-up;

@@ -108,6 +108,10 @@ static void remember(pid_t pid) {
 }
 
 pid_t itest_krib_start(const char *const *env, const char *log_path) {
+        return itest_krib_start_conf(KRIB_SOURCE_DIR "/config/krib.conf", env, log_path);
+}
+
+pid_t itest_krib_start_conf(const char *conf, const char *const *env, const char *log_path) {
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0) {
@@ -118,7 +122,7 @@ pid_t itest_krib_start(const char *const *env, const char *log_path) {
                 putenv("KRIB_METRICS_PORT=0");
                 for (; env && *env; env++)
                         putenv((char *)*env);
-                execl(KRIB_BIN, "krib", "-c", KRIB_SOURCE_DIR "/config/krib.conf", (char *)NULL);
+                execl(KRIB_BIN, "krib", "-c", conf, (char *)NULL);
                 _exit(127);
         }
         remember(pid);
@@ -245,6 +249,27 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
         *(rd_kafka_resp_err_t *)opaque = m->err;
 }
 
+void itest_produce_raw(const char *topic, int partition, const void *key, size_t key_len,
+                       const void *value, size_t value_len) {
+        char err[512];
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        rd_kafka_conf_set(c, "bootstrap.servers", itest_brokers(), err, sizeof(err));
+        rd_kafka_resp_err_t result = RD_KAFKA_RESP_ERR__IN_PROGRESS;
+        rd_kafka_conf_set_dr_msg_cb(c, dr_cb);
+        rd_kafka_conf_set_opaque(c, &result);
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
+        ck_assert_msg(rk != NULL, "%s", err);
+        ck_assert_int_eq(
+                rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_KEY(key, key_len),
+                                  RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_END),
+                0);
+        rd_kafka_flush(rk, 30000);
+        ck_assert_msg(result == 0, "produce failed: %s", rd_kafka_err2str(result));
+        rd_kafka_destroy(rk);
+}
+
 void itest_produce_event(const char *topic, int partition, const char *entity,
                          const char *const *keys, krib_action_t action, const char *vv,
                          const char *value) {
@@ -283,27 +308,12 @@ void itest_produce_event(const char *topic, int partition, const char *entity,
         size_t len;
         ck_assert_int_eq(krib_encode_event(enc, &ev, payload, sizeof(payload), &len), 0);
 
-        rd_kafka_conf_t *c = rd_kafka_conf_new();
-        rd_kafka_conf_set(c, "bootstrap.servers", itest_brokers(), err, sizeof(err));
-        rd_kafka_resp_err_t result = RD_KAFKA_RESP_ERR__IN_PROGRESS;
-        rd_kafka_conf_set_dr_msg_cb(c, dr_cb);
-        rd_kafka_conf_set_opaque(c, &result);
-        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
-        ck_assert_msg(rk != NULL, "%s", err);
-        ck_assert_int_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                                           RD_KAFKA_V_PARTITION(partition),
-                                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                           RD_KAFKA_V_KEY(entity, strlen(entity)),
-                                           RD_KAFKA_V_VALUE(payload, len), RD_KAFKA_V_END),
-                         0);
-        rd_kafka_flush(rk, 30000);
-        ck_assert_msg(result == 0, "produce failed: %s", rd_kafka_err2str(result));
-        rd_kafka_destroy(rk);
+        itest_produce_raw(topic, partition, entity, strlen(entity), payload, len);
         krib_event_destroy(&ev);
         krib_encode_destroy(enc);
 }
 
-int itest_cluster_get(const char *key, char *out, size_t size) {
+int itest_cluster_cmd(const char *cmd, const char *key, const char *arg, char *out, size_t size) {
         char host[256];
         int port;
         snprintf(host, sizeof(host), "%s", itest_redis_seed());
@@ -313,7 +323,8 @@ int itest_cluster_get(const char *key, char *out, size_t size) {
         for (int hop = 0; hop < 5; hop++) {
                 redisContext *c = redisConnect(host, port);
                 ck_assert_msg(c && !c->err, "cannot connect to %s:%d", host, port);
-                redisReply *r = redisCommand(c, "GET %s", key);
+                redisReply *r = arg ? redisCommand(c, "%s %s %s", cmd, key, arg)
+                                    : redisCommand(c, "%s %s", cmd, key);
                 ck_assert_ptr_nonnull(r);
                 if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6)) {
                         char *addr = strchr(r->str + 6, ' ') + 1;
@@ -324,19 +335,26 @@ int itest_cluster_get(const char *key, char *out, size_t size) {
                         redisFree(c);
                         continue;
                 }
-                int found = r->type == REDIS_REPLY_STRING;
-                if (found)
-                        snprintf(out, size, "%.*s", (int)r->len, r->str);
-                else
-                        out[0] = '\0';
-                ck_assert_msg(r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL,
-                              "GET %s: unexpected reply", key);
+                ck_assert_msg(r->type != REDIS_REPLY_ERROR, "%s %s: %s", cmd, key,
+                              r->type == REDIS_REPLY_ERROR ? r->str : "");
+                int found = r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
+                            (r->type == REDIS_REPLY_INTEGER && r->integer > 0);
+                if (out && size) {
+                        if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+                                snprintf(out, size, "%.*s", (int)r->len, r->str);
+                        else
+                                out[0] = '\0';
+                }
                 freeReplyObject(r);
                 redisFree(c);
                 return found;
         }
         ck_abort_msg("too many redirects for %s", key);
         return 0;
+}
+
+int itest_cluster_get(const char *key, char *out, size_t size) {
+        return itest_cluster_cmd("GET", key, NULL, out, size);
 }
 
 long itest_rss_kb(pid_t pid, int peak) {

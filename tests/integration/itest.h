@@ -26,6 +26,7 @@ int itest_run(char *const argv[], int timeout_s, char *out, size_t out_size);
 /* Starts krib with extra "NAME=value" environment entries (NULL-terminated)
  * and stderr+stdout to log_path. */
 pid_t itest_krib_start(const char *const *env, const char *log_path);
+pid_t itest_krib_start_conf(const char *conf, const char *const *env, const char *log_path);
 
 /* Sends sig and waits up to timeout_s; returns the exit status, 128+signal
  * when it died of a signal, -1 on timeout (then it is killed). */
@@ -58,6 +59,14 @@ int itest_wait(pid_t pid, int timeout_s);
 void itest_produce_event(const char *topic, int partition, const char *entity,
                          const char *const *keys, krib_action_t action, const char *vv,
                          const char *value);
+
+/* One raw record (value NULL: a tombstone), synchronously. */
+void itest_produce_raw(const char *topic, int partition, const void *key, size_t key_len,
+                       const void *value, size_t value_len);
+
+/* "CMD key [arg]" through the cluster (follows MOVED); out gets a string or
+ * status reply. Returns 1 for a string/status reply or a positive integer. */
+int itest_cluster_cmd(const char *cmd, const char *key, const char *arg, char *out, size_t size);
 
 /* GET through the cluster (follows MOVED). Returns 1 and the value, or 0 for
  * a missing key. */

@@ -153,6 +153,8 @@ START_TEST(write_through_selects_columns_and_ttl) {
                          KRIB_ROUTE_OK);
         ck_assert_int_eq(ev.action, KRIB_ACTION_DELETE);
         ck_assert_ptr_null(ev.value.s);
+        /* It follows the last write (version 12) without changing the column. */
+        ck_assert_int_eq(ev.version[0].counter, 13);
 }
 END_TEST
 

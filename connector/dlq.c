@@ -1,0 +1,253 @@
+#include "dlq.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "log.h"
+
+/* One queued record: what to (re)produce until the broker takes it. */
+typedef struct {
+        void *key, *value;
+        size_t key_len, value_len;
+        rd_kafka_headers_t *hdrs;
+        int state; /* 0 in flight, 1 acked, -1 failed (produce again) */
+        char err[160];
+} rec_t;
+
+struct krib_dlq {
+        rd_kafka_t *rk;
+        char *topic;
+        rec_t *recs;
+        size_t n, cap;
+        unsigned long acked;
+};
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+        (void)rk;
+        (void)opaque;
+        rec_t *r = m->_private;
+        if (!r)
+                return;
+        if (m->err) {
+                r->state = -1;
+                snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(m->err));
+        } else
+                r->state = 1;
+}
+
+/* librdkafka properties that also make sense for a producer (security). */
+static int shared_property(const char *name) {
+        static const char *const prefixes[] = {"security.", "sasl.",   "ssl.", "client.",
+                                               "socket.",   "broker.", "api.", NULL};
+        for (int i = 0; prefixes[i]; i++)
+                if (!strncmp(name, prefixes[i], strlen(prefixes[i])))
+                        return 1;
+        return 0;
+}
+
+krib_dlq_t *krib_dlq_new(const krib_conf_t *conf, char *errstr, size_t errstr_size) {
+        krib_dlq_t *d = calloc(1, sizeof(*d));
+        if (!d || !(d->topic = strdup(conf->dlq_topic))) {
+                snprintf(errstr, errstr_size, "out of memory");
+                free(d);
+                return NULL;
+        }
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        char sub[512];
+#define SET(k, v)                                                                                  \
+        do {                                                                                       \
+                if (rd_kafka_conf_set(c, (k), (v), sub, sizeof(sub)) != RD_KAFKA_CONF_OK) {        \
+                        snprintf(errstr, errstr_size, "dlq producer %s: %s", (k), sub);            \
+                        goto fail;                                                                 \
+                }                                                                                  \
+        } while (0)
+        SET("bootstrap.servers", conf->kafka_brokers);
+        SET("enable.idempotence", "true"); /* acks=all, no duplicates from retries */
+        SET("linger.ms", "5");
+        SET("message.timeout.ms", "30000");
+        for (size_t i = 0; i < conf->kafka_properties.n; i++) {
+                char name[256];
+                const char *p = conf->kafka_properties.v[i], *eq = strchr(p, '=');
+                snprintf(name, sizeof(name), "%.*s", (int)(eq - p), p);
+                if (shared_property(name))
+                        SET(name, eq + 1);
+        }
+        if (*conf->kafka_sasl_password)
+                SET("sasl.password", conf->kafka_sasl_password);
+#undef SET
+        rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
+        if (!(d->rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, sub, sizeof(sub)))) {
+                snprintf(errstr, errstr_size, "dlq producer: %s", sub);
+                goto fail;
+        }
+        return d;
+fail:
+        if (c)
+                rd_kafka_conf_destroy(c);
+        krib_dlq_destroy(d);
+        return NULL;
+}
+
+static void rec_clear(rec_t *r) {
+        free(r->key);
+        free(r->value);
+        if (r->hdrs)
+                rd_kafka_headers_destroy(r->hdrs);
+        memset(r, 0, sizeof(*r));
+}
+
+static int produce(krib_dlq_t *d, rec_t *r) {
+        r->state = 0;
+        rd_kafka_headers_t *h = rd_kafka_headers_copy(r->hdrs); /* librdkafka takes it */
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+                d->rk, RD_KAFKA_V_TOPIC(d->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_KEY(r->key, r->key_len), RD_KAFKA_V_VALUE(r->value, r->value_len),
+                RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(r), RD_KAFKA_V_END);
+        if (e) {
+                rd_kafka_headers_destroy(h);
+                r->state = -1;
+                snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(e));
+                return -1;
+        }
+        return 0;
+}
+
+int krib_dlq_add(krib_dlq_t *d, const rd_kafka_message_t *m, const char *stage,
+                 const char *error_class, const char *message) {
+        if (d->n == d->cap) {
+                size_t cap = d->cap ? d->cap * 2 : 64;
+                /* Delivery reports point at records: only grow between flushes. */
+                rec_t *n = realloc(d->recs, cap * sizeof(*n));
+                if (!n)
+                        return -1;
+                d->recs = n;
+                d->cap = cap;
+        }
+        rec_t *r = &d->recs[d->n];
+        memset(r, 0, sizeof(*r));
+        if ((m->key_len && !(r->key = malloc(m->key_len))) ||
+            (m->len && !(r->value = malloc(m->len)))) {
+                rec_clear(r);
+                return -1;
+        }
+        if (m->key_len)
+                memcpy(r->key, m->key, m->key_len);
+        if (m->len)
+                memcpy(r->value, m->payload, m->len);
+        r->key_len = m->key_len;
+        r->value_len = m->len;
+        rd_kafka_headers_t *orig = NULL;
+        if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR && orig)
+                r->hdrs = rd_kafka_headers_copy(orig);
+        else
+                r->hdrs = rd_kafka_headers_new(8);
+        char part[16], off[24];
+        snprintf(part, sizeof(part), "%" PRId32, m->partition);
+        snprintf(off, sizeof(off), "%" PRId64, m->offset);
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        struct {
+                const char *k, *v;
+        } h[] = {{"__connect.errors.topic", topic},
+                 {"__connect.errors.partition", part},
+                 {"__connect.errors.offset", off},
+                 {"__connect.errors.connector.name", "krib"},
+                 {"__connect.errors.task.id", "0"},
+                 {"__connect.errors.stage", stage},
+                 {"__connect.errors.class.name", error_class},
+                 {"__connect.errors.exception.message", message}};
+        for (size_t i = 0; i < sizeof(h) / sizeof(*h); i++)
+                rd_kafka_header_add(r->hdrs, h[i].k, -1, h[i].v, (ssize_t)strlen(h[i].v));
+        d->n++;
+        /* Produced at flush time, when the array no longer moves. */
+        r->state = -1;
+        snprintf(r->err, sizeof(r->err), "not sent yet");
+        return 0;
+}
+
+int krib_dlq_flush(krib_dlq_t *d, volatile sig_atomic_t *stop, void (*tick)(void *), void *opaque) {
+        if (!d || !d->n)
+                return 0;
+        unsigned attempt = 0;
+        int64_t warned_at = 0;
+        for (;;) {
+                size_t pending = 0, failed = 0;
+                for (size_t i = 0; i < d->n; i++) {
+                        if (d->recs[i].state == -1)
+                                produce(d, &d->recs[i]);
+                        pending += d->recs[i].state == 0;
+                }
+                /* Wait for the delivery reports of this round. */
+                while (pending) {
+                        rd_kafka_poll(d->rk, 100);
+                        if (tick)
+                                tick(opaque);
+                        pending = failed = 0;
+                        for (size_t i = 0; i < d->n; i++) {
+                                pending += d->recs[i].state == 0;
+                                failed += d->recs[i].state == -1;
+                        }
+                        if (*stop && pending) {
+                                rd_kafka_flush(d->rk, 2000);
+                                break;
+                        }
+                }
+                failed = 0;
+                for (size_t i = 0; i < d->n; i++)
+                        failed += d->recs[i].state != 1;
+                if (!failed) {
+                        d->acked += d->n;
+                        for (size_t i = 0; i < d->n; i++)
+                                rec_clear(&d->recs[i]);
+                        d->n = 0;
+                        return 0;
+                }
+                if (*stop) {
+                        /* Unacknowledged: not finished, replayed after a restart. */
+                        for (size_t i = 0; i < d->n; i++)
+                                rec_clear(&d->recs[i]);
+                        d->n = 0;
+                        return -1;
+                }
+                int64_t now = krib_clock_mono_us();
+                if (now - warned_at > 10000000) {
+                        warned_at = now;
+                        for (size_t i = 0; i < d->n; i++)
+                                if (d->recs[i].state == -1) {
+                                        krib_log_warn("dlq",
+                                                      "msg=\"dead-letter write failed, retrying\" "
+                                                      "topic=%s records=%zu error=\"%s\"",
+                                                      d->topic, failed, d->recs[i].err);
+                                        break;
+                                }
+                }
+                int64_t wait_ms = 100LL << (attempt < 5 ? attempt : 5);
+                attempt++;
+                for (int64_t t = 0; t < wait_ms && !*stop; t += 100) {
+                        rd_kafka_poll(d->rk, 100);
+                        if (tick)
+                                tick(opaque);
+                }
+        }
+}
+
+unsigned long krib_dlq_acked(const krib_dlq_t *d) {
+        return d ? d->acked : 0;
+}
+
+void krib_dlq_destroy(krib_dlq_t *d) {
+        if (!d)
+                return;
+        if (d->rk) {
+                rd_kafka_flush(d->rk, 5000);
+                rd_kafka_destroy(d->rk);
+        }
+        for (size_t i = 0; i < d->n; i++)
+                rec_clear(&d->recs[i]);
+        free(d->recs);
+        free(d->topic);
+        free(d);
+}
