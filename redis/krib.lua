@@ -1,0 +1,104 @@
+#!lua name=krib
+-- krib's Redis Functions library for applications that fill the cache.
+--
+-- A fill races with invalidations: the application reads a row (version 5),
+-- the row changes (version 6), krib invalidates the key, and only then does
+-- the slow application write its version-5 copy back — a stale value that no
+-- later event will remove. krib keeps, in the key's hash slot, a fence with
+-- the newest version vector it applied to the key ("origin=counter" lines,
+-- see connector/fence.lua). krib_fill refuses a fill that is older than that
+-- fence, atomically.
+--
+-- Load once per master (functions replicate to replicas):
+--   redis-cli --cluster call HOST:PORT FUNCTION LOAD REPLACE "$(cat redis/krib.lua)" \
+--             --cluster-only-masters
+--
+-- FCALL krib_fill 2 <key> <fence key> <ttl ms, 0: none> <value> <origin> <counter> [...]
+--   The fence key is "krib:f:<key>" when the key has a hash tag ("user:{42}:
+--   profile" -> "krib:f:user:{42}:profile"), else "krib:f:{<key>}"; a wrong
+--   one is an error that names the right one. The version is the one of the
+--   data being written, in the vector form krib's events carry (for Debezium
+--   routes: the route's origin and the row's counter).
+--   Returns 1 (written) or 0 (refused: krib already invalidated a version
+--   this fill does not cover; read again from the database).
+--
+-- FCALL_RO krib_fence 2 <key> <fence key>  -> the fence text, or nil
+
+local function has_tag(key)
+  local open = string.find(key, '{', 1, true)
+  if not open then
+    return false
+  end
+  local close = string.find(key, '}', open + 1, true)
+  return close ~= nil and close > open + 1
+end
+
+local function fence_name(key)
+  if has_tag(key) then
+    return 'krib:f:' .. key
+  end
+  return 'krib:f:{' .. key .. '}'
+end
+
+local function check_fence_key(keys)
+  local want = fence_name(keys[1])
+  if keys[2] ~= want then
+    return redis.error_reply('ERR krib: the fence key of ' .. keys[1] .. ' is ' .. want)
+  end
+  return nil
+end
+
+-- Decimal strings compared exactly (64-bit counters exceed Lua doubles).
+local function cmp(x, y)
+  if #x ~= #y then
+    return #x < #y and -1 or 1
+  end
+  if x == y then
+    return 0
+  end
+  return x < y and -1 or 1
+end
+
+local function fill(keys, args)
+  if #keys ~= 2 or #args < 4 or #args % 2 ~= 0 then
+    return redis.error_reply('ERR krib_fill: 2 keys, then ttl, value, origin counter pairs')
+  end
+  local bad = check_fence_key(keys)
+  if bad then
+    return bad
+  end
+  local ttl, value = args[1], args[2]
+  local mine = {}
+  for i = 3, #args, 2 do
+    if not string.match(args[i + 1], '^%d+$') then
+      return redis.error_reply('ERR krib_fill: counter ' .. args[i + 1] .. ' is not a number')
+    end
+    mine[args[i]] = args[i + 1]
+  end
+  local f = redis.call('GET', keys[2])
+  if f then
+    for o, c in string.gmatch(f, '([^=\n]+)=(%d+)\n') do
+      local m = mine[o] or '0'
+      if cmp(m, c) < 0 then
+        return 0
+      end
+    end
+  end
+  if ttl ~= '0' then
+    redis.call('SET', keys[1], value, 'PX', ttl)
+  else
+    redis.call('SET', keys[1], value)
+  end
+  return 1
+end
+
+local function fence(keys)
+  local bad = check_fence_key(keys)
+  if bad then
+    return bad
+  end
+  return redis.call('GET', keys[2])
+end
+
+redis.register_function('krib_fill', fill)
+redis.register_function{function_name = 'krib_fence', callback = fence, flags = {'no-writes'}}

@@ -1,0 +1,234 @@
+/* Guarded fills (redis/krib.lua): applications filling the cache with
+ * versions read from the database race with krib's invalidations. With
+ * krib_fill no stale value survives; with a plain SET, the same race leaves
+ * stale values behind (the control run, so that this test can fail). */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "clock.h"
+#include "fence.h"
+#include "itest.h"
+#include "slot.h"
+#include "topo.h"
+
+#define N      2000 /* entities */
+#define PASSES 10   /* versions per entity */
+
+/* One connection per master, routed by slot (no resharding meanwhile). */
+typedef struct {
+        krib_topo_t topo;
+        redisContext *ctx[16];
+} cluster_t;
+
+static void cluster_open(cluster_t *c) {
+        krib_addr_t a;
+        ck_assert_int_eq(krib_addr_parse(itest_redis_seed(), &a), 0);
+        redisContext *s = redisConnect(a.host, a.port);
+        ck_assert(s && !s->err);
+        redisReply *r = redisCommand(s, "CLUSTER SLOTS");
+        char err[256];
+        krib_topo_init(&c->topo);
+        ck_assert_int_eq(krib_topo_load_slots(&c->topo, r, a.host, err, sizeof(err)), 0);
+        freeReplyObject(r);
+        redisFree(s);
+        ck_assert_uint_le(c->topo.master_count, 16);
+        for (size_t m = 0; m < c->topo.master_count; m++) {
+                c->ctx[m] = redisConnect(c->topo.masters[m].host, c->topo.masters[m].port);
+                ck_assert(c->ctx[m] && !c->ctx[m]->err);
+        }
+}
+
+static void cluster_close(cluster_t *c) {
+        for (size_t m = 0; m < c->topo.master_count; m++)
+                redisFree(c->ctx[m]);
+        krib_topo_destroy(&c->topo);
+}
+
+static redisContext *node_of(cluster_t *c, const char *key) {
+        return c->ctx[c->topo.slot_owner[krib_slot_of(key, strlen(key))]];
+}
+
+static const char *prefix_of_run;
+static int guarded;
+static volatile int running;
+static long long version_base;
+
+static long long version_of(long i, int pass) {
+        return version_base + (long long)pass * N + i + 1; /* as krib-loadgen --passes */
+}
+
+typedef struct {
+        unsigned seed;
+        long fills, refused, errors;
+} reader_t;
+
+/* An application: reads some version of entity i from "the database" (any
+ * version, old ones too: a slow read), then fills the cache with it. */
+static void *reader(void *arg) {
+        reader_t *rd = arg;
+        cluster_t c;
+        cluster_open(&c);
+        while (running) {
+                long i = rand_r(&rd->seed) % N;
+                int pass = rand_r(&rd->seed) % PASSES;
+                char key[200], fkey[240], ver[32], val[40];
+                snprintf(key, sizeof(key), "%s:{%ld}:k0", prefix_of_run, i);
+                int fl = krib_fence_key(key, strlen(key), fkey, sizeof(fkey) - 1);
+                fkey[fl] = '\0';
+                snprintf(ver, sizeof(ver), "%lld", version_of(i, pass));
+                snprintf(val, sizeof(val), "v%lld", version_of(i, pass));
+                redisReply *r;
+                if (guarded) {
+                        const char *argv[] = {"FCALL", "krib_fill", "2",  key, fkey,
+                                              "0",     val,         "db", ver};
+                        r = redisCommandArgv(node_of(&c, key), 9, argv, NULL);
+                } else {
+                        r = redisCommand(node_of(&c, key), "SET %s %s", key, val);
+                }
+                if (!r || r->type == REDIS_REPLY_ERROR)
+                        rd->errors++;
+                else if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+                        rd->refused++;
+                else
+                        rd->fills++;
+                if (r)
+                        freeReplyObject(r);
+        }
+        cluster_close(&c);
+        return NULL;
+}
+
+static void load_library(void) {
+        static char lib[16384], out[32768];
+        FILE *fp = fopen(KRIB_SOURCE_DIR "/redis/krib.lua", "r");
+        ck_assert_ptr_nonnull(fp);
+        size_t n = fread(lib, 1, sizeof(lib) - 1, fp);
+        fclose(fp);
+        lib[n] = '\0';
+        char *argv[] = {"/usr/bin/redis-cli",
+                        "--cluster",
+                        "call",
+                        (char *)itest_redis_seed(),
+                        "FUNCTION",
+                        "LOAD",
+                        "REPLACE",
+                        lib,
+                        "--cluster-only-masters",
+                        NULL};
+        ck_assert_int_eq(itest_run(argv, 30, out, sizeof(out)), 0);
+        /* redis-cli echoes the library, then "host:port: krib" per master. */
+        ck_assert_msg(strstr(out, ": krib") && !strstr(out, ": ERR"), "FUNCTION LOAD: %s", out);
+}
+
+/* Runs the race; returns how many present keys hold an older version than
+ * the newest one the database reached. */
+static long race(int with_guard, long *fills, long *refused) {
+        itest_names_t nm;
+        itest_names(&nm, with_guard ? "fill-guarded" : "fill-plain");
+        prefix_of_run = nm.prefix;
+        guarded = with_guard;
+        version_base = (long long)krib_clock_wall_ms() * 1000;
+        char ns[16], ps[16], vb[32];
+        snprintf(ns, sizeof(ns), "%d", N);
+        snprintf(ps, sizeof(ps), "%d", PASSES);
+        snprintf(vb, sizeof(vb), "%lld", version_base);
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "6", NULL};
+        itest_loadgen(create);
+        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers, nm.env_nodes, NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+
+        running = 1;
+        pthread_t th[4];
+        reader_t rd[4];
+        for (int t = 0; t < 4; t++) {
+                rd[t] = (reader_t){(unsigned)(t * 7919 + getpid()), 0, 0, 0};
+                pthread_create(&th[t], NULL, reader, &rd[t]);
+        }
+        /* The database moves through PASSES versions per entity; krib
+         * invalidates each (fenced deletes, redis.fence = all). */
+        char *produce[] = {KRIB_LOADGEN_BIN,
+                           "produce",
+                           "--topic",
+                           nm.topic,
+                           "--prefix",
+                           nm.prefix,
+                           "--count",
+                           ns,
+                           "--passes",
+                           ps,
+                           "--version-base",
+                           vb,
+                           "--rate",
+                           "20000",
+                           "--schema",
+                           KRIB_SOURCE_DIR "/schemas/invalidation.avsc",
+                           NULL};
+        pid_t producer = itest_spawn(produce);
+        ck_assert_int_eq(itest_wait(producer, 60), 0);
+        int caught_up = itest_wait_caught_up(nm.group, nm.topic, 6, 60);
+        usleep(1000000); /* readers keep filling old versions after the last event */
+        running = 0;
+        for (int t = 0; t < 4; t++)
+                pthread_join(th[t], NULL);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        ck_assert_int_eq(caught_up, 0);
+
+        *fills = *refused = 0;
+        for (int t = 0; t < 4; t++) {
+                ck_assert_int_eq(rd[t].errors, 0);
+                *fills += rd[t].fills;
+                *refused += rd[t].refused;
+        }
+        cluster_t c;
+        cluster_open(&c);
+        long stale = 0;
+        for (long i = 0; i < N; i++) {
+                char key[200];
+                snprintf(key, sizeof(key), "%s:{%ld}:k0", nm.prefix, i);
+                redisReply *r = redisCommand(node_of(&c, key), "GET %s", key);
+                ck_assert_ptr_nonnull(r);
+                if (r->type == REDIS_REPLY_STRING && atoll(r->str + 1) < version_of(i, PASSES - 1))
+                        stale++;
+                freeReplyObject(r);
+        }
+        cluster_close(&c);
+        unlink(nm.log);
+        return stale;
+}
+
+START_TEST(guarded_fills_leave_no_stale_value) {
+        load_library();
+        long fills, refused;
+        long stale = race(1, &fills, &refused);
+        fprintf(stderr, "guarded: %ld fills written, %ld refused, %ld stale keys\n", fills, refused,
+                stale);
+        ck_assert_int_gt(fills, 1000);
+        ck_assert_int_gt(refused, 1000); /* the guard did work */
+        ck_assert_int_eq(stale, 0);
+}
+END_TEST
+
+START_TEST(plain_fills_leave_stale_values) {
+        long fills, refused;
+        long stale = race(0, &fills, &refused);
+        fprintf(stderr, "plain SET: %ld fills, %ld stale keys\n", fills, stale);
+        ck_assert_int_eq(refused, 0);
+        ck_assert_int_gt(stale, 100);
+}
+END_TEST
+
+Suite *make_suite(void) {
+        Suite *s = suite_create("fill");
+        TCase *tc = tcase_create("race");
+        tcase_set_timeout(tc, 240);
+        tcase_add_test(tc, guarded_fills_leave_no_stale_value);
+        tcase_add_test(tc, plain_fills_leave_stale_values);
+        suite_add_tcase(s, tc);
+        return s;
+}
