@@ -42,6 +42,11 @@ typedef struct krib_event {
         int64_t ttl_ms;    /* -1: absent */
         krib_str_t *tags;
         size_t tag_count;
+        /* Fan-out after the keys are acknowledged (routes): PUBLISH to
+         * channel and/or XADD to stream (MAXLEN ~ stream_maxlen), payload
+         * note (JSON: entity, op, version, keys). s == NULL: none. */
+        krib_str_t channel, stream, note;
+        int64_t stream_maxlen;
 
         krib_arena_block_t *arena;
 } krib_event_t;

@@ -84,6 +84,10 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
              p->fence_invalidated);
         emit(&o, "krib_key_operations_total{outcome=\"coalesced\"} %" PRIu64 "\n", p->coalesced);
 
+        family(&o, "krib_fanout_total", "counter",
+               "Change notifications (PUBLISH to a channel, XADD to a stream) Redis acknowledged.");
+        emit(&o, "krib_fanout_total %" PRIu64 "\n", p->fanned_out);
+
         family(&o, "krib_redis_round_trips_total", "counter",
                "Pipelined flushes to one Redis master, each answered in full.");
         emit(&o, "krib_redis_round_trips_total %" PRIu64 "\n", w->round_trips);

@@ -473,6 +473,44 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         return 0;
 }
 
+/* PUBLISH/XADD for applied events whose route asks for it, once their keys
+ * are acknowledged; part of the event's work (its offset waits for them).
+ * Reuses the op arrays. Returns -1 when shutdown cut it short. */
+static int fan_out(krib_pipeline_t *p) {
+        size_t nf = 0;
+        for (size_t i = 0; i < p->n; i++)
+                if (p->ev_state[i] == EV_LIVE)
+                        nf += (p->events[i].channel.s != NULL) + (p->events[i].stream.s != NULL);
+        if (!nf)
+                return 0;
+        if (reserve_ops(p, nf))
+                return -1;
+        size_t o = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                const krib_event_t *ev = &p->events[i];
+                if (p->ev_state[i] != EV_LIVE)
+                        continue;
+                const krib_str_t *target[] = {&ev->channel, &ev->stream};
+                for (int t = 0; t < 2; t++)
+                        if (target[t]->s) {
+                                p->ops[o] = (krib_wop_t){target[t]->s, target[t]->len,
+                                                         t ? KRIB_WOP_XADD : KRIB_WOP_PUBLISH, ev};
+                                p->op_links[o++] = (int32_t)i;
+                        }
+        }
+        int rc = krib_writer_apply(p->writer, p->ops, nf, p->op_status);
+        for (o = 0; o < nf; o++) {
+                uint8_t *es = &p->ev_state[p->op_links[o]];
+                if (p->op_status[o] == KRIB_WOP_PENDING)
+                        *es = EV_PENDING;
+                else if (p->op_status[o] == KRIB_WOP_FAILED && *es != EV_PENDING)
+                        *es = EV_FAILED;
+                else if (p->op_status[o] == KRIB_WOP_OK)
+                        p->stats.fanned_out++;
+        }
+        return rc;
+}
+
 /* Decodes, orders, writes and finishes p->msgs[0..n). Returns -1 when
  * shutdown cut the Redis work short (finished events were still stored). */
 static int process_batch(krib_pipeline_t *p) {
@@ -504,6 +542,8 @@ static int process_batch(krib_pipeline_t *p) {
                                 *es = EV_FAILED;
                 }
         }
+        if (rc == 0 && fan_out(p))
+                rc = -1;
         int64_t acked_ms = krib_clock_wall_ms();
         for (size_t i = 0; i < p->n; i++) {
                 rd_kafka_message_t *m = p->msgs[i];

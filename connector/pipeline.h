@@ -34,6 +34,7 @@ typedef struct {
         uint64_t rejected;          /* undecodable or invalid events (logged) */
         uint64_t skipped;           /* nothing to apply: tombstones, truncates, messages */
         uint64_t dead_lettered;     /* copied to the dead-letter topic, acknowledged */
+        uint64_t fanned_out;        /* PUBLISH/XADD notifications acknowledged */
         uint64_t failed;            /* events Redis refused for good (logged) */
         uint64_t keys_done;         /* key operations acknowledged */
         uint64_t coalesced;         /* key operations superseded inside a batch */

@@ -40,6 +40,8 @@ struct krib_route {
         char **columns;
         size_t ncolumns;
         int64_t ttl_ms;
+        tmpl_t *publish, *stream; /* fan-out; NULL: none */
+        int64_t stream_maxlen;
 };
 
 struct krib_routes {
@@ -256,6 +258,12 @@ static void route_free(krib_route_t *r) {
                 tmpl_free(&r->keys[i]);
         free(r->keys);
         strv_free(r->columns, r->ncolumns);
+        tmpl_t *fan[] = {r->publish, r->stream};
+        for (int i = 0; i < 2; i++)
+                if (fan[i]) {
+                        tmpl_free(fan[i]);
+                        free(fan[i]);
+                }
         free(r->name);
         free(r->ver_column);
         free(r->origin);
@@ -269,8 +277,9 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                      index);
                 return -1;
         }
-        static const char *const known[] = {"name",   "topics", "format",  "keys",   "version",
-                                            "origin", "action", "columns", "ttl_ms", NULL};
+        static const char *const known[] = {
+                "name",    "topics", "format",  "keys",   "version",       "origin", "action",
+                "columns", "ttl_ms", "publish", "stream", "stream_maxlen", NULL};
         for (int i = 0; i < config_setting_length(g); i++) {
                 const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
                 int ok = 0;
@@ -389,6 +398,29 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 return -1;
         }
         r->ttl_ms = ttl;
+        /* Fan-out targets are templates too, but may be constant. */
+        const char *fan_names[] = {"publish", "stream"};
+        tmpl_t **fan[] = {&r->publish, &r->stream};
+        for (int i = 0; i < 2; i++) {
+                if (!config_setting_lookup_string(g, fan_names[i], &str))
+                        continue;
+                char why[256];
+                if (!(*fan[i] = calloc(1, sizeof(tmpl_t))))
+                        return -1;
+                if (tmpl_compile(*fan[i], str, why, sizeof(why)) &&
+                    !strstr(why, "names no field")) {
+                        errf(errstr, size, "%s:%d: %s: %s '%s': %s", file,
+                             config_setting_source_line(config_setting_get_member(g, fan_names[i])),
+                             r->name, fan_names[i], str, why);
+                        return -1;
+                }
+        }
+        long long maxlen = 100000;
+        if (config_setting_lookup_int64(g, "stream_maxlen", &maxlen) && maxlen < 1) {
+                errf(errstr, size, "%s:%d: %s: stream_maxlen must be >= 1", file, gline, r->name);
+                return -1;
+        }
+        r->stream_maxlen = maxlen;
         return 0;
 }
 
@@ -493,6 +525,38 @@ static int int_of(const json_t *v, int64_t *out) {
                 }
         }
         return -1;
+}
+
+/* Channel, stream and the note they carry: what changed, at which version. */
+static int fanout(const krib_route_t *r, const scope_t *sc, char op, krib_event_t *ev, char *errstr,
+                  size_t errstr_size) {
+        char buf[1024];
+        size_t len;
+        const tmpl_t *t[] = {r->publish, r->stream};
+        krib_str_t *dst[] = {&ev->channel, &ev->stream};
+        for (int i = 0; i < 2; i++)
+                if (t[i] && (tmpl_render(t[i], sc, buf, sizeof(buf), &len, errstr, errstr_size) ||
+                             krib_event_strdup(ev, dst[i], buf, len)))
+                        return -1;
+        ev->stream_maxlen = r->stream_maxlen;
+        json_t *note = json_object(), *keys = json_array(), *ver = json_object();
+        char ops[2] = {op, 0};
+        json_object_set_new(note, "entity", json_stringn(ev->entity.s, ev->entity.len));
+        json_object_set_new(note, "op", json_string(ops));
+        for (size_t v = 0; v < ev->version_count; v++)
+                json_object_set_new(ver, ev->version[v].origin.s,
+                                    json_integer(ev->version[v].counter));
+        json_object_set_new(note, "version", ver);
+        for (size_t k = 0; k < ev->key_count; k++)
+                json_array_append_new(keys, json_stringn(ev->keys[k].s, ev->keys[k].len));
+        json_object_set_new(note, "keys", keys);
+        char *text = json_dumps(note, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(note);
+        int rc = !text || krib_event_strdup(ev, &ev->note, text, strlen(text));
+        free(text);
+        if (rc)
+                errf(errstr, errstr_size, "out of memory");
+        return rc ? -1 : 0;
 }
 
 krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, const void *key,
@@ -652,6 +716,8 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, 
                 ev->action = KRIB_ACTION_UPSERT;
                 ev->ttl_ms = r->ttl_ms > 0 ? r->ttl_ms : -1;
         }
+        if ((r->publish || r->stream) && fanout(r, &sc, op[0], ev, errstr, errstr_size))
+                goto done;
         rc = KRIB_ROUTE_OK;
         goto done;
 oom:

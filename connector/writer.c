@@ -41,7 +41,7 @@ typedef struct {
         uint32_t first; /* range of w->order */
         uint32_t count;
         uint8_t asking;
-        uint8_t scripted; /* EVALSHA of the fence script, else UNLINK */
+        uint8_t mode; /* MODE_PLAIN, MODE_FENCED or MODE_FANOUT */
 } cmd_t;
 
 struct krib_writer {
@@ -464,7 +464,7 @@ static int grow(krib_writer_t *w, size_t n) {
 }
 
 static int add_cmd(krib_writer_t *w, size_t *ncmd, int conn, uint32_t first, uint32_t count,
-                   int asking, int scripted) {
+                   int asking, int mode) {
         if (*ncmd == w->cmd_cap) {
                 size_t cap = w->cmd_cap ? w->cmd_cap * 2 : 256;
                 cmd_t *c = realloc(w->cmds, cap * sizeof(*c));
@@ -479,7 +479,7 @@ static int add_cmd(krib_writer_t *w, size_t *ncmd, int conn, uint32_t first, uin
         cmd->first = first;
         cmd->count = count;
         cmd->asking = (uint8_t)asking;
-        cmd->scripted = (uint8_t)scripted;
+        cmd->mode = (uint8_t)mode;
         conn_t *c = &w->conns[conn];
         c->rt_keys += count;
         if (c->cmd_tail >= 0)
@@ -507,20 +507,46 @@ static void nap(krib_writer_t *w, int64_t us) {
         }
 }
 
+enum { MODE_PLAIN = 0, MODE_FENCED = 1, MODE_FANOUT = 2 };
+
 static int is_fenced(const krib_wop_t *op) {
-        return op->kind != KRIB_WOP_UNLINK;
+        return op->kind == KRIB_WOP_DELETE || op->kind == KRIB_WOP_UPSERT;
 }
 
+static int mode_of(const krib_wop_t *op) {
+        return op->kind == KRIB_WOP_UNLINK ? MODE_PLAIN : is_fenced(op) ? MODE_FENCED : MODE_FANOUT;
+}
+
+/* Whether order[i..j) holds work that needs memory (anything but UNLINK). */
 static int has_fenced(const krib_wop_t *ops, const uint32_t *order, size_t i, size_t j) {
         for (size_t x = i; x < j; x++)
-                if (is_fenced(&ops[order[x]]))
+                if (ops[order[x]].kind != KRIB_WOP_UNLINK)
                         return 1;
         return 0;
 }
 
-/* Appends one UNLINK (plain) or EVALSHA (fenced) for order[i..j). */
+/* Appends one UNLINK (plain), EVALSHA (fenced) or PUBLISH/XADD (fan-out,
+ * one op) for order[i..j). */
 static int append(krib_writer_t *w, krib_conn_t *c, const krib_wop_t *ops, size_t i, size_t j,
-                  int fenced, int asking) {
+                  int mode, int asking) {
+        if (asking && krib_conn_append_fmt(c, "ASKING"))
+                return -1;
+        if (mode == MODE_FANOUT) {
+                const krib_wop_t *op = &ops[w->order[i]];
+                const krib_str_t *note = &op->ev->note;
+                if (op->kind == KRIB_WOP_PUBLISH) {
+                        const char *argv[] = {"PUBLISH", op->key, note->s};
+                        size_t lens[] = {7, op->len, note->len};
+                        return krib_conn_append(c, 3, argv, lens);
+                }
+                char maxlen[24];
+                int ml = snprintf(maxlen, sizeof(maxlen), "%" PRId64, op->ev->stream_maxlen);
+                const char *argv[] = {"XADD", op->key, "MAXLEN", "~",
+                                      maxlen, "*",     "event",  note->s};
+                size_t lens[] = {4, op->len, 6, 1, (size_t)ml, 1, 5, note->len};
+                return krib_conn_append(c, 8, argv, lens);
+        }
+        int fenced = mode == MODE_FENCED;
         size_t nops = j - i, argc = 0, need = 2 + nops;
         if (fenced) {
                 need = 4 + 2 * nops + 1;
@@ -536,8 +562,6 @@ static int append(krib_writer_t *w, krib_conn_t *c, const krib_wop_t *ops, size_
         size_t cap = w->argv_cap;
         if (krib_util_grow(&w->argv, &cap, need, sizeof(*w->argv)) ||
             krib_util_grow(&w->argvlen, &w->argv_cap, need, sizeof(*w->argvlen)))
-                return -1;
-        if (asking && krib_conn_append_fmt(c, "ASKING"))
                 return -1;
 #define ARG(p, l)                                                                                  \
         do {                                                                                       \
@@ -639,10 +663,12 @@ static void fail_cmd(krib_writer_t *w, conn_t *c, const krib_wop_t *ops, const u
                      uint32_t count, uint8_t *status, const char *what) {
         w->stats.errors++;
         c->m.errors++;
-        krib_log_error("writer",
-                       "msg=\"redis refused %s\" node=%s:%d key=\"%.*s\" keys=%u error=\"%s\"",
-                       is_fenced(&ops[ks[0]]) ? "fenced write" : "UNLINK", c->addr.host,
-                       c->addr.port, (int)ops[ks[0]].len, ops[ks[0]].key, count, what);
+        krib_log_error(
+                "writer", "msg=\"redis refused %s\" node=%s:%d key=\"%.*s\" keys=%u error=\"%s\"",
+                is_fenced(&ops[ks[0]])               ? "fenced write"
+                : ops[ks[0]].kind == KRIB_WOP_UNLINK ? "UNLINK"
+                                                     : "fan-out",
+                c->addr.host, c->addr.port, (int)ops[ks[0]].len, ops[ks[0]].key, count, what);
         for (uint32_t y = 0; y < count; y++)
                 status[ks[y]] = KRIB_WOP_FAILED;
 }
@@ -655,13 +681,20 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
         w->stats.commands++;
         if (r->type != REDIS_REPLY_ERROR)
                 breaker_note(w, c->m.addr, &c->br, krib_breaker_success(&c->br));
-        if (r->type == REDIS_REPLY_INTEGER && !cmd->scripted) {
+        if (cmd->mode == MODE_FANOUT &&
+            (r->type == REDIS_REPLY_INTEGER || r->type == REDIS_REPLY_STRING)) {
                 for (uint32_t y = 0; y < cmd->count; y++)
                         status[ks[y]] = KRIB_WOP_OK;
                 w->stats.keys += cmd->count;
                 return;
         }
-        if (r->type == REDIS_REPLY_ARRAY && cmd->scripted && r->elements == cmd->count) {
+        if (r->type == REDIS_REPLY_INTEGER && cmd->mode == MODE_PLAIN) {
+                for (uint32_t y = 0; y < cmd->count; y++)
+                        status[ks[y]] = KRIB_WOP_OK;
+                w->stats.keys += cmd->count;
+                return;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && cmd->mode == MODE_FENCED && r->elements == cmd->count) {
                 w->stats.scripts++;
                 for (uint32_t y = 0; y < cmd->count; y++) {
                         long long v = r->element[y]->type == REDIS_REPLY_INTEGER
@@ -934,28 +967,31 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                                 i = j;
                                 continue;
                         }
-                        /* Stable partition: plain first, fenced after. */
-                        size_t t = 0;
-                        for (size_t x = i; x < j; x++)
-                                if (!is_fenced(&ops[w->order[x]]))
-                                        w->tmp[t++] = w->order[x];
-                        size_t plain = i + t;
-                        for (size_t x = i; x < j; x++)
-                                if (is_fenced(&ops[w->order[x]]))
-                                        w->tmp[t++] = w->order[x];
+                        /* Stable partition: plain, then fenced, then fan-out. */
+                        size_t t = 0, bound[3];
+                        for (int md = 0; md < 3; md++) {
+                                for (size_t x = i; x < j; x++)
+                                        if (mode_of(&ops[w->order[x]]) == md)
+                                                w->tmp[t++] = w->order[x];
+                                bound[md] = i + t;
+                        }
                         memcpy(&w->order[i], w->tmp, (j - i) * sizeof(*w->order));
                         for (size_t a = i; a < j;) {
-                                int fenced = a >= plain;
-                                size_t end = fenced ? j : plain;
-                                size_t b = a + max_keys < end ? a + max_keys : end;
+                                int mode = a < bound[0]   ? MODE_PLAIN
+                                           : a < bound[1] ? MODE_FENCED
+                                                          : MODE_FANOUT;
+                                int fenced = mode == MODE_FENCED;
+                                size_t end = bound[mode];
+                                size_t b = mode == MODE_FANOUT  ? a + 1
+                                           : a + max_keys < end ? a + max_keys
+                                                                : end;
                                 if (fenced && w->conns[conn].script < 0) {
                                         fail_cmd(w, &w->conns[conn], ops, &w->order[a],
                                                  (uint32_t)(b - a), status,
                                                  "fence script not loaded");
-                                } else if (append(w, w->conns[conn].c, ops, a, b, fenced,
-                                                  ask >= 0) ||
+                                } else if (append(w, w->conns[conn].c, ops, a, b, mode, ask >= 0) ||
                                            add_cmd(w, &ncmd, conn, (uint32_t)a, (uint32_t)(b - a),
-                                                   ask >= 0, fenced)) {
+                                                   ask >= 0, mode)) {
                                         return -1;
                                 }
                                 a = b;

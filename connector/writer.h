@@ -32,9 +32,11 @@
 typedef struct krib_writer krib_writer_t;
 
 typedef enum {
-        KRIB_WOP_UNLINK = 0, /* plain UNLINK, batched per slot */
-        KRIB_WOP_DELETE = 1, /* UNLINK through the version fence */
-        KRIB_WOP_UPSERT = 2, /* SET through the version fence */
+        KRIB_WOP_UNLINK = 0,  /* plain UNLINK, batched per slot */
+        KRIB_WOP_DELETE = 1,  /* UNLINK through the version fence */
+        KRIB_WOP_UPSERT = 2,  /* SET through the version fence */
+        KRIB_WOP_PUBLISH = 3, /* PUBLISH ev->note to channel `key` */
+        KRIB_WOP_XADD = 4,    /* XADD ev->note to stream `key`, MAXLEN ~ ev->stream_maxlen */
 } krib_wop_kind_t;
 
 typedef struct {
@@ -100,7 +102,8 @@ void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t
 typedef void(krib_writer_tick_cb)(void *opaque);
 void krib_writer_set_tick(krib_writer_t *w, krib_writer_tick_cb *cb, void *opaque);
 
-/* Applies ops[0..n); at most one op per key (the caller coalesces).
+/* Applies ops[0..n); at most one UNLINK/DELETE/UPSERT op per key (the caller
+ * coalesces); PUBLISH/XADD ops are sent one command each, in order per slot.
  * status[i] receives KRIB_WOP_*. Returns 0 when every op has a final status,
  * -1 when interrupted by stop. */
 int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status);
