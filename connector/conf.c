@@ -77,6 +77,10 @@ static const row_t rows[] = {
          "Address translation \"announced_host:port=reachable_host:port\" for nodes that "
          "announce addresses krib cannot reach directly (NAT, port forwarding, proxies).",
          0},
+        {"redis.sweep_count", T_INT, F(redis_sweep_count), "1000", 1, 1000000, NULL,
+         "COUNT of one SCAN step of a tag sweep: the most keys a sweep examines (and unlinks) "
+         "between two batches of normal traffic.",
+         0},
         {"redis.retry_base_ms", T_INT, F(redis_retry_base_ms), "10", 0, 60000, NULL,
          "First retry delay after a connection error or a TRYAGAIN/CLUSTERDOWN/LOADING reply; "
          "doubles per attempt, with full jitter.",

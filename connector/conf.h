@@ -43,6 +43,7 @@ typedef struct krib_conf {
         int64_t redis_fence; /* krib_fence_mode_t */
         int64_t redis_fence_ttl_ms;
         krib_strlist_t redis_address_map; /* "host:port=host:port" */
+        int64_t redis_sweep_count;
         int64_t redis_retry_base_ms, redis_retry_cap_ms;
         int64_t redis_budget_conn, redis_budget_busy, redis_budget_redirect;
         int64_t redis_breaker_open_ms, redis_breaker_open_max_ms;

@@ -84,6 +84,11 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
              p->fence_invalidated);
         emit(&o, "krib_key_operations_total{outcome=\"coalesced\"} %" PRIu64 "\n", p->coalesced);
 
+        family(&o, "krib_sweep_keys_total", "counter", "Keys unlinked by tag sweeps (SCAN MATCH).");
+        emit(&o, "krib_sweep_keys_total %" PRIu64 "\n", p->sweep_keys);
+        family(&o, "krib_sweeps_active", "gauge", "Tag sweeps in progress.");
+        emit(&o, "krib_sweeps_active %" PRIu64 "\n", p->sweeps_active);
+
         family(&o, "krib_fanout_total", "counter",
                "Change notifications (PUBLISH to a channel, XADD to a stream) Redis acknowledged.");
         emit(&o, "krib_fanout_total %" PRIu64 "\n", p->fanned_out);

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "offsets.h"
 #include "dlq.h"
+#include "sweep.h"
 #include "reorder.h"
 #include "route.h"
 #include "util.h"
@@ -25,7 +26,7 @@ typedef struct {
         int32_t next;
 } link_t;
 
-enum { EV_DONE = 0, EV_LIVE = 1, EV_FAILED = 2, EV_PENDING = 3, EV_DLQ = 4 };
+enum { EV_DONE = 0, EV_LIVE = 1, EV_FAILED = 2, EV_PENDING = 3, EV_DLQ = 4, EV_SWEEP = 5 };
 
 struct krib_pipeline {
         const krib_conf_t *conf;
@@ -33,6 +34,7 @@ struct krib_pipeline {
         krib_consumer_t *consumer;
         krib_schemas_t *decode;
         krib_dlq_t *dlq; /* NULL: rejected events are logged and skipped */
+        krib_sweeps_t *sweeps;
         int64_t dlq_wait_from_us;
         /* Route of each topic seen (rd_kafka_topic_t pointers are stable). */
         struct {
@@ -154,6 +156,8 @@ static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts
                         p->stash[keep++] = p->stash[i];
         }
         p->nstash = keep;
+        for (int i = 0; i < parts->cnt; i++)
+                krib_sweeps_drop(p->sweeps, parts->elems[i].topic, parts->elems[i].partition);
         forget_partitions(p, parts);
         p->assigned -= parts->cnt;
         if (p->assigned < 0)
@@ -252,6 +256,10 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         krib_writer_set_tick(p->writer, on_writer_tick, p);
         if (*conf->dlq_topic && !(p->dlq = krib_dlq_new(conf, errstr, errstr_size)))
                 goto fail;
+        if (!(p->sweeps = krib_sweeps_new(p->writer, conf->redis_sweep_count))) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto fail;
+        }
         char sub[256];
         if (krib_writer_refresh(p->writer, sub, sizeof(sub)))
                 krib_log_warn("pipeline",
@@ -418,9 +426,16 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         } else if (krib_schemas_decode(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
                 return reject(p, i, "decode", "krib.DecodeError", err);
         }
-        if (ev->action == KRIB_ACTION_TAG)
-                return reject(p, i, "route", "krib.UnsupportedAction",
-                              "TAG sweeps are not supported by this version");
+        if (ev->action == KRIB_ACTION_TAG) {
+                /* Finished when the sweep is (sweep_done), between batches. */
+                if (!ev->tag_count)
+                        return reject(p, i, "route", "krib.InvalidEvent", "TAG event without tags");
+                if (krib_sweeps_add(p->sweeps, ev->tags, ev->tag_count, topic, m->partition,
+                                    m->offset))
+                        return -1;
+                p->ev_state[i] = EV_SWEEP;
+                return 0;
+        }
         krib_reorder_verdict_t v = krib_reorder_decide(p->reorder, topic, m->partition, ev);
         if (v == KRIB_REORDER_STALE) {
                 p->stats.stale++;
@@ -639,6 +654,26 @@ static void take(krib_pipeline_t *p, rd_kafka_message_t *m) {
         p->stats.consumed++;
 }
 
+static void sweep_done(void *opaque, const char *topic, int32_t partition, int64_t offset) {
+        krib_pipeline_t *p = opaque;
+        p->stats.applied++;
+        if (krib_offsets_finish(p->offsets, topic, partition, offset))
+                krib_log_debug("pipeline", "msg=\"offset was not tracked\" topic=%s", topic);
+        store_offsets(p);
+}
+
+/* Between batches: one bounded step of every tag sweep. */
+static void step_sweeps(krib_pipeline_t *p) {
+        if (!krib_sweeps_active(p->sweeps))
+                return;
+        p->in_write = 1;
+        if (krib_sweeps_step(p->sweeps, sweep_done, p))
+                p->interrupted = 1;
+        p->in_write = 0;
+        p->stats.sweep_keys = krib_sweeps_keys(p->sweeps);
+        p->stats.sweeps_active = krib_sweeps_active(p->sweeps);
+}
+
 int krib_pipeline_run(krib_pipeline_t *p) {
         const size_t max_bytes = (size_t)p->conf->pipeline_batch_max_bytes;
         while (!*p->stop && !p->interrupted) {
@@ -653,14 +688,18 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                 /* Gather a batch. A rebalance inside poll may process and
                  * empty it (on_revoke), so p->n is re-read every time. */
                 while (p->n < p->cap && p->bytes < max_bytes && !*p->stop) {
-                        int64_t left = p->n ? (deadline - krib_clock_mono_us()) / 1000 : 100;
+                        /* Idle with sweeps to do: poll briefly, then step them. */
+                        int sweeping = krib_sweeps_active(p->sweeps) > 0;
+                        int64_t left = p->n       ? (deadline - krib_clock_mono_us()) / 1000
+                                       : sweeping ? 1
+                                                  : 100;
                         if (left < 0)
                                 break;
                         int64_t t0 = krib_clock_mono_us();
                         rd_kafka_message_t *m = krib_consumer_poll(p->consumer, (int)left);
                         p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
                         if (!m) {
-                                if (p->n)
+                                if (p->n || sweeping)
                                         break;
                                 log_stats(p, 0);
                                 publish(p, 0);
@@ -681,6 +720,8 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                 }
                 if (p->n && process_batch(p))
                         p->interrupted = 1;
+                if (!p->interrupted)
+                        step_sweeps(p);
                 log_stats(p, 0);
                 publish(p, 0);
         }
@@ -714,6 +755,7 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         krib_metrics_destroy(p->metrics);
         krib_writer_destroy(p->writer);
         krib_dlq_destroy(p->dlq);
+        krib_sweeps_destroy(p->sweeps);
         krib_schemas_destroy(p->decode);
         krib_offsets_destroy(p->offsets);
         krib_reorder_destroy(p->reorder);

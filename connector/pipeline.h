@@ -35,6 +35,8 @@ typedef struct {
         uint64_t skipped;           /* nothing to apply: tombstones, truncates, messages */
         uint64_t dead_lettered;     /* copied to the dead-letter topic, acknowledged */
         uint64_t fanned_out;        /* PUBLISH/XADD notifications acknowledged */
+        uint64_t sweep_keys;        /* keys unlinked by tag sweeps */
+        uint64_t sweeps_active;     /* tag sweeps in progress */
         uint64_t failed;            /* events Redis refused for good (logged) */
         uint64_t keys_done;         /* key operations acknowledged */
         uint64_t coalesced;         /* key operations superseded inside a batch */

@@ -24,7 +24,7 @@ typedef struct {
 } tmpl_t;
 
 typedef enum { VER_LSN = 0, VER_TS = 1, VER_SOURCE_TS = 2, VER_COLUMN = 3, VER_NONE = 4 } ver_t;
-typedef enum { ACT_INVALIDATE = 0, ACT_WRITE_THROUGH = 1 } act_t;
+typedef enum { ACT_INVALIDATE = 0, ACT_WRITE_THROUGH = 1, ACT_SWEEP = 2 } act_t;
 
 struct krib_route {
         char *name;
@@ -381,9 +381,12 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
         if (config_setting_lookup_string(g, "action", &str)) {
                 if (!strcmp(str, "write-through"))
                         r->act = ACT_WRITE_THROUGH;
+                else if (!strcmp(str, "sweep"))
+                        r->act = ACT_SWEEP;
                 else if (strcmp(str, "invalidate")) {
                         errf(errstr, size,
-                             "%s:%d: %s: action '%s' is not invalidate or write-through", file,
+                             "%s:%d: %s: action '%s' is not invalidate, write-through or sweep",
+                             file,
                              config_setting_source_line(config_setting_get_member(g, "action")),
                              r->name, str);
                         return -1;
@@ -688,6 +691,13 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, 
 
         ev->action = KRIB_ACTION_DELETE;
         ev->ttl_ms = -1;
+        if (r->act == ACT_SWEEP) { /* the templates are patterns: sweep them */
+                ev->tags = ev->keys;
+                ev->tag_count = ev->key_count;
+                ev->keys = NULL;
+                ev->key_count = 0;
+                ev->action = KRIB_ACTION_TAG;
+        }
         if (r->act == ACT_WRITE_THROUGH && op[0] != 'd') {
                 json_t *out = json_object();
                 if (!out)

@@ -387,6 +387,60 @@ void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t
         w->drain_us = drain_ms * 1000;
 }
 
+int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[80], int max) {
+        if (w->conf->redis_mode == KRIB_REDIS_CLUSTER &&
+            (w->need_refresh || !w->topo.master_count)) {
+                char err[256];
+                krib_writer_refresh(w, err, sizeof(err));
+        }
+        if (!w->topo.master_count)
+                return -1;
+        int n = 0;
+        for (size_t m = 0; m < w->topo.master_count && n < max; m++) {
+                if (slot >= 0 && w->topo.slot_owner[slot] != (int32_t)m)
+                        continue;
+                const conn_t *c = &w->conns[w->master_conn[m]];
+                snprintf(addrs[n++], 80, "%s", c->m.addr);
+        }
+        return n;
+}
+
+int krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor, const char *pattern,
+                     long count, char *next, size_t next_size, redisReply **keys) {
+        krib_addr_t a;
+        if (krib_addr_parse(addr, &a))
+                return -1;
+        int ci = -1;
+        for (size_t i = 0; i < w->conn_count && ci < 0; i++)
+                if (!strcmp(w->conns[i].m.addr, addr))
+                        ci = (int)i;
+        if (ci < 0 && (ci = conn_get(w, a.host, a.port)) < 0)
+                return -1;
+        conn_t *c = &w->conns[ci];
+        if (!krib_breaker_allows(&c->br, 0) || conn_ensure(w, c))
+                return -1;
+        char cnt[24];
+        snprintf(cnt, sizeof(cnt), "%ld", count);
+        redisReply *r = krib_conn_command(c->c, "SCAN %s MATCH %s COUNT %s", cursor, pattern, cnt);
+        if (!r) {
+                conn_fail(w, c, krib_conn_errstr(c->c));
+                return -1;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+                krib_log_warn("writer", "msg=\"SCAN failed\" node=%s error=\"%s\"", addr,
+                              r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                freeReplyObject(r);
+                return -1;
+        }
+        snprintf(next, next_size, "%s", r->element[0]->str);
+        *keys = r->element[1];
+        r->element[1] = NULL; /* detached: the caller frees it */
+        r->elements = 1;
+        freeReplyObject(r);
+        return 0;
+}
+
 int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t *out, int max) {
         int n = 0;
         for (size_t i = 0; i < w->conn_count && n < max; i++) {

@@ -22,6 +22,7 @@
 #ifndef KRIB_WRITER_H
 #define KRIB_WRITER_H
 
+#include <hiredis.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -107,6 +108,20 @@ void krib_writer_set_tick(krib_writer_t *w, krib_writer_tick_cb *cb, void *opaqu
  * status[i] receives KRIB_WOP_*. Returns 0 when every op has a final status,
  * -1 when interrupted by stop. */
 int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status);
+
+/* Masters a key pattern can live on: the owner of its slot when slot >= 0,
+ * else every master (standalone: the one node). Copies up to max
+ * "host:port" names (as krib connects to them) into addrs; returns how many,
+ * or -1 when no slot map is known yet. */
+int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[80], int max);
+
+/* One SCAN step on node addr ("host:port" from krib_writer_masters()):
+ * SCAN cursor MATCH pattern COUNT count. On success returns 0, writes the
+ * next cursor ("0": done) and hands over the reply's key array (*keys, free
+ * with freeReplyObject). -1 when the node failed or refused (the caller
+ * retries later, perhaps on a new slot map); no retries happen here. */
+int krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor, const char *pattern,
+                     long count, char *next, size_t next_size, redisReply **keys);
 
 /* Fetches the topology now (used at start-up to fail fast on bad seeds). */
 int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size);

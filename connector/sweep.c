@@ -1,0 +1,234 @@
+#include "sweep.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "slot.h"
+
+typedef struct {
+        char **patterns;
+        size_t npatterns, pattern; /* current pattern */
+        char (*nodes)[80];         /* masters of the current pattern; NULL: resolve */
+        int nnodes, node;
+        char cursor[32];
+        char *topic;
+        int32_t partition;
+        int64_t offset;
+        unsigned failures;
+        int64_t retry_at_us;
+        uint64_t keys;
+} sweep_t;
+
+struct krib_sweeps {
+        krib_writer_t *w;
+        long count;
+        sweep_t *v;
+        size_t n, cap;
+        uint64_t keys, finished;
+        krib_wop_t *ops;
+        uint8_t *status;
+        size_t ops_cap;
+};
+
+krib_sweeps_t *krib_sweeps_new(krib_writer_t *w, long scan_count) {
+        krib_sweeps_t *s = calloc(1, sizeof(*s));
+        if (s) {
+                s->w = w;
+                s->count = scan_count;
+        }
+        return s;
+}
+
+static int is_glob(char c) {
+        return c == '*' || c == '?' || c == '[' || c == '\\';
+}
+
+int krib_sweep_pattern_slot(const char *pattern, size_t len) {
+        const char *open = memchr(pattern, '{', len);
+        if (!open)
+                return -1;
+        const char *close = memchr(open + 1, '}', len - (size_t)(open + 1 - pattern));
+        if (!close || close == open + 1)
+                return -1;
+        for (const char *p = pattern; p < close; p++)
+                if (is_glob(*p))
+                        return -1;
+        return (int)krib_slot_of(pattern, len);
+}
+
+static void sweep_free(sweep_t *w) {
+        for (size_t i = 0; i < w->npatterns; i++)
+                free(w->patterns[i]);
+        free(w->patterns);
+        free(w->nodes);
+        free(w->topic);
+}
+
+int krib_sweeps_add(krib_sweeps_t *s, const krib_str_t *patterns, size_t n, const char *topic,
+                    int32_t partition, int64_t offset) {
+        if (s->n == s->cap) {
+                size_t cap = s->cap ? s->cap * 2 : 8;
+                sweep_t *v = realloc(s->v, cap * sizeof(*v));
+                if (!v)
+                        return -1;
+                s->v = v;
+                s->cap = cap;
+        }
+        sweep_t *w = &s->v[s->n];
+        memset(w, 0, sizeof(*w));
+        if (!(w->patterns = calloc(n, sizeof(*w->patterns))) || !(w->topic = strdup(topic)))
+                goto oom;
+        for (size_t i = 0; i < n; i++) {
+                if (!(w->patterns[i] = strndup(patterns[i].s, patterns[i].len)))
+                        goto oom;
+                w->npatterns++;
+        }
+        w->partition = partition;
+        w->offset = offset;
+        snprintf(w->cursor, sizeof(w->cursor), "0");
+        s->n++;
+        krib_log_info("sweep",
+                      "msg=\"tag sweep started\" topic=%s partition=%d offset=%lld "
+                      "patterns=%zu first=\"%s\"",
+                      topic, (int)partition, (long long)offset, n, n ? w->patterns[0] : "");
+        return 0;
+oom:
+        sweep_free(w);
+        return -1;
+}
+
+size_t krib_sweeps_active(const krib_sweeps_t *s) {
+        return s ? s->n : 0;
+}
+
+/* Restarts the current pattern from scratch after a failure, later. */
+static void sweep_failed(sweep_t *w, const char *why) {
+        w->failures++;
+        int64_t backoff = 100000LL << (w->failures < 6 ? w->failures : 6);
+        w->retry_at_us = krib_clock_mono_us() + backoff;
+        free(w->nodes);
+        w->nodes = NULL;
+        w->node = 0;
+        snprintf(w->cursor, sizeof(w->cursor), "0");
+        if (w->failures == 1 || w->failures % 10 == 0)
+                krib_log_warn("sweep",
+                              "msg=\"tag sweep step failed, pattern restarts\" pattern=\"%s\" "
+                              "error=\"%s\" attempt=%u",
+                              w->patterns[w->pattern], why, w->failures);
+}
+
+/* One SCAN + UNLINK of sweep w. Returns 1 when the sweep is complete, -1 on
+ * shutdown, else 0. */
+static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
+        if (krib_clock_mono_us() < w->retry_at_us)
+                return 0;
+        const char *pat = w->patterns[w->pattern];
+        if (!w->nodes) {
+                int slot = krib_sweep_pattern_slot(pat, strlen(pat));
+                if (!(w->nodes = calloc(64, sizeof(*w->nodes))))
+                        return 0;
+                w->nnodes = krib_writer_masters(s->w, slot, w->nodes, 64);
+                if (w->nnodes <= 0) {
+                        sweep_failed(w, "no slot map");
+                        return 0;
+                }
+        }
+        char next[32];
+        redisReply *keys = NULL;
+        if (krib_writer_scan(s->w, w->nodes[w->node], w->cursor, pat, s->count, next, sizeof(next),
+                             &keys)) {
+                sweep_failed(w, "SCAN failed");
+                return 0;
+        }
+        size_t n = keys->elements;
+        if (n > s->ops_cap) {
+                krib_wop_t *ops = realloc(s->ops, n * sizeof(*ops));
+                uint8_t *st = ops ? realloc(s->status, n) : NULL;
+                if (ops)
+                        s->ops = ops;
+                if (st)
+                        s->status = st;
+                if (!ops || !st) {
+                        freeReplyObject(keys);
+                        return 0;
+                }
+                s->ops_cap = n;
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+                if (keys->element[i]->type == REDIS_REPLY_STRING)
+                        s->ops[k++] = (krib_wop_t){keys->element[i]->str, keys->element[i]->len,
+                                                   KRIB_WOP_UNLINK, NULL};
+        int rc = k ? krib_writer_apply(s->w, s->ops, k, s->status) : 0;
+        freeReplyObject(keys);
+        if (rc)
+                return -1;
+        w->keys += k;
+        s->keys += k;
+        w->failures = 0;
+        if (strcmp(next, "0")) {
+                snprintf(w->cursor, sizeof(w->cursor), "%s", next);
+                return 0;
+        }
+        snprintf(w->cursor, sizeof(w->cursor), "0");
+        if (++w->node < w->nnodes)
+                return 0;
+        free(w->nodes);
+        w->nodes = NULL;
+        w->node = 0;
+        return ++w->pattern == w->npatterns;
+}
+
+int krib_sweeps_step(krib_sweeps_t *s, krib_sweep_done_cb *done, void *opaque) {
+        for (size_t i = 0; i < s->n;) {
+                sweep_t *w = &s->v[i];
+                int rc = sweep_step(s, w);
+                if (rc < 0)
+                        return -1;
+                if (rc == 0) {
+                        i++;
+                        continue;
+                }
+                krib_log_info("sweep",
+                              "msg=\"tag sweep done\" topic=%s partition=%d offset=%lld keys=%llu",
+                              w->topic, (int)w->partition, (long long)w->offset,
+                              (unsigned long long)w->keys);
+                s->finished++;
+                done(opaque, w->topic, w->partition, w->offset);
+                sweep_free(w);
+                s->v[i] = s->v[--s->n];
+        }
+        return 0;
+}
+
+void krib_sweeps_drop(krib_sweeps_t *s, const char *topic, int32_t partition) {
+        for (size_t i = 0; s && i < s->n;) {
+                if (s->v[i].partition == partition && !strcmp(s->v[i].topic, topic)) {
+                        sweep_free(&s->v[i]);
+                        s->v[i] = s->v[--s->n];
+                } else
+                        i++;
+        }
+}
+
+uint64_t krib_sweeps_keys(const krib_sweeps_t *s) {
+        return s ? s->keys : 0;
+}
+
+uint64_t krib_sweeps_finished(const krib_sweeps_t *s) {
+        return s ? s->finished : 0;
+}
+
+void krib_sweeps_destroy(krib_sweeps_t *s) {
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->n; i++)
+                sweep_free(&s->v[i]);
+        free(s->v);
+        free(s->ops);
+        free(s->status);
+        free(s);
+}

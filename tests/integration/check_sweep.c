@@ -1,0 +1,161 @@
+/* Tag sweeps: one TAG event removes 100k keys matching a pattern (SCAN on
+ * every master, no KEYS) while normal invalidations keep flowing; the TAG
+ * event's offset is committed only when the sweep is done. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "clock.h"
+#include "encode.h"
+#include "itest.h"
+#include "sweep.h"
+
+static void produce_tag(const char *topic, const char *entity, const char *pattern) {
+        char err[512];
+        krib_encode_t *enc = krib_encode_new_file(KRIB_SOURCE_DIR "/schemas/invalidation.avsc", err,
+                                                  sizeof(err));
+        ck_assert_msg(enc != NULL, "%s", err);
+        krib_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        krib_event_reset(&ev);
+        krib_event_strdup(&ev, &ev.entity, entity, strlen(entity));
+        ev.tags = krib_event_alloc(&ev, sizeof(krib_str_t));
+        krib_event_strdup(&ev, &ev.tags[0], pattern, strlen(pattern));
+        ev.tag_count = 1;
+        ev.action = KRIB_ACTION_TAG;
+        ev.ts_ms = krib_clock_wall_ms();
+        char payload[4096];
+        size_t len;
+        ck_assert_int_eq(krib_encode_event(enc, &ev, payload, sizeof(payload), &len), 0);
+        itest_produce_raw(topic, 0, entity, strlen(entity), payload, len);
+        krib_event_destroy(&ev);
+        krib_encode_destroy(enc);
+}
+
+static double metric(const char *path, const char *name) {
+        FILE *fp = fopen(path, "r");
+        char line[512];
+        double v = -1;
+        while (fp && fgets(line, sizeof(line), fp))
+                if (!strncmp(line, name, strlen(name)) && line[strlen(name)] == ' ')
+                        v = atof(line + strlen(name) + 1);
+        if (fp)
+                fclose(fp);
+        return v;
+}
+
+START_TEST(pattern_slot_is_known_only_for_literal_tags) {
+        ck_assert_int_eq(krib_sweep_pattern_slot("user:{42}:*", 11), 8000);
+        ck_assert_int_eq(krib_sweep_pattern_slot("user:{42}:*", 11),
+                         krib_sweep_pattern_slot("x{42}", 5));
+        ck_assert_int_eq(krib_sweep_pattern_slot("session:*", 9), -1);
+        ck_assert_int_eq(krib_sweep_pattern_slot("u*:{42}:x", 9), -1); /* glob before the tag */
+        ck_assert_int_eq(krib_sweep_pattern_slot("u:{4*}:x", 8), -1);  /* glob inside it */
+        ck_assert_int_eq(krib_sweep_pattern_slot("u:{}:x*", 7), -1);   /* empty tag */
+}
+END_TEST
+
+START_TEST(sweep_of_100k_keys_while_traffic_flows) {
+        const long swept = 100000, normal = 40000;
+        itest_names_t nm;
+        itest_names(&nm, "sweep");
+        char sweep_prefix[160], ns[32], nn[32], pattern[200];
+        snprintf(sweep_prefix, sizeof(sweep_prefix), "%s-sess", nm.prefix);
+        snprintf(ns, sizeof(ns), "%ld", swept);
+        snprintf(nn, sizeof(nn), "%ld", normal);
+        /* Keys "<p>:{i}:k0": the tag is the id, so the pattern spans every master. */
+        snprintf(pattern, sizeof(pattern), "%s:{*", sweep_prefix);
+        ck_assert_int_eq(krib_sweep_pattern_slot(pattern, strlen(pattern)), -1);
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "6", NULL};
+        itest_loadgen(create);
+        const char *pop1[] = {"populate", "--redis",    itest_redis_seed(),
+                              "--prefix", sweep_prefix, "--count",
+                              ns,         NULL};
+        itest_loadgen(pop1);
+        const char *pop2[] = {"populate", "--redis", itest_redis_seed(),
+                              "--prefix", nm.prefix, "--count",
+                              nn,         NULL};
+        itest_loadgen(pop2);
+
+        char e_metrics[64];
+        snprintf(e_metrics, sizeof(e_metrics), "KRIB_METRICS_PORT=%d", itest_metrics_port());
+        /* Small SCAN steps: many rounds of interleaving with normal batches. */
+        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers,
+                             nm.env_nodes, e_metrics,    "KRIB_REDIS_SWEEP_COUNT=500",
+                             NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        char *producer[] = {KRIB_LOADGEN_BIN,
+                            "produce",
+                            "--topic",
+                            nm.topic,
+                            "--prefix",
+                            nm.prefix,
+                            "--count",
+                            nn,
+                            "--rate",
+                            "10000",
+                            "--schema",
+                            KRIB_SOURCE_DIR "/schemas/invalidation.avsc",
+                            NULL};
+        pid_t prod = itest_spawn(producer);
+        usleep(500000);
+        produce_tag(nm.topic, "sessions", pattern);
+
+        /* While the sweep runs, normal events must still be applied. */
+        char body[300];
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        double first = -1, last = -1, seen_sweeping = 0;
+        int64_t end = krib_clock_mono_us() + 120000000;
+        while (krib_clock_mono_us() < end) {
+                ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+                double active = metric(body, "krib_sweeps_active");
+                double applied = metric(body, "krib_events_total{outcome=\"applied\"}");
+                if (active > 0) {
+                        seen_sweeping++;
+                        if (first < 0)
+                                first = applied;
+                        last = applied;
+                } else if (seen_sweeping) {
+                        break;
+                }
+                usleep(100000);
+        }
+        ck_assert_int_eq(itest_wait(prod, 60), 0);
+        ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 6, 120), 0);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+        double keys = metric(body, "krib_sweep_keys_total");
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        fprintf(stderr,
+                "sweep: %.0f keys unlinked; %.0f samples while sweeping, normal events applied "
+                "meanwhile: %.0f\n",
+                keys, seen_sweeping, last - first);
+        ck_assert_msg(seen_sweeping >= 2, "the sweep was never seen running");
+        ck_assert_msg(last > first, "normal traffic stalled during the sweep");
+        ck_assert_int_ge((long)keys, swept);
+        const char *c1[] = {"count",    "--redis",    itest_redis_seed(),
+                            "--prefix", sweep_prefix, "--count",
+                            ns,         NULL};
+        ck_assert_int_eq(atol(itest_loadgen(c1)), 0);
+        const char *c2[] = {
+                "count", "--redis", itest_redis_seed(), "--prefix", nm.prefix, "--count", nn, NULL};
+        ck_assert_int_eq(atol(itest_loadgen(c2)), 0);
+        const char *done[] = {"tag sweep done", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, done), 1);
+        unlink(body);
+        unlink(nm.log);
+}
+END_TEST
+
+Suite *make_suite(void) {
+        Suite *s = suite_create("sweep");
+        TCase *tc = tcase_create("sweep");
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, pattern_slot_is_known_only_for_literal_tags);
+        tcase_add_test(tc, sweep_of_100k_keys_while_traffic_flows);
+        suite_add_tcase(s, tc);
+        return s;
+}
