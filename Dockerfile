@@ -5,7 +5,7 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
       librdkafka-dev libhiredis-dev libavro-dev libconfig-dev libmicrohttpd-dev \
-      libjansson-dev libssl-dev \
+      libjansson-dev libssl-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -21,7 +21,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKRIB_TESTS=OFF \
 FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends librdkafka1 libhiredis0.14 libavro23 \
-      libconfig9 libmicrohttpd12 libjansson4 libssl3 curl ca-certificates \
+      libconfig9 libmicrohttpd12 libjansson4 libssl3 libcurl4 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin krib
 COPY --from=build /opt/krib /opt/krib

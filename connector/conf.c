@@ -118,6 +118,14 @@ static const row_t rows[] = {
          0},
         {"redis.tls_verify", T_BOOL, F(redis_tls_verify), "true", 0, 0, NULL,
          "Verify the server's certificate chain and name. Turn off only to debug.", 0},
+        {"registry.url", T_STR, F(registry_url), "", 0, 0, NULL,
+         "Confluent Schema Registry base URL for routes with format debezium-avro (writer "
+         "schemas by id, cached).",
+         0},
+        {"registry.timeout_ms", T_INT, F(registry_timeout_ms), "5000", 100, 600000, NULL,
+         "Timeout of one registry request; an unavailable registry is retried, pausing "
+         "consumption, never dead-lettering.",
+         0},
         {"dlq.topic", T_STR, F(dlq_topic), "", 0, 0, NULL,
          "Dead-letter topic for records krib cannot apply (undecodable, template failures, keys "
          "Redis refuses for good), with Kafka Connect's __connect.errors.* headers; the offset "

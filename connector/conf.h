@@ -62,6 +62,8 @@ typedef struct krib_conf {
         int64_t reorder_max_entities;
 
         char *dlq_topic; /* "" : no dead-letter topic */
+        char *registry_url;
+        int64_t registry_timeout_ms;
 
         char *metrics_address;
         int64_t metrics_port; /* 0: no HTTP server */

@@ -417,6 +417,21 @@ static int get_action(krib_decode_t *dec, avro_value_t *field, krib_action_t *ou
         return -2;
 }
 
+int krib_avro_check(avro_schema_t schema, const void *buf, size_t len, char *errstr,
+                    size_t errstr_size) {
+        cursor_t cur = {buf, len, NULL};
+        if (skip(&cur, schema, 0)) {
+                errf(errstr, errstr_size, "malformed Avro: %s", cur.why);
+                return -1;
+        }
+        if (cur.left) {
+                errf(errstr, errstr_size, "malformed Avro: %zu trailing bytes after the record",
+                     cur.left);
+                return -1;
+        }
+        return 0;
+}
+
 int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_event_t *ev,
                       char *errstr, size_t errstr_size) {
         krib_event_reset(ev);

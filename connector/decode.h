@@ -32,4 +32,10 @@ int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_even
 
 void krib_decode_destroy(krib_decode_t *dec);
 
+/* Whether buf holds exactly one datum of schema, walked without allocating:
+ * hostile lengths and counts are refused before avro-c reads them. */
+#include <avro.h>
+int krib_avro_check(avro_schema_t schema, const void *buf, size_t len, char *errstr,
+                    size_t errstr_size);
+
 #endif

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "offsets.h"
 #include "dlq.h"
+#include "registry.h"
 #include "sweep.h"
 #include "reorder.h"
 #include "route.h"
@@ -35,6 +36,7 @@ struct krib_pipeline {
         krib_schemas_t *decode;
         krib_dlq_t *dlq; /* NULL: rejected events are logged and skipped */
         krib_sweeps_t *sweeps;
+        krib_registry_t *registry; /* debezium-avro routes */
         int64_t dlq_wait_from_us;
         /* Route of each topic seen (rd_kafka_topic_t pointers are stable). */
         struct {
@@ -256,6 +258,18 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         krib_writer_set_tick(p->writer, on_writer_tick, p);
         if (*conf->dlq_topic && !(p->dlq = krib_dlq_new(conf, errstr, errstr_size)))
                 goto fail;
+        if (krib_routes_need_registry(conf->routes)) {
+                if (!*conf->registry_url) {
+                        snprintf(errstr, errstr_size,
+                                 "a route reads debezium-avro but registry.url is not set");
+                        goto fail;
+                }
+                if (!(p->registry = krib_registry_new(conf->registry_url, conf->registry_timeout_ms,
+                                                      errstr, errstr_size)))
+                        goto fail;
+                /* A registry outage is handled like a Redis one: paused, polled. */
+                krib_registry_set_wait(p->registry, stop, on_writer_tick, p);
+        }
         if (!(p->sweeps = krib_sweeps_new(p->writer, conf->redis_sweep_count))) {
                 snprintf(errstr, errstr_size, "out of memory");
                 goto fail;
@@ -409,8 +423,10 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         if (route) {
                 krib_route_info_t info;
                 krib_route_result_t rr =
-                        krib_route_decode(route, topic, m->key, m->key_len, m->payload, m->len, ev,
-                                          &info, err, sizeof(err));
+                        krib_route_decode(route, p->registry, topic, m->key, m->key_len, m->payload,
+                                          m->len, ev, &info, err, sizeof(err));
+                if (rr == KRIB_ROUTE_STOPPED)
+                        return -2; /* shutdown while the registry was down: not finished */
                 if (rr == KRIB_ROUTE_SKIP) {
                         if (info.op == 't')
                                 krib_log_warn("pipeline",
@@ -532,15 +548,31 @@ static int process_batch(krib_pipeline_t *p) {
         size_t nops = 0, nlinks = 0;
         if (p->table_cap)
                 memset(p->table, 0xff, p->table_cap * sizeof(*p->table));
-        for (size_t i = 0; i < p->n; i++)
-                if (admit(p, i, &nops, &nlinks)) {
+        /* Admission may wait for the schema registry: a revoke meanwhile
+         * must abandon the batch, not process it from inside itself. */
+        p->in_write = 1;
+        int stopped = 0;
+        for (size_t i = 0; i < p->n; i++) {
+                int a = admit(p, i, &nops, &nlinks);
+                if (a == -2) {
+                        /* Shutdown while the schema registry was down: this
+                         * event and the rest stay unfinished (re-read later). */
+                        for (size_t k = i; k < p->n; k++)
+                                p->ev_state[k] = EV_PENDING;
+                        stopped = 1;
+                        break;
+                }
+                if (a) {
+                        p->in_write = 0;
                         krib_log_error("pipeline", "msg=\"out of memory\"");
                         return -1;
                 }
+        }
 
-        p->in_write = 1;
         int64_t t0 = krib_clock_mono_us();
         int rc = nops ? krib_writer_apply(p->writer, p->ops, nops, p->op_status) : 0;
+        if (stopped)
+                rc = -1;
         p->stats.write_us += (uint64_t)(krib_clock_mono_us() - t0);
         p->in_write = 0;
 
@@ -756,6 +788,7 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         krib_writer_destroy(p->writer);
         krib_dlq_destroy(p->dlq);
         krib_sweeps_destroy(p->sweeps);
+        krib_registry_destroy(p->registry);
         krib_schemas_destroy(p->decode);
         krib_offsets_destroy(p->offsets);
         krib_reorder_destroy(p->reorder);

@@ -1,5 +1,7 @@
 #include "route.h"
 
+#include "registry.h"
+
 #include <inttypes.h>
 #include <jansson.h>
 #include <libconfig.h>
@@ -42,6 +44,7 @@ struct krib_route {
         int64_t ttl_ms;
         tmpl_t *publish, *stream; /* fan-out; NULL: none */
         int64_t stream_maxlen;
+        int avro; /* format debezium-avro */
 };
 
 struct krib_routes {
@@ -317,8 +320,11 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                              config_setting_source_line(s), r->name, r->topics[i] + 1);
                         return -1;
                 }
-        if (config_setting_lookup_string(g, "format", &str) && strcmp(str, "debezium-json")) {
-                errf(errstr, size, "%s:%d: %s: format '%s' is not supported (debezium-json)", file,
+        if (config_setting_lookup_string(g, "format", &str) && !strcmp(str, "debezium-avro"))
+                r->avro = 1;
+        else if (config_setting_lookup_string(g, "format", &str) && strcmp(str, "debezium-json")) {
+                errf(errstr, size,
+                     "%s:%d: %s: format '%s' is not supported (debezium-json, debezium-avro)", file,
                      config_setting_source_line(config_setting_get_member(g, "format")), r->name,
                      str);
                 return -1;
@@ -491,6 +497,13 @@ const krib_route_t *krib_routes_match(const krib_routes_t *rs, const char *topic
         return NULL;
 }
 
+int krib_routes_need_registry(const krib_routes_t *rs) {
+        for (size_t i = 0; rs && i < rs->n; i++)
+                if (rs->r[i].avro)
+                        return 1;
+        return 0;
+}
+
 const char *krib_route_name(const krib_route_t *r) {
         return r->name;
 }
@@ -562,18 +575,26 @@ static int fanout(const krib_route_t *r, const scope_t *sc, char op, krib_event_
         return rc ? -1 : 0;
 }
 
-krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, const void *key,
-                                      size_t key_len, const void *value, size_t value_len,
-                                      krib_event_t *ev, krib_route_info_t *info, char *errstr,
-                                      size_t errstr_size) {
+krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registry *reg,
+                                      const char *topic, const void *key, size_t key_len,
+                                      const void *value, size_t value_len, krib_event_t *ev,
+                                      krib_route_info_t *info, char *errstr, size_t errstr_size) {
         info->op = 0;
         if (!value || !value_len)
                 return KRIB_ROUTE_SKIP; /* tombstone after a delete */
         json_error_t je;
-        json_t *root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &je);
-        json_t *kroot = NULL;
+        json_t *root = NULL, *kroot = NULL;
         krib_route_result_t rc = KRIB_ROUTE_ERROR;
-        if (!root) {
+        if (r->avro) {
+                if (!reg) {
+                        errf(errstr, errstr_size, "debezium-avro needs registry.url");
+                        return KRIB_ROUTE_ERROR;
+                }
+                krib_reg_result_t rr =
+                        krib_registry_decode(reg, value, value_len, &root, errstr, errstr_size);
+                if (rr != KRIB_REG_OK)
+                        return rr == KRIB_REG_STOPPED ? KRIB_ROUTE_STOPPED : KRIB_ROUTE_ERROR;
+        } else if (!(root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &je))) {
                 errf(errstr, errstr_size, "value is not JSON: %s (column %d)", je.text, je.column);
                 return KRIB_ROUTE_ERROR;
         }
@@ -608,9 +629,19 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, 
                      op[0] == 'd' ? " before" : "n after");
                 goto done;
         }
-        /* A key that is not JSON (a plain string key) leaves ${key.x} unset. */
-        if (key && key_len)
+        /* A key that is neither framed Avro nor JSON (a plain string key)
+         * leaves ${key.x} unset. */
+        if (key && key_len && r->avro && key_len >= 5 && ((const uint8_t *)key)[0] == 0) {
+                char kerr[256];
+                krib_reg_result_t kr =
+                        krib_registry_decode(reg, key, key_len, &kroot, kerr, sizeof(kerr));
+                if (kr == KRIB_REG_STOPPED) {
+                        rc = KRIB_ROUTE_STOPPED;
+                        goto done;
+                }
+        } else if (key && key_len) {
                 kroot = json_loadb(key, key_len, 0, &je);
+        }
         json_t *kobj = kroot ? unwrap(kroot) : NULL;
         scope_t sc = {row, kobj, source};
 

@@ -11,6 +11,10 @@
  *   tombstone (null value)      nothing to do (compaction marker)
  *   op t (truncate), op m       nothing krib can key: reported, not applied
  *
+ * Formats: debezium-json (JsonConverter, with or without schemas.enable) and
+ * debezium-avro (AvroConverter: Confluent framing, writer schemas from the
+ * schema registry, see registry.h; keys may be framed Avro or JSON).
+ *
  * Versions: source.lsn (commit order; the default), source.ts_ms, ts_ms, or
  * column:<name> (the row's own counter; a delete counts as that counter + 1,
  * since it follows the last write without changing the column).
@@ -36,9 +40,12 @@ typedef struct krib_route krib_route_t;
 
 typedef enum {
         KRIB_ROUTE_OK = 0,
-        KRIB_ROUTE_SKIP = 1,  /* nothing to apply (tombstone, truncate, message) */
-        KRIB_ROUTE_ERROR = 2, /* dead letter: errstr says why */
+        KRIB_ROUTE_SKIP = 1,    /* nothing to apply (tombstone, truncate, message) */
+        KRIB_ROUTE_ERROR = 2,   /* dead letter: errstr says why */
+        KRIB_ROUTE_STOPPED = 3, /* the schema registry was down and shutdown began */
 } krib_route_result_t;
+
+struct krib_registry;
 
 /* Parses the `routes` list of a libconfig file (setting may be NULL: no
  * routes). Returns NULL with "file:line: ..." in errstr. */
@@ -64,11 +71,15 @@ typedef struct {
         char op; /* 'c' 'u' 'd' 'r' 't' 'm', 0 for a tombstone */
 } krib_route_info_t;
 
-/* Decodes one record (key/value may be NULL) into ev via route r. */
-krib_route_result_t krib_route_decode(const krib_route_t *r, const char *topic, const void *key,
-                                      size_t key_len, const void *value, size_t value_len,
-                                      krib_event_t *ev, krib_route_info_t *info, char *errstr,
-                                      size_t errstr_size);
+/* Whether any route reads Avro (needs a schema registry). */
+int krib_routes_need_registry(const krib_routes_t *rs);
+
+/* Decodes one record (key/value may be NULL) into ev via route r; reg
+ * decodes Confluent-framed Avro (format debezium-avro). */
+krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registry *reg,
+                                      const char *topic, const void *key, size_t key_len,
+                                      const void *value, size_t value_len, krib_event_t *ev,
+                                      krib_route_info_t *info, char *errstr, size_t errstr_size);
 
 void krib_routes_destroy(krib_routes_t *rs);
 

@@ -1,0 +1,390 @@
+#include "registry.h"
+
+#include <avro.h>
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "decode.h"
+#include "log.h"
+
+typedef struct {
+        int32_t id;
+        avro_schema_t schema;
+        avro_value_iface_t *iface;
+        avro_value_t value;
+} entry_t;
+
+struct krib_registry {
+        char *url;
+        int64_t timeout_ms;
+        CURL *curl;
+        entry_t *v;
+        size_t n, cap;
+        avro_reader_t reader;
+        volatile sig_atomic_t *stop;
+        void (*tick)(void *);
+        void *opaque;
+        krib_registry_stats_t stats;
+};
+
+static void errf(char *e, size_t n, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e, n, fmt, ap);
+        va_end(ap);
+}
+
+krib_registry_t *krib_registry_new(const char *url, int64_t timeout_ms, char *errstr,
+                                   size_t errstr_size) {
+        static int curl_ready;
+        if (!curl_ready && curl_global_init(CURL_GLOBAL_DEFAULT) == 0)
+                curl_ready = 1;
+        krib_registry_t *r = calloc(1, sizeof(*r));
+        if (!r || !(r->url = strdup(url)) || !(r->curl = curl_easy_init()) ||
+            !(r->reader = avro_reader_memory(NULL, 0))) {
+                errf(errstr, errstr_size, "schema registry client: out of memory");
+                krib_registry_destroy(r);
+                return NULL;
+        }
+        size_t l = strlen(r->url);
+        while (l && r->url[l - 1] == '/')
+                r->url[--l] = '\0';
+        r->timeout_ms = timeout_ms;
+        return r;
+}
+
+void krib_registry_set_wait(krib_registry_t *r, volatile sig_atomic_t *stop, void (*tick)(void *),
+                            void *opaque) {
+        r->stop = stop;
+        r->tick = tick;
+        r->opaque = opaque;
+}
+
+typedef struct {
+        char *buf;
+        size_t len;
+} body_t;
+
+static size_t on_body(char *p, size_t size, size_t n, void *opaque) {
+        body_t *b = opaque;
+        size_t add = size * n;
+        if (b->len + add > 4 << 20) /* a schema is never this big */
+                return 0;
+        char *nb = realloc(b->buf, b->len + add + 1);
+        if (!nb)
+                return 0;
+        memcpy(nb + b->len, p, add);
+        b->buf = nb;
+        b->len += add;
+        b->buf[b->len] = '\0';
+        return add;
+}
+
+/* One GET. Returns the HTTP status, or -1 (transport error, in why). */
+static long http_get(krib_registry_t *r, const char *url, body_t *body, char *why, size_t size) {
+        CURL *c = r->curl;
+        curl_easy_reset(c);
+        char cerr[CURL_ERROR_SIZE] = "";
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)r->timeout_ms);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+        struct curl_slist *h = curl_slist_append(
+                NULL, "Accept: application/vnd.schemaregistry.v1+json, application/json");
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        CURLcode rc = curl_easy_perform(c);
+        curl_slist_free_all(h);
+        if (rc != CURLE_OK) {
+                errf(why, size, "%s", *cerr ? cerr : curl_easy_strerror(rc));
+                return -1;
+        }
+        long status = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        return status;
+}
+
+/* The cache entry of id, fetching it when new. NULL with *bad set (unknown
+ * id, unusable schema) or clear (shutdown while the registry was down). */
+static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr, size_t size) {
+        *bad = 0;
+        for (size_t i = 0; i < r->n; i++)
+                if (r->v[i].id == id) {
+                        r->stats.cached++;
+                        return &r->v[i];
+                }
+        char url[1200];
+        snprintf(url, sizeof(url), "%s/schemas/ids/%" PRId32, r->url, id);
+        unsigned attempt = 0;
+        int64_t warned = 0;
+        for (;;) {
+                body_t body = {NULL, 0};
+                char why[CURL_ERROR_SIZE + 64];
+                long st = http_get(r, url, &body, why, sizeof(why));
+                r->stats.fetches++;
+                if (st == 200) {
+                        json_error_t je;
+                        json_t *doc = json_loadb(body.buf, body.len, 0, &je);
+                        const char *text = json_string_value(json_object_get(doc, "schema"));
+                        const char *type = json_string_value(json_object_get(doc, "schemaType"));
+                        avro_schema_t s = NULL;
+                        int ok = text && (!type || !strcmp(type, "AVRO")) &&
+                                 !avro_schema_from_json_length(text, strlen(text), &s);
+                        if (!ok)
+                                errf(errstr, size, "schema id %" PRId32 ": %s", id,
+                                     !text ? "no schema in the registry's answer"
+                                     : type && strcmp(type, "AVRO") ? "not an Avro schema"
+                                                                    : avro_strerror());
+                        json_decref(doc);
+                        free(body.buf);
+                        if (!ok) {
+                                *bad = 1;
+                                r->stats.unknown++;
+                                return NULL;
+                        }
+                        if (r->n == r->cap) {
+                                size_t cap = r->cap ? r->cap * 2 : 16;
+                                entry_t *v = realloc(r->v, cap * sizeof(*v));
+                                if (!v) {
+                                        avro_schema_decref(s);
+                                        *bad = 1;
+                                        errf(errstr, size, "out of memory");
+                                        return NULL;
+                                }
+                                r->v = v;
+                                r->cap = cap;
+                        }
+                        entry_t *e = &r->v[r->n];
+                        e->id = id;
+                        e->schema = s;
+                        e->iface = avro_generic_class_from_schema(s);
+                        if (!e->iface || avro_generic_value_new(e->iface, &e->value)) {
+                                if (e->iface)
+                                        avro_value_iface_decref(e->iface);
+                                avro_schema_decref(s);
+                                *bad = 1;
+                                errf(errstr, size, "schema id %" PRId32 ": %s", id,
+                                     avro_strerror());
+                                return NULL;
+                        }
+                        r->n++;
+                        krib_log_info("registry", "msg=\"writer schema fetched\" id=%" PRId32, id);
+                        return e;
+                }
+                free(body.buf);
+                if (st == 404 || st == 422) {
+                        *bad = 1;
+                        r->stats.unknown++;
+                        errf(errstr, size,
+                             "schema id %" PRId32 " is unknown to the registry (HTTP %ld)", id, st);
+                        return NULL;
+                }
+                /* Down, slow or failing: wait for it, never dead-letter. */
+                r->stats.unavailable++;
+                int64_t now = krib_clock_mono_us();
+                if (now - warned > 10000000) {
+                        warned = now;
+                        if (st < 0)
+                                krib_log_warn("registry",
+                                              "msg=\"schema registry unreachable, consumption "
+                                              "waits\" url=%s error=\"%s\" attempt=%u",
+                                              url, why, attempt + 1);
+                        else
+                                krib_log_warn("registry",
+                                              "msg=\"schema registry failing, consumption "
+                                              "waits\" url=%s status=%ld attempt=%u",
+                                              url, st, attempt + 1);
+                }
+                if (r->stop && *r->stop) {
+                        errf(errstr, size, "schema registry unavailable at shutdown");
+                        return NULL;
+                }
+                int64_t wait_ms = 100LL << (attempt < 5 ? attempt : 5);
+                attempt++;
+                for (int64_t t = 0; t < wait_ms && !(r->stop && *r->stop); t += 50) {
+                        struct timespec ts = {0, 50 * 1000000L};
+                        nanosleep(&ts, NULL);
+                        if (r->tick)
+                                r->tick(r->opaque);
+                }
+        }
+}
+
+/* avro value -> JSON, unions unwrapped (Debezium's optional rows). */
+static json_t *to_json(avro_value_t *v, int depth) {
+        if (depth > 64)
+                return NULL;
+        switch (avro_value_get_type(v)) {
+        case AVRO_STRING: {
+                const char *s;
+                size_t n;
+                avro_value_get_string(v, &s, &n);
+                return json_stringn(s, n ? n - 1 : 0); /* n counts the NUL */
+        }
+        case AVRO_BYTES:
+        case AVRO_FIXED: {
+                const void *b;
+                size_t n;
+                if (avro_value_get_type(v) == AVRO_BYTES)
+                        avro_value_get_bytes(v, &b, &n);
+                else
+                        avro_value_get_fixed(v, &b, &n);
+                return json_stringn(b, n);
+        }
+        case AVRO_INT32: {
+                int32_t x;
+                avro_value_get_int(v, &x);
+                return json_integer(x);
+        }
+        case AVRO_INT64: {
+                int64_t x;
+                avro_value_get_long(v, &x);
+                return json_integer(x);
+        }
+        case AVRO_FLOAT: {
+                float x;
+                avro_value_get_float(v, &x);
+                return json_real(x);
+        }
+        case AVRO_DOUBLE: {
+                double x;
+                avro_value_get_double(v, &x);
+                return json_real(x);
+        }
+        case AVRO_BOOLEAN: {
+                int x;
+                avro_value_get_boolean(v, &x);
+                return json_boolean(x);
+        }
+        case AVRO_NULL:
+                return json_null();
+        case AVRO_ENUM: {
+                int x;
+                avro_value_get_enum(v, &x);
+                const char *sym = avro_schema_enum_get(avro_value_get_schema(v), x);
+                return sym ? json_string(sym) : json_integer(x);
+        }
+        case AVRO_UNION: {
+                avro_value_t b;
+                if (avro_value_get_current_branch(v, &b))
+                        return NULL;
+                return to_json(&b, depth + 1);
+        }
+        case AVRO_RECORD: {
+                json_t *o = json_object();
+                size_t n = 0;
+                avro_value_get_size(v, &n);
+                for (size_t i = 0; i < n; i++) {
+                        avro_value_t f;
+                        const char *name;
+                        if (avro_value_get_by_index(v, i, &f, &name))
+                                continue;
+                        json_t *j = to_json(&f, depth + 1);
+                        if (!j) {
+                                json_decref(o);
+                                return NULL;
+                        }
+                        json_object_set_new(o, name, j);
+                }
+                return o;
+        }
+        case AVRO_ARRAY: {
+                json_t *a = json_array();
+                size_t n = 0;
+                avro_value_get_size(v, &n);
+                for (size_t i = 0; i < n; i++) {
+                        avro_value_t e;
+                        if (avro_value_get_by_index(v, i, &e, NULL))
+                                continue;
+                        json_t *j = to_json(&e, depth + 1);
+                        if (!j) {
+                                json_decref(a);
+                                return NULL;
+                        }
+                        json_array_append_new(a, j);
+                }
+                return a;
+        }
+        case AVRO_MAP: {
+                json_t *o = json_object();
+                size_t n = 0;
+                avro_value_get_size(v, &n);
+                for (size_t i = 0; i < n; i++) {
+                        avro_value_t e;
+                        const char *key;
+                        if (avro_value_get_by_index(v, i, &e, &key))
+                                continue;
+                        json_t *j = to_json(&e, depth + 1);
+                        if (!j) {
+                                json_decref(o);
+                                return NULL;
+                        }
+                        json_object_set_new(o, key, j);
+                }
+                return o;
+        }
+        default:
+                return NULL;
+        }
+}
+
+krib_reg_result_t krib_registry_decode(krib_registry_t *r, const void *buf, size_t len,
+                                       json_t **out, char *errstr, size_t errstr_size) {
+        const uint8_t *b = buf;
+        *out = NULL;
+        if (len < 5 || b[0] != 0) {
+                errf(errstr, errstr_size,
+                     "not Confluent framing (magic byte 0x00 + 4-byte schema id expected)");
+                return KRIB_REG_BAD;
+        }
+        int32_t id = (int32_t)((uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 |
+                               (uint32_t)b[4]);
+        int bad;
+        entry_t *e = schema_of(r, id, &bad, errstr, errstr_size);
+        if (!e)
+                return bad ? KRIB_REG_BAD : KRIB_REG_STOPPED;
+        if (krib_avro_check(e->schema, b + 5, len - 5, errstr, errstr_size))
+                return KRIB_REG_BAD;
+        avro_value_reset(&e->value);
+        avro_reader_memory_set_source(r->reader, (const char *)b + 5, (int64_t)(len - 5));
+        if (avro_value_read(r->reader, &e->value)) {
+                errf(errstr, errstr_size, "malformed Avro (schema id %" PRId32 "): %s", id,
+                     avro_strerror());
+                return KRIB_REG_BAD;
+        }
+        if (!(*out = to_json(&e->value, 0))) {
+                errf(errstr, errstr_size, "Avro value (schema id %" PRId32 ") has no JSON form",
+                     id);
+                return KRIB_REG_BAD;
+        }
+        return KRIB_REG_OK;
+}
+
+const krib_registry_stats_t *krib_registry_stats(const krib_registry_t *r) {
+        return &r->stats;
+}
+
+void krib_registry_destroy(krib_registry_t *r) {
+        if (!r)
+                return;
+        for (size_t i = 0; i < r->n; i++) {
+                avro_value_decref(&r->v[i].value);
+                avro_value_iface_decref(r->v[i].iface);
+                avro_schema_decref(r->v[i].schema);
+        }
+        free(r->v);
+        if (r->reader)
+                avro_reader_free(r->reader);
+        if (r->curl)
+                curl_easy_cleanup(r->curl);
+        free(r->url);
+        free(r);
+}

@@ -1,0 +1,49 @@
+/* registry: Confluent Schema Registry client (libcurl) and the decoding of
+ * Confluent-framed Avro (0x00, 4-byte big-endian schema id, Avro binary)
+ * into a JSON tree, so Debezium's Avro envelopes go through the same routes
+ * as its JSON ones.
+ *
+ * Writer schemas are fetched with GET <url>/schemas/ids/<id> and cached by
+ * id for the process' life (ids are immutable). While the registry cannot be
+ * reached (connect error, timeout, 5xx) a fetch is retried with capped
+ * backoff, calling the caller's tick, until it answers or *stop is raised:
+ * a registry outage pauses consumption, it never dead-letters good data. An
+ * id the registry does not know (404) is a dead letter. Owned by the pipeline
+ * thread.
+ */
+#ifndef KRIB_REGISTRY_H
+#define KRIB_REGISTRY_H
+
+#include <jansson.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct krib_registry krib_registry_t;
+
+typedef enum {
+        KRIB_REG_OK = 0,
+        KRIB_REG_BAD = 1,     /* not Confluent framing, unknown id, malformed Avro: dead letter */
+        KRIB_REG_STOPPED = 2, /* registry unavailable and shutdown began */
+} krib_reg_result_t;
+
+krib_registry_t *krib_registry_new(const char *url, int64_t timeout_ms, char *errstr,
+                                   size_t errstr_size);
+
+void krib_registry_set_wait(krib_registry_t *r, volatile sig_atomic_t *stop, void (*tick)(void *),
+                            void *opaque);
+
+/* Decodes a Confluent-framed Avro value into *out (a JSON tree; unions are
+ * unwrapped to their branch's value, bytes and fixed become strings). */
+krib_reg_result_t krib_registry_decode(krib_registry_t *r, const void *buf, size_t len,
+                                       json_t **out, char *errstr, size_t errstr_size);
+
+/* Fetches, lookups and failures, for /metrics. */
+typedef struct {
+        uint64_t fetches, cached, unavailable, unknown;
+} krib_registry_stats_t;
+const krib_registry_stats_t *krib_registry_stats(const krib_registry_t *r);
+
+void krib_registry_destroy(krib_registry_t *r);
+
+#endif

@@ -1,0 +1,177 @@
+/* Debezium envelopes in Avro with Confluent framing, produced by the official
+ * Python client (confluent-kafka's SchemaRegistryClient + AvroSerializer)
+ * against tests/registry/registry.py: krib fetches the writer schemas by id,
+ * follows a schema evolution mid-stream, waits out a registry outage without
+ * dead-lettering, and dead-letters unknown ids and bad framing. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "clock.h"
+#include "itest.h"
+
+#define REGISTRY KRIB_SOURCE_DIR "/tests/registry/registry.py"
+#define PRODUCER KRIB_SOURCE_DIR "/tests/registry/produce_debezium_avro.py"
+
+static int reg_port(void) {
+        const char *b = getenv("KRIB_PORT_BASE");
+        return (b ? atoi(b) : 19000) + 143;
+}
+
+static pid_t registry_start(const char *store) {
+        char port[16];
+        snprintf(port, sizeof(port), "%d", reg_port());
+        char *argv[] = {"/usr/bin/env", "python3", REGISTRY,      "--port",
+                        port,           "--store", (char *)store, NULL};
+        pid_t pid = itest_spawn(argv);
+        char url[64], out[64];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/subjects", reg_port());
+        for (int i = 0; i < 100; i++) {
+                char *curl[] = {"/usr/bin/curl", "-sf", url, NULL};
+                if (itest_run(curl, 5, out, sizeof(out)) == 0)
+                        return pid;
+                usleep(100000);
+        }
+        ck_abort_msg("test registry did not start");
+        return pid;
+}
+
+static void produce(const char *topic, long first, long count, long lsn, int evolve) {
+        char url[64], f[32], c[32], l[32], out[2048];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", reg_port());
+        snprintf(f, sizeof(f), "%ld", first);
+        snprintf(c, sizeof(c), "%ld", count);
+        snprintf(l, sizeof(l), "%ld", lsn);
+        char *argv[] = {"/usr/bin/env",
+                        "python3",
+                        PRODUCER,
+                        "--brokers",
+                        (char *)itest_brokers(),
+                        "--registry",
+                        url,
+                        "--topic",
+                        (char *)topic,
+                        "--first",
+                        f,
+                        "--count",
+                        c,
+                        "--lsn",
+                        l,
+                        evolve ? "--evolve" : NULL,
+                        NULL};
+        ck_assert_msg(itest_run(argv, 120, out, sizeof(out)) == 0, "producer failed: %s", out);
+}
+
+static long present(const char *prefix, long from, long to) {
+        long n = 0;
+        for (long i = from; i < to; i++) {
+                char key[200];
+                snprintf(key, sizeof(key), "%s:{%ld}", prefix, i);
+                n += itest_cluster_cmd("EXISTS", key, NULL, NULL, 0);
+        }
+        return n;
+}
+
+START_TEST(confluent_avro_from_the_official_client) {
+        itest_names_t nm;
+        itest_names(&nm, "avro");
+        char dlq[160], conf[300], store[300];
+        snprintf(dlq, sizeof(dlq), "%s-dlq", nm.topic);
+        snprintf(store, sizeof(store), "/tmp/%s-registry.json", nm.topic);
+        unlink(store);
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "3", NULL};
+        itest_loadgen(create);
+        const char *create_dlq[] = {"create", "--topic", dlq, "--partitions", "1", NULL};
+        itest_loadgen(create_dlq);
+        snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
+        FILE *fp = fopen(conf, "w");
+        fprintf(fp,
+                "kafka = { brokers = \"%s\"; group_id = \"%s\"; topics = [ ]; };\n"
+                "redis = { nodes = [ \"%s\" ]; };\n"
+                "decode = { schema_file = \"%s/schemas/invalidation.avsc\";\n"
+                "           schema_dir = \"%s/schemas\"; };\n"
+                "registry = { url = \"http://127.0.0.1:%d\"; timeout_ms = 1000; };\n"
+                "dlq = { topic = \"%s\"; };\n"
+                "routes = ( { name = \"users-avro\"; topics = [ \"%s\" ];\n"
+                "             format = \"debezium-avro\"; keys = [ \"%s:{${key.id}}\" ];\n"
+                "             version = \"source.lsn\"; } );\n",
+                itest_brokers(), nm.group, itest_redis_seed(), KRIB_SOURCE_DIR, KRIB_SOURCE_DIR,
+                reg_port(), dlq, nm.topic, nm.prefix);
+        fclose(fp);
+        const long n = 3000;
+        char key[200];
+        for (long i = 0; i < 3 * n; i++) {
+                snprintf(key, sizeof(key), "%s:{%ld}", nm.prefix, i);
+                itest_cluster_cmd("SET", key, "cached", NULL, 0);
+        }
+
+        /* 1. Schema v1, then v2 (a column with a default) mid-stream. */
+        pid_t reg = registry_start(store);
+        char e_metrics[64];
+        snprintf(e_metrics, sizeof(e_metrics), "KRIB_METRICS_PORT=%d", itest_metrics_port());
+        const char *env[] = {e_metrics, NULL};
+        pid_t pid = itest_krib_start_conf(conf, env, nm.log);
+        produce(nm.topic, 0, n, 1000, 0);
+        produce(nm.topic, n, n, 1000 + n, 1);
+        ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 3, 60), 0);
+        ck_assert_int_eq(present(nm.prefix, 0, 2 * n), 0);
+        const char *fetched[] = {"writer schema fetched", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, fetched), 3); /* key, value v1, value v2 */
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+
+        /* 2. More events, then the registry goes away before a fresh krib
+         * (empty schema cache) reads them: it must wait (paused, nothing
+         * stored), not dead-letter, and go on once the registry is back. */
+        produce(nm.topic, 2 * n, n, 1000 + 2 * n, 0);
+        kill(reg, SIGKILL);
+        itest_wait(reg, 10);
+        char log2[300];
+        snprintf(log2, sizeof(log2), "%s.2", nm.log);
+        pid = itest_krib_start_conf(conf, env, log2);
+        usleep(4000000);
+        int64_t before = itest_committed_sum(nm.group, nm.topic, 3);
+        const char *waits[] = {"schema registry unreachable", NULL};
+        ck_assert_msg(itest_log_count(log2, waits) >= 1, "no registry wait in %s", log2);
+        ck_assert_int_eq(present(nm.prefix, 2 * n, 3 * n), n); /* nothing applied yet */
+        reg = registry_start(store);
+        ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 3, 60), 0);
+        ck_assert_int_eq(present(nm.prefix, 2 * n, 3 * n), 0);
+        ck_assert_int_lt(before, itest_committed_sum(nm.group, nm.topic, 3));
+
+        /* 3. Poison: an id the registry never issued, and no framing at all. */
+        char bad1[16] = {0, 0, 0, 0x7f, 0x7f, 2, 4, 6};
+        itest_produce_raw(nm.topic, 0, "k1", 2, bad1, 8);
+        itest_produce_raw(nm.topic, 0, "k2", 2, "{\"op\":\"u\"}", 10);
+        ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 3, 60), 0);
+        char body[300];
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+        const char *dead2[] = {"krib_events_total{outcome=\"dead_lettered\"} 2", NULL};
+        ck_assert_msg(itest_log_count(body, dead2) == 1, "expected exactly 2 dead letters");
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        const char *unknown[] = {"is unknown to the registry", NULL};
+        ck_assert_int_eq(itest_log_count(log2, unknown), 1);
+        const char *framing[] = {"not Confluent framing", NULL};
+        ck_assert_int_eq(itest_log_count(log2, framing), 1);
+        kill(reg, SIGTERM);
+        itest_wait(reg, 10);
+        unlink(body);
+        unlink(conf);
+        unlink(store);
+        unlink(log2);
+        unlink(nm.log);
+}
+END_TEST
+
+Suite *make_suite(void) {
+        Suite *s = suite_create("avro");
+        TCase *tc = tcase_create("registry");
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, confluent_avro_from_the_official_client);
+        suite_add_tcase(s, tc);
+        return s;
+}
