@@ -37,9 +37,10 @@ typedef struct krib_event {
         size_t version_count;
         krib_action_t action;
         int64_t ts_ms;
-        krib_str_t origin; /* s == NULL: absent */
-        krib_str_t value;  /* s == NULL: absent */
-        int64_t ttl_ms;    /* -1: absent */
+        krib_str_t origin;  /* s == NULL: absent */
+        krib_str_t value;   /* s == NULL: absent */
+        uint8_t value_hash; /* UPSERT: value is a flat JSON object written as a hash */
+        int64_t ttl_ms;     /* -1: absent */
         krib_str_t *tags;
         size_t tag_count;
         /* Fan-out after the keys are acknowledged (routes): PUBLISH to

@@ -4,7 +4,8 @@
 -- KEYS[1..n]    the cache keys
 -- KEYS[n+1..2n] their fence keys (same hash slot; see krib_fence_key())
 -- ARGV[1]       fence TTL in ms ("0": no expiry)
--- then per key: kind ("D" delete | "U" upsert), value, ttl ms ("0": none),
+-- then per key: kind ("D" delete | "U" upsert | "H" upsert as a hash, value a
+--               flat JSON object of strings), value, ttl ms ("0": none),
 --               vector size m, then m pairs origin, counter
 --
 -- A fence holds the newest version vector applied to its key as lines
@@ -90,6 +91,21 @@ for i = 1, n do
     if kind == 'D' or older then
       redis.call('UNLINK', key)
       out[i] = (kind == 'D') and 1 or 2
+    elseif kind == 'H' then
+      -- write-through as a hash: value is a flat JSON object of strings
+      redis.call('UNLINK', key)
+      local fields = {}
+      for f, v in pairs(cjson.decode(value)) do
+        fields[#fields + 1] = f
+        fields[#fields + 1] = v
+      end
+      if #fields > 0 then
+        redis.call('HSET', key, unpack(fields))
+        if ttl ~= '0' then
+          redis.call('PEXPIRE', key, ttl)
+        end
+      end
+      out[i] = 1
     else
       if ttl ~= '0' then
         redis.call('SET', key, value, 'PX', ttl)

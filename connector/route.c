@@ -45,6 +45,7 @@ struct krib_route {
         tmpl_t *publish, *stream; /* fan-out; NULL: none */
         int64_t stream_maxlen;
         int avro; /* format debezium-avro */
+        int hash; /* write-through as a Redis hash (write_as = "hash") */
 };
 
 struct krib_routes {
@@ -281,8 +282,8 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 return -1;
         }
         static const char *const known[] = {
-                "name",    "topics", "format",  "keys",   "version",       "origin", "action",
-                "columns", "ttl_ms", "publish", "stream", "stream_maxlen", NULL};
+                "name",    "topics", "format",  "keys",   "version",       "origin",   "action",
+                "columns", "ttl_ms", "publish", "stream", "stream_maxlen", "write_as", NULL};
         for (int i = 0; i < config_setting_length(g); i++) {
                 const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
                 int ok = 0;
@@ -421,6 +422,16 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                         errf(errstr, size, "%s:%d: %s: %s '%s': %s", file,
                              config_setting_source_line(config_setting_get_member(g, fan_names[i])),
                              r->name, fan_names[i], str, why);
+                        return -1;
+                }
+        }
+        if (config_setting_lookup_string(g, "write_as", &str)) {
+                if (!strcmp(str, "hash"))
+                        r->hash = 1;
+                else if (strcmp(str, "json")) {
+                        errf(errstr, size, "%s:%d: %s: write_as '%s' is not json or hash", file,
+                             config_setting_source_line(config_setting_get_member(g, "write_as")),
+                             r->name, str);
                         return -1;
                 }
         }
@@ -746,6 +757,28 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                         }
                 } else {
                         json_object_update(out, row);
+                }
+                if (r->hash) {
+                        /* Hash fields are strings; nulls become absent fields. */
+                        const char *f;
+                        json_t *v, *flat = json_object();
+                        json_object_foreach(out, f, v) {
+                                char text[4096];
+                                int l = json_is_null(v) ? -1 : scalar_text(v, text, sizeof(text));
+                                if (l >= 0)
+                                        json_object_set_new(flat, f, json_stringn(text, (size_t)l));
+                                else if (!json_is_null(v)) {
+                                        json_decref(flat);
+                                        json_decref(out);
+                                        errf(errstr, errstr_size,
+                                             "column %s is not a scalar: it cannot be a hash field",
+                                             f);
+                                        goto done;
+                                }
+                        }
+                        json_decref(out);
+                        out = flat;
+                        ev->value_hash = 1;
                 }
                 char *text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
                 json_decref(out);

@@ -645,7 +645,7 @@ static int append(krib_writer_t *w, krib_conn_t *c, const krib_wop_t *ops, size_
                 for (size_t x = i; x < j; x++) {
                         const krib_wop_t *op = &ops[w->order[x]];
                         const krib_event_t *ev = op->ev;
-                        ARG(op->kind == KRIB_WOP_UPSERT ? "U" : "D", 1);
+                        ARG(op->kind != KRIB_WOP_UPSERT ? "D" : ev->value_hash ? "H" : "U", 1);
                         if (op->kind == KRIB_WOP_UPSERT && ev->value.s)
                                 ARG(ev->value.s, ev->value.len);
                         else

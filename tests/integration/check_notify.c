@@ -231,12 +231,61 @@ START_TEST(client_tracking_sees_krib_unlinks_on_every_master) {
 }
 END_TEST
 
+/* Write-through as a hash, through the fence script (HSET + PEXPIRE). */
+START_TEST(write_through_as_a_hash) {
+        itest_names_t nm;
+        itest_names(&nm, "hash");
+        char topic[160], conf[300];
+        snprintf(topic, sizeof(topic), "%s-json", nm.topic);
+        const char *create[] = {"create", "--topic", topic, "--partitions", "1", NULL};
+        itest_loadgen(create);
+        snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
+        FILE *fp = fopen(conf, "w");
+        fprintf(fp,
+                "kafka = { brokers = \"%s\"; group_id = \"%s\"; topics = [ ]; };\n"
+                "redis = { nodes = [ \"%s\" ]; };\n"
+                "decode = { schema_file = \"%s/schemas/invalidation.avsc\";\n"
+                "           schema_dir = \"%s/schemas\"; };\n"
+                "routes = ( { topics = [ \"%s\" ]; keys = [ \"%s:{${id}}\" ];\n"
+                "             action = \"write-through\"; write_as = \"hash\";\n"
+                "             columns = [ \"name\", \"visits\" ]; ttl_ms = 600000; } );\n",
+                itest_brokers(), nm.group, itest_redis_seed(), KRIB_SOURCE_DIR, KRIB_SOURCE_DIR,
+                topic, nm.prefix);
+        fclose(fp);
+        const char *rows[] = {
+                "{\"op\":\"c\",\"after\":{\"id\":1,\"name\":\"Ann\",\"visits\":1},\"source\":{"
+                "\"name\":\"pg\",\"lsn\":10}}",
+                "{\"op\":\"u\",\"after\":{\"id\":1,\"name\":\"Ann B\",\"visits\":2},"
+                "\"source\":{\"name\":\"pg\",\"lsn\":11}}",
+                /* an older version arriving late must not win */
+                "{\"op\":\"u\",\"after\":{\"id\":1,\"name\":\"stale\",\"visits\":0},"
+                "\"source\":{\"name\":\"pg\",\"lsn\":9}}",
+        };
+        for (int i = 0; i < 3; i++)
+                itest_produce_raw(topic, 0, "{\"id\":1}", 8, rows[i], strlen(rows[i]));
+        const char *env[] = {NULL};
+        pid_t pid = itest_krib_start_conf(conf, env, nm.log);
+        ck_assert_int_eq(itest_wait_caught_up(nm.group, topic, 1, 60), 0);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        char key[200], out[256];
+        snprintf(key, sizeof(key), "%s:{1}", nm.prefix);
+        ck_assert(itest_cluster_cmd("HGET", key, "name", out, sizeof(out)));
+        ck_assert_str_eq(out, "Ann B");
+        ck_assert(itest_cluster_cmd("HGET", key, "visits", out, sizeof(out)));
+        ck_assert_str_eq(out, "2");
+        ck_assert(itest_cluster_cmd("PTTL", key, NULL, NULL, 0)); /* TTL set */
+        unlink(conf);
+        unlink(nm.log);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("notify");
         TCase *tc = tcase_create("notify");
         tcase_set_timeout(tc, 180);
         tcase_add_test(tc, fan_out_publishes_and_streams_after_the_keys_are_gone);
         tcase_add_test(tc, client_tracking_sees_krib_unlinks_on_every_master);
+        tcase_add_test(tc, write_through_as_a_hash);
         suite_add_tcase(s, tc);
         return s;
 }

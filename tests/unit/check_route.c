@@ -158,6 +158,31 @@ START_TEST(write_through_selects_columns_and_ttl) {
 }
 END_TEST
 
+START_TEST(write_through_as_hash_flattens_to_strings) {
+        char err[256];
+        krib_routes_t *r = parse("routes = ( { topics = [\"t\"]; keys = [\"h:${id}\"];\n"
+                                 "  action = \"write-through\"; write_as = \"hash\"; } );",
+                                 err, sizeof(err));
+        ck_assert_msg(r != NULL, "%s", err);
+        krib_route_info_t info;
+        krib_event_reset(&ev);
+        const char *v = "{\"op\":\"c\",\"after\":{\"id\":3,\"name\":\"Ann\",\"score\":1.5,"
+                        "\"vip\":true,\"note\":null},\"source\":{\"lsn\":7}}";
+        ck_assert_int_eq(krib_route_decode(krib_routes_match(r, "t"), NULL, "t", NULL, 0, v,
+                                           strlen(v), &ev, &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_int_eq(ev.value_hash, 1);
+        ck_assert_str_eq(ev.value.s,
+                         "{\"id\":\"3\",\"name\":\"Ann\",\"score\":\"1.5\",\"vip\":\"true\"}");
+        krib_routes_destroy(r);
+        char err2[256];
+        ck_assert_ptr_null(parse("routes = ( { topics = [\"t\"]; keys = [\"h:${id}\"]; write_as = "
+                                 "\"xml\"; } );",
+                                 err2, sizeof(err2)));
+        ck_assert_ptr_nonnull(strstr(err2, "write_as 'xml'"));
+}
+END_TEST
+
 START_TEST(tombstones_and_truncates_are_skipped) {
         char err[256];
         krib_route_info_t info;
@@ -275,6 +300,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, delete_takes_fields_from_before);
         tcase_add_test(tc, write_through_selects_columns_and_ttl);
         tcase_add_test(tc, tombstones_and_truncates_are_skipped);
+        tcase_add_test(tc, write_through_as_hash_flattens_to_strings);
         tcase_add_test(tc, bad_records_say_why);
         tcase_add_test(tc, config_errors_name_file_and_line);
         tcase_add_test(tc, dollars_escape);
