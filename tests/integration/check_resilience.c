@@ -33,7 +33,7 @@ typedef struct {
         int upsert_mod;  /* every upsert_mod-th entity is write-through */
         int tag_mod;     /* keys packed into this many slots (0: spread) */
         long rate;       /* producer events/s */
-        int via_proxy;   /* krib reaches Redis through Toxiproxy */
+        int via_proxy;   /* krib reaches Redis (1) or Kafka (2) through Toxiproxy */
         double fault_at; /* fraction of events committed before the fault */
         const char *env[6];
         void (*fault)(run_t *r); /* injects the fault and heals it (sets heal_us) */
@@ -44,7 +44,7 @@ struct run {
         itest_names_t nm;
         pid_t krib, producer;
         const char *env[16];
-        char env_nodes[600], env_map[600], env_metrics[64];
+        char env_nodes[600], env_map[600], env_metrics[64], env_brokers[96];
         long events;
         int64_t t0_us, heal_us;
         uint64_t consumed_before; /* by krib processes killed along the way */
@@ -158,8 +158,13 @@ static void run_scenario(const scenario_t *sc) {
         int n = 0;
         r.env[n++] = r.nm.env_topic;
         r.env[n++] = r.nm.env_group;
-        r.env[n++] = r.nm.env_brokers;
-        if (sc->via_proxy) {
+        if (sc->via_proxy == 2) {
+                snprintf(r.env_brokers, sizeof(r.env_brokers), "KRIB_KAFKA_BROKERS=127.0.0.1:%d",
+                         port_base() + 94);
+                r.env[n++] = r.env_brokers;
+        } else
+                r.env[n++] = r.nm.env_brokers;
+        if (sc->via_proxy == 1) {
                 int b = port_base(), w = 0, m = 0;
                 w = snprintf(r.env_nodes, sizeof(r.env_nodes), "KRIB_REDIS_NODES=");
                 m = snprintf(r.env_map, sizeof(r.env_map), "KRIB_REDIS_ADDRESS_MAP=");
@@ -432,6 +437,23 @@ static void fault_kafka_restart(run_t *r) {
                  (double)(r->heal_us - t) / 1e6);
 }
 
+static void fault_kafka_link(run_t *r) {
+        /* krib reaches the broker only through the proxy: cut it for 20 s,
+         * longer than session.timeout.ms, so the group also drops krib. */
+        faults("kafka-link", "down", NULL, NULL, NULL, 0);
+        usleep(7000000); /* the last background commit before the cut lands */
+        int64_t held = itest_committed_sum(r->nm.group, r->nm.topic, NPARTS);
+        usleep(13000000);
+        int64_t after = itest_committed_sum(r->nm.group, r->nm.topic, NPARTS);
+        faults("kafka-link", "up", NULL, NULL, NULL, 0);
+        healed(r);
+        ck_assert_msg(after == held, "offsets moved while krib could not reach Kafka");
+        ck_assert_int_eq(kill(r->krib, 0), 0); /* still running */
+        snprintf(r->note, sizeof(r->note),
+                 "krib's Kafka link (Toxiproxy) disabled for 20 s, longer than the session "
+                 "timeout: no commits meanwhile, krib rejoined by itself");
+}
+
 static void fault_kill_krib_during_failover(run_t *r) {
         char master[32], replica[32], pid[32];
         faults("master-port", NULL, NULL, NULL, master, sizeof(master));
@@ -468,6 +490,7 @@ static const scenario_t scenarios[] = {
         {"redis_full", 50000, 2, 1, 0, 20000, 0, 0.1, {NULL}, fault_full},
         {"latency_200ms", 50000, 2, 5, 0, 20000, 1, 0.0, {NULL}, fault_latency},
         {"kafka_restart", 50000, 2, 5, 0, 10000, 0, 0.3, {NULL}, fault_kafka_restart},
+        {"kafka_link_down_20s", 50000, 2, 5, 0, 10000, 2, 0.2, {NULL}, fault_kafka_link},
         {"kill_krib_during_failover",
          50000,
          2,
@@ -531,6 +554,11 @@ START_TEST(kafka_restart) {
 }
 END_TEST
 
+START_TEST(kafka_link_down_20s) {
+        run_scenario(find("kafka_link_down_20s"));
+}
+END_TEST
+
 START_TEST(kill_krib_during_failover) {
         run_scenario(find("kill_krib_during_failover"));
 }
@@ -548,6 +576,7 @@ Suite *make_suite(void) {
                      {"redis_full", redis_full},
                      {"latency_200ms", latency_200ms},
                      {"kafka_restart", kafka_restart},
+                     {"kafka_link_down_20s", kafka_link_down_20s},
                      {"kill_krib_during_failover", kill_krib_during_failover}};
         for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
                 TCase *tc = tcase_create(cases[i].name);

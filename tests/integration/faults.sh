@@ -15,6 +15,8 @@
 #   full                    maxmemory = 90 % of used_memory, noeviction, on every
 #                           master: every write that needs memory gets OOM
 #   unfull                  maxmemory 0 everywhere
+#   kafka-link down|up      disable/enable the Toxiproxy proxy of the Kafka listener
+#                           (clients of port 19094 lose the broker; others do not)
 #   heal                    restart killed nodes, drop every toxic, maxmemory 0,
 #                           and wait for 3 masters, 3 linked replicas, state ok
 set -euo pipefail
@@ -79,6 +81,9 @@ case "${1:-}" in
     for i in 0 1 2 3 4 5; do
       curl -sf -X DELETE "$api/proxies/redis-${REDIS_CLUSTER_PORTS[$i]}/toxics/$2" >/dev/null || true
     done ;;
+  kafka-link)
+    enabled=true; [ "$2" = down ] && enabled=false
+    curl -sf -X POST "$api/proxies/kafka" -d "{\"enabled\":$enabled}" >/dev/null ;;
   full)
     for p in $(masters); do
       used=$(rc "$p" info memory | field used_memory)
@@ -104,5 +109,5 @@ case "${1:-}" in
       [ "$m" = 3 ] && [ "$r" = 3 ]
     }
     wait_until 60 "a healthy 3+3 cluster" healthy ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac
