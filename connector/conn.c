@@ -218,6 +218,18 @@ krib_conn_t *krib_conn_connect(const char *host, int port, int64_t connect_timeo
                 krib_conn_free(c);
                 return NULL;
         }
+        /* From here on blocking I/O bounded by socket timeouts: one system
+         * call per read or write instead of try, poll, retry. */
+        struct timeval tv = {(time_t)(io_timeout_ms / 1000),
+                             (suseconds_t)(io_timeout_ms % 1000) * 1000};
+        int fl = fcntl(c->fd, F_GETFL);
+        if (fl < 0 || fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK) ||
+            setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
+            setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv))) {
+                snprintf(errstr, errstr_size, "socket options: %s", strerror(errno));
+                krib_conn_free(c);
+                return NULL;
+        }
         return c;
 }
 
@@ -247,10 +259,27 @@ static int append_raw(krib_conn_t *c, char *cmd, int len) {
         return 0;
 }
 
+/* RESP array of bulk strings, written straight into the output buffer (the
+ * hot path: one command per slot chunk, no allocation per command). */
 int krib_conn_append(krib_conn_t *c, int argc, const char **argv, const size_t *lens) {
-        char *cmd = NULL;
-        int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
-        return append_raw(c, cmd, len);
+        size_t need = 16;
+        for (int i = 0; i < argc; i++)
+                need += lens[i] + 32; /* "$" len CRLF data CRLF */
+        if (grow_obuf(c, need)) {
+                snprintf(c->err, sizeof(c->err), "out of memory");
+                return -1;
+        }
+        char *p = c->obuf + c->olen;
+        p += sprintf(p, "*%d\r\n", argc);
+        for (int i = 0; i < argc; i++) {
+                p += sprintf(p, "$%zu\r\n", lens[i]);
+                memcpy(p, argv[i], lens[i]);
+                p += lens[i];
+                *p++ = '\r';
+                *p++ = '\n';
+        }
+        c->olen = (size_t)(p - c->obuf);
+        return 0;
 }
 
 static int append_v(krib_conn_t *c, const char *fmt, va_list ap) {
@@ -274,46 +303,40 @@ static void io_error(krib_conn_t *c, const char *what, int e) {
 
 int krib_conn_flush(krib_conn_t *c) {
         size_t off = 0;
-        int64_t deadline = krib_clock_mono_us() + c->io_timeout_ms * 1000;
         while (off < c->olen) {
                 ssize_t n;
-                short ev = POLLOUT;
                 if (c->ssl) {
                         int r = SSL_write(c->ssl, c->obuf + off, (int)(c->olen - off));
-                        if (r > 0)
-                                n = r;
-                        else {
+                        if (r <= 0) {
                                 int e = SSL_get_error(c->ssl, r);
-                                if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                                if ((e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ||
+                                     e == SSL_ERROR_SYSCALL) &&
+                                    (errno == EAGAIN || errno == EWOULDBLOCK))
+                                        snprintf(c->err, sizeof(c->err), "write timed out");
+                                else
                                         ssl_err(c->err, sizeof(c->err), "TLS write");
-                                        return -1;
-                                }
-                                ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
-                                n = -1;
+                                return -1;
                         }
+                        n = r;
                 } else {
                         n = send(c->fd, c->obuf + off, c->olen - off, MSG_NOSIGNAL);
-                        if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                                io_error(c, "write", errno);
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n < 0) {
+                                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                                        snprintf(c->err, sizeof(c->err), "write timed out");
+                                else
+                                        io_error(c, "write", errno);
                                 return -1;
                         }
                 }
-                if (n > 0) {
-                        off += (size_t)n;
-                        deadline = krib_clock_mono_us() + c->io_timeout_ms * 1000;
-                        continue;
-                }
-                if (wait_fd(c->fd, ev, deadline) <= 0) {
-                        snprintf(c->err, sizeof(c->err), "write timed out");
-                        return -1;
-                }
+                off += (size_t)n;
         }
         c->olen = 0;
         return 0;
 }
 
 int krib_conn_read(krib_conn_t *c, redisReply **out) {
-        int64_t deadline = krib_clock_mono_us() + c->io_timeout_ms * 1000;
         for (;;) {
                 void *r = NULL;
                 if (redisReaderGetReply(c->reader, &r) != REDIS_OK) {
@@ -326,46 +349,39 @@ int krib_conn_read(krib_conn_t *c, redisReply **out) {
                 }
                 char buf[16384];
                 ssize_t n;
-                short ev = POLLIN;
                 if (c->ssl) {
                         int k = SSL_read(c->ssl, buf, sizeof(buf));
-                        if (k > 0)
-                                n = k;
-                        else {
+                        if (k <= 0) {
                                 int e = SSL_get_error(c->ssl, k);
-                                if (e == SSL_ERROR_ZERO_RETURN) {
+                                if (e == SSL_ERROR_ZERO_RETURN)
                                         snprintf(c->err, sizeof(c->err),
                                                  "Server closed the connection");
-                                        return -1;
-                                }
-                                if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                                else if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_SYSCALL) &&
+                                         (errno == EAGAIN || errno == EWOULDBLOCK))
+                                        snprintf(c->err, sizeof(c->err), "read timed out");
+                                else
                                         ssl_err(c->err, sizeof(c->err), "TLS read");
-                                        return -1;
-                                }
-                                ev = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN;
-                                n = -1;
+                                return -1;
                         }
+                        n = k;
                 } else {
                         n = recv(c->fd, buf, sizeof(buf), 0);
+                        if (n < 0 && errno == EINTR)
+                                continue;
                         if (n == 0) {
                                 snprintf(c->err, sizeof(c->err), "Server closed the connection");
                                 return -1;
                         }
-                        if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                                io_error(c, "read", errno);
+                        if (n < 0) {
+                                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                                        snprintf(c->err, sizeof(c->err), "read timed out");
+                                else
+                                        io_error(c, "read", errno);
                                 return -1;
                         }
                 }
-                if (n > 0) {
-                        if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
-                                snprintf(c->err, sizeof(c->err), "protocol error");
-                                return -1;
-                        }
-                        deadline = krib_clock_mono_us() + c->io_timeout_ms * 1000;
-                        continue;
-                }
-                if (wait_fd(c->fd, ev, deadline) <= 0) {
-                        snprintf(c->err, sizeof(c->err), "read timed out");
+                if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
+                        snprintf(c->err, sizeof(c->err), "protocol error");
                         return -1;
                 }
         }

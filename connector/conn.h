@@ -39,7 +39,7 @@ krib_conn_t *krib_conn_connect(const char *host, int port, int64_t connect_timeo
                                int64_t io_timeout_ms, krib_tls_t *tls, char *errstr,
                                size_t errstr_size);
 
-/* Queues one command (hiredis formatting); nothing is sent yet. */
+/* Queues one command (RESP array of bulk strings); nothing is sent yet. */
 int krib_conn_append(krib_conn_t *c, int argc, const char **argv, const size_t *lens);
 int krib_conn_append_fmt(krib_conn_t *c, const char *fmt, ...);
 
