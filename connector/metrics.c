@@ -84,6 +84,20 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
              p->fence_invalidated);
         emit(&o, "krib_key_operations_total{outcome=\"coalesced\"} %" PRIu64 "\n", p->coalesced);
 
+        family(&o, "krib_registry_requests_total", "counter",
+               "Schema registry lookups by result: fetched (HTTP answered), cached, unavailable "
+               "(retried while consumption waits), unknown (id not found: dead letter).");
+        const struct {
+                const char *k;
+                uint64_t v;
+        } rg[] = {{"fetched", p->registry_fetched},
+                  {"cached", p->registry_cached},
+                  {"unavailable", p->registry_unavailable},
+                  {"unknown", p->registry_unknown}};
+        for (size_t i = 0; i < sizeof(rg) / sizeof(rg[0]); i++)
+                emit(&o, "krib_registry_requests_total{result=\"%s\"} %" PRIu64 "\n", rg[i].k,
+                     rg[i].v);
+
         family(&o, "krib_sweep_keys_total", "counter", "Keys unlinked by tag sweeps (SCAN MATCH).");
         emit(&o, "krib_sweep_keys_total %" PRIu64 "\n", p->sweep_keys);
         family(&o, "krib_sweeps_active", "gauge", "Tag sweeps in progress.");

@@ -106,6 +106,14 @@ static int in_parts(const rd_kafka_message_t *m, const rd_kafka_topic_partition_
 
 /* Hands the metrics thread a fresh snapshot, at most every 250 ms. */
 static void publish(krib_pipeline_t *p, int force) {
+        /* Also from the registry's wait loop, so an outage shows while it lasts. */
+        if (p->registry) {
+                const krib_registry_stats_t *rs = krib_registry_stats(p->registry);
+                p->stats.registry_fetched = rs->fetches - rs->unavailable;
+                p->stats.registry_cached = rs->cached;
+                p->stats.registry_unavailable = rs->unavailable;
+                p->stats.registry_unknown = rs->unknown;
+        }
         int64_t now = krib_clock_wall_ms();
         if (!p->metrics || (!force && now - p->published_at_ms < 250))
                 return;

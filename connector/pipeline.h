@@ -28,15 +28,18 @@
 typedef struct krib_pipeline krib_pipeline_t;
 
 typedef struct {
-        uint64_t consumed;          /* messages read from Kafka */
-        uint64_t applied;           /* events whose Redis work was acknowledged */
-        uint64_t stale;             /* dropped by the reorder stage (older than applied) */
-        uint64_t rejected;          /* undecodable or invalid events (logged) */
-        uint64_t skipped;           /* nothing to apply: tombstones, truncates, messages */
-        uint64_t dead_lettered;     /* copied to the dead-letter topic, acknowledged */
-        uint64_t fanned_out;        /* PUBLISH/XADD notifications acknowledged */
-        uint64_t sweep_keys;        /* keys unlinked by tag sweeps */
-        uint64_t sweeps_active;     /* tag sweeps in progress */
+        uint64_t consumed;      /* messages read from Kafka */
+        uint64_t applied;       /* events whose Redis work was acknowledged */
+        uint64_t stale;         /* dropped by the reorder stage (older than applied) */
+        uint64_t rejected;      /* undecodable or invalid events (logged) */
+        uint64_t skipped;       /* nothing to apply: tombstones, truncates, messages */
+        uint64_t dead_lettered; /* copied to the dead-letter topic, acknowledged */
+        uint64_t fanned_out;    /* PUBLISH/XADD notifications acknowledged */
+        uint64_t sweep_keys;    /* keys unlinked by tag sweeps */
+        uint64_t sweeps_active; /* tag sweeps in progress */
+        /* Schema registry: fetches answered, served from the cache, failed
+         * (unreachable/5xx, retried), unknown ids. */
+        uint64_t registry_fetched, registry_cached, registry_unavailable, registry_unknown;
         uint64_t failed;            /* events Redis refused for good (logged) */
         uint64_t keys_done;         /* key operations acknowledged */
         uint64_t coalesced;         /* key operations superseded inside a batch */

@@ -137,6 +137,17 @@ START_TEST(confluent_avro_from_the_official_client) {
         const char *waits[] = {"schema registry unreachable", NULL};
         ck_assert_msg(itest_log_count(log2, waits) >= 1, "no registry wait in %s", log2);
         ck_assert_int_eq(present(nm.prefix, 2 * n, 3 * n), n); /* nothing applied yet */
+        /* The outage is visible while it lasts: paused, lookups failing. */
+        char mbody[300];
+        snprintf(mbody, sizeof(mbody), "%s.outage", nm.log);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", mbody), 200);
+        const char *paused[] = {"krib_paused 1", NULL};
+        const char *unavail[] = {"krib_registry_requests_total{result=\"unavailable\"} 0", NULL};
+        const char *unavail_line[] = {"krib_registry_requests_total{result=\"unavailable\"}", NULL};
+        ck_assert_msg(itest_log_count(mbody, paused) == 1, "not paused during the outage");
+        ck_assert_int_eq(itest_log_count(mbody, unavail_line), 1);
+        ck_assert_msg(itest_log_count(mbody, unavail) == 0, "no failed lookup counted");
+        unlink(mbody);
         reg = registry_start(store);
         ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 3, 60), 0);
         ck_assert_int_eq(present(nm.prefix, 2 * n, 3 * n), 0);
