@@ -88,20 +88,13 @@ START_TEST(confluent_avro_from_the_official_client) {
         const char *create_dlq[] = {"create", "--topic", dlq, "--partitions", "1", NULL};
         itest_loadgen(create_dlq);
         snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
-        FILE *fp = fopen(conf, "w");
-        fprintf(fp,
-                "kafka = { brokers = \"%s\"; group_id = \"%s\"; topics = [ ]; };\n"
-                "redis = { nodes = [ \"%s\" ]; };\n"
-                "decode = { schema_file = \"%s/schemas/invalidation.avsc\";\n"
-                "           schema_dir = \"%s/schemas\"; };\n"
-                "registry = { url = \"http://127.0.0.1:%d\"; timeout_ms = 1000; };\n"
-                "dlq = { topic = \"%s\"; };\n"
-                "routes = ( { name = \"users-avro\"; topics = [ \"%s\" ];\n"
-                "             format = \"debezium-avro\"; keys = [ \"%s:{${key.id}}\" ];\n"
-                "             version = \"source.lsn\"; } );\n",
-                itest_brokers(), nm.group, itest_redis_seed(), KRIB_SOURCE_DIR, KRIB_SOURCE_DIR,
-                reg_port(), dlq, nm.topic, nm.prefix);
-        fclose(fp);
+        itest_write_conf(conf, nm.group, NULL,
+                         "registry = { url = \"http://127.0.0.1:%d\"; timeout_ms = 1000; };\n"
+                         "dlq = { topic = \"%s\"; };\n"
+                         "routes = ( { name = \"users-avro\"; topics = [ \"%s\" ];\n"
+                         "             format = \"debezium-avro\"; keys = [ \"%s:{${key.id}}\" ];\n"
+                         "             version = \"source.lsn\"; } );\n",
+                         reg_port(), dlq, nm.topic, nm.prefix);
         const long n = 3000;
         char key[200];
         for (long i = 0; i < 3 * n; i++) {

@@ -72,18 +72,6 @@ static int cmp_i64(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
-static double metric(const char *path, const char *name) {
-        FILE *fp = fopen(path, "r");
-        char line[512];
-        double v = -1;
-        while (fp && fgets(line, sizeof(line), fp))
-                if (!strncmp(line, name, strlen(name)) && line[strlen(name)] == ' ')
-                        v = atof(line + strlen(name) + 1);
-        if (fp)
-                fclose(fp);
-        return v;
-}
-
 START_TEST(postgres_changes_reach_redis_through_debezium) {
         const int n = 200;
         long base = (long)(getpid() % 100000) * 1000 + 1;
@@ -190,9 +178,10 @@ START_TEST(postgres_changes_reach_redis_through_debezium) {
         snprintf(body, sizeof(body), "%s.metrics", nm.log);
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
-        ck_assert_int_eq(metric(body, "krib_events_total{outcome=\"dead_lettered\"}"), 0);
-        ck_assert_int_eq(metric(body, "krib_events_total{outcome=\"rejected\"}"), 0);
-        ck_assert_int_gt(metric(body, "krib_events_total{outcome=\"skipped\"}"),
+        ck_assert_int_eq(itest_metric(body, "krib_events_total{outcome=\"dead_lettered\"}", NULL),
+                         0);
+        ck_assert_int_eq(itest_metric(body, "krib_events_total{outcome=\"rejected\"}", NULL), 0);
+        ck_assert_int_gt(itest_metric(body, "krib_events_total{outcome=\"skipped\"}", NULL),
                          0); /* tombstones */
         unlink(body);
         unlink(nm.log);
@@ -231,18 +220,11 @@ START_TEST(poison_records_go_to_the_dead_letter_topic) {
                 itest_loadgen(create);
         }
         snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
-        FILE *fp = fopen(conf, "w");
-        fprintf(fp,
-                "kafka = { brokers = \"%s\"; group_id = \"%s\"; topics = [ \"%s\" ]; };\n"
-                "redis = { nodes = [ \"%s\" ]; };\n"
-                "decode = { schema_file = \"%s/schemas/invalidation.avsc\";\n"
-                "           schema_dir = \"%s/schemas\"; };\n"
-                "dlq = { topic = \"%s\"; };\n"
-                "routes = ( { name = \"poison\"; topics = [ \"%s\" ];\n"
-                "             keys = [ \"%s:{${id}}\" ]; version = \"source.lsn\"; } );\n",
-                itest_brokers(), nm.group, avro, itest_redis_seed(), KRIB_SOURCE_DIR,
-                KRIB_SOURCE_DIR, dlq, routed, nm.prefix);
-        fclose(fp);
+        itest_write_conf(conf, nm.group, avro,
+                         "dlq = { topic = \"%s\"; };\n"
+                         "routes = ( { name = \"poison\"; topics = [ \"%s\" ];\n"
+                         "             keys = [ \"%s:{${id}}\" ]; version = \"source.lsn\"; } );\n",
+                         dlq, routed, nm.prefix);
 
         /* Good records around the poison: their keys must still go. */
         const int good = 20;
@@ -355,11 +337,11 @@ START_TEST(poison_records_go_to_the_dead_letter_topic) {
         snprintf(body, sizeof(body), "%s.metrics", nm.log);
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/healthz", body), 200);
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
-        double consumed = metric(body, "krib_events_total{outcome=\"consumed\"}");
-        double applied = metric(body, "krib_events_total{outcome=\"applied\"}");
-        double stale = metric(body, "krib_events_total{outcome=\"stale\"}");
-        double skipped = metric(body, "krib_events_total{outcome=\"skipped\"}");
-        double dead = metric(body, "krib_events_total{outcome=\"dead_lettered\"}");
+        double consumed = itest_metric(body, "krib_events_total{outcome=\"consumed\"}", NULL);
+        double applied = itest_metric(body, "krib_events_total{outcome=\"applied\"}", NULL);
+        double stale = itest_metric(body, "krib_events_total{outcome=\"stale\"}", NULL);
+        double skipped = itest_metric(body, "krib_events_total{outcome=\"skipped\"}", NULL);
+        double dead = itest_metric(body, "krib_events_total{outcome=\"dead_lettered\"}", NULL);
         ck_assert_int_eq((int)consumed, good + npoison + 1);
         ck_assert_int_eq((int)dead, npoison);
         ck_assert_int_eq((int)skipped, 1);

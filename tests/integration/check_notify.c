@@ -53,18 +53,12 @@ START_TEST(fan_out_publishes_and_streams_after_the_keys_are_gone) {
         const char *create[] = {"create", "--topic", topic, "--partitions", "1", NULL};
         itest_loadgen(create);
         snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
-        FILE *fp = fopen(conf, "w");
-        fprintf(fp,
-                "kafka = { brokers = \"%s\"; group_id = \"%s\"; topics = [ ]; };\n"
-                "redis = { nodes = [ \"%s\" ]; };\n"
-                "decode = { schema_file = \"%s/schemas/invalidation.avsc\";\n"
-                "           schema_dir = \"%s/schemas\"; };\n"
+        itest_write_conf(
+                conf, nm.group, NULL,
                 "routes = ( { name = \"users\"; topics = [ \"%s\" ];\n"
                 "             keys = [ \"%s:{${id}}\" ]; version = \"source.lsn\";\n"
                 "             publish = \"%s\"; stream = \"%s\"; stream_maxlen = 1000; } );\n",
-                itest_brokers(), nm.group, itest_redis_seed(), KRIB_SOURCE_DIR, KRIB_SOURCE_DIR,
                 topic, nm.prefix, channel, stream);
-        fclose(fp);
         char key[200], value[512];
         for (int i = 0; i < n; i++) {
                 snprintf(key, sizeof(key), "%s:{%d}", nm.prefix, i);
@@ -240,18 +234,12 @@ START_TEST(write_through_as_a_hash) {
         const char *create[] = {"create", "--topic", topic, "--partitions", "1", NULL};
         itest_loadgen(create);
         snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
-        FILE *fp = fopen(conf, "w");
-        fprintf(fp,
-                "kafka = { brokers = \"%s\"; group_id = \"%s\"; topics = [ ]; };\n"
-                "redis = { nodes = [ \"%s\" ]; };\n"
-                "decode = { schema_file = \"%s/schemas/invalidation.avsc\";\n"
-                "           schema_dir = \"%s/schemas\"; };\n"
-                "routes = ( { topics = [ \"%s\" ]; keys = [ \"%s:{${id}}\" ];\n"
-                "             action = \"write-through\"; write_as = \"hash\";\n"
-                "             columns = [ \"name\", \"visits\" ]; ttl_ms = 600000; } );\n",
-                itest_brokers(), nm.group, itest_redis_seed(), KRIB_SOURCE_DIR, KRIB_SOURCE_DIR,
-                topic, nm.prefix);
-        fclose(fp);
+        itest_write_conf(conf, nm.group, NULL,
+                         "routes = ( { topics = [ \"%s\" ]; keys = [ \"%s:{${id}}\" ];\n"
+                         "             action = \"write-through\"; write_as = \"hash\";\n"
+                         "             columns = [ \"name\", \"visits\" ]; ttl_ms = 600000; } );\n",
+                         topic, nm.prefix);
+
         const char *rows[] = {
                 "{\"op\":\"c\",\"after\":{\"id\":1,\"name\":\"Ann\",\"visits\":1},\"source\":{"
                 "\"name\":\"pg\",\"lsn\":10}}",

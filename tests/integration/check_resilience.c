@@ -70,30 +70,13 @@ static void faults(const char *verb, const char *a1, const char *a2, const char 
         }
 }
 
-/* Sum of the values of metric lines containing every needle. */
-static double metric(const char *path, const char *n1, const char *n2) {
-        FILE *fp = fopen(path, "r");
-        char line[512];
-        double sum = 0;
-        while (fp && fgets(line, sizeof(line), fp)) {
-                if (line[0] == '#' || !strstr(line, n1) || (n2 && !strstr(line, n2)))
-                        continue;
-                const char *sp = strrchr(line, ' ');
-                if (sp)
-                        sum += atof(sp + 1);
-        }
-        if (fp)
-                fclose(fp);
-        return sum;
-}
-
 static void scrape(run_t *r) {
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", r->metrics), 200);
 }
 
 static uint64_t consumed_now(run_t *r) {
         scrape(r);
-        return (uint64_t)metric(r->metrics, "krib_events_total{outcome=\"consumed\"}", NULL);
+        return (uint64_t)itest_metric(r->metrics, "krib_events_total{outcome=\"consumed\"}", NULL);
 }
 
 /* CPU seconds (user + system) krib has used. */
@@ -321,8 +304,8 @@ static void fault_reshard(run_t *r) {
         ck_assert_msg(itest_run(mig, 240, out, sizeof(out)) == 0, "migration failed: %s", out);
         healed(r);
         scrape(r);
-        double moved = metric(r->metrics, "krib_redis_redirects_total{kind=\"moved\"}", NULL);
-        double ask = metric(r->metrics, "krib_redis_redirects_total{kind=\"ask\"}", NULL);
+        double moved = itest_metric(r->metrics, "krib_redis_redirects_total{kind=\"moved\"}", NULL);
+        double ask = itest_metric(r->metrics, "krib_redis_redirects_total{kind=\"ask\"}", NULL);
         ck_assert_msg(moved > 0 && ask > 0, "reshard: MOVED %g, ASK %g: both must be met", moved,
                       ask);
         snprintf(r->note, sizeof(r->note), "4 slots migrated key by key: MOVED %.0f, ASK %.0f",
@@ -353,8 +336,9 @@ static void fault_unreachable(run_t *r) {
         int64_t after = itest_committed_sum(r->nm.group, r->nm.topic, NPARTS);
         long rss1 = itest_rss_kb(r->krib, 0);
         scrape(r);
-        double opens = metric(r->metrics, "krib_redis_breaker_transitions_total", "to=\"open\"");
-        double paused = metric(r->metrics, "krib_paused ", NULL);
+        double opens =
+                itest_metric(r->metrics, "krib_redis_breaker_transitions_total", "to=\"open\"");
+        double paused = itest_metric(r->metrics, "krib_paused ", NULL);
         faults("untoxic", "blackhole", NULL, NULL, NULL, 0);
         healed(r);
         ck_assert_msg(after == held, "offsets moved while Redis was unreachable: %lld -> %lld",
@@ -377,7 +361,7 @@ static int open_breakers(run_t *r) {
         for (int i = 0; i < 6; i++) {
                 char node[64];
                 snprintf(node, sizeof(node), "node=\"127.0.0.1:%d\"", port_base() + 100 + i);
-                open += metric(r->metrics, "krib_redis_breaker_state{", node) == 1;
+                open += itest_metric(r->metrics, "krib_redis_breaker_state{", node) == 1;
         }
         return open;
 }
@@ -417,12 +401,14 @@ static void fault_full(run_t *r) {
 }
 
 static void fault_latency(run_t *r) {
-        /* Already on since the start (see the scenario); lifted at the end. */
+        /* Right after krib started (fault_at 0), for the rest of the run;
+         * the teardown lifts it. */
+        faults("toxic", "latency", "latency", "{\"latency\":200,\"jitter\":50}", NULL, 0);
         healed(r);
         wait_committed(r, r->events / 2, 120);
         scrape(r);
-        double sum = metric(r->metrics, "krib_redis_node_round_trip_seconds_sum", NULL);
-        double n = metric(r->metrics, "krib_redis_node_round_trip_seconds_count", NULL);
+        double sum = itest_metric(r->metrics, "krib_redis_node_round_trip_seconds_sum", NULL);
+        double n = itest_metric(r->metrics, "krib_redis_node_round_trip_seconds_count", NULL);
         ck_assert_msg(n > 0 && sum / n > 0.15, "mean round trip %.3f s: no latency applied",
                       n > 0 ? sum / n : 0.0);
         snprintf(r->note, sizeof(r->note),
@@ -514,79 +500,19 @@ static void heal(void) {
                 fprintf(stderr, "heal failed: %s\n", out);
 }
 
-static const scenario_t *find(const char *name) {
-        for (size_t i = 0; i < sizeof(scenarios) / sizeof(*scenarios); i++)
-                if (!strcmp(scenarios[i].name, name))
-                        return &scenarios[i];
-        ck_abort_msg("no scenario %s", name);
-        return NULL;
-}
-
-START_TEST(kill_master) {
-        run_scenario(find("kill_master"));
-}
-END_TEST
-
-START_TEST(manual_failover) {
-        run_scenario(find("manual_failover"));
-}
-END_TEST
-
-START_TEST(reshard) {
-        run_scenario(find("reshard"));
-}
-END_TEST
-
-START_TEST(unreachable_30s) {
-        run_scenario(find("unreachable_30s"));
-}
-END_TEST
-
-START_TEST(redis_full) {
-        run_scenario(find("redis_full"));
-}
-END_TEST
-
-START_TEST(latency_200ms) {
-        faults("toxic", "latency", "latency", "{\"latency\":200,\"jitter\":50}", NULL, 0);
-        run_scenario(find("latency_200ms"));
-}
-END_TEST
-
-START_TEST(kafka_restart) {
-        run_scenario(find("kafka_restart"));
-}
-END_TEST
-
-START_TEST(kafka_link_down_20s) {
-        run_scenario(find("kafka_link_down_20s"));
-}
-END_TEST
-
-START_TEST(kill_krib_during_failover) {
-        run_scenario(find("kill_krib_during_failover"));
+/* One ctest entry per scenario (CK_RUN_CASE=<name>): the loop index picks it. */
+START_TEST(scenario) {
+        run_scenario(&scenarios[_i]);
 }
 END_TEST
 
 Suite *make_suite(void) {
         Suite *s = suite_create("resilience");
-        const struct {
-                const char *name;
-                const TTest *test;
-        } cases[] = {{"kill_master", kill_master},
-                     {"manual_failover", manual_failover},
-                     {"reshard", reshard},
-                     {"unreachable_30s", unreachable_30s},
-                     {"redis_full", redis_full},
-                     {"latency_200ms", latency_200ms},
-                     {"kafka_restart", kafka_restart},
-                     {"kafka_link_down_20s", kafka_link_down_20s},
-                     {"kill_krib_during_failover", kill_krib_during_failover}};
-        for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
-                TCase *tc = tcase_create(cases[i].name);
+        for (int i = 0; i < (int)(sizeof(scenarios) / sizeof(*scenarios)); i++) {
+                TCase *tc = tcase_create(scenarios[i].name);
                 tcase_add_unchecked_fixture(tc, NULL, heal);
                 tcase_set_timeout(tc, 600);
-                tcase_add_test(tc, cases[i].test);
+                tcase_add_loop_test(tc, scenario, i, i + 1);
                 suite_add_tcase(s, tc);
         }
         return s;

@@ -36,18 +36,6 @@ static void produce_tag(const char *topic, const char *entity, const char *patte
         krib_encode_destroy(enc);
 }
 
-static double metric(const char *path, const char *name) {
-        FILE *fp = fopen(path, "r");
-        char line[512];
-        double v = -1;
-        while (fp && fgets(line, sizeof(line), fp))
-                if (!strncmp(line, name, strlen(name)) && line[strlen(name)] == ' ')
-                        v = atof(line + strlen(name) + 1);
-        if (fp)
-                fclose(fp);
-        return v;
-}
-
 START_TEST(pattern_slot_is_known_only_for_literal_tags) {
         ck_assert_int_eq(krib_sweep_pattern_slot("user:{42}:*", 11), 8000);
         ck_assert_int_eq(krib_sweep_pattern_slot("user:{42}:*", 11),
@@ -112,8 +100,8 @@ START_TEST(sweep_of_100k_keys_while_traffic_flows) {
         int64_t end = krib_clock_mono_us() + 120000000;
         while (krib_clock_mono_us() < end) {
                 ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
-                double active = metric(body, "krib_sweeps_active");
-                double applied = metric(body, "krib_events_total{outcome=\"applied\"}");
+                double active = itest_metric(body, "krib_sweeps_active", NULL);
+                double applied = itest_metric(body, "krib_events_total{outcome=\"applied\"}", NULL);
                 if (active > 0) {
                         seen_sweeping++;
                         if (first < 0)
@@ -127,7 +115,7 @@ START_TEST(sweep_of_100k_keys_while_traffic_flows) {
         ck_assert_int_eq(itest_wait(prod, 60), 0);
         ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 6, 120), 0);
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
-        double keys = metric(body, "krib_sweep_keys_total");
+        double keys = itest_metric(body, "krib_sweep_keys_total", NULL);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
         fprintf(stderr,
                 "sweep: %.0f keys unlinked; %.0f samples while sweeping, normal events applied "

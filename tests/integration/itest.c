@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -441,4 +442,38 @@ int itest_http_get(int port, const char *path, const char *out_path) {
         if (itest_run(argv, 10, code, sizeof(code)) != 0)
                 return -1;
         return atoi(code);
+}
+
+void itest_write_conf(const char *path, const char *group, const char *avro_topic,
+                      const char *extra_fmt, ...) {
+        FILE *fp = fopen(path, "w");
+        ck_assert_msg(fp != NULL, "cannot write %s", path);
+        fprintf(fp,
+                "kafka = { brokers = \"%s\"; group_id = \"%s\"; topics = [ %s%s%s ]; };\n"
+                "redis = { nodes = [ \"%s\" ]; };\n"
+                "decode = { schema_file = \"%s/schemas/invalidation.avsc\";\n"
+                "           schema_dir = \"%s/schemas\"; };\n",
+                itest_brokers(), group, avro_topic ? "\"" : "", avro_topic ? avro_topic : "",
+                avro_topic ? "\"" : "", itest_redis_seed(), KRIB_SOURCE_DIR, KRIB_SOURCE_DIR);
+        va_list ap;
+        va_start(ap, extra_fmt);
+        vfprintf(fp, extra_fmt, ap);
+        va_end(ap);
+        fclose(fp);
+}
+
+double itest_metric(const char *path, const char *n1, const char *n2) {
+        FILE *fp = fopen(path, "r");
+        char line[512];
+        double sum = 0;
+        while (fp && fgets(line, sizeof(line), fp)) {
+                if (line[0] == '#' || !strstr(line, n1) || (n2 && !strstr(line, n2)))
+                        continue;
+                const char *sp = strrchr(line, ' ');
+                if (sp)
+                        sum += atof(sp + 1);
+        }
+        if (fp)
+                fclose(fp);
+        return sum;
 }

@@ -85,6 +85,16 @@ int itest_metrics_port(void);
  * HTTP status, or -1 when nothing answered. */
 int itest_http_get(int port, const char *path, const char *out_path);
 
+/* Writes a krib config for tests at path: this broker and cluster seed,
+ * group, krib's Avro decoder on `avro_topic` (NULL: none), then the caller's
+ * extra settings (printf format: routes, dlq, registry ...). */
+void itest_write_conf(const char *path, const char *group, const char *avro_topic,
+                      const char *extra_fmt, ...);
+
+/* Sum of the values of the /metrics lines (in the file at path) that
+ * contain n1 and, when not NULL, n2; comment lines skipped. */
+double itest_metric(const char *path, const char *n1, const char *n2);
+
 /* Names unique to one test run and the environment that points krib at them. */
 typedef struct {
         char topic[100], group[128], prefix[128], log[256];
