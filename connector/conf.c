@@ -155,6 +155,18 @@ static const row_t rows[] = {
          "Entities whose newest version is remembered in memory (all partitions); the least "
          "recently seen are forgotten first.",
          0},
+        {"limits.max_key_bytes", T_INT, F(limits_max_key_bytes), "16384", 1, 65519, NULL,
+         "Longest key (or tag pattern) an event may name; longer ones are rejected up front "
+         "(dead-lettered), never sent to Redis.",
+         0},
+        {"limits.max_keys_per_event", T_INT, F(limits_max_keys_per_event), "1000", 1, 1000000, NULL,
+         "Most keys (or tags) one event may name; an event with more is rejected: one record "
+         "must not hold Redis and every other topic for seconds.",
+         0},
+        {"limits.max_origins", T_INT, F(limits_max_origins), "64", 1, 1024, NULL,
+         "Most entries of one event's version vector (its fence lines in Redis); beyond it the "
+         "event is rejected.",
+         0},
         {"metrics.address", T_STR, F(metrics_address), "127.0.0.1", 0, 0, NULL,
          "IPv4 address of the /metrics, /healthz and /readyz endpoints.", 0},
         {"metrics.port", T_INT, F(metrics_port), "9464", 0, 65535, NULL,

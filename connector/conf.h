@@ -60,6 +60,7 @@ typedef struct krib_conf {
         int64_t pipeline_batch_max_bytes;
         int64_t pipeline_shutdown_timeout_ms;
         int64_t reorder_max_entities;
+        int64_t limits_max_key_bytes, limits_max_keys_per_event, limits_max_origins;
 
         char *dlq_topic; /* "" : no dead-letter topic */
         char *registry_url;

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -32,6 +33,10 @@ struct krib_conn {
         redisReader *reader;
         char *obuf;
         size_t olen, ocap;
+        /* Commands queued or sent whose replies were not read yet: a
+         * synchronous command on top of them would read someone else's
+         * reply. */
+        uint64_t inflight;
         char err[160];
 };
 
@@ -255,6 +260,7 @@ static int append_raw(krib_conn_t *c, char *cmd, int len) {
         }
         memcpy(c->obuf + c->olen, cmd, (size_t)len);
         c->olen += (size_t)len;
+        c->inflight++;
         free(cmd); /* hiredis 0.14 formats into malloc()ed memory */
         return 0;
 }
@@ -279,6 +285,7 @@ int krib_conn_append(krib_conn_t *c, int argc, const char **argv, const size_t *
                 *p++ = '\n';
         }
         c->olen = (size_t)(p - c->obuf);
+        c->inflight++;
         return 0;
 }
 
@@ -345,6 +352,8 @@ int krib_conn_read(krib_conn_t *c, redisReply **out) {
                 }
                 if (r) {
                         *out = r;
+                        if (c->inflight)
+                                c->inflight--;
                         return 0;
                 }
                 char buf[16384];
@@ -388,6 +397,13 @@ int krib_conn_read(krib_conn_t *c, redisReply **out) {
 }
 
 redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...) {
+        if (c->inflight) {
+                /* A caller bug, refused rather than answered with the reply of
+                 * an earlier pipelined command. */
+                snprintf(c->err, sizeof(c->err), "command issued with %" PRIu64 " replies pending",
+                         c->inflight);
+                return NULL;
+        }
         va_list ap;
         va_start(ap, fmt);
         int rc = append_v(c, fmt, ap);
@@ -396,6 +412,10 @@ redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...) {
         if (rc || krib_conn_flush(c) || krib_conn_read(c, &r))
                 return NULL;
         return r;
+}
+
+uint64_t krib_conn_inflight(const krib_conn_t *c) {
+        return c->inflight;
 }
 
 const char *krib_conn_errstr(const krib_conn_t *c) {

@@ -50,8 +50,13 @@ int krib_conn_flush(krib_conn_t *c);
  * *out (free with freeReplyObject), or -1 with the connection unusable. */
 int krib_conn_read(krib_conn_t *c, redisReply **out);
 
-/* Append + flush + read: a synchronous command. NULL on I/O failure. */
+/* Append + flush + read: a synchronous command. NULL on I/O failure, and
+ * (without touching the connection) while earlier pipelined commands still
+ * await their replies. */
 redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...);
+
+/* Commands appended whose replies were not read yet. */
+uint64_t krib_conn_inflight(const krib_conn_t *c);
 
 /* Why the connection failed ("" while it is fine). */
 const char *krib_conn_errstr(const krib_conn_t *c);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "validate.h"
 
 enum { F_ENTITY, F_KEYS, F_VERSION, F_ACTION, F_TS, F_ORIGIN, F_VALUE, F_TTL, F_TAGS, F__N };
 
@@ -478,6 +479,11 @@ int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_even
                         goto oops;
                 if (!present)
                         ev->ttl_ms = -1;
+                else if (ev->ttl_ms <= 0) { /* -1 is "absent" only inside krib */
+                        errf(errstr, errstr_size, "invalid event: ttl_ms %lld must be positive",
+                             (long long)ev->ttl_ms);
+                        return -1;
+                }
         }
         if (dec->field_index[F_ACTION] >= 0) {
                 int rc = get_action(dec, &f[F_ACTION], &ev->action, errstr, errstr_size);
@@ -488,64 +494,7 @@ int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_even
         }
 
         /* The rules of schemas/README.md that Avro cannot express. */
-        if (!ev->entity.s || !ev->entity.len) {
-                errf(errstr, errstr_size, "invalid event: empty entity");
-                return -1;
-        }
-        for (size_t i = 0; i < ev->key_count; i++)
-                if (!ev->keys[i].len) {
-                        errf(errstr, errstr_size, "invalid event %s: key %zu is empty",
-                             ev->entity.s, i);
-                        return -1;
-                }
-        for (size_t i = 0; i < ev->version_count; i++) {
-                const krib_str_t *o = &ev->version[i].origin;
-                /* The fence stores "origin=counter" lines. */
-                if (!o->len || memchr(o->s, '=', o->len) || memchr(o->s, '\n', o->len)) {
-                        errf(errstr, errstr_size,
-                             "invalid event %s: version origin '%s' is empty or contains '=' "
-                             "or a newline",
-                             ev->entity.s, o->s);
-                        return -1;
-                }
-        }
-        for (size_t i = 0; i < ev->version_count; i++)
-                if (ev->version[i].counter < 0) {
-                        errf(errstr, errstr_size,
-                             "invalid event %s: version counter for '%s' is negative", ev->entity.s,
-                             ev->version[i].origin.s);
-                        return -1;
-                }
-        switch (ev->action) {
-        case KRIB_ACTION_DELETE:
-                if (!ev->key_count) {
-                        errf(errstr, errstr_size, "invalid event %s: DELETE without keys",
-                             ev->entity.s);
-                        return -1;
-                }
-                break;
-        case KRIB_ACTION_UPSERT:
-                if (!ev->key_count || !ev->value.s || !ev->version_count) {
-                        errf(errstr, errstr_size,
-                             "invalid event %s: UPSERT needs keys, a value and a version",
-                             ev->entity.s);
-                        return -1;
-                }
-                if (ev->ttl_ms == 0 || ev->ttl_ms < -1) {
-                        errf(errstr, errstr_size, "invalid event %s: ttl_ms must be positive",
-                             ev->entity.s);
-                        return -1;
-                }
-                break;
-        case KRIB_ACTION_TAG:
-                if (!ev->tag_count) {
-                        errf(errstr, errstr_size, "invalid event %s: TAG without tags",
-                             ev->entity.s);
-                        return -1;
-                }
-                break;
-        }
-        return 0;
+        return krib_validate_event(ev, errstr, errstr_size);
 oops:
         errf(errstr, errstr_size, "cannot read decoded Avro value: %s", avro_strerror());
         return -1;

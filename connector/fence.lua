@@ -9,12 +9,22 @@
 --               vector size m, then m pairs origin, counter
 --
 -- A fence holds the newest version vector applied to its key as lines
--- "origin=counter". Counters are compared as decimal strings, so 64-bit
+-- "origin=counter". Counters are canonical decimal strings (checked here and
+-- by krib before sending), compared length first, then bytewise, so 64-bit
 -- values stay exact (Lua numbers are doubles).
 --
+-- A key without a fence accepts any version (counter 0 included): nothing
+-- newer was applied to it, or its fence expired.
+--
+-- A DELETE always unlinks its key: removing a cached value can cost a miss,
+-- never correctness, and a DELETE older than the fence may still name a key
+-- that no newer event of its entity covered. Only the fence merge, and the
+-- reply, depend on the version.
+--
 -- Returns one integer per key:
---   1  applied (value written, or key unlinked)
---   0  stale: the fence already holds this version or a newer one
+--   1  applied (value written, or key unlinked and fence advanced)
+--   0  stale: the fence already holds this version or a newer one (an UPSERT
+--      was not written; a DELETE still unlinked the key)
 --   2  concurrent upsert: neither version is newest, so the key was unlinked
 --      and fenced at the merged vector for the next read to refill
 
@@ -22,6 +32,16 @@ local n = #KEYS / 2
 local fence_ttl = ARGV[1]
 local a = 2
 local out = {}
+
+local function canonical(c)
+  if c == '0' then
+    return true
+  end
+  if #c > 19 or not string.match(c, '^[1-9]%d*$') then
+    return false
+  end
+  return #c < 19 or c <= '9223372036854775807'
+end
 
 local function cmp(x, y)
   if #x ~= #y then
@@ -31,6 +51,42 @@ local function cmp(x, y)
     return 0
   end
   return x < y and -1 or 1
+end
+
+-- Checked for every key before anything is written: a bad argument fails
+-- the call, and krib resends the chunk key by key.
+do
+  local b = 2
+  for i = 1, n do
+    local kind, ttl, m = ARGV[b], ARGV[b + 2], tonumber(ARGV[b + 3])
+    if kind ~= 'D' and kind ~= 'U' and kind ~= 'H' then
+      return redis.error_reply('ERR krib fence: bad kind for ' .. KEYS[i])
+    end
+    if not canonical(ttl) or m == nil then
+      return redis.error_reply('ERR krib fence: bad ttl or vector size for ' .. KEYS[i])
+    end
+    if kind == 'H' then
+      local ok, t = pcall(cjson.decode, ARGV[b + 1])
+      if not ok or type(t) ~= 'table' then
+        return redis.error_reply('ERR krib fence: hash value of ' .. KEYS[i] ..
+          ' is not a JSON object')
+      end
+      for f, v in pairs(t) do
+        if type(f) ~= 'string' or type(v) ~= 'string' then
+          return redis.error_reply('ERR krib fence: hash value of ' .. KEYS[i] ..
+            ' has a field that is not a string')
+        end
+      end
+    end
+    b = b + 4
+    for _ = 1, m do
+      local o, c = ARGV[b], ARGV[b + 1]
+      if o == nil or c == nil or o == '' or string.find(o, '[=\n]') or not canonical(c) then
+        return redis.error_reply('ERR krib fence: bad version entry for ' .. KEYS[i])
+      end
+      b = b + 2
+    end
+  end
 end
 
 for i = 1, n do
@@ -44,7 +100,7 @@ for i = 1, n do
       cur[o] = c
     end
   end
-  local newer, older = false, false
+  local newer, older = not f, false
   local vv = {}
   for _ = 1, m do
     local o, c = ARGV[a], ARGV[a + 1]
@@ -70,6 +126,9 @@ for i = 1, n do
     end
   end
   if not newer then
+    if kind == 'D' then
+      redis.call('UNLINK', key)
+    end
     out[i] = 0
   else
     for o, c in pairs(vv) do

@@ -13,7 +13,14 @@ void krib_hist_add(krib_hist_t *h, int64_t ms) {
                 h->max = ms;
         h->bucket[ms > KRIB_HIST_MAX_MS ? KRIB_HIST_MAX_MS + 1 : ms]++;
         h->count++;
-        h->sum += ms;
+        h->sum = h->sum > INT64_MAX - ms ? INT64_MAX : h->sum + ms; /* hostile ts_ms saturates */
+}
+
+void krib_hist_add_since(krib_hist_t *h, int64_t now_ms, int64_t since_ms) {
+        int64_t d;
+        if (__builtin_sub_overflow(now_ms, since_ms, &d))
+                d = since_ms < 0 ? INT64_MAX : 0;
+        krib_hist_add(h, d);
 }
 
 int64_t krib_hist_quantile(const krib_hist_t *h, double q) {

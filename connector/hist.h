@@ -21,6 +21,11 @@ void krib_hist_reset(krib_hist_t *h);
 /* Negative values (clock skew between producer and krib) count as 0. */
 void krib_hist_add(krib_hist_t *h, int64_t ms);
 
+/* Adds now_ms - since_ms without overflow, whatever since_ms holds (an
+ * event's ts_ms comes from the producer): a difference beyond int64 counts
+ * as INT64_MAX (far past) or 0 (far future). */
+void krib_hist_add_since(krib_hist_t *h, int64_t now_ms, int64_t since_ms);
+
 /* Smallest value v such that at least q (0..1] of the samples are <= v;
  * -1 when empty. */
 int64_t krib_hist_quantile(const krib_hist_t *h, double q);

@@ -2,8 +2,8 @@
 
 #include <jansson.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -86,10 +86,49 @@ int krib_log_level_parse(const char *name) {
         return -1;
 }
 
+#define ESC_BUFS   8
+#define ESC_IN_MAX 200
+
+const char *krib_log_esc(const char *s, size_t len) {
+        static _Thread_local char bufs[ESC_BUFS][ESC_IN_MAX * 4 + 8];
+        static _Thread_local unsigned next;
+        char *out = bufs[next++ % ESC_BUFS], *o = out;
+        if (!s)
+                s = "", len = 0;
+        size_t n = len > ESC_IN_MAX ? ESC_IN_MAX : len;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)s[i];
+                if (c == '"' || c == '\\') {
+                        *o++ = '\\';
+                        *o++ = (char)c;
+                } else if (c < 0x20 || c >= 0x7f) {
+                        o += sprintf(o, "\\x%02x", c);
+                } else {
+                        *o++ = (char)c;
+                }
+        }
+        if (n < len)
+                o += sprintf(o, "...");
+        *o = '\0';
+        return out;
+}
+
+/* Rewrites control characters in place-safe fashion into dst. */
+static void strip_controls(const char *src, char *dst, size_t size) {
+        size_t o = 0;
+        for (const unsigned char *p = (const unsigned char *)src; *p && o + 5 < size; p++) {
+                if (*p < 0x20 || *p == 0x7f)
+                        o += (size_t)snprintf(dst + o, size - o, "\\x%02x", *p);
+                else
+                        dst[o++] = (char)*p;
+        }
+        dst[o] = '\0';
+}
+
 void krib_log_write(krib_log_level_t level, const char *module, const char *fmt, ...) {
         if (level > log_level)
                 return;
-        char ts[96], tail[2048], line[4096];
+        char ts[96], raw[2048], tail[2048 * 2], line[4096 + 2048];
         struct timeval tv;
         struct tm tm;
         gettimeofday(&tv, NULL);
@@ -99,8 +138,9 @@ void krib_log_write(krib_log_level_t level, const char *module, const char *fmt,
                  (int)(tv.tv_usec / 1000));
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(tail, sizeof(tail), fmt, ap);
+        vsnprintf(raw, sizeof(raw), fmt, ap);
         va_end(ap);
+        strip_controls(raw, tail, sizeof(tail));
         krib_log_render(log_format, ts, level_names[level], module, tail, line, sizeof(line));
         /* One fputs under a lock keeps lines from librdkafka threads whole. */
         pthread_mutex_lock(&log_lock);

@@ -40,7 +40,15 @@ int krib_log_level_parse(const char *name);
 #define KRIB_PRINTF(a, b)
 #endif
 
+/* Untrusted text (a key, an entity, a Redis error) made safe inside a
+ * quoted logfmt value: '"' and '\\' are escaped, control and non-ASCII bytes
+ * become \xNN, and more than 200 input bytes are cut with "...". Returns
+ * one of a few thread-local buffers, valid for the next few calls. */
+const char *krib_log_esc(const char *s, size_t len);
+
 /* fmt produces the tail of the line, conventionally `msg="..." k=v ...`. */
+/* Control characters in the rendered tail are escaped, whatever the caller
+ * passed: one call is one line. */
 void krib_log_write(krib_log_level_t level, const char *module, const char *fmt, ...)
         KRIB_PRINTF(3, 4);
 

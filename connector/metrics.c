@@ -83,6 +83,8 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
         emit(&o, "krib_key_operations_total{outcome=\"fence_invalidated\"} %" PRIu64 "\n",
              p->fence_invalidated);
         emit(&o, "krib_key_operations_total{outcome=\"coalesced\"} %" PRIu64 "\n", p->coalesced);
+        emit(&o, "krib_key_operations_total{outcome=\"coalesced_older\"} %" PRIu64 "\n",
+             p->coalesced_older);
 
         family(&o, "krib_registry_requests_total", "counter",
                "Schema registry lookups by result: fetched (HTTP answered), cached, unavailable "

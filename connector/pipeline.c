@@ -20,6 +20,7 @@
 #include "reorder.h"
 #include "route.h"
 #include "util.h"
+#include "validate.h"
 #include "writer.h"
 
 typedef struct {
@@ -395,7 +396,8 @@ static int reject(krib_pipeline_t *p, size_t i, const char *stage, const char *c
         rd_kafka_message_t *m = p->msgs[i];
         krib_log_error("pipeline",
                        "msg=\"rejected event\" stage=%s class=%s " MSG_FMT " error=\"%s\"%s", stage,
-                       cls, MSG_ARGS(m), why, p->dlq ? " dead_letter=yes" : "");
+                       cls, MSG_ARGS(m), krib_log_esc(why, strlen(why)),
+                       p->dlq ? " dead_letter=yes" : "");
         if (p->dlq) {
                 if (krib_dlq_add(p->dlq, m, stage, cls, why))
                         return -1;
@@ -415,6 +417,46 @@ static void on_dlq_tick(void *opaque) {
                 on_writer_tick(p);
         else if (p->consumer)
                 publish(p, 0);
+}
+
+/* A second event names a key that already has an op in this batch. Offsets
+ * of a partition arrive in order, but two entities (or a route whose key is
+ * not the entity's) may share a key, so "later" is not always "newer": the
+ * op must end as the sequential application of both would. Newer (or
+ * unversioned): the later op replaces it. Older or equal: a later UPSERT is
+ * stale for this key and dropped, a later DELETE still unlinks, fenced at
+ * the newer version. Concurrent: the key is unlinked and fenced at the
+ * merged vector (a synthetic event in ev's arena). -1 on OOM. */
+static int coalesce(krib_pipeline_t *p, krib_wop_t *op, uint8_t kind, krib_event_t *ev) {
+        const krib_event_t *prev = op->ev;
+        krib_vv_order_t ord = KRIB_VV_NEWER;
+        if (prev && prev->version_count && ev->version_count)
+                ord = krib_vv_compare(ev->version, ev->version_count, prev->version,
+                                      prev->version_count);
+        if (ord == KRIB_VV_NEWER) {
+                op->kind = kind;
+                op->ev = ev;
+                return 0;
+        }
+        p->stats.coalesced_older++;
+        if (ord == KRIB_VV_CONCURRENT) {
+                krib_event_t *syn = krib_event_alloc(ev, sizeof(*syn));
+                if (!syn)
+                        return -1;
+                memset(syn, 0, sizeof(*syn));
+                syn->entity = ev->entity;
+                syn->action = KRIB_ACTION_DELETE;
+                syn->ttl_ms = -1;
+                if (krib_vv_merge(ev, prev->version, prev->version_count, ev->version,
+                                  ev->version_count, &syn->version, &syn->version_count))
+                        return -1;
+                op->kind = KRIB_WOP_DELETE;
+                op->ev = syn;
+                return 0;
+        }
+        if (kind != KRIB_WOP_UPSERT)
+                op->kind = KRIB_WOP_DELETE; /* keeps prev, the newer version */
+        return 0;
 }
 
 /* Decodes and orders event i; adds its key operations. Returns -1 on OOM. */
@@ -450,6 +492,11 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
         } else if (krib_schemas_decode(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
                 return reject(p, i, "decode", "krib.DecodeError", err);
         }
+        const krib_limits_t lim = {(size_t)p->conf->limits_max_key_bytes,
+                                   (size_t)p->conf->limits_max_keys_per_event,
+                                   (size_t)p->conf->limits_max_origins};
+        if (krib_validate_limits(ev, &lim, err, sizeof(err)))
+                return reject(p, i, route ? "route" : "decode", "krib.LimitExceeded", err);
         if (ev->action == KRIB_ACTION_TAG) {
                 /* Finished when the sweep is (sweep_done), between batches. */
                 if (!ev->tag_count)
@@ -461,11 +508,14 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
                 return 0;
         }
         krib_reorder_verdict_t v = krib_reorder_decide(p->reorder, topic, m->partition, ev);
-        if (v == KRIB_REORDER_STALE) {
+        if (v == KRIB_REORDER_STALE && ev->action != KRIB_ACTION_DELETE) {
                 p->stats.stale++;
                 finish(p, m);
                 return 0;
         }
+        /* A DELETE older than its entity's newest event still unlinks its
+         * keys: that newer event may not have named them all, and an unlink
+         * costs a miss at worst. The fence keeps its newer version. */
         uint8_t kind;
         if (ev->action == KRIB_ACTION_UPSERT && v == KRIB_REORDER_APPLY)
                 kind = KRIB_WOP_UPSERT;
@@ -497,13 +547,15 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
                         p->ops[o].key = ev->keys[k].s;
                         p->ops[o].len = ev->keys[k].len;
                 } else {
-                        /* Offsets of a partition arrive in order and stale
-                         * events are gone: this event is the newest. */
                         o = (int32_t)at;
                         p->stats.coalesced++;
+                        if (coalesce(p, &p->ops[o], kind, ev))
+                                return -1;
+                        goto linked;
                 }
                 p->ops[o].kind = kind;
                 p->ops[o].ev = ev;
+        linked:
                 p->links[*nlinks].event = (uint32_t)i;
                 p->links[*nlinks].next = p->op_links[o];
                 p->op_links[o] = (int32_t)(*nlinks)++;
@@ -604,7 +656,7 @@ static int process_batch(krib_pipeline_t *p) {
                 rd_kafka_message_t *m = p->msgs[i];
                 if (p->ev_state[i] == EV_LIVE) {
                         p->stats.applied++;
-                        krib_hist_add(&p->latency, acked_ms - p->events[i].ts_ms);
+                        krib_hist_add_since(&p->latency, acked_ms, p->events[i].ts_ms);
                         finish(p, m);
                 } else if (p->ev_state[i] == EV_FAILED && p->dlq) {
                         char why[300];
@@ -615,10 +667,11 @@ static int process_batch(krib_pipeline_t *p) {
                         if (reject(p, i, "write", "krib.RedisError", why))
                                 krib_log_error("pipeline", "msg=\"out of memory\"");
                 } else if (p->ev_state[i] == EV_FAILED) {
-                        krib_log_error("pipeline",
-                                       "msg=\"redis refused event\" stage=write " MSG_FMT
-                                       " entity=\"%s\"",
-                                       MSG_ARGS(m), p->events[i].entity.s);
+                        krib_log_error(
+                                "pipeline",
+                                "msg=\"redis refused event\" stage=write " MSG_FMT " entity=\"%s\"",
+                                MSG_ARGS(m),
+                                krib_log_esc(p->events[i].entity.s, p->events[i].entity.len));
                         p->stats.failed++;
                         finish(p, m);
                 }

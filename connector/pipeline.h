@@ -43,6 +43,7 @@ typedef struct {
         uint64_t failed;            /* events Redis refused for good (logged) */
         uint64_t keys_done;         /* key operations acknowledged */
         uint64_t coalesced;         /* key operations superseded inside a batch */
+        uint64_t coalesced_older;   /* of those, by an event not newer for that key */
         uint64_t fence_stale;       /* key operations the Redis fence refused as stale */
         uint64_t invalidated;       /* concurrent UPSERTs turned into invalidations */
         uint64_t fence_invalidated; /* the same, decided by the Redis fence */

@@ -242,10 +242,9 @@ static int set_vv(entry_t *e, const krib_vv_entry_t *v, size_t n) {
 }
 
 /* Per-origin maximum of a and b, in ev's arena. */
-static int merge_into_event(krib_event_t *ev, const krib_vv_entry_t *b, size_t nb) {
-        const krib_vv_entry_t *a = ev->version;
-        size_t na = ev->version_count;
-        krib_vv_entry_t *m = krib_event_alloc(ev, (na + nb) * sizeof(*m));
+int krib_vv_merge(krib_event_t *arena, const krib_vv_entry_t *a, size_t na,
+                  const krib_vv_entry_t *b, size_t nb, krib_vv_entry_t **out, size_t *nout) {
+        krib_vv_entry_t *m = krib_event_alloc(arena, (na + nb) * sizeof(*m));
         if (!m)
                 return -1;
         size_t n = 0;
@@ -260,14 +259,19 @@ static int merge_into_event(krib_event_t *ev, const krib_vv_entry_t *b, size_t n
                         if (b[j].counter > m[i].counter)
                                 m[i].counter = b[j].counter;
                 } else {
-                        if (krib_event_strdup(ev, &m[n].origin, b[j].origin.s, b[j].origin.len))
+                        if (krib_event_strdup(arena, &m[n].origin, b[j].origin.s, b[j].origin.len))
                                 return -1;
                         m[n++].counter = b[j].counter;
                 }
         }
-        ev->version = m;
-        ev->version_count = n;
+        *out = m;
+        *nout = n;
         return 0;
+}
+
+static int merge_into_event(krib_event_t *ev, const krib_vv_entry_t *b, size_t nb) {
+        return krib_vv_merge(ev, ev->version, ev->version_count, b, nb, &ev->version,
+                             &ev->version_count);
 }
 
 krib_reorder_verdict_t krib_reorder_decide(krib_reorder_t *r, const char *topic, int32_t partition,

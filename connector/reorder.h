@@ -36,6 +36,11 @@ typedef enum {
 krib_vv_order_t krib_vv_compare(const krib_vv_entry_t *a, size_t na, const krib_vv_entry_t *b,
                                 size_t nb);
 
+/* Per-origin maximum of a and b into *out, allocated in arena's arena (it
+ * lives as long as that event's strings). -1 on allocation failure. */
+int krib_vv_merge(krib_event_t *arena, const krib_vv_entry_t *a, size_t na,
+                  const krib_vv_entry_t *b, size_t nb, krib_vv_entry_t **out, size_t *nout);
+
 typedef enum {
         KRIB_REORDER_APPLY = 0,
         KRIB_REORDER_STALE,

@@ -1,6 +1,7 @@
 #include "route.h"
 
 #include "registry.h"
+#include "validate.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -538,19 +539,17 @@ static json_t *unwrap(json_t *root) {
         return root;
 }
 
+/* A version counter or timestamp: a JSON integer, or a decimal string (some
+ * converters), never negative, never clamped. */
 static int int_of(const json_t *v, int64_t *out) {
         if (json_is_integer(v)) {
+                if (json_integer_value(v) < 0)
+                        return -1;
                 *out = json_integer_value(v);
                 return 0;
         }
-        if (json_is_string(v)) { /* decimal strings (some converters) */
-                char *end;
-                long long x = strtoll(json_string_value(v), &end, 10);
-                if (*json_string_value(v) && !*end) {
-                        *out = x;
-                        return 0;
-                }
-        }
+        if (json_is_string(v))
+                return krib_validate_counter(json_string_value(v), json_string_length(v), out);
         return -1;
 }
 
@@ -699,13 +698,22 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                 have = !int_of(json_object_get(row, r->ver_column), &counter);
                 /* A delete carries the version of the last write, yet comes
                  * after it: order it just past that write. */
-                counter += op[0] == 'd';
+                if (have && op[0] == 'd') {
+                        if (counter == INT64_MAX) {
+                                errf(errstr, errstr_size,
+                                     "version %s: %lld leaves no room to order the delete after "
+                                     "it",
+                                     r->ver_column, (long long)counter);
+                                goto done;
+                        }
+                        counter++;
+                }
                 break;
         case VER_NONE:
                 break;
         }
         if (!have) {
-                errf(errstr, errstr_size, "version %s: no integer there",
+                errf(errstr, errstr_size, "version %s: no integer in 0..2^63-1 there",
                      r->ver == VER_LSN         ? "source.lsn"
                      : r->ver == VER_TS        ? "ts_ms"
                      : r->ver == VER_SOURCE_TS ? "source.ts_ms"
@@ -791,6 +799,9 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                 ev->ttl_ms = r->ttl_ms > 0 ? r->ttl_ms : -1;
         }
         if ((r->publish || r->stream) && fanout(r, &sc, op[0], ev, errstr, errstr_size))
+                goto done;
+        /* The same rules as krib's own events (validate.h). */
+        if (krib_validate_event(ev, errstr, errstr_size))
                 goto done;
         rc = KRIB_ROUTE_OK;
         goto done;

@@ -31,6 +31,8 @@ typedef struct {
         unsigned failures;
         krib_breaker_t br;
         int script; /* fence script: 1 loaded here, 0 not yet, -1 refused */
+        unsigned script_warned;
+        uint8_t script_counted; /* this round already counted a script refusal */
         /* This round's commands, in the order they were appended. */
         int32_t cmd_head, cmd_tail;
 } conn_t;
@@ -70,6 +72,7 @@ struct krib_writer {
         size_t cap;
         uint16_t *slot_of;
         int32_t *ask_conn; /* -1, or the conn an ASK pointed this key at */
+        uint8_t *solo;     /* sent in a command of its own (its chunk failed) */
         uint32_t *pend, *pend_next, *order, *tmp;
         uint32_t *slot_count; /* KRIB_SLOT_COUNT + 1 */
         cmd_t *cmds;
@@ -168,6 +171,39 @@ static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
                 w->need_refresh = 1;
 }
 
+/* SCRIPT LOAD on c (no pipelined commands pending). 1 loaded; 0 a transient
+ * refusal (LOADING while a restarted master reads its data, BUSY, ...): the
+ * fenced work waits and tries again like any retriable error; -1 a final
+ * refusal (scripting disabled, NOPERM): fenced work fails, plain UNLINKs go
+ * on, and the next connection tries again; -2 the connection was lost. */
+static int load_script(krib_writer_t *w, conn_t *c) {
+        redisReply *r = krib_conn_command(c->c, "SCRIPT LOAD %s", krib_fence_script);
+        if (!r) {
+                c->script = 0;
+                conn_fail(w, c, krib_conn_errstr(c->c));
+                return -2;
+        }
+        if (r->type == REDIS_REPLY_STRING && r->len == 40) {
+                memcpy(w->sha, r->str, 41);
+                c->script = 1;
+        } else {
+                const char *why = r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply";
+                krib_err_class_t cls = r->type == REDIS_REPLY_ERROR
+                                               ? krib_retry_classify(r->str, r->len)
+                                               : KRIB_ERR_FINAL;
+                c->script = cls == KRIB_ERR_FINAL ? -1 : 0;
+                if (c->script < 0 || c->script_warned++ % 20 == 0)
+                        krib_log_warn("writer",
+                                      "msg=\"cannot load the fence script%s\" node=%s "
+                                      "error=\"%s\"",
+                                      c->script < 0 ? "" : ", retrying", c->m.addr, why);
+        }
+        freeReplyObject(r);
+        if (c->script == 1)
+                c->script_warned = 0;
+        return c->script;
+}
+
 static int conn_ensure(krib_writer_t *w, conn_t *c) {
         if (c->c)
                 return 0;
@@ -207,26 +243,10 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
                         return -1;
                 }
         }
-        redisReply *r = krib_conn_command(rc, "SCRIPT LOAD %s", krib_fence_script);
-        if (r && r->type == REDIS_REPLY_STRING && r->len == 40) {
-                memcpy(w->sha, r->str, 41);
-                c->script = 1;
-        } else {
-                /* Plain UNLINKs still work; fenced work reports the error. */
-                krib_log_error("writer",
-                               "msg=\"cannot load the fence script\" node=%s:%d "
-                               "error=\"%s\"",
-                               c->addr.host, c->addr.port,
-                               r && r->type == REDIS_REPLY_ERROR ? r->str : krib_conn_errstr(rc));
-                c->script = -1;
-        }
-        if (!r) {
-                krib_conn_free(rc);
-                conn_fail(w, c, "script load");
-                return -1;
-        }
-        freeReplyObject(r);
         c->c = rc;
+        c->script = 0;
+        if (load_script(w, c) < -1)
+                return -1; /* connection lost again */
         if (c->failures)
                 w->stats.reconnects++;
         c->failures = 0;
@@ -477,6 +497,7 @@ void krib_writer_destroy(krib_writer_t *w) {
         krib_topo_destroy(&w->topo);
         free(w->slot_of);
         free(w->ask_conn);
+        free(w->solo);
         free(w->pend);
         free(w->pend_next);
         free(w->order);
@@ -506,6 +527,7 @@ static int grow(krib_writer_t *w, size_t n) {
         } while (0)
         GROW(slot_of);
         GROW(ask_conn);
+        GROW(solo);
         GROW(pend);
         GROW(pend_next);
         GROW(order);
@@ -684,9 +706,12 @@ static int name_fences(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_
                                 : -1;
                 if (l < 0) {
                         krib_log_error("writer",
-                                       "msg=\"key cannot carry a version fence (no hash tag and "
-                                       "contains '}')\" key=\"%.*s\"",
-                                       (int)ops[i].len, ops[i].key);
+                                       "msg=\"key cannot carry a version fence (%s)\" "
+                                       "key=\"%s\" bytes=%zu",
+                                       ops[i].len > UINT16_MAX - 16
+                                               ? "longer than 65519 bytes"
+                                               : "no hash tag and contains '}'",
+                                       krib_log_esc(ops[i].key, ops[i].len), ops[i].len);
                         status[i] = KRIB_WOP_FAILED;
                         w->stats.errors++;
                         continue;
@@ -717,14 +742,33 @@ static void fail_cmd(krib_writer_t *w, conn_t *c, const krib_wop_t *ops, const u
                      uint32_t count, uint8_t *status, const char *what) {
         w->stats.errors++;
         c->m.errors++;
-        krib_log_error(
-                "writer", "msg=\"redis refused %s\" node=%s:%d key=\"%.*s\" keys=%u error=\"%s\"",
-                is_fenced(&ops[ks[0]])               ? "fenced write"
-                : ops[ks[0]].kind == KRIB_WOP_UNLINK ? "UNLINK"
-                                                     : "fan-out",
-                c->addr.host, c->addr.port, (int)ops[ks[0]].len, ops[ks[0]].key, count, what);
+        krib_log_error("writer",
+                       "msg=\"redis refused %s\" node=%s:%d key=\"%s\" keys=%u error=\"%s\"",
+                       is_fenced(&ops[ks[0]])               ? "fenced write"
+                       : ops[ks[0]].kind == KRIB_WOP_UNLINK ? "UNLINK"
+                                                            : "fan-out",
+                       c->addr.host, c->addr.port, krib_log_esc(ops[ks[0]].key, ops[ks[0]].len),
+                       count, krib_log_esc(what, strlen(what)));
         for (uint32_t y = 0; y < count; y++)
                 status[ks[y]] = KRIB_WOP_FAILED;
+}
+
+/* Fenced work for a node whose script is not loaded yet: back to the queue
+ * as a transient failure of class busy (at most one breaker failure per
+ * node and round). */
+static void script_wait(krib_writer_t *w, round_t *rd, conn_t *c, const uint32_t *ks,
+                        uint32_t count) {
+        if (!c->script_counted) {
+                int64_t now = krib_clock_mono_us();
+                breaker_note(w, c->m.addr, &c->br,
+                             krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_BUSY, now,
+                                                  krib_retry_rand(&w->rng)));
+                c->script_counted = 1;
+                w->stats.retries++;
+        }
+        rd->trouble = 1;
+        rd->class_mask |= 1u << KRIB_ERR_BUSY;
+        requeue(w, rd, ks, count, -1);
 }
 
 /* Applies one reply to the ops of its command. */
@@ -812,6 +856,19 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
                                       c->addr.host, c->addr.port, krib_retry_class_name(cls),
                                       r->str);
                 requeue(w, rd, ks, cmd->count, -1);
+        } else if (cmd->mode == MODE_FENCED && cmd->count > 1) {
+                /* A script error (one key's bad value, say) aborts the whole
+                 * call: resend its keys one per call so only the offender
+                 * fails. The script is atomic per call, so a key it had
+                 * already handled is only compared again. */
+                krib_log_warn("writer",
+                              "msg=\"fence script failed for a chunk: retrying its keys one by "
+                              "one\" node=%s keys=%u error=\"%s\"",
+                              c->m.addr, cmd->count, krib_log_esc(r->str, r->len));
+                w->stats.splits++;
+                for (uint32_t y = 0; y < cmd->count; y++)
+                        w->solo[ks[y]] = 1;
+                requeue(w, rd, ks, cmd->count, -1);
         } else {
                 fail_cmd(w, c, ops, ks, cmd->count, status, r->str);
         }
@@ -880,7 +937,11 @@ static int probe_node(krib_writer_t *w, conn_t *c) {
 /* Whether the node may take this command now, probing it when due. */
 static int breaker_pass(krib_writer_t *w, conn_t *c, int fenced) {
         int64_t now = krib_clock_mono_us();
-        if (krib_breaker_probe_due(&c->br, now)) {
+        /* A probe is a synchronous command: never on a connection that holds
+         * this round's pipelined commands (their replies would shift by
+         * one); it waits for the next round. */
+        if (krib_breaker_probe_due(&c->br, now) && c->cmd_head < 0 &&
+            (!c->c || krib_conn_inflight(c->c) == 0)) {
                 int ok = probe_node(w, c);
                 breaker_note(w, c->m.addr, &c->br,
                              krib_breaker_probed(&c->br, &w->pol, ok, krib_clock_mono_us(),
@@ -918,16 +979,12 @@ static int64_t breaker_next_probe_us(const krib_writer_t *w) {
         return next == INT64_MAX ? krib_clock_mono_us() : next;
 }
 
-/* (Re)loads the fence script where a NOSCRIPT asked for it. */
+/* (Re)loads the fence script where a NOSCRIPT or a transient refusal left
+ * it unloaded; only before this round appended anything to c. */
 static void ensure_script(krib_writer_t *w, conn_t *c) {
-        if (c->script != 0 || !c->c)
+        if (c->script != 0 || !c->c || c->cmd_head >= 0)
                 return;
-        redisReply *r = krib_conn_command(c->c, "SCRIPT LOAD %s", krib_fence_script);
-        c->script = r && r->type == REDIS_REPLY_STRING ? 1 : -1;
-        if (r)
-                freeReplyObject(r);
-        else
-                conn_fail(w, c, "script load");
+        load_script(w, c);
 }
 
 int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status) {
@@ -939,6 +996,7 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
         for (size_t i = 0; i < n; i++) {
                 w->slot_of[i] = (uint16_t)krib_slot_of(ops[i].key, ops[i].len);
                 w->ask_conn[i] = -1;
+                w->solo[i] = 0;
                 if (status[i] == KRIB_WOP_PENDING)
                         w->pend[npend++] = (uint32_t)i;
         }
@@ -970,6 +1028,18 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                 }
                 if (w->conf->redis_mode == KRIB_REDIS_CLUSTER)
                         probe_cluster(w);
+                for (size_t i = 0; i < w->conn_count; i++) {
+                        w->conns[i].cmd_head = w->conns[i].cmd_tail = -1;
+                        w->conns[i].rt_keys = 0;
+                        w->conns[i].script_counted = 0;
+                }
+                /* Masters' probes run here, between rounds, on connections
+                 * with nothing in flight. */
+                for (size_t m = 0; m < w->topo.master_count; m++) {
+                        conn_t *c = &w->conns[w->master_conn[m]];
+                        if (c->br.state == KRIB_BREAKER_OPEN)
+                                breaker_pass(w, c, 1);
+                }
                 int cluster_open = !krib_breaker_allows(&w->cluster_br, 1);
 
                 /* Counting sort of the pending ops by slot. */
@@ -981,10 +1051,6 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                 for (size_t i = 0; i < npend; i++)
                         w->order[w->slot_count[w->slot_of[w->pend[i]]]++] = w->pend[i];
 
-                for (size_t i = 0; i < w->conn_count; i++) {
-                        w->conns[i].cmd_head = w->conns[i].cmd_tail = -1;
-                        w->conns[i].rt_keys = 0;
-                }
                 int64_t flush_at = krib_clock_mono_us();
                 size_t ncmd = 0;
                 round_t rd = {0};
@@ -1036,13 +1102,19 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                                                           : MODE_FANOUT;
                                 int fenced = mode == MODE_FENCED;
                                 size_t end = bound[mode];
-                                size_t b = mode == MODE_FANOUT  ? a + 1
-                                           : a + max_keys < end ? a + max_keys
-                                                                : end;
+                                size_t b = a + 1;
+                                if (mode != MODE_FANOUT && !w->solo[w->order[a]])
+                                        while (b < end && b - a < max_keys && !w->solo[w->order[b]])
+                                                b++;
                                 if (fenced && w->conns[conn].script < 0) {
                                         fail_cmd(w, &w->conns[conn], ops, &w->order[a],
                                                  (uint32_t)(b - a), status,
                                                  "fence script not loaded");
+                                } else if (fenced && w->conns[conn].script == 0) {
+                                        /* Refused for now (LOADING, BUSY): retried with
+                                         * backoff; the node's busy budget applies. */
+                                        script_wait(w, &rd, &w->conns[conn], &w->order[a],
+                                                    (uint32_t)(b - a));
                                 } else if (append(w, w->conns[conn].c, ops, a, b, mode, ask >= 0) ||
                                            add_cmd(w, &ncmd, conn, (uint32_t)a, (uint32_t)(b - a),
                                                    ask >= 0, mode)) {

@@ -48,6 +48,19 @@ local function check_fence_key(keys)
   return nil
 end
 
+-- Counters travel as canonical decimal strings: "0" or no leading zero, at
+-- most 19 digits and <= 2^63-1, so that comparing length first, then bytes,
+-- is numeric order ("0001" would otherwise beat "999").
+local function canonical(c)
+  if c == '0' then
+    return true
+  end
+  if #c > 19 or not string.match(c, '^[1-9]%d*$') then
+    return false
+  end
+  return #c < 19 or c <= '9223372036854775807'
+end
+
 -- Decimal strings compared exactly (64-bit counters exceed Lua doubles).
 local function cmp(x, y)
   if #x ~= #y then
@@ -70,8 +83,9 @@ local function fill(keys, args)
   local ttl, value = args[1], args[2]
   local mine = {}
   for i = 3, #args, 2 do
-    if not string.match(args[i + 1], '^%d+$') then
-      return redis.error_reply('ERR krib_fill: counter ' .. args[i + 1] .. ' is not a number')
+    if not canonical(args[i + 1]) then
+      return redis.error_reply('ERR krib_fill: counter ' .. args[i + 1] ..
+        ' is not a canonical decimal (0..9223372036854775807, no sign, no leading zeros)')
     end
     mine[args[i]] = args[i + 1]
   end

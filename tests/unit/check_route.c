@@ -1,6 +1,7 @@
 /* route: config parsing (errors with file:line), topic matching, and
  * Debezium JSON envelopes (with and without schemas) to events. */
 #include <libconfig.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +237,61 @@ START_TEST(bad_records_say_why) {
 }
 END_TEST
 
+/* Versions mean the same on every path (issue 10, item 5): what the Avro
+ * decoder refuses, a Debezium route refuses too, instead of clamping,
+ * wrapping or injecting fence lines. */
+START_TEST(hostile_versions_are_refused) {
+        char err[256];
+        krib_route_info_t info;
+        static const struct {
+                const char *source, *why;
+        } cases[] = {
+                {"{\"lsn\":\"99999999999999999999\",\"name\":\"pg\",\"table\":\"users\"}",
+                 "no integer"},
+                {"{\"lsn\":-5,\"name\":\"pg\",\"table\":\"users\"}", "no integer"},
+                {"{\"lsn\":\"-5\",\"name\":\"pg\",\"table\":\"users\"}", "no integer"},
+                {"{\"lsn\":\" 5\",\"name\":\"pg\",\"table\":\"users\"}", "no integer"},
+                {"{\"lsn\":5,\"name\":\"a=9\\nb\",\"table\":\"users\"}", "origin"},
+                {"{\"lsn\":5,\"name\":\"pg\\nx=1\",\"table\":\"users\"}", "origin"},
+                {"{\"lsn\":5,\"name\":\"\",\"table\":\"users\"}", "origin"},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+                char value[512];
+                snprintf(value, sizeof(value),
+                         "{\"op\":\"c\",\"after\":{\"id\":1,\"email\":\"e\"},\"source\":%s}",
+                         cases[i].source);
+                ck_assert_int_eq(
+                        decode("pg.public.users", "{\"id\":1}", value, &info, err, sizeof(err)),
+                        KRIB_ROUTE_ERROR);
+                ck_assert_msg(strstr(err, cases[i].why) != NULL, "%s: got '%s'", value, err);
+        }
+        /* The largest LSN still works; a decimal string is exact. */
+        ck_assert_int_eq(decode("pg.public.users", "{\"id\":1}",
+                                "{\"op\":\"c\",\"after\":{\"id\":1,\"email\":\"e\"},"
+                                "\"source\":{\"lsn\":\"9223372036854775807\",\"name\":\"pg\","
+                                "\"table\":\"users\"}}",
+                                &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_int_eq(ev.version[0].counter, INT64_MAX);
+        /* A delete at the largest column version cannot be ordered after
+         * it: refused (UBSan aborted here before), not wrapped. */
+        ck_assert_int_eq(decode("pg.public.card_1", "{\"id\":1}",
+                                "{\"op\":\"d\",\"before\":{\"id\":1,\"name\":\"n\","
+                                "\"email\":\"e\",\"version\":9223372036854775807},"
+                                "\"source\":{\"name\":\"pg\",\"table\":\"users\"}}",
+                                &info, err, sizeof(err)),
+                         KRIB_ROUTE_ERROR);
+        ck_assert_ptr_nonnull(strstr(err, "no room"));
+        ck_assert_int_eq(decode("pg.public.card_1", "{\"id\":1}",
+                                "{\"op\":\"d\",\"before\":{\"id\":1,\"name\":\"n\","
+                                "\"email\":\"e\",\"version\":41},\"source\":{\"name\":\"pg\","
+                                "\"table\":\"users\"}}",
+                                &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_int_eq(ev.version[0].counter, 42);
+}
+END_TEST
+
 START_TEST(config_errors_name_file_and_line) {
         static const struct {
                 const char *text, *want;
@@ -302,6 +358,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, tombstones_and_truncates_are_skipped);
         tcase_add_test(tc, write_through_as_hash_flattens_to_strings);
         tcase_add_test(tc, bad_records_say_why);
+        tcase_add_test(tc, hostile_versions_are_refused);
         tcase_add_test(tc, config_errors_name_file_and_line);
         tcase_add_test(tc, dollars_escape);
         suite_add_tcase(s, tc);

@@ -7,6 +7,7 @@
 #include "check_main.h"
 #include "clock.h"
 #include "conf.h"
+#include "conn.h"
 #include "fake_redis.h"
 #include "slot.h"
 #include "writer.h"
@@ -20,8 +21,13 @@ enum {
         S_DROP_ONCE,
         S_TRYAGAIN_ALWAYS,
         S_OOM,
-        S_DROP_ALWAYS
+        S_DROP_ALWAYS,
+        S_SCRIPT_LOADING, /* SCRIPT LOAD answers -LOADING a few times */
+        S_BAD_KEY,        /* EVALSHA fails while its keys include u:{1}:bad */
+        S_PROBE_MIX       /* UNLINK answers TRYAGAIN for a while, EVALSHA OOM while full */
 };
+static int script_loads, loading_left;
+static int64_t tryagain_until_us;
 
 static int scenario;
 static int unlinks_seen;
@@ -34,8 +40,14 @@ static int evals_seen, unlinks_while_full, infos_seen;
 static const char *handle(fake_redis_t *f, int argc, char **argv, size_t *lens) {
         (void)lens;
         int is_b = f == &B;
-        if (!strcasecmp(argv[0], "SCRIPT"))
+        if (!strcasecmp(argv[0], "SCRIPT")) {
+                script_loads++;
+                if (scenario == S_SCRIPT_LOADING && loading_left > 0) {
+                        loading_left--;
+                        return "-LOADING Redis is loading the dataset in memory\r\n";
+                }
                 return "$40\r\n0123456789012345678901234567890123456789\r\n";
+        }
         if (!strcasecmp(argv[0], "CLUSTER")) {
                 snprintf(reply, sizeof(reply),
                          "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n",
@@ -59,7 +71,12 @@ static const char *handle(fake_redis_t *f, int argc, char **argv, size_t *lens) 
         }
         if (!strcasecmp(argv[0], "EVALSHA")) {
                 evals_seen++;
-                if (scenario == S_OOM && full)
+                if (scenario == S_BAD_KEY)
+                        for (int i = 0; i < atoi(argv[2]) / 2; i++)
+                                if (!strcmp(argv[3 + i], "u:{1}:bad"))
+                                        return "-ERR user_script:120: Script attempted to access "
+                                               "a non local key\r\n";
+                if ((scenario == S_OOM || scenario == S_PROBE_MIX) && full)
                         return "-OOM command not allowed when used memory > 'maxmemory'. script: "
                                "0123, on @user_script:88.\r\n";
                 /* Fenced ops answer 1, 0, 2, 1, 0, 2, ... per key. */
@@ -98,6 +115,10 @@ static const char *handle(fake_redis_t *f, int argc, char **argv, size_t *lens) 
                 if (unlinks_seen == 1)
                         return NULL;
                 break;
+        case S_PROBE_MIX:
+                if (krib_clock_mono_us() < tryagain_until_us)
+                        return "-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
+                break;
         }
         snprintf(reply, sizeof(reply), ":%d\r\n", argc - 1);
         return reply;
@@ -109,6 +130,7 @@ static krib_writer_t *w;
 static void start(const char *mode) {
         scenario = S_OK;
         unlinks_seen = evals_seen = unlinks_while_full = infos_seen = 0;
+        script_loads = loading_left = 0;
         full = 0;
         fake_start(&A, handle, NULL);
         fake_start(&B, handle, NULL);
@@ -331,6 +353,114 @@ START_TEST(dead_node_opens_the_breaker) {
 }
 END_TEST
 
+static krib_event_t versioned(krib_vv_entry_t *v) {
+        krib_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.version = v;
+        ev.version_count = 1;
+        return ev;
+}
+
+/* A restarting master answers -LOADING to SCRIPT LOAD: the fenced work
+ * waits and is retried, never finished as failed (issue 10, item 1). */
+START_TEST(script_loading_is_retried) {
+        scenario = S_SCRIPT_LOADING;
+        loading_left = 4;
+        krib_vv_entry_t v = {{"db", 2}, 7};
+        krib_event_t ev = versioned(&v);
+        krib_wop_t ops[] = {{"u:{1}:a", 7, KRIB_WOP_DELETE, &ev}, K("plain")};
+        uint8_t st[2];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 2, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_int_eq(st[1], KRIB_WOP_OK);
+        ck_assert_int_eq(script_loads, 5);
+        ck_assert_int_eq(evals_seen, 1);
+        ck_assert_uint_eq(krib_writer_stats(w)->errors, 0);
+        ck_assert_uint_ge(krib_writer_stats(w)->retries, 1);
+}
+END_TEST
+
+/* A script error fails one key, not its slot-mates (issue 10, item 2). */
+START_TEST(script_error_fails_only_the_offender) {
+        scenario = S_BAD_KEY;
+        krib_vv_entry_t v = {{"db", 2}, 7};
+        krib_event_t ev = versioned(&v);
+        krib_wop_t ops[] = {{"u:{1}:a", 7, KRIB_WOP_DELETE, &ev},
+                            {"u:{1}:bad", 9, KRIB_WOP_DELETE, &ev},
+                            {"u:{1}:c", 7, KRIB_WOP_DELETE, &ev},
+                            {"u:{1}:d", 7, KRIB_WOP_DELETE, &ev}};
+        uint8_t st[4];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 4, st), 0);
+        ck_assert_int_eq(st[1], KRIB_WOP_FAILED);
+        /* Replies of the one-key calls: 1 each (the fake's first answer). */
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_int_eq(st[2], KRIB_WOP_OK);
+        ck_assert_int_eq(st[3], KRIB_WOP_OK);
+        ck_assert_uint_eq(krib_writer_stats(w)->splits, 1);
+        ck_assert_uint_eq(krib_writer_stats(w)->errors, 1);
+        ck_assert_int_eq(evals_seen, 5); /* the chunk, then one per key */
+}
+END_TEST
+
+/* Plain UNLINKs pass an OOM breaker, so they share rounds with the fenced
+ * work the breaker holds back and with its probes: every reply still lands
+ * on its own command (issue 10, item 3; the race itself is closed in conn,
+ * see sync_command_refused_while_replies_pending). */
+START_TEST(probes_never_shift_replies) {
+        scenario = S_PROBE_MIX;
+        full = 1;
+        int64_t t0 = krib_clock_mono_us();
+        tryagain_until_us = t0 + 700000;
+        free_at_us = t0 + 900000;
+        krib_writer_set_tick(w, free_memory_later, NULL);
+        krib_vv_entry_t v = {{"db", 2}, 7};
+        krib_event_t ev = versioned(&v);
+        ev.value.s = "v7";
+        ev.value.len = 2;
+        /* The plain key's slot sorts before the fenced key's. */
+        ck_assert_uint_lt(krib_slot_of("b", 1), krib_slot_of("u:{1}:y", 7));
+        krib_wop_t ops[] = {K("b"), {"u:{1}:y", 7, KRIB_WOP_UPSERT, &ev}};
+        uint8_t st[2];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 2, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_int_eq(st[1], KRIB_WOP_OK);
+        ck_assert_uint_eq(krib_writer_stats(w)->errors, 0);
+        krib_writer_node_t n[4];
+        ck_assert_int_eq(krib_writer_nodes(w, n, 4), 1);
+        ck_assert_uint_eq(n[0].conn_failures, 0);
+        ck_assert_int_ge(fake_seen(&A, "PING"), 1);
+}
+END_TEST
+
+/* The structural half of item 3: a synchronous command (a probe, SCRIPT
+ * LOAD) on a connection with pipelined commands in flight would read their
+ * reply as its own. conn refuses it without touching the connection. */
+START_TEST(sync_command_refused_while_replies_pending) {
+        char err[200];
+        krib_conn_t *c = krib_conn_connect("127.0.0.1", A.port, 1000, 2000, NULL, err, sizeof(err));
+        ck_assert_msg(c != NULL, "%s", err);
+        const char *argv[] = {"UNLINK", "x", "y"};
+        size_t lens[] = {6, 1, 1};
+        ck_assert_int_eq(krib_conn_append(c, 3, argv, lens), 0);
+        ck_assert_uint_eq(krib_conn_inflight(c), 1);
+        ck_assert_ptr_null(krib_conn_command(c, "PING"));
+        ck_assert_ptr_nonnull(strstr(krib_conn_errstr(c), "pending"));
+        ck_assert_int_eq(krib_conn_flush(c), 0);
+        redisReply *r = NULL;
+        ck_assert_int_eq(krib_conn_read(c, &r), 0);
+        ck_assert_int_eq(r->type, REDIS_REPLY_INTEGER);
+        ck_assert_int_eq(r->integer, 2);
+        freeReplyObject(r);
+        ck_assert_uint_eq(krib_conn_inflight(c), 0);
+        r = krib_conn_command(c, "PING");
+        ck_assert_ptr_nonnull(r);
+        ck_assert_str_eq(r->str, "PONG");
+        freeReplyObject(r);
+        ck_assert_int_eq(fake_seen(&A, "PING"), 1); /* the refused one never left */
+        krib_conn_free(c);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("writer");
         TCase *tc = tcase_create("standalone");
@@ -344,6 +474,10 @@ Suite *make_suite(void) {
         tcase_add_test(tc, shutdown_window_ends_retries);
         tcase_add_test(tc, oom_opens_the_breaker_without_a_busy_loop);
         tcase_add_test(tc, dead_node_opens_the_breaker);
+        tcase_add_test(tc, script_loading_is_retried);
+        tcase_add_test(tc, script_error_fails_only_the_offender);
+        tcase_add_test(tc, probes_never_shift_replies);
+        tcase_add_test(tc, sync_command_refused_while_replies_pending);
         suite_add_tcase(s, tc);
         tc = tcase_create("cluster_redirects");
         tcase_add_checked_fixture(tc, start_cluster, stop);
