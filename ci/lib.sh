@@ -1,7 +1,8 @@
 # Shared by the ci/ scripts: paths, ports and small helpers. Sourced, not run.
 # Ports derive from one base so two checkouts can run side by side:
 #   KRIB_PORT_BASE=19000 (default) -> Kafka 19092, controller 19093,
-#   Redis Cluster 19100-19105 (bus ports +10000), standalone Redis 19110,
+#   Redis Cluster 19100-19105 (cluster bus ports +200: 19300-19305, and
+#   19311-19313 for the TLS cluster), standalone Redis 19110,
 #   krib metrics 19120 (demo) and 19121 (tests), Prometheus 19130 (demo),
 #   Kafka SASL_SSL/SCRAM listener 19096, PostgreSQL 19054 and Kafka Connect
 #   REST 19083 (Debezium, `ci/services cdc-up`), TLS Redis Cluster 19161-19163 (plain 19111-19113),
@@ -42,6 +43,11 @@ export TOXI_REDIS_BASE=$((KRIB_PORT_BASE + 200))
 export KAFKA_PORT REDIS_STANDALONE_PORT
 export KRIB_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export KRIB_REDIS_NODES="127.0.0.1:${REDIS_CLUSTER_PORTS[0]},127.0.0.1:${REDIS_CLUSTER_PORTS[1]},127.0.0.1:${REDIS_CLUSTER_PORTS[2]}"
+
+# Every listening port stays below 32768 (Linux's ephemeral range starts
+# there) for KRIB_PORT_BASE up to 32300.
+bus_port() { echo $(($1 + 200)); }
+((KRIB_PORT_BASE + 313 < 32768)) || { echo "KRIB_PORT_BASE=$KRIB_PORT_BASE puts ports in the ephemeral range (max 32300)" >&2; exit 1; }
 
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }

@@ -65,6 +65,14 @@ static const row_t rows[] = {
          "Socket read/write timeout; a node that exceeds it is reconnected.", 0},
         {"redis.max_keys_per_command", T_INT, F(redis_max_keys_per_command), "64", 1, 100000, NULL,
          "Keys of one slot per UNLINK command.", 0},
+        {"redis.wait_replicas", T_INT, F(redis_wait_replicas), "0", 0, 64, NULL,
+         "After each round of writes, WAIT for this many replicas of every master written to "
+         "before the events count as acknowledged (offsets stored); a shortfall is retried like "
+         "a transient error. 0: a master's OK suffices (a failover right after it can lose the "
+         "write).",
+         0},
+        {"redis.wait_timeout_ms", T_INT, F(redis_wait_timeout_ms), "1000", 1, 600000, NULL,
+         "Timeout of one WAIT; must be below redis.command_timeout_ms.", 0},
         {"redis.fence", T_ENUM, F(redis_fence), "all", 0, 0, fence_modes,
          "Versioned events checked against the per-key version fence in Redis: all, or only "
          "UPSERTs (DELETEs become plain UNLINKs).",
@@ -551,6 +559,15 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
         }
         if (!conf->redis_nodes.n) {
                 errf(errstr, errstr_size, "redis.nodes: at least one node is required");
+                return -1;
+        }
+        if (conf->redis_wait_replicas &&
+            conf->redis_wait_timeout_ms >= conf->redis_command_timeout_ms) {
+                errf(errstr, errstr_size,
+                     "redis.wait_timeout_ms (%lld) must be below redis.command_timeout_ms (%lld): "
+                     "a WAIT would otherwise look like a dead connection",
+                     (long long)conf->redis_wait_timeout_ms,
+                     (long long)conf->redis_command_timeout_ms);
                 return -1;
         }
         for (size_t i = 0; i < conf->redis_nodes.n; i++) {

@@ -126,6 +126,14 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
         emit(&o, "krib_redis_errors_total %" PRIu64 "\n", w->errors);
         family(&o, "krib_redis_reconnects_total", "counter", "Redis connections re-established.");
         emit(&o, "krib_redis_reconnects_total %" PRIu64 "\n", w->reconnects);
+        family(&o, "krib_redis_wait_short_total", "counter",
+               "Rounds whose WAIT (redis.wait_replicas) saw too few replicas: their keys were "
+               "resent and their offsets waited.");
+        emit(&o, "krib_redis_wait_short_total %" PRIu64 "\n", w->wait_short);
+        family(&o, "krib_redis_script_splits_total", "counter",
+               "Fence script calls that failed as a whole and were resent key by key, so only "
+               "the offending event failed.");
+        emit(&o, "krib_redis_script_splits_total %" PRIu64 "\n", w->splits);
         family(&o, "krib_redis_topology_refreshes_total", "counter", "CLUSTER SLOTS refreshes.");
         emit(&o, "krib_redis_topology_refreshes_total %" PRIu64 "\n", w->refreshes);
         family(&o, "krib_redis_up", "gauge",

@@ -33,6 +33,7 @@ typedef struct {
         int script; /* fence script: 1 loaded here, 0 not yet, -1 refused */
         unsigned script_warned;
         uint8_t script_counted; /* this round already counted a script refusal */
+        uint8_t wait_sent;      /* this round ends with WAIT redis.wait_replicas */
         /* This round's commands, in the order they were appended. */
         int32_t cmd_head, cmd_tail;
 } conn_t;
@@ -874,6 +875,57 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
         }
 }
 
+/* The WAIT that ends a round on c when redis.wait_replicas is set. What the
+ * master acknowledged this round counts only once enough replicas have it:
+ * on a shortfall, a timeout or a lost connection, those ops go back to the
+ * queue (resending is safe: UNLINK is idempotent, the fence compares) and
+ * the node takes a transient failure of class busy. */
+static void read_wait(krib_writer_t *w, conn_t *c, const krib_wop_t *ops, uint8_t *status,
+                      round_t *rd) {
+        long long acked = -1;
+        const char *why = "connection lost";
+        redisReply *r = NULL;
+        if (c->c && krib_conn_read(c->c, &r) == 0) {
+                if (r->type == REDIS_REPLY_INTEGER)
+                        acked = r->integer;
+                why = r->type == REDIS_REPLY_ERROR ? r->str : "replicas short";
+        } else if (c->c) {
+                conn_fail(w, c, krib_conn_errstr(c->c));
+        }
+        if (acked >= w->conf->redis_wait_replicas) {
+                freeReplyObject(r);
+                return;
+        }
+        uint32_t reverted = 0;
+        for (int32_t x = c->cmd_head; x >= 0; x = w->cmds[x].next) {
+                const cmd_t *cmd = &w->cmds[x];
+                for (uint32_t y = 0; y < cmd->count; y++) {
+                        uint32_t k = w->order[cmd->first + y];
+                        if (status[k] == KRIB_WOP_PENDING || status[k] == KRIB_WOP_FAILED)
+                                continue;
+                        status[k] = KRIB_WOP_PENDING;
+                        requeue(w, rd, &k, 1, -1);
+                        reverted++;
+                }
+        }
+        (void)ops;
+        w->stats.keys -= reverted < w->stats.keys ? reverted : w->stats.keys;
+        w->stats.wait_short++;
+        rd->trouble = 1;
+        rd->class_mask |= 1u << KRIB_ERR_BUSY;
+        breaker_note(w, c->m.addr, &c->br,
+                     krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_BUSY, krib_clock_mono_us(),
+                                          krib_retry_rand(&w->rng)));
+        if (w->stats.wait_short % 20 == 1)
+                krib_log_warn("writer",
+                              "msg=\"WAIT: writes not yet on enough replicas, resending\" "
+                              "node=%s acked=%lld wanted=%lld keys=%u error=\"%s\"",
+                              c->m.addr, acked, (long long)w->conf->redis_wait_replicas, reverted,
+                              krib_log_esc(why, strlen(why)));
+        if (r)
+                freeReplyObject(r);
+}
+
 /* Value of "name:" in an INFO reply, or -1. */
 static long long info_field(const char *info, const char *name) {
         size_t n = strlen(name);
@@ -1032,6 +1084,7 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                         w->conns[i].cmd_head = w->conns[i].cmd_tail = -1;
                         w->conns[i].rt_keys = 0;
                         w->conns[i].script_counted = 0;
+                        w->conns[i].wait_sent = 0;
                 }
                 /* Masters' probes run here, between rounds, on connections
                  * with nothing in flight. */
@@ -1130,6 +1183,13 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                         conn_t *c = &w->conns[ci];
                         if (c->cmd_head < 0)
                                 continue;
+                        if (w->conf->redis_wait_replicas > 0) {
+                                if (krib_conn_append_fmt(c->c, "WAIT %lld %lld",
+                                                         (long long)w->conf->redis_wait_replicas,
+                                                         (long long)w->conf->redis_wait_timeout_ms))
+                                        return -1;
+                                c->wait_sent = 1;
+                        }
                         if (krib_conn_flush(c->c)) {
                                 rd.trouble = 1;
                                 for (int32_t x = c->cmd_head; x >= 0; x = w->cmds[x].next)
@@ -1172,6 +1232,8 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                                 on_reply(w, ci, cmd, r, ops, status, &rd, attempt);
                                 freeReplyObject(r);
                         }
+                        if (w->conns[ci].wait_sent)
+                                read_wait(w, &w->conns[ci], ops, status, &rd);
                         krib_writer_node_t *m = &w->conns[ci].m;
                         double rt = (double)(krib_clock_mono_us() - flush_at) / 1e6;
                         m->round_trips++;

@@ -62,8 +62,9 @@ typedef struct {
         uint64_t scripts; /* fence script calls */
         uint64_t fence_stale, fence_concurrent;
         uint64_t moved, ask, retries, reconnects, refreshes, errors;
-        uint64_t splits; /* fenced chunks resent key by key after a script error */
-        int healthy;     /* last round (or refresh) had no connection/transient trouble */
+        uint64_t splits;     /* fenced chunks resent key by key after a script error */
+        uint64_t wait_short; /* rounds whose WAIT saw too few replicas (keys resent) */
+        int healthy;         /* last round (or refresh) had no connection/transient trouble */
         /* Keys per round trip: counts with <= 2^i keys (i < 14), then more. */
         uint64_t keys_per_rt[15];
         uint64_t rt_keys_sum;    /* keys sent, over all round trips */

@@ -274,10 +274,6 @@ void itest_produce_raw(const char *topic, int partition, const void *key, size_t
 void itest_produce_event(const char *topic, int partition, const char *entity,
                          const char *const *keys, krib_action_t action, const char *vv,
                          const char *value) {
-        char err[512];
-        krib_encode_t *enc = krib_encode_new_file(KRIB_SOURCE_DIR "/schemas/invalidation.avsc", err,
-                                                  sizeof(err));
-        ck_assert_msg(enc != NULL, "%s", err);
         krib_event_t ev;
         memset(&ev, 0, sizeof(ev));
         krib_event_reset(&ev);
@@ -300,17 +296,35 @@ void itest_produce_event(const char *topic, int partition, const char *entity,
                 ev.version[ev.version_count++].counter = atoll(eq + 1);
         }
         ev.action = action;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ev.ts_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
         if (value)
                 krib_event_strdup(&ev, &ev.value, value, strlen(value));
-        char payload[4096];
-        size_t len;
-        ck_assert_int_eq(krib_encode_event(enc, &ev, payload, sizeof(payload), &len), 0);
-
-        itest_produce_raw(topic, partition, entity, strlen(entity), payload, len);
+        itest_produce_ev(topic, partition, &ev);
         krib_event_destroy(&ev);
+}
+
+void itest_produce_ev(const char *topic, int partition, krib_event_t *ev) {
+        char err[512];
+        krib_encode_t *enc = krib_encode_new_file(KRIB_SOURCE_DIR "/schemas/invalidation.avsc", err,
+                                                  sizeof(err));
+        ck_assert_msg(enc != NULL, "%s", err);
+        if (!ev->ts_ms) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ev->ts_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        }
+        size_t cap = 4096 + ev->entity.len + ev->value.len + 32 * ev->version_count;
+        for (size_t i = 0; i < ev->key_count; i++)
+                cap += ev->keys[i].len + 8;
+        for (size_t i = 0; i < ev->tag_count; i++)
+                cap += ev->tags[i].len + 8;
+        for (size_t i = 0; i < ev->version_count; i++)
+                cap += ev->version[i].origin.len;
+        char *payload = malloc(cap);
+        ck_assert_ptr_nonnull(payload);
+        size_t len;
+        ck_assert_int_eq(krib_encode_event(enc, ev, payload, cap, &len), 0);
+        itest_produce_raw(topic, partition, ev->entity.s, ev->entity.len, payload, len);
+        free(payload);
         krib_encode_destroy(enc);
 }
 

@@ -60,6 +60,10 @@ void itest_produce_event(const char *topic, int partition, const char *entity,
                          const char *const *keys, krib_action_t action, const char *vv,
                          const char *value);
 
+/* Produces a prepared event (any field, hostile ones too) synchronously;
+ * ts_ms 0 becomes now. Keyed by the entity. */
+void itest_produce_ev(const char *topic, int partition, krib_event_t *ev);
+
 /* One raw record (value NULL: a tombstone), synchronously. */
 void itest_produce_raw(const char *topic, int partition, const void *key, size_t key_len,
                        const void *value, size_t value_len);

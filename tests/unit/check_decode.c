@@ -214,6 +214,31 @@ START_TEST(rejects_invalid_events) {
 }
 END_TEST
 
+/* ttl_ms -1 means "absent" inside krib only: on the wire it is refused
+ * like any non-positive TTL (issue 10, item 8). */
+START_TEST(explicit_negative_ttl_is_refused) {
+        make_delete("item:9", 1);
+        in.action = KRIB_ACTION_UPSERT;
+        in.value.s = "v";
+        in.value.len = 1;
+        in.ttl_ms = 1;
+        size_t len = encode();
+        /* ... ttl_ms: branch 1 (0x02), value 1 (0x02); tags: empty (0x00). */
+        ck_assert_int_eq(buf[len - 3], 0x02);
+        ck_assert_int_eq(buf[len - 2], 0x02);
+        ck_assert_int_eq(krib_decode_event(dec, buf, len, &out, err, sizeof(err)), 0);
+        buf[len - 2] = 0x01; /* zigzag -1 */
+        ck_assert_int_eq(krib_decode_event(dec, buf, len, &out, err, sizeof(err)), -1);
+        ck_assert_ptr_nonnull(strstr(err, "ttl_ms"));
+        /* Keys in krib's fence namespace are refused on this path too. */
+        make_delete("item:9", 1);
+        S(&in, &in.keys[0], "krib:f:{item:9}");
+        len = encode();
+        ck_assert_int_eq(krib_decode_event(dec, buf, len, &out, err, sizeof(err)), -1);
+        ck_assert_ptr_nonnull(strstr(err, "fence namespace"));
+}
+END_TEST
+
 START_TEST(older_writer_schema_decodes) {
         /* A producer on a minimal schema: entity, keys, ts_ms only. */
         static const char old[] =
@@ -269,6 +294,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, rejects_malformed);
         tcase_add_test(tc, random_bytes_never_crash);
         tcase_add_test(tc, rejects_invalid_events);
+        tcase_add_test(tc, explicit_negative_ttl_is_refused);
         tcase_add_test(tc, hostile_lengths_refused_before_allocation);
         tcase_add_test(tc, older_writer_schema_decodes);
         tcase_add_test(tc, bad_schemas_are_refused);

@@ -26,7 +26,7 @@ enum {
         S_BAD_KEY,        /* EVALSHA fails while its keys include u:{1}:bad */
         S_PROBE_MIX       /* UNLINK answers TRYAGAIN for a while, EVALSHA OOM while full */
 };
-static int script_loads, loading_left;
+static int script_loads, loading_left, waits_seen, waits_short;
 static int64_t tryagain_until_us;
 
 static int scenario;
@@ -56,6 +56,10 @@ static const char *handle(fake_redis_t *f, int argc, char **argv, size_t *lens) 
         }
         if (!strcasecmp(argv[0], "ASKING"))
                 return "+OK\r\n";
+        if (!strcasecmp(argv[0], "WAIT")) {
+                waits_seen++;
+                return waits_seen <= waits_short ? ":0\r\n" : ":1\r\n";
+        }
         if (scenario == S_DROP_ALWAYS)
                 return NULL;
         if (!strcasecmp(argv[0], "PING"))
@@ -127,10 +131,12 @@ static const char *handle(fake_redis_t *f, int argc, char **argv, size_t *lens) 
 static krib_conf_t conf;
 static krib_writer_t *w;
 
+static char *extra_env;
+
 static void start(const char *mode) {
         scenario = S_OK;
         unlinks_seen = evals_seen = unlinks_while_full = infos_seen = 0;
-        script_loads = loading_left = 0;
+        script_loads = loading_left = waits_seen = waits_short = 0;
         full = 0;
         fake_start(&A, handle, NULL);
         fake_start(&B, handle, NULL);
@@ -144,6 +150,8 @@ static void start(const char *mode) {
                        "KRIB_REDIS_COMMAND_TIMEOUT_MS=2000",
                        "KRIB_REDIS_BREAKER_OPEN_MS=100",
                        "KRIB_REDIS_BREAKER_OPEN_MAX_MS=400",
+                       extra_env,
+                       extra_env ? "KRIB_REDIS_WAIT_TIMEOUT_MS=100" : NULL,
                        NULL};
         ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
         w = krib_writer_new(&conf, err, sizeof(err));
@@ -151,10 +159,19 @@ static void start(const char *mode) {
 }
 
 static void start_standalone(void) {
+        extra_env = NULL;
         start("standalone");
 }
 
+static void start_waiting(void) {
+        static char wait_env[] = "KRIB_REDIS_WAIT_REPLICAS=1";
+        extra_env = wait_env;
+        start("standalone");
+        extra_env = NULL;
+}
+
 static void start_cluster(void) {
+        extra_env = NULL;
         start("cluster");
 }
 
@@ -461,6 +478,42 @@ START_TEST(sync_command_refused_while_replies_pending) {
 }
 END_TEST
 
+/* redis.wait_replicas: the master's OK is not enough; until WAIT sees the
+ * replicas, the keys are resent and stay unacknowledged (issue 10, 16). */
+START_TEST(wait_shortfall_resends_until_replicated) {
+        waits_short = 2;
+        krib_vv_entry_t v = {{"db", 2}, 7};
+        krib_event_t ev = versioned(&v);
+        krib_wop_t ops[] = {K("a"), {"u:{1}:a", 7, KRIB_WOP_DELETE, &ev}};
+        uint8_t st[2];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 2, st), 0);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_int_ne(st[1], KRIB_WOP_FAILED);
+        ck_assert_int_ne(st[1], KRIB_WOP_PENDING);
+        ck_assert_int_eq(waits_seen, 3);
+        ck_assert_int_eq(unlinks_seen, 3); /* sent again after each shortfall */
+        ck_assert_int_eq(fake_seen(&A, "WAIT 1 100"), 3);
+        /* The WAIT closes each round, after its last command ("a" has the
+         * higher slot, so its UNLINK comes last). */
+        ck_assert_int_lt(krib_slot_of("u:{1}:a", 7), krib_slot_of("a", 1));
+        ck_assert_int_eq(fake_seen(&A, "UNLINK a\nWAIT 1 100"), 3);
+        ck_assert_uint_eq(krib_writer_stats(w)->wait_short, 2);
+        ck_assert_uint_eq(krib_writer_stats(w)->keys, 2);
+}
+END_TEST
+
+START_TEST(wait_never_satisfied_keeps_keys_pending) {
+        waits_short = 1000000;
+        static volatile sig_atomic_t stop_flag = 1;
+        krib_writer_set_stop(w, &stop_flag, 300);
+        krib_wop_t ops[] = {K("a")};
+        uint8_t st[1];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 1, st), -1);
+        ck_assert_int_eq(st[0], KRIB_WOP_PENDING); /* never acknowledged */
+        ck_assert_int_ge(unlinks_seen, 1);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("writer");
         TCase *tc = tcase_create("standalone");
@@ -478,6 +531,12 @@ Suite *make_suite(void) {
         tcase_add_test(tc, script_error_fails_only_the_offender);
         tcase_add_test(tc, probes_never_shift_replies);
         tcase_add_test(tc, sync_command_refused_while_replies_pending);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("wait_replicas");
+        tcase_add_checked_fixture(tc, start_waiting, stop);
+        tcase_set_timeout(tc, 20);
+        tcase_add_test(tc, wait_shortfall_resends_until_replicated);
+        tcase_add_test(tc, wait_never_satisfied_keeps_keys_pending);
         suite_add_tcase(s, tc);
         tc = tcase_create("cluster_redirects");
         tcase_add_checked_fixture(tc, start_cluster, stop);
