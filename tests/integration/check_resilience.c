@@ -10,6 +10,7 @@
  * lifts maxmemory) even when a scenario fails, so the next one starts clean.
  */
 #include <check.h>
+#include <hiredis.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -493,6 +494,128 @@ static const scenario_t scenarios[] = {
          fault_kill_krib_during_failover},
 };
 
+/* ---- acknowledged means replicated (issue 10, item 16) ----------------- */
+
+/* A master acknowledges an UNLINK that its (frozen) replica has not
+ * received, then dies; the replica takes over. With redis.wait_replicas=1
+ * krib never counts that UNLINK as done: it resends it to the new master
+ * and stores the offset only once a replica has it. Without it, the key
+ * comes back with the promoted replica: the loss WAIT prevents. Returns
+ * whether the key survived the failover. */
+static int wait_failover(int wait_on, char *note, size_t note_size) {
+        itest_names_t nm;
+        itest_names(&nm, wait_on ? "waiton" : "waitoff");
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
+        itest_loadgen(create);
+        char master[32], replica[32], pid[32];
+        faults("master-port", NULL, NULL, NULL, master, sizeof(master));
+        faults("replica-of", master, NULL, NULL, replica, sizeof(replica));
+        int mport = atoi(master);
+        /* A hash tag whose slot the chosen master owns. */
+        redisContext *m = itest_redis(mport);
+        redisReply *r = redisCommand(m, "CLUSTER SLOTS");
+        char tag[32] = "";
+        for (int t = 0; t < 10000 && !tag[0]; t++) {
+                char cand[32];
+                int l = snprintf(cand, sizeof(cand), "w%d", t);
+                unsigned slot = krib_slot_of(cand, (size_t)l);
+                for (size_t i = 0; i < r->elements; i++) {
+                        redisReply *e = r->element[i];
+                        if ((long long)slot >= e->element[0]->integer &&
+                            (long long)slot <= e->element[1]->integer &&
+                            e->element[2]->element[1]->integer == mport)
+                                snprintf(tag, sizeof(tag), "%s", cand);
+                }
+        }
+        freeReplyObject(r);
+        ck_assert_msg(tag[0], "no hash tag on master %d", mport);
+        char key[200], warm[200];
+        snprintf(key, sizeof(key), "%s:{%s}:k", nm.prefix, tag);
+        snprintf(warm, sizeof(warm), "%s:{%s}:warm", nm.prefix, tag);
+        freeReplyObject(redisCommand(m, "SET %s cached", key));
+        r = redisCommand(m, "WAIT 1 5000");
+        ck_assert_int_ge(r->integer, 1); /* the replica has the cached value */
+        freeReplyObject(r);
+
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
+                             wait_on ? "KRIB_REDIS_WAIT_REPLICAS=1" : "KRIB_REDIS_WAIT_REPLICAS=0",
+                             "KRIB_REDIS_WAIT_TIMEOUT_MS=300",
+                             "KRIB_REDIS_COMMAND_TIMEOUT_MS=2000",
+                             NULL};
+        pid_t krib = itest_krib_start(env, nm.log);
+        const char *kw[] = {warm, NULL}, *kk[] = {key, NULL};
+        itest_produce_event(nm.topic, 0, "warm", kw, KRIB_ACTION_DELETE, "", NULL);
+        ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 1, 60), 0);
+
+        /* Freeze the replica and fill the link, so what follows stays in
+         * the master's output buffer. */
+        faults("stop", replica, NULL, NULL, pid, sizeof(pid));
+        static char junk[1 << 20];
+        memset(junk, 'j', sizeof(junk));
+        for (int i = 0; i < 32; i++) {
+                char jk[200];
+                snprintf(jk, sizeof(jk), "%s:{%s}:junk%d", nm.prefix, tag, i);
+                freeReplyObject(redisCommand(m, "SET %s %b", jk, junk, sizeof(junk)));
+        }
+        itest_produce_event(nm.topic, 0, "k", kk, KRIB_ACTION_DELETE, "", NULL);
+        int64_t end = krib_clock_mono_us() + 20000000;
+        for (;;) { /* the master applied it */
+                r = redisCommand(m, "EXISTS %s", key);
+                long long e = r->integer;
+                freeReplyObject(r);
+                if (!e)
+                        break;
+                ck_assert_msg(krib_clock_mono_us() < end, "krib never unlinked %s", key);
+                usleep(50000);
+        }
+        redisFree(m);
+        usleep(1000000);
+        faults("kill", master, NULL, NULL, pid, sizeof(pid));
+        faults("cont", replica, NULL, NULL, NULL, 0);
+        int64_t t = krib_clock_mono_us();
+        faults("wait-master", replica, NULL, NULL, NULL, 0);
+        double failover_s = (double)(krib_clock_mono_us() - t) / 1e6;
+        /* The old master rejoins as a replica: WAIT can be met again. */
+        faults("heal", NULL, NULL, NULL, NULL, 0);
+        ck_assert_msg(itest_wait_caught_up(nm.group, nm.topic, 1, 120) == 0,
+                      "offsets never caught up (%s)", nm.log);
+        char got[64];
+        int present = itest_cluster_get(key, got, sizeof(got));
+        ck_assert_int_eq(itest_krib_stop(krib, SIGTERM, 30), 0);
+        const char *short_wait[] = {"WAIT: writes not yet on enough replicas", NULL};
+        int shorts = itest_log_count(nm.log, short_wait);
+        snprintf(note, note_size,
+                 "wait_replicas=%d: master %s killed with the UNLINK unreplicated, %s promoted "
+                 "after %.1f s: key %s, %d WAIT shortfall log lines",
+                 wait_on, master, replica, failover_s, present ? "came back (lost)" : "gone",
+                 shorts);
+        fprintf(stderr, "RELIABILITY %s\n", note);
+        for (int i = 0; i < 32; i++) {
+                char jk[200];
+                snprintf(jk, sizeof(jk), "%s:{%s}:junk%d", nm.prefix, tag, i);
+                itest_cluster_cmd("DEL", jk, NULL, NULL, 0);
+        }
+        if (wait_on)
+                ck_assert_int_ge(shorts, 1);
+        unlink(nm.log);
+        return present;
+}
+
+START_TEST(wait_replicas_failover) {
+        char note[400];
+        ck_assert_msg(!wait_failover(1, note, sizeof(note)), "%s", note);
+        /* The same with WAIT off shows the loss it prevents (documentation:
+         * docs/RELIABILITY.md). */
+        ck_assert_msg(wait_failover(0, note, sizeof(note)),
+                      "without WAIT the unreplicated UNLINK survived the failover: the test did "
+                      "not freeze replication (%s)",
+                      note);
+}
+END_TEST
+
 static void heal(void) {
         char *argv[] = {FAULTS, "heal", NULL};
         char out[512];
@@ -515,5 +638,10 @@ Suite *make_suite(void) {
                 tcase_add_loop_test(tc, scenario, i, i + 1);
                 suite_add_tcase(s, tc);
         }
+        TCase *tc = tcase_create("wait_replicas_failover");
+        tcase_add_unchecked_fixture(tc, NULL, heal);
+        tcase_set_timeout(tc, 600);
+        tcase_add_test(tc, wait_replicas_failover);
+        suite_add_tcase(s, tc);
         return s;
 }

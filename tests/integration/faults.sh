@@ -6,6 +6,8 @@
 #   master-port             a master's port (not the first seed's, when it can)
 #   replica-of PORT         a replica's port of master PORT
 #   kill PORT               kill -9 the node on PORT; prints its pid
+#   stop PORT | cont PORT   SIGSTOP / SIGCONT the node on PORT (a frozen replica:
+#                           its socket buffers fill, its master keeps the rest)
 #   wait-master PORT        wait until PORT is a master and cluster_state is ok
 #                           on every live node (a replica promoted after a kill)
 #   failover PORT           CLUSTER FAILOVER on replica PORT; waits until it is
@@ -63,6 +65,14 @@ case "${1:-}" in
     pid=$(rc "$2" info server | field process_id)
     [ -n "$pid" ] || { echo "faults.sh: nothing on port $2" >&2; exit 1; }
     kill -9 "$pid"; echo "$pid" ;;
+  stop)
+    pid=$(rc "$2" info server | field process_id)
+    [ -n "$pid" ] || { echo "faults.sh: nothing on port $2" >&2; exit 1; }
+    echo "$pid" >"$KRIB_RUN/stopped-$2"
+    kill -STOP "$pid"; echo "$pid" ;;
+  cont)
+    [ -f "$KRIB_RUN/stopped-$2" ] && kill -CONT "$(cat "$KRIB_RUN/stopped-$2")" 2>/dev/null || true
+    rm -f "$KRIB_RUN/stopped-$2" ;;
   wait-master)
     target=$2
     is_master() { [ "$(role "$target")" = master ] && cluster_ok; }
@@ -93,6 +103,9 @@ case "${1:-}" in
   unfull)
     for p in "${REDIS_CLUSTER_PORTS[@]}"; do alive "$p" && rc "$p" config set maxmemory 0 >/dev/null; done ;;
   heal)
+    for f in "$KRIB_RUN"/stopped-*; do
+      [ -f "$f" ] && { kill -CONT "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; }
+    done
     for p in "${REDIS_CLUSTER_PORTS[@]}"; do
       alive "$p" || "$here/../../ci/services" redis-restart "$p" >/dev/null
       rc "$p" config set maxmemory 0 >/dev/null
@@ -109,5 +122,5 @@ case "${1:-}" in
       [ "$m" = 3 ] && [ "$r" = 3 ]
     }
     wait_until 60 "a healthy 3+3 cluster" healthy ;;
-  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac
