@@ -14,9 +14,15 @@ typedef struct {
         void *key, *value;
         size_t key_len, value_len;
         rd_kafka_headers_t *hdrs;
-        int state; /* 0 in flight, 1 acked, -1 failed (produce again) */
+        int state;    /* 0 in flight, 1 acked, -1 failed (produce again) */
+        int too_big;  /* the last attempt failed for its size */
+        int degraded; /* 0 whole copy, 1 truncated, 2 headers only */
         char err[160];
 } rec_t;
+
+/* What a truncated dead letter keeps of the original value and key. */
+#define DLQ_KEEP_VALUE 65536
+#define DLQ_KEEP_KEY   4096
 
 struct krib_dlq {
         rd_kafka_t *rk;
@@ -26,6 +32,12 @@ struct krib_dlq {
         unsigned long acked;
 };
 
+static int size_error(rd_kafka_resp_err_t e) {
+        return e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+               e == RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE ||
+               e == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
         (void)rk;
         (void)opaque;
@@ -34,6 +46,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
                 return;
         if (m->err) {
                 r->state = -1;
+                r->too_big = size_error(m->err);
                 snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(m->err));
         } else
                 r->state = 1;
@@ -100,7 +113,51 @@ static void rec_clear(rec_t *r) {
         memset(r, 0, sizeof(*r));
 }
 
+/* A copy the broker (or librdkafka's message.max.bytes) refuses for its
+ * size must not hold the partition: first the value and key are cut (a
+ * header says so), then only headers are kept. Logged each time. */
+static void degrade(rec_t *r, const char *topic) {
+        char note[200];
+        if (r->degraded == 0) {
+                size_t v = r->value_len, k = r->key_len;
+                if (r->value_len > DLQ_KEEP_VALUE)
+                        r->value_len = DLQ_KEEP_VALUE;
+                if (r->key_len > DLQ_KEEP_KEY)
+                        r->key_len = DLQ_KEEP_KEY;
+                snprintf(note, sizeof(note), "value %zu -> %zu bytes, key %zu -> %zu bytes", v,
+                         r->value_len, k, r->key_len);
+                r->degraded = 1;
+        } else {
+                free(r->key);
+                free(r->value);
+                r->key = r->value = NULL;
+                r->key_len = r->value_len = 0;
+                /* The original headers may be what is too big: keep ours. */
+                rd_kafka_headers_t *mine = rd_kafka_headers_new(10);
+                size_t idx = 0;
+                const char *name;
+                const void *val;
+                size_t len;
+                while (!rd_kafka_header_get_all(r->hdrs, idx++, &name, &val, &len))
+                        if (!strncmp(name, "__connect.errors.", 17))
+                                rd_kafka_header_add(mine, name, -1, val, (ssize_t)len);
+                rd_kafka_headers_destroy(r->hdrs);
+                r->hdrs = mine;
+                snprintf(note, sizeof(note), "key, value and original headers dropped");
+                r->degraded = 2;
+        }
+        rd_kafka_header_remove(r->hdrs, "__krib.dlq.truncated");
+        rd_kafka_header_add(r->hdrs, "__krib.dlq.truncated", -1, note, (ssize_t)strlen(note));
+        r->too_big = 0;
+        krib_log_warn("dlq",
+                      "msg=\"dead letter too large for the broker: truncated\" topic=%s "
+                      "what=\"%s\"",
+                      topic, note);
+}
+
 static int produce(krib_dlq_t *d, rec_t *r) {
+        if (r->too_big && r->degraded < 2)
+                degrade(r, d->topic);
         r->state = 0;
         rd_kafka_headers_t *h = rd_kafka_headers_copy(r->hdrs); /* librdkafka takes it */
         rd_kafka_resp_err_t e = rd_kafka_producev(
@@ -110,7 +167,11 @@ static int produce(krib_dlq_t *d, rec_t *r) {
         if (e) {
                 rd_kafka_headers_destroy(h);
                 r->state = -1;
+                r->too_big = size_error(e);
                 snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(e));
+                /* Refused locally for its size: try the smaller copy now. */
+                if (r->too_big && r->degraded < 2)
+                        return produce(d, r);
                 return -1;
         }
         return 0;
@@ -224,6 +285,11 @@ int krib_dlq_flush(krib_dlq_t *d, volatile sig_atomic_t *stop, void (*tick)(void
                                         break;
                                 }
                 }
+                int shrinkable = 0;
+                for (size_t i = 0; i < d->n; i++)
+                        shrinkable |= d->recs[i].too_big && d->recs[i].degraded < 2;
+                if (shrinkable)
+                        continue; /* a smaller copy goes out at once */
                 int64_t wait_ms = 100LL << (attempt < 5 ? attempt : 5);
                 attempt++;
                 for (int64_t t = 0; t < wait_ms && !*stop; t += 100) {

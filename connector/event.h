@@ -48,6 +48,10 @@ typedef struct krib_event {
          * note (JSON: entity, op, version, keys). s == NULL: none. */
         krib_str_t channel, stream, note;
         int64_t stream_maxlen;
+        /* Set when the event could only partly be built (a write-through
+         * whose value failed): its keys are still applied (invalidated),
+         * then the record is dead-lettered with this reason. s == NULL: none. */
+        krib_str_t defect;
 
         krib_arena_block_t *arena;
 } krib_event_t;

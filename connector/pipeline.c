@@ -654,7 +654,12 @@ static int process_batch(krib_pipeline_t *p) {
         int64_t acked_ms = krib_clock_wall_ms();
         for (size_t i = 0; i < p->n; i++) {
                 rd_kafka_message_t *m = p->msgs[i];
-                if (p->ev_state[i] == EV_LIVE) {
+                if (p->ev_state[i] == EV_LIVE && p->events[i].defect.s) {
+                        /* Its keys are invalidated; the rest of it could not
+                         * be applied: dead-lettered with the reason. */
+                        if (reject(p, i, "route", "krib.RouteError", p->events[i].defect.s))
+                                krib_log_error("pipeline", "msg=\"out of memory\"");
+                } else if (p->ev_state[i] == EV_LIVE) {
                         p->stats.applied++;
                         krib_hist_add_since(&p->latency, acked_ms, p->events[i].ts_ms);
                         finish(p, m);

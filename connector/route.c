@@ -553,6 +553,66 @@ static int int_of(const json_t *v, int64_t *out) {
         return -1;
 }
 
+/* The write-through value of row: the selected columns (or the whole row)
+ * as compact JSON, or a flat object of strings for write_as = "hash".
+ * 0, -1 with the reason in why (a column missing or not representable), or
+ * -2 out of memory. */
+static int build_value(const krib_route_t *r, const json_t *row, krib_event_t *ev, char *why,
+                       size_t why_size) {
+        json_t *out = json_object();
+        if (!out)
+                return -2;
+        if (r->ncolumns) {
+                for (size_t i = 0; i < r->ncolumns; i++) {
+                        json_t *v = json_object_get(row, r->columns[i]);
+                        if (!v) {
+                                json_decref(out);
+                                errf(why, why_size, "column %s is missing", r->columns[i]);
+                                return -1;
+                        }
+                        json_object_set(out, r->columns[i], v);
+                }
+        } else {
+                json_object_update(out, (json_t *)row);
+        }
+        if (r->hash) {
+                /* Hash fields are strings; nulls become absent fields. */
+                const char *f;
+                json_t *v, *flat = json_object();
+                json_object_foreach(out, f, v) {
+                        char text[4096];
+                        int l = json_is_null(v) ? -1 : scalar_text(v, text, sizeof(text));
+                        if (l >= 0)
+                                json_object_set_new(flat, f, json_stringn(text, (size_t)l));
+                        else if (!json_is_null(v)) {
+                                errf(why, why_size,
+                                     json_is_string(v)
+                                             ? "column %s is longer than %zu bytes: too long for "
+                                               "a hash field"
+                                             : "column %s is not a scalar: it cannot be a hash "
+                                               "field",
+                                     f, sizeof(text) - 1);
+                                json_decref(flat);
+                                json_decref(out);
+                                return -1;
+                        }
+                }
+                json_decref(out);
+                out = flat;
+                ev->value_hash = 1;
+        }
+        char *text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(out);
+        if (!text || krib_event_strdup(ev, &ev->value, text, strlen(text))) {
+                free(text);
+                return -2;
+        }
+        free(text);
+        ev->action = KRIB_ACTION_UPSERT;
+        ev->ttl_ms = r->ttl_ms > 0 ? r->ttl_ms : -1;
+        return 0;
+}
+
 /* Channel, stream and the note they carry: what changed, at which version. */
 static int fanout(const krib_route_t *r, const scope_t *sc, char op, krib_event_t *ev, char *errstr,
                   size_t errstr_size) {
@@ -749,54 +809,15 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                 ev->action = KRIB_ACTION_TAG;
         }
         if (r->act == ACT_WRITE_THROUGH && op[0] != 'd') {
-                json_t *out = json_object();
-                if (!out)
+                char why[300];
+                int b = build_value(r, row, ev, why, sizeof(why));
+                if (b == -2)
                         goto oom;
-                if (r->ncolumns) {
-                        for (size_t i = 0; i < r->ncolumns; i++) {
-                                json_t *v = json_object_get(row, r->columns[i]);
-                                if (!v) {
-                                        json_decref(out);
-                                        errf(errstr, errstr_size, "column %s is missing",
-                                             r->columns[i]);
-                                        goto done;
-                                }
-                                json_object_set(out, r->columns[i], v);
-                        }
-                } else {
-                        json_object_update(out, row);
-                }
-                if (r->hash) {
-                        /* Hash fields are strings; nulls become absent fields. */
-                        const char *f;
-                        json_t *v, *flat = json_object();
-                        json_object_foreach(out, f, v) {
-                                char text[4096];
-                                int l = json_is_null(v) ? -1 : scalar_text(v, text, sizeof(text));
-                                if (l >= 0)
-                                        json_object_set_new(flat, f, json_stringn(text, (size_t)l));
-                                else if (!json_is_null(v)) {
-                                        json_decref(flat);
-                                        json_decref(out);
-                                        errf(errstr, errstr_size,
-                                             "column %s is not a scalar: it cannot be a hash field",
-                                             f);
-                                        goto done;
-                                }
-                        }
-                        json_decref(out);
-                        out = flat;
-                        ev->value_hash = 1;
-                }
-                char *text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
-                json_decref(out);
-                if (!text || krib_event_strdup(ev, &ev->value, text, strlen(text))) {
-                        free(text);
+                /* No value, but the row did change: the keys are still
+                 * invalidated (the event stays a DELETE), then the record
+                 * is dead-lettered with the reason. */
+                if (b == -1 && krib_event_strdup(ev, &ev->defect, why, strlen(why)))
                         goto oom;
-                }
-                free(text);
-                ev->action = KRIB_ACTION_UPSERT;
-                ev->ttl_ms = r->ttl_ms > 0 ? r->ttl_ms : -1;
         }
         if ((r->publish || r->stream) && fanout(r, &sc, op[0], ev, errstr, errstr_size))
                 goto done;

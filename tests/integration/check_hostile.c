@@ -229,16 +229,25 @@ START_TEST(hostile_records_are_dead_lettered_without_stalling) {
         ev->key_count = 1;
         itest_produce_ev(nm.topic, 0, ev);
         krib_event_destroy(ev);
+        /* 7. a record whose dead-letter copy (value + __connect.errors.*
+         * headers) exceeds the producer's message.max.bytes (1,000,000) */
+        size_t huge = 999700;
+        char *junk = malloc(huge);
+        memset(junk, 0x7f, huge);
+        itest_produce_raw(nm.topic, 0, "huge", 4, junk, huge);
+        free(junk);
         /* the valid event behind them */
         itest_produce_event(nm.topic, 0, ex, k_after, KRIB_ACTION_DELETE, "v=7", NULL);
         caught_up();
         double secs = (double)(krib_clock_mono_us() - t0) / 1e6;
-        fprintf(stderr, "hostile records: moved past 7 records in %.2f s\n", secs);
+        fprintf(stderr, "hostile records: moved past 8 records in %.2f s\n", secs);
         expect(after, NULL);
         expect(x, "x5"); /* its fence survived the DELETE that named it */
-        ck_assert_double_eq(metric("krib_events_total", "dead_lettered"), 6);
+        ck_assert_double_eq(metric("krib_events_total", "dead_lettered"), 7);
         ck_assert_double_eq(metric("krib_events_total", "failed"), 0);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        const char *truncated[] = {"dead letter too large for the broker: truncated", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, truncated), 1);
         const char *limits[] = {"krib.LimitExceeded", NULL};
         ck_assert_int_eq(itest_log_count(nm.log, limits), 3);
         const char *one_line[] = {"level=error module=pipeline", "forged", NULL};
@@ -253,6 +262,50 @@ START_TEST(hostile_records_are_dead_lettered_without_stalling) {
         if (fp)
                 fclose(fp);
         ck_assert_int_eq(starts, 0);
+        unlink(nm.log);
+        unlink(body);
+        unlink(conf);
+}
+END_TEST
+
+/* A write-through route whose value cannot be built (a selected column is
+ * missing): the keys it rendered are still invalidated, then the record is
+ * dead-lettered (issue 10, item 14). */
+START_TEST(write_through_defect_invalidates_then_dead_letters) {
+        itest_names(&nm, "wtdefect");
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
+        itest_loadgen(create);
+        snprintf(dlq, sizeof(dlq), "%s-dlq", nm.topic);
+        const char *create_dlq[] = {"create", "--topic", dlq, "--partitions", "1", NULL};
+        itest_loadgen(create_dlq);
+        snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        itest_write_conf(conf, nm.group, NULL,
+                         "dlq = { topic = \"%s\"; };\n"
+                         "routes = ( { name = \"cards\"; topics = [ \"%s\" ];\n"
+                         "             keys = [ \"%s:{${id}}\" ]; action = \"write-through\";\n"
+                         "             columns = [ \"name\" ]; version = \"column:version\";\n"
+                         "             origin = \"pg\"; } );\n",
+                         dlq, nm.topic, nm.prefix);
+        char k1[160], k2[160];
+        snprintf(k1, sizeof(k1), "%s:{1}", nm.prefix);
+        snprintf(k2, sizeof(k2), "%s:{2}", nm.prefix);
+        set(k1, "cached");
+        set(k2, "cached");
+        const char *bad = "{\"op\":\"u\",\"after\":{\"id\":1,\"version\":3},\"source\":{}}";
+        const char *good =
+                "{\"op\":\"u\",\"after\":{\"id\":2,\"name\":\"Ann\",\"version\":3},\"source\":{}}";
+        itest_produce_raw(nm.topic, 0, "{\"id\":1}", 8, bad, strlen(bad));
+        itest_produce_raw(nm.topic, 0, "{\"id\":2}", 8, good, strlen(good));
+        pid_t pid = run_krib();
+        caught_up();
+        expect(k1, NULL); /* invalidated though its value could not be built */
+        expect(k2, "{\"name\":\"Ann\"}");
+        ck_assert_double_eq(metric("krib_events_total", "dead_lettered"), 1);
+        ck_assert_double_eq(metric("krib_events_total", "applied"), 1);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        const char *why[] = {"krib.RouteError", "column name is missing", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, why), 1);
         unlink(nm.log);
         unlink(body);
         unlink(conf);
@@ -381,6 +434,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, valid_events_never_lose_an_invalidation);
         tcase_add_test(tc, hostile_records_are_dead_lettered_without_stalling);
         tcase_add_test(tc, fence_script_rules_on_a_real_master);
+        tcase_add_test(tc, write_through_defect_invalidates_then_dead_letters);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -237,6 +237,34 @@ START_TEST(bad_records_say_why) {
 }
 END_TEST
 
+/* A write-through whose value cannot be built still invalidates the keys it
+ * rendered; the reason rides along for the dead letter (issue 10, 14). */
+START_TEST(write_through_without_a_value_still_invalidates) {
+        char err[256];
+        krib_route_info_t info;
+        ck_assert_int_eq(decode("pg.public.card_1", "{\"id\":7}",
+                                "{\"op\":\"u\",\"after\":{\"id\":7,\"email\":\"e\","
+                                "\"version\":12},\"source\":{\"name\":\"pg\"}}",
+                                &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_int_eq(ev.action, KRIB_ACTION_DELETE);
+        ck_assert_uint_eq(ev.key_count, 1);
+        ck_assert_str_eq(ev.keys[0].s, "card:7");
+        ck_assert_uint_eq(ev.version_count, 1);
+        ck_assert_ptr_nonnull(ev.defect.s);
+        ck_assert_ptr_nonnull(strstr(ev.defect.s, "column name is missing"));
+        ck_assert_ptr_null(ev.value.s);
+        /* A whole row builds: no defect. */
+        ck_assert_int_eq(decode("pg.public.card_1", "{\"id\":7}",
+                                "{\"op\":\"u\",\"after\":{\"id\":7,\"name\":\"n\",\"email\":\"e\","
+                                "\"version\":12},\"source\":{\"name\":\"pg\"}}",
+                                &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_int_eq(ev.action, KRIB_ACTION_UPSERT);
+        ck_assert_ptr_null(ev.defect.s);
+}
+END_TEST
+
 /* Versions mean the same on every path (issue 10, item 5): what the Avro
  * decoder refuses, a Debezium route refuses too, instead of clamping,
  * wrapping or injecting fence lines. */
@@ -359,6 +387,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, write_through_as_hash_flattens_to_strings);
         tcase_add_test(tc, bad_records_say_why);
         tcase_add_test(tc, hostile_versions_are_refused);
+        tcase_add_test(tc, write_through_without_a_value_still_invalidates);
         tcase_add_test(tc, config_errors_name_file_and_line);
         tcase_add_test(tc, dollars_escape);
         suite_add_tcase(s, tc);
