@@ -104,6 +104,13 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
         emit(&o, "krib_sweep_keys_total %" PRIu64 "\n", p->sweep_keys);
         family(&o, "krib_sweeps_active", "gauge", "Tag sweeps in progress.");
         emit(&o, "krib_sweeps_active %" PRIu64 "\n", p->sweeps_active);
+        family(&o, "krib_sweep_keys_failed_total", "counter",
+               "Keys a tag sweep found but Redis refused to unlink.");
+        emit(&o, "krib_sweep_keys_failed_total %" PRIu64 "\n", p->sweep_keys_failed);
+        family(&o, "krib_sweeps_incomplete_total", "counter",
+               "Tag sweeps that ended with refused keys or nodes that refused SCAN for good "
+               "(their offsets moved on; the log names them).");
+        emit(&o, "krib_sweeps_incomplete_total %" PRIu64 "\n", p->sweeps_incomplete);
 
         family(&o, "krib_fanout_total", "counter",
                "Change notifications (PUBLISH to a channel, XADD to a stream) Redis acknowledged.");

@@ -769,6 +769,8 @@ static void step_sweeps(krib_pipeline_t *p) {
                 p->interrupted = 1;
         p->in_write = 0;
         p->stats.sweep_keys = krib_sweeps_keys(p->sweeps);
+        p->stats.sweep_keys_failed = krib_sweeps_keys_failed(p->sweeps);
+        p->stats.sweeps_incomplete = krib_sweeps_incomplete(p->sweeps);
         p->stats.sweeps_active = krib_sweeps_active(p->sweeps);
 }
 

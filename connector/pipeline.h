@@ -37,6 +37,7 @@ typedef struct {
         uint64_t fanned_out;    /* PUBLISH/XADD notifications acknowledged */
         uint64_t sweep_keys;    /* keys unlinked by tag sweeps */
         uint64_t sweeps_active; /* tag sweeps in progress */
+        uint64_t sweep_keys_failed, sweeps_incomplete; /* what sweeps could not do */
         /* Schema registry: fetches answered, served from the cache, failed
          * (unreachable/5xx, retried), unknown ids. */
         uint64_t registry_fetched, registry_cached, registry_unavailable, registry_unknown;

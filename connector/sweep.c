@@ -17,17 +17,22 @@ typedef struct {
         char *topic;
         int32_t partition;
         int64_t offset;
-        unsigned failures;
+        unsigned failures, refusals;
         int64_t retry_at_us;
         uint64_t keys;
+        uint64_t keys_failed;   /* keys Redis refused to unlink */
+        unsigned nodes_skipped; /* (pattern, node) pairs whose SCAN was refused for good */
 } sweep_t;
+
+/* Final SCAN refusals of one node before its part of a pattern is given up. */
+#define SWEEP_MAX_REFUSALS 3
 
 struct krib_sweeps {
         krib_writer_t *w;
         long count;
         sweep_t *v;
         size_t n, cap;
-        uint64_t keys, finished;
+        uint64_t keys, finished, keys_failed, incomplete;
         krib_wop_t *ops;
         uint8_t *status;
         size_t ops_cap;
@@ -138,11 +143,32 @@ static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
         }
         char next[32];
         redisReply *keys = NULL;
-        if (krib_writer_scan(s->w, w->nodes[w->node], w->cursor, pat, s->count, next, sizeof(next),
-                             &keys)) {
+        int sc = krib_writer_scan(s->w, w->nodes[w->node], w->cursor, pat, s->count, next,
+                                  sizeof(next), &keys);
+        if (sc == -2 && ++w->refusals >= SWEEP_MAX_REFUSALS) {
+                /* Refused for good (an ACL without SCAN, say): retrying would
+                 * pin the partition forever. Skip this node's part, count it,
+                 * and report the sweep incomplete when it ends. */
+                krib_log_error("sweep",
+                               "msg=\"SCAN refused for good: this node's part of the pattern is "
+                               "skipped\" pattern=\"%s\" node=%s topic=%s partition=%d "
+                               "offset=%lld",
+                               krib_log_esc(pat, strlen(pat)), w->nodes[w->node], w->topic,
+                               (int)w->partition, (long long)w->offset);
+                w->nodes_skipped++;
+                w->refusals = 0;
+                snprintf(next, sizeof(next), "0");
+                goto node_done;
+        }
+        if (sc == -2) { /* again on the same node, cursor kept, after a pause */
+                w->retry_at_us = krib_clock_mono_us() + (200000LL << w->refusals);
+                return 0;
+        }
+        if (sc) {
                 sweep_failed(w, "SCAN failed");
                 return 0;
         }
+        w->refusals = 0;
         size_t n = keys->elements;
         if (n > s->ops_cap) {
                 krib_wop_t *ops = realloc(s->ops, n * sizeof(*ops));
@@ -166,13 +192,19 @@ static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
         freeReplyObject(keys);
         if (rc)
                 return -1;
-        w->keys += k;
-        s->keys += k;
+        size_t refused = 0;
+        for (size_t i = 0; i < k; i++)
+                refused += s->status[i] == KRIB_WOP_FAILED;
+        w->keys += k - refused;
+        s->keys += k - refused;
+        w->keys_failed += refused;
+        s->keys_failed += refused;
         w->failures = 0;
         if (strcmp(next, "0")) {
                 snprintf(w->cursor, sizeof(w->cursor), "%s", next);
                 return 0;
         }
+node_done:
         snprintf(w->cursor, sizeof(w->cursor), "0");
         if (++w->node < w->nnodes)
                 return 0;
@@ -192,10 +224,21 @@ int krib_sweeps_step(krib_sweeps_t *s, krib_sweep_done_cb *done, void *opaque) {
                         i++;
                         continue;
                 }
-                krib_log_info("sweep",
-                              "msg=\"tag sweep done\" topic=%s partition=%d offset=%lld keys=%llu",
-                              w->topic, (int)w->partition, (long long)w->offset,
-                              (unsigned long long)w->keys);
+                if (w->keys_failed || w->nodes_skipped) {
+                        krib_log_error("sweep",
+                                       "msg=\"tag sweep incomplete: some keys may still be "
+                                       "cached\" topic=%s partition=%d offset=%lld keys=%llu "
+                                       "keys_refused=%llu nodes_skipped=%u",
+                                       w->topic, (int)w->partition, (long long)w->offset,
+                                       (unsigned long long)w->keys,
+                                       (unsigned long long)w->keys_failed, w->nodes_skipped);
+                        s->incomplete++;
+                } else
+                        krib_log_info("sweep",
+                                      "msg=\"tag sweep done\" topic=%s partition=%d offset=%lld "
+                                      "keys=%llu",
+                                      w->topic, (int)w->partition, (long long)w->offset,
+                                      (unsigned long long)w->keys);
                 s->finished++;
                 done(opaque, w->topic, w->partition, w->offset);
                 sweep_free(w);
@@ -220,6 +263,14 @@ uint64_t krib_sweeps_keys(const krib_sweeps_t *s) {
 
 uint64_t krib_sweeps_finished(const krib_sweeps_t *s) {
         return s ? s->finished : 0;
+}
+
+uint64_t krib_sweeps_keys_failed(const krib_sweeps_t *s) {
+        return s ? s->keys_failed : 0;
+}
+
+uint64_t krib_sweeps_incomplete(const krib_sweeps_t *s) {
+        return s ? s->incomplete : 0;
 }
 
 void krib_sweeps_destroy(krib_sweeps_t *s) {

@@ -11,8 +11,12 @@
  * and its UNLINKs per active sweep, and the pipeline calls it between
  * batches, so a sweep of millions of keys never holds normal traffic back.
  * The TAG event's offset is finished only when its last pattern is done; a
- * failure restarts the pattern from cursor 0 (UNLINK is idempotent), after a
- * backoff. Owned by the pipeline thread.
+ * transient failure restarts the pattern from cursor 0 (UNLINK is
+ * idempotent), after a backoff. What cannot succeed does not pin the
+ * partition: a node that refuses SCAN for good (NOPERM) three times in a row
+ * has its part skipped, keys Redis refuses to unlink are counted, and such a
+ * sweep ends "incomplete" (logged as an error, counted in metrics). Owned by
+ * the pipeline thread.
  */
 #ifndef KRIB_SWEEP_H
 #define KRIB_SWEEP_H
@@ -50,6 +54,9 @@ void krib_sweeps_drop(krib_sweeps_t *s, const char *topic, int32_t partition);
 /* Keys unlinked and sweeps finished, ever. */
 uint64_t krib_sweeps_keys(const krib_sweeps_t *s);
 uint64_t krib_sweeps_finished(const krib_sweeps_t *s);
+/* Keys Redis refused to unlink, and sweeps that ended incomplete, ever. */
+uint64_t krib_sweeps_keys_failed(const krib_sweeps_t *s);
+uint64_t krib_sweeps_incomplete(const krib_sweeps_t *s);
 
 void krib_sweeps_destroy(krib_sweeps_t *s);
 

@@ -449,10 +449,14 @@ int krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor, con
         }
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-                krib_log_warn("writer", "msg=\"SCAN failed\" node=%s error=\"%s\"", addr,
-                              r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                int final = r->type != REDIS_REPLY_ERROR ||
+                            krib_retry_classify(r->str, r->len) == KRIB_ERR_FINAL;
+                krib_log_warn("writer", "msg=\"SCAN failed\" node=%s error=\"%s\" final=%s", addr,
+                              r->type == REDIS_REPLY_ERROR ? krib_log_esc(r->str, r->len)
+                                                           : "unexpected reply",
+                              final ? "yes" : "no");
                 freeReplyObject(r);
-                return -1;
+                return final ? -2 : -1;
         }
         snprintf(next, next_size, "%s", r->element[0]->str);
         *keys = r->element[1];

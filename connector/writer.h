@@ -120,8 +120,10 @@ int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[80], int max);
 /* One SCAN step on node addr ("host:port" from krib_writer_masters()):
  * SCAN cursor MATCH pattern COUNT count. On success returns 0, writes the
  * next cursor ("0": done) and hands over the reply's key array (*keys, free
- * with freeReplyObject). -1 when the node failed or refused (the caller
- * retries later, perhaps on a new slot map); no retries happen here. */
+ * with freeReplyObject). -1 when the node failed or answered a transient
+ * error (the caller retries later, perhaps on a new slot map), -2 when it
+ * refused for good (NOPERM, an unknown command): retrying cannot help. No
+ * retries happen here. */
 int krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor, const char *pattern,
                      long count, char *next, size_t next_size, redisReply **keys);
 

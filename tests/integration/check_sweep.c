@@ -2,6 +2,7 @@
  * every master, no KEYS) while normal invalidations keep flowing; the TAG
  * event's offset is committed only when the sweep is done. */
 #include <check.h>
+#include <hiredis.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,12 +139,99 @@ START_TEST(sweep_of_100k_keys_while_traffic_flows) {
 }
 END_TEST
 
+/* A sweep that cannot succeed does not pin its partition (issue 10, item
+ * 4): krib's ACL user may UNLINK but not SCAN. The sweep gives each node up
+ * after three refusals, ends "incomplete" (logged, counted) and its offset
+ * moves on; the plain invalidation behind it is applied. */
+static void acl_all_nodes(const char *const *argv, int argc) {
+        int base = getenv("KRIB_PORT_BASE") ? atoi(getenv("KRIB_PORT_BASE")) : 19000;
+        for (int i = 0; i < 6; i++) {
+                redisContext *c = itest_redis(base + 100 + i);
+                redisReply *r = redisCommandArgv(c, argc, (const char **)argv, NULL);
+                ck_assert_msg(r && r->type != REDIS_REPLY_ERROR, "%s on %d: %s", argv[0],
+                              base + 100 + i, r ? r->str : c->errstr);
+                freeReplyObject(r);
+                redisFree(c);
+        }
+}
+
+/* denied: the command krib's ACL user lacks ("scan" or "unlink"). */
+static void refused_sweep(const char *denied) {
+        itest_names_t nm;
+        itest_names(&nm, "noscan");
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
+        itest_loadgen(create);
+        char deny[32];
+        snprintf(deny, sizeof(deny), "-%s", denied);
+        const char *setuser[] = {"ACL",        "SETUSER", "krib-noscan", "reset", "on",
+                                 ">noscan-pw", "~*",      "+@all",       deny};
+        acl_all_nodes(setuser, 9);
+        char key[200], pattern[200];
+        snprintf(key, sizeof(key), "%s:{1}:k", nm.prefix);
+        snprintf(pattern, sizeof(pattern), "%s:*", nm.prefix);
+        ck_assert_int_eq(itest_cluster_cmd("SET", key, "cached", NULL, 0), 1);
+        char e_metrics[64];
+        snprintf(e_metrics, sizeof(e_metrics), "KRIB_METRICS_PORT=%d", itest_metrics_port());
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
+                             e_metrics,
+                             "KRIB_REDIS_USERNAME=krib-noscan",
+                             "KRIB_REDIS_PASSWORD=noscan-pw",
+                             "KRIB_REDIS_FENCE=upserts",
+                             NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        produce_tag(nm.topic, "tag", pattern);
+        const char *kk[] = {key, NULL};
+        itest_produce_event(nm.topic, 0, "k", kk, KRIB_ACTION_DELETE, "", NULL);
+        int caught = itest_wait_caught_up(nm.group, nm.topic, 1, 90);
+        char body[300];
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        const char *deluser[] = {"ACL", "DELUSER", "krib-noscan"};
+        acl_all_nodes(deluser, 3);
+        ck_assert_msg(caught == 0, "the refused sweep pinned the partition (%s)", nm.log);
+        ck_assert_int_eq(itest_metric(body, "krib_sweeps_incomplete_total", NULL), 1);
+        char got[64];
+        if (!strcmp(denied, "scan")) {
+                /* The DELETE behind it was applied. */
+                ck_assert_int_eq(itest_cluster_get(key, got, sizeof(got)), 0);
+                const char *skipped[] = {"SCAN refused for good", NULL};
+                ck_assert_int_eq(itest_log_count(nm.log, skipped), 3); /* once per master */
+                const char *incomplete[] = {"tag sweep incomplete", "nodes_skipped=3", NULL};
+                ck_assert_int_eq(itest_log_count(nm.log, incomplete), 1);
+        } else {
+                /* The key was found but could not be unlinked: counted. */
+                ck_assert_int_eq(itest_cluster_get(key, got, sizeof(got)), 1);
+                ck_assert_int_eq(itest_metric(body, "krib_sweep_keys_failed_total", NULL), 1);
+                const char *incomplete[] = {"tag sweep incomplete", "keys_refused=1", NULL};
+                ck_assert_int_eq(itest_log_count(nm.log, incomplete), 1);
+                itest_cluster_cmd("DEL", key, NULL, NULL, 0);
+        }
+        unlink(body);
+        unlink(nm.log);
+}
+
+START_TEST(sweep_refused_for_good_does_not_pin_the_partition) {
+        refused_sweep("scan");
+}
+END_TEST
+
+START_TEST(sweep_counts_keys_it_could_not_unlink) {
+        refused_sweep("unlink");
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("sweep");
         TCase *tc = tcase_create("sweep");
         tcase_set_timeout(tc, 300);
         tcase_add_test(tc, pattern_slot_is_known_only_for_literal_tags);
         tcase_add_test(tc, sweep_of_100k_keys_while_traffic_flows);
+        tcase_add_test(tc, sweep_refused_for_good_does_not_pin_the_partition);
+        tcase_add_test(tc, sweep_counts_keys_it_could_not_unlink);
         suite_add_tcase(s, tc);
         return s;
 }
