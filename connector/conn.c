@@ -308,6 +308,27 @@ static void io_error(krib_conn_t *c, const char *what, int e) {
                 snprintf(c->err, sizeof(c->err), "%s: %s", what, e ? strerror(e) : "failed");
 }
 
+/* A TLS write or read failed with a reset or a bare syscall error. Under
+ * TLS 1.3 a server that refuses the client (no certificate, say) sends its
+ * alert after the handshake and closes: the alert may sit unread in the
+ * socket. Read once more (the socket is non-blocking) so the log names the
+ * real cause instead of "Connection reset by peer". */
+static void tls_failure(krib_conn_t *c, const char *what) {
+        ssl_err(c->err, sizeof(c->err), what);
+        char scratch[512];
+        ERR_clear_error();
+        if (SSL_read(c->ssl, scratch, sizeof(scratch)) > 0)
+                return;
+        unsigned long e = ERR_get_error();
+        if (e) {
+                char buf[120];
+                ERR_error_string_n(e, buf, sizeof(buf));
+                if (strstr(buf, "alert"))
+                        snprintf(c->err, sizeof(c->err), "%s: %s", what, buf);
+        }
+        ERR_clear_error();
+}
+
 int krib_conn_flush(krib_conn_t *c) {
         size_t off = 0;
         while (off < c->olen) {
@@ -320,6 +341,8 @@ int krib_conn_flush(krib_conn_t *c) {
                                      e == SSL_ERROR_SYSCALL) &&
                                     (errno == EAGAIN || errno == EWOULDBLOCK))
                                         snprintf(c->err, sizeof(c->err), "write timed out");
+                                else if (e == SSL_ERROR_SYSCALL)
+                                        tls_failure(c, "TLS write");
                                 else
                                         ssl_err(c->err, sizeof(c->err), "TLS write");
                                 return -1;
@@ -368,6 +391,8 @@ int krib_conn_read(krib_conn_t *c, redisReply **out) {
                                 else if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_SYSCALL) &&
                                          (errno == EAGAIN || errno == EWOULDBLOCK))
                                         snprintf(c->err, sizeof(c->err), "read timed out");
+                                else if (e == SSL_ERROR_SYSCALL)
+                                        tls_failure(c, "TLS read");
                                 else
                                         ssl_err(c->err, sizeof(c->err), "TLS read");
                                 return -1;

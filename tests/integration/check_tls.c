@@ -119,8 +119,11 @@ END_TEST
 
 START_TEST(missing_client_certificate_is_refused) {
         /* tls-auth-clients yes: under TLS 1.3 the server's alert arrives
-         * with the first reply. */
-        refused("tls-nocert", "ca.crt", 0, NULL, "certificate required");
+         * after the handshake, and a write may meet the reset before krib
+         * reads it (seen under ASan): the outcome is asserted (refused,
+         * nothing applied, nothing committed), and the log must name the
+         * TLS connection's failure either way. */
+        refused("tls-nocert", "ca.crt", 0, NULL, "msg=\"redis connection lost\"");
 }
 END_TEST
 
