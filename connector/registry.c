@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "avrojson.h"
 #include "clock.h"
 #include "decode.h"
 #include "log.h"
@@ -18,6 +19,7 @@ typedef struct {
         avro_schema_t schema;
         avro_value_iface_t *iface;
         avro_value_t value;
+        krib_avrojson_decimals_t *decimals; /* logical types avro-c does not keep */
 } entry_t;
 
 struct krib_registry {
@@ -138,6 +140,7 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                         avro_schema_t s = NULL;
                         int ok = text && (!type || !strcmp(type, "AVRO")) &&
                                  !avro_schema_from_json_length(text, strlen(text), &s);
+                        krib_avrojson_decimals_t *decimals = ok ? krib_avrojson_scan(text) : NULL;
                         if (!ok)
                                 errf(errstr, size, "schema id %" PRId32 ": %s", id,
                                      !text ? "no schema in the registry's answer"
@@ -154,6 +157,7 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                                 size_t cap = r->cap ? r->cap * 2 : 16;
                                 entry_t *v = realloc(r->v, cap * sizeof(*v));
                                 if (!v) {
+                                        krib_avrojson_free(decimals);
                                         avro_schema_decref(s);
                                         *bad = 1;
                                         errf(errstr, size, "out of memory");
@@ -165,10 +169,12 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                         entry_t *e = &r->v[r->n];
                         e->id = id;
                         e->schema = s;
+                        e->decimals = decimals;
                         e->iface = avro_generic_class_from_schema(s);
                         if (!e->iface || avro_generic_value_new(e->iface, &e->value)) {
                                 if (e->iface)
                                         avro_value_iface_decref(e->iface);
+                                krib_avrojson_free(decimals);
                                 avro_schema_decref(s);
                                 *bad = 1;
                                 errf(errstr, size, "schema id %" PRId32 ": %s", id,
@@ -218,124 +224,6 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
         }
 }
 
-/* avro value -> JSON, unions unwrapped (Debezium's optional rows). */
-static json_t *to_json(avro_value_t *v, int depth) {
-        if (depth > 64)
-                return NULL;
-        switch (avro_value_get_type(v)) {
-        case AVRO_STRING: {
-                const char *s;
-                size_t n;
-                avro_value_get_string(v, &s, &n);
-                return json_stringn(s, n ? n - 1 : 0); /* n counts the NUL */
-        }
-        case AVRO_BYTES:
-        case AVRO_FIXED: {
-                const void *b;
-                size_t n;
-                if (avro_value_get_type(v) == AVRO_BYTES)
-                        avro_value_get_bytes(v, &b, &n);
-                else
-                        avro_value_get_fixed(v, &b, &n);
-                return json_stringn(b, n);
-        }
-        case AVRO_INT32: {
-                int32_t x;
-                avro_value_get_int(v, &x);
-                return json_integer(x);
-        }
-        case AVRO_INT64: {
-                int64_t x;
-                avro_value_get_long(v, &x);
-                return json_integer(x);
-        }
-        case AVRO_FLOAT: {
-                float x;
-                avro_value_get_float(v, &x);
-                return json_real(x);
-        }
-        case AVRO_DOUBLE: {
-                double x;
-                avro_value_get_double(v, &x);
-                return json_real(x);
-        }
-        case AVRO_BOOLEAN: {
-                int x;
-                avro_value_get_boolean(v, &x);
-                return json_boolean(x);
-        }
-        case AVRO_NULL:
-                return json_null();
-        case AVRO_ENUM: {
-                int x;
-                avro_value_get_enum(v, &x);
-                const char *sym = avro_schema_enum_get(avro_value_get_schema(v), x);
-                return sym ? json_string(sym) : json_integer(x);
-        }
-        case AVRO_UNION: {
-                avro_value_t b;
-                if (avro_value_get_current_branch(v, &b))
-                        return NULL;
-                return to_json(&b, depth + 1);
-        }
-        case AVRO_RECORD: {
-                json_t *o = json_object();
-                size_t n = 0;
-                avro_value_get_size(v, &n);
-                for (size_t i = 0; i < n; i++) {
-                        avro_value_t f;
-                        const char *name;
-                        if (avro_value_get_by_index(v, i, &f, &name))
-                                continue;
-                        json_t *j = to_json(&f, depth + 1);
-                        if (!j) {
-                                json_decref(o);
-                                return NULL;
-                        }
-                        json_object_set_new(o, name, j);
-                }
-                return o;
-        }
-        case AVRO_ARRAY: {
-                json_t *a = json_array();
-                size_t n = 0;
-                avro_value_get_size(v, &n);
-                for (size_t i = 0; i < n; i++) {
-                        avro_value_t e;
-                        if (avro_value_get_by_index(v, i, &e, NULL))
-                                continue;
-                        json_t *j = to_json(&e, depth + 1);
-                        if (!j) {
-                                json_decref(a);
-                                return NULL;
-                        }
-                        json_array_append_new(a, j);
-                }
-                return a;
-        }
-        case AVRO_MAP: {
-                json_t *o = json_object();
-                size_t n = 0;
-                avro_value_get_size(v, &n);
-                for (size_t i = 0; i < n; i++) {
-                        avro_value_t e;
-                        const char *key;
-                        if (avro_value_get_by_index(v, i, &e, &key))
-                                continue;
-                        json_t *j = to_json(&e, depth + 1);
-                        if (!j) {
-                                json_decref(o);
-                                return NULL;
-                        }
-                        json_object_set_new(o, key, j);
-                }
-                return o;
-        }
-        default:
-                return NULL;
-        }
-}
-
 krib_reg_result_t krib_registry_decode(krib_registry_t *r, const void *buf, size_t len,
                                        json_t **out, char *errstr, size_t errstr_size) {
         const uint8_t *b = buf;
@@ -360,7 +248,7 @@ krib_reg_result_t krib_registry_decode(krib_registry_t *r, const void *buf, size
                      avro_strerror());
                 return KRIB_REG_BAD;
         }
-        if (!(*out = to_json(&e->value, 0))) {
+        if (!(*out = krib_avrojson_value(&e->value, e->decimals))) {
                 errf(errstr, errstr_size, "Avro value (schema id %" PRId32 ") has no JSON form",
                      id);
                 return KRIB_REG_BAD;
@@ -379,6 +267,7 @@ void krib_registry_destroy(krib_registry_t *r) {
                 avro_value_decref(&r->v[i].value);
                 avro_value_iface_decref(r->v[i].iface);
                 avro_schema_decref(r->v[i].schema);
+                krib_avrojson_free(r->v[i].decimals);
         }
         free(r->v);
         if (r->reader)

@@ -61,7 +61,9 @@ static void produce(const char *topic, long first, long count, long lsn, int evo
                         c,
                         "--lsn",
                         l,
-                        evolve ? "--evolve" : NULL,
+                        evolve == 1   ? "--evolve"
+                        : evolve == 2 ? "--numeric"
+                                      : NULL,
                         NULL};
         ck_assert_msg(itest_run(argv, 120, out, sizeof(out)) == 0, "producer failed: %s", out);
 }
@@ -188,11 +190,72 @@ START_TEST(confluent_avro_from_the_official_client) {
 }
 END_TEST
 
+/* Debezium's defaults for NUMERIC and bytea columns (decimal.handling.mode
+ * = precise: Avro bytes with the decimal logical type) used to be
+ * dead-lettered as "no JSON form": a NUMERIC(10,0) primary key now renders
+ * as its digits in key templates, a NUMERIC(10,2) as "12.34", bytea as
+ * base64 (issue 10, item 13). */
+START_TEST(numeric_primary_keys_and_bytea) {
+        itest_names_t nm;
+        itest_names(&nm, "avronum");
+        char dlq[160], conf[300], store[300];
+        snprintf(dlq, sizeof(dlq), "%s-dlq", nm.topic);
+        snprintf(store, sizeof(store), "/tmp/%s-registry.json", nm.topic);
+        unlink(store);
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
+        itest_loadgen(create);
+        const char *create_dlq[] = {"create", "--topic", dlq, "--partitions", "1", NULL};
+        itest_loadgen(create_dlq);
+        snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
+        itest_write_conf(
+                conf, nm.group, NULL,
+                "registry = { url = \"http://127.0.0.1:%d\"; timeout_ms = 1000; };\n"
+                "dlq = { topic = \"%s\"; };\n"
+                "routes = ( { name = \"items\"; topics = [ \"%s\" ];\n"
+                "             format = \"debezium-avro\";\n"
+                "             keys = [ \"%s:{${key.id}}\", \"%s:p:{${price}}:${photo}\" ];\n"
+                "             version = \"source.lsn\"; } );\n",
+                reg_port(), dlq, nm.topic, nm.prefix, nm.prefix);
+        const long n = 50, first = 1000;
+        char key[200];
+        for (long i = first; i < first + n; i++) {
+                snprintf(key, sizeof(key), "%s:{%ld}", nm.prefix, i);
+                itest_cluster_cmd("SET", key, "cached", NULL, 0);
+        }
+        /* Row 1234: price 12.34, photo ff 00 d2 -> "/wDS". */
+        snprintf(key, sizeof(key), "%s:p:{12.34}:/wDS", nm.prefix);
+        itest_cluster_cmd("SET", key, "cached", NULL, 0);
+        pid_t reg = registry_start(store);
+        char e_metrics[64];
+        snprintf(e_metrics, sizeof(e_metrics), "KRIB_METRICS_PORT=%d", itest_metrics_port());
+        const char *env[] = {e_metrics, NULL};
+        pid_t pid = itest_krib_start_conf(conf, env, nm.log);
+        produce(nm.topic, first, n, 5000, 2);
+        produce(nm.topic, 1234, 1, 6000, 2);
+        ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 1, 60), 0);
+        char body[300];
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        kill(reg, SIGTERM);
+        itest_wait(reg, 10);
+        ck_assert_int_eq(itest_metric(body, "krib_events_total{outcome=\"dead_lettered\"}", NULL),
+                         0);
+        ck_assert_int_eq(present(nm.prefix, first, first + n), 0);
+        ck_assert_int_eq(itest_cluster_cmd("EXISTS", key, NULL, NULL, 0), 0);
+        unlink(body);
+        unlink(store);
+        unlink(conf);
+        unlink(nm.log);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("avro");
         TCase *tc = tcase_create("registry");
         tcase_set_timeout(tc, 300);
         tcase_add_test(tc, confluent_avro_from_the_official_client);
+        tcase_add_test(tc, numeric_primary_keys_and_bytea);
         suite_add_tcase(s, tc);
         return s;
 }
