@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check_main.h"
@@ -616,6 +617,169 @@ START_TEST(wait_replicas_failover) {
 }
 END_TEST
 
+/* ---- a master that restarts and loads its data (issue 10, item 1) ------ */
+
+static int loading_port(void) {
+        return port_base() + 150; /* bus port + 200 */
+}
+
+static void loading_redis_start(const char *dir, int delay_us) {
+        char port[16], bus[16], delay[16], pidf[300], logf[300];
+        snprintf(port, sizeof(port), "%d", loading_port());
+        snprintf(bus, sizeof(bus), "%d", loading_port() + 200);
+        snprintf(delay, sizeof(delay), "%d", delay_us);
+        snprintf(pidf, sizeof(pidf), "%s/redis.pid", dir);
+        snprintf(logf, sizeof(logf), "%s/redis.log", dir);
+        char *argv[] = {"/usr/bin/redis-server",
+                        "--port",
+                        port,
+                        "--bind",
+                        "127.0.0.1",
+                        "--dir",
+                        (char *)dir,
+                        "--dbfilename",
+                        "dump.rdb",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-port",
+                        bus,
+                        "--key-load-delay",
+                        delay,
+                        "--daemonize",
+                        "yes",
+                        "--pidfile",
+                        pidf,
+                        "--logfile",
+                        logf,
+                        NULL};
+        char out[512];
+        ck_assert_msg(itest_run(argv, 30, out, sizeof(out)) == 0, "redis-server: %s", out);
+}
+
+static redisReply *loading_cmd(const char *fmt, const char *arg) {
+        redisContext *c = redisConnect("127.0.0.1", loading_port());
+        if (!c || c->err) {
+                if (c)
+                        redisFree(c);
+                return NULL;
+        }
+        redisReply *r = arg ? redisCommand(c, fmt, arg) : redisCommand(c, fmt);
+        redisFree(c);
+        return r;
+}
+
+/* Unchecked teardown: the node goes away even when the test failed. */
+static void loading_cleanup(void) {
+        redisReply *r = loading_cmd("SHUTDOWN NOSAVE", NULL);
+        if (r)
+                freeReplyObject(r);
+}
+
+START_TEST(master_restart_loading) {
+        loading_cleanup(); /* a node left over by an interrupted run */
+        itest_names_t nm;
+        itest_names(&nm, "loading");
+        char dir[256];
+        snprintf(dir, sizeof(dir), "/tmp/%s-redis", nm.topic);
+        mkdir(dir, 0700);
+        loading_redis_start(dir, 0);
+        redisReply *r = NULL;
+        for (int i = 0; i < 100 && !(r = loading_cmd("PING", NULL)); i++)
+                usleep(100000);
+        ck_assert_ptr_nonnull(r);
+        freeReplyObject(r);
+        freeReplyObject(loading_cmd("CLUSTER ADDSLOTSRANGE 0 16383", NULL));
+        for (int i = 0; i < 100; i++) {
+                r = loading_cmd("CLUSTER INFO", NULL);
+                int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
+                freeReplyObject(r);
+                if (ok)
+                        break;
+                usleep(100000);
+        }
+        /* 200k keys, 40 us each to load: LOADING lasts about 8 s. */
+        redisContext *pc = redisConnect("127.0.0.1", loading_port());
+        ck_assert_ptr_nonnull(pc);
+        for (int i = 0; i < 200000; i++) {
+                redisAppendCommand(pc, "SET pop:%d xxxxxxxxxx", i);
+                if (i % 1000 == 999)
+                        for (int k = 0; k < 1000; k++) {
+                                ck_assert_int_eq(redisGetReply(pc, (void **)&r), REDIS_OK);
+                                freeReplyObject(r);
+                        }
+        }
+        redisFree(pc);
+        char key[200], warm[200];
+        snprintf(key, sizeof(key), "%s:{1}:k", nm.prefix);
+        snprintf(warm, sizeof(warm), "%s:{2}:warm", nm.prefix);
+        freeReplyObject(loading_cmd("SET %s cached", key));
+        freeReplyObject(loading_cmd("SAVE", NULL));
+
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
+        itest_loadgen(create);
+        char nodes[64];
+        snprintf(nodes, sizeof(nodes), "KRIB_REDIS_NODES=127.0.0.1:%d", loading_port());
+        char e_metrics[64];
+        snprintf(e_metrics, sizeof(e_metrics), "KRIB_METRICS_PORT=%d", itest_metrics_port());
+        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers, nodes, e_metrics, NULL};
+        pid_t krib = itest_krib_start(env, nm.log);
+        const char *kw[] = {warm, NULL}, *kk[] = {key, NULL};
+        itest_produce_event(nm.topic, 0, "warm", kw, KRIB_ACTION_DELETE, "v=1", NULL);
+        ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 1, 60), 0);
+
+        /* kill -9, then start it again on its data, slowly. */
+        char pidpath[300], pidtext[32] = "";
+        snprintf(pidpath, sizeof(pidpath), "%s/redis.pid", dir);
+        FILE *fp = fopen(pidpath, "r");
+        ck_assert_ptr_nonnull(fp);
+        ck_assert_ptr_nonnull(fgets(pidtext, sizeof(pidtext), fp));
+        fclose(fp);
+        kill(atoi(pidtext), SIGKILL);
+        usleep(300000);
+        loading_redis_start(dir, 40);
+        int loading = 0;
+        for (int i = 0; i < 100 && !loading; i++) {
+                r = loading_cmd("PING", NULL);
+                loading = r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "LOADING", 7);
+                if (r)
+                        freeReplyObject(r);
+                if (!loading)
+                        usleep(50000);
+        }
+        ck_assert_msg(loading, "the restarted master never answered LOADING");
+        itest_produce_event(nm.topic, 0, "k", kk, KRIB_ACTION_DELETE, "v=2", NULL);
+        int caught = itest_wait_caught_up(nm.group, nm.topic, 1, 90);
+        char body[300];
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+        ck_assert_int_eq(itest_krib_stop(krib, SIGTERM, 30), 0);
+        r = loading_cmd("EXISTS %s", key);
+        long long exists = r ? r->integer : -1;
+        if (r)
+                freeReplyObject(r);
+        freeReplyObject(loading_cmd("SHUTDOWN NOSAVE", NULL));
+        const char *retried[] = {"cannot load the fence script, retrying", NULL};
+        int retries = itest_log_count(nm.log, retried);
+        fprintf(stderr, "master restart with LOADING: %d script-load retries logged\n", retries);
+        ck_assert_msg(caught == 0, "never caught up (%s)", nm.log);
+        ck_assert_msg(exists == 0, "the DELETE was lost across LOADING: key exists=%lld (%s)",
+                      exists, nm.log);
+        ck_assert_int_eq(itest_metric(body, "krib_events_total{outcome=\"failed\"}", NULL), 0);
+        const char *failed[] = {"fence script not loaded", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, failed), 0);
+        char *rm[] = {"/bin/rm", "-rf", dir, NULL};
+        itest_run(rm, 30, NULL, 0);
+        unlink(body);
+        unlink(nm.log);
+}
+END_TEST
+
 static void heal(void) {
         char *argv[] = {FAULTS, "heal", NULL};
         char out[512];
@@ -638,7 +802,12 @@ Suite *make_suite(void) {
                 tcase_add_loop_test(tc, scenario, i, i + 1);
                 suite_add_tcase(s, tc);
         }
-        TCase *tc = tcase_create("wait_replicas_failover");
+        TCase *tc = tcase_create("master_restart_loading");
+        tcase_add_unchecked_fixture(tc, NULL, loading_cleanup);
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, master_restart_loading);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("wait_replicas_failover");
         tcase_add_unchecked_fixture(tc, NULL, heal);
         tcase_set_timeout(tc, 600);
         tcase_add_test(tc, wait_replicas_failover);
