@@ -73,6 +73,12 @@ static const row_t rows[] = {
          0},
         {"redis.wait_timeout_ms", T_INT, F(redis_wait_timeout_ms), "1000", 1, 600000, NULL,
          "Timeout of one WAIT; must be below redis.command_timeout_ms.", 0},
+        {"redis.max_command_bytes", T_INT, F(redis_max_command_bytes), "1048576", 1024, 536870912,
+         NULL,
+         "About the most bytes of one command (keys, values, versions): a chunk of one slot is "
+         "cut here as well as at redis.max_keys_per_command, so one command never holds a node "
+         "for long. A single larger key operation is still sent, alone.",
+         0},
         {"redis.fence", T_ENUM, F(redis_fence), "all", 0, 0, fence_modes,
          "Versioned events checked against the per-key version fence in Redis: all, or only "
          "UPSERTs (DELETEs become plain UNLINKs).",

@@ -40,6 +40,7 @@ typedef struct krib_conf {
         int64_t redis_connect_timeout_ms;
         int64_t redis_command_timeout_ms;
         int64_t redis_max_keys_per_command;
+        int64_t redis_max_command_bytes;
         int64_t redis_wait_replicas, redis_wait_timeout_ms;
         int64_t redis_fence; /* krib_fence_mode_t */
         int64_t redis_fence_ttl_ms;

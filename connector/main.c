@@ -141,8 +141,14 @@ int main(int argc, char **argv) {
                 return 1;
         }
         int rc = krib_pipeline_run(p);
+        /* Interrupted without a stop signal: the pipeline gave up (out of
+         * memory). A supervisor must see a failure, not a clean exit. */
+        int fatal = rc && !stop_requested;
         krib_pipeline_destroy(p);
-        krib_log_info("main", "msg=\"stopped\" drained=%s", rc ? "no" : "yes");
+        if (fatal)
+                krib_log_error("main", "msg=\"stopped on an internal error (see above); exit 1\"");
+        else
+                krib_log_info("main", "msg=\"stopped\" drained=%s", rc ? "no" : "yes");
         krib_conf_destroy(&conf);
-        return 0;
+        return fatal ? 1 : 0;
 }

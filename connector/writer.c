@@ -598,6 +598,17 @@ static int mode_of(const krib_wop_t *op) {
         return op->kind == KRIB_WOP_UNLINK ? MODE_PLAIN : is_fenced(op) ? MODE_FENCED : MODE_FANOUT;
 }
 
+/* About what an op adds to its command: key, fence key, value, vector. */
+static size_t op_bytes(const krib_wop_t *op) {
+        size_t n = 2 * op->len + 48;
+        if (op->ev && op->kind != KRIB_WOP_UNLINK) {
+                n += op->kind == KRIB_WOP_UPSERT ? op->ev->value.len : 0;
+                for (size_t v = 0; v < op->ev->version_count; v++)
+                        n += op->ev->version[v].origin.len + 32;
+        }
+        return n;
+}
+
 /* Whether order[i..j) holds work that needs memory (anything but UNLINK). */
 static int has_fenced(const krib_wop_t *ops, const uint32_t *order, size_t i, size_t j) {
         for (size_t x = i; x < j; x++)
@@ -1058,6 +1069,7 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
         }
         unsigned attempt = 0, redirect_rounds = 0;
         const size_t max_keys = (size_t)w->conf->redis_max_keys_per_command;
+        const size_t max_bytes = (size_t)w->conf->redis_max_command_bytes;
 
         while (npend) {
                 int64_t now = krib_clock_mono_us();
@@ -1160,9 +1172,15 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                                 int fenced = mode == MODE_FENCED;
                                 size_t end = bound[mode];
                                 size_t b = a + 1;
-                                if (mode != MODE_FANOUT && !w->solo[w->order[a]])
-                                        while (b < end && b - a < max_keys && !w->solo[w->order[b]])
+                                if (mode != MODE_FANOUT && !w->solo[w->order[a]]) {
+                                        /* Cut by keys and by bytes: one huge command
+                                         * holds the node (and its replica link). */
+                                        size_t bytes = op_bytes(&ops[w->order[a]]);
+                                        while (b < end && b - a < max_keys &&
+                                               !w->solo[w->order[b]] &&
+                                               (bytes += op_bytes(&ops[w->order[b]])) <= max_bytes)
                                                 b++;
+                                }
                                 if (fenced && w->conns[conn].script < 0) {
                                         fail_cmd(w, &w->conns[conn], ops, &w->order[a],
                                                  (uint32_t)(b - a), status,

@@ -163,6 +163,13 @@ static void start_standalone(void) {
         start("standalone");
 }
 
+static void start_small_commands(void) {
+        static char bytes_env[] = "KRIB_REDIS_MAX_COMMAND_BYTES=1024";
+        extra_env = bytes_env;
+        start("standalone");
+        extra_env = NULL;
+}
+
 static void start_waiting(void) {
         static char wait_env[] = "KRIB_REDIS_WAIT_REPLICAS=1";
         extra_env = wait_env;
@@ -514,6 +521,24 @@ START_TEST(wait_never_satisfied_keeps_keys_pending) {
 }
 END_TEST
 
+/* Chunks are cut by bytes too (issue 10, item 12): ten 200-byte keys of
+ * one slot, at most 1024 bytes per command, go two per UNLINK. */
+START_TEST(commands_are_cut_by_bytes) {
+        static char keys[10][256];
+        krib_wop_t ops[10];
+        for (int i = 0; i < 10; i++) {
+                int l = snprintf(keys[i], sizeof(keys[i]), "{t}%0197d", i);
+                ops[i] = (krib_wop_t){keys[i], (size_t)l, KRIB_WOP_UNLINK, NULL};
+        }
+        uint8_t st[10];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 10, st), 0);
+        for (int i = 0; i < 10; i++)
+                ck_assert_int_eq(st[i], KRIB_WOP_OK);
+        ck_assert_int_eq(unlinks_seen, 5);
+        ck_assert_uint_eq(krib_writer_stats(w)->round_trips, 1); /* still one flush */
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("writer");
         TCase *tc = tcase_create("standalone");
@@ -531,6 +556,11 @@ Suite *make_suite(void) {
         tcase_add_test(tc, script_error_fails_only_the_offender);
         tcase_add_test(tc, probes_never_shift_replies);
         tcase_add_test(tc, sync_command_refused_while_replies_pending);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("command_bytes");
+        tcase_add_checked_fixture(tc, start_small_commands, stop);
+        tcase_set_timeout(tc, 20);
+        tcase_add_test(tc, commands_are_cut_by_bytes);
         suite_add_tcase(s, tc);
         tc = tcase_create("wait_replicas");
         tcase_add_checked_fixture(tc, start_waiting, stop);
