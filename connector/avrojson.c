@@ -151,7 +151,8 @@ int krib_avrojson_decimal(const unsigned char *b, size_t n, int scale, char *out
                 return -1;
         unsigned char mag[DECIMAL_MAX_BYTES];
         int neg = n && (b[0] & 0x80);
-        memcpy(mag, b, n);
+        if (n)
+                memcpy(mag, b, n);
         if (neg) { /* two's complement: invert, add one */
                 for (size_t i = 0; i < n; i++)
                         mag[i] = (unsigned char)~mag[i];
