@@ -45,9 +45,9 @@ export KRIB_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export KRIB_REDIS_NODES="127.0.0.1:${REDIS_CLUSTER_PORTS[0]},127.0.0.1:${REDIS_CLUSTER_PORTS[1]},127.0.0.1:${REDIS_CLUSTER_PORTS[2]}"
 
 # Every listening port stays below 32768 (Linux's ephemeral range starts
-# there) for KRIB_PORT_BASE up to 32300.
+# there) for KRIB_PORT_BASE up to 32454.
 bus_port() { echo $(($1 + 200)); }
-((KRIB_PORT_BASE + 313 < 32768)) || { echo "KRIB_PORT_BASE=$KRIB_PORT_BASE puts ports in the ephemeral range (max 32300)" >&2; exit 1; }
+((KRIB_PORT_BASE + 313 < 32768)) || { echo "KRIB_PORT_BASE=$KRIB_PORT_BASE puts ports in the ephemeral range (max 32454)" >&2; exit 1; }
 
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
