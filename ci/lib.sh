@@ -2,7 +2,9 @@
 # Ports derive from one base so two checkouts can run side by side:
 #   KRIB_PORT_BASE=19000 (default) -> Kafka 19092, controller 19093,
 #   Redis Cluster 19100-19105 (cluster bus ports +200: 19300-19305, and
-#   19311-19313 for the TLS cluster), standalone Redis 19110,
+#   19311-19313 for the TLS cluster), standalone Redis 19110, a one-node
+#   cluster the LOADING test starts itself 19106 (bus 19306), the tests'
+#   schema registry 19143,
 #   krib metrics 19120 (demo) and 19121 (tests), Prometheus 19130 (demo),
 #   Kafka SASL_SSL/SCRAM listener 19096, PostgreSQL 19054 and Kafka Connect
 #   REST 19083 (Debezium, `ci/services cdc-up`), TLS Redis Cluster 19161-19163 (plain 19111-19113),

@@ -620,7 +620,7 @@ END_TEST
 /* ---- a master that restarts and loads its data (issue 10, item 1) ------ */
 
 static int loading_port(void) {
-        return port_base() + 150; /* bus port + 200 */
+        return port_base() + 106; /* bus port + 200: 306 */
 }
 
 static void loading_redis_start(const char *dir, int delay_us) {
