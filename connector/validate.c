@@ -89,16 +89,29 @@ int krib_validate_event(const krib_event_t *ev, char *errstr, size_t errstr_size
         return 0;
 }
 
+/* Keys or tags: how many, and how long each (what: "key" or "tag"). */
+static int check_strs(const krib_event_t *ev, const krib_str_t *v, size_t n, const char *what,
+                      const krib_limits_t *lim, char *errstr, size_t errstr_size) {
+        if (n > lim->max_keys)
+                return fail(errstr, errstr_size,
+                            "event %s names %zu %ss, more than limits.max_keys_per_event (%zu)",
+                            ENT(ev), n, what, lim->max_keys);
+        size_t max =
+                lim->max_key_bytes < KRIB_KEY_MAX_BYTES ? lim->max_key_bytes : KRIB_KEY_MAX_BYTES;
+        for (size_t i = 0; i < n; i++)
+                if (v[i].len > max)
+                        return fail(errstr, errstr_size,
+                                    "event %s: %s %zu has %zu bytes, more than "
+                                    "limits.max_key_bytes (%zu)",
+                                    ENT(ev), what, i, v[i].len, max);
+        return 0;
+}
+
 int krib_validate_limits(const krib_event_t *ev, const krib_limits_t *lim, char *errstr,
                          size_t errstr_size) {
-        if (ev->key_count > lim->max_keys)
-                return fail(errstr, errstr_size,
-                            "event %s names %zu keys, more than limits.max_keys_per_event (%zu)",
-                            ENT(ev), ev->key_count, lim->max_keys);
-        if (ev->tag_count > lim->max_keys)
-                return fail(errstr, errstr_size,
-                            "event %s names %zu tags, more than limits.max_keys_per_event (%zu)",
-                            ENT(ev), ev->tag_count, lim->max_keys);
+        if (check_strs(ev, ev->keys, ev->key_count, "key", lim, errstr, errstr_size) ||
+            check_strs(ev, ev->tags, ev->tag_count, "tag", lim, errstr, errstr_size))
+                return -1;
         if (ev->version_count > lim->max_origins)
                 return fail(errstr, errstr_size,
                             "event %s has %zu version origins, more than limits.max_origins (%zu)",
@@ -116,20 +129,6 @@ int krib_validate_limits(const krib_event_t *ev, const krib_limits_t *lim, char 
                                             ENT(ev),
                                             krib_log_esc(ev->version[i].origin.s,
                                                          ev->version[i].origin.len));
-        size_t max =
-                lim->max_key_bytes < KRIB_KEY_MAX_BYTES ? lim->max_key_bytes : KRIB_KEY_MAX_BYTES;
-        for (size_t i = 0; i < ev->key_count; i++)
-                if (ev->keys[i].len > max)
-                        return fail(errstr, errstr_size,
-                                    "event %s: key %zu has %zu bytes, more than "
-                                    "limits.max_key_bytes (%zu)",
-                                    ENT(ev), i, ev->keys[i].len, max);
-        for (size_t i = 0; i < ev->tag_count; i++)
-                if (ev->tags[i].len > max)
-                        return fail(errstr, errstr_size,
-                                    "event %s: tag %zu has %zu bytes, more than "
-                                    "limits.max_key_bytes (%zu)",
-                                    ENT(ev), i, ev->tags[i].len, max);
         return 0;
 }
 
