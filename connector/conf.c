@@ -3,6 +3,7 @@
 #include "route.h"
 #include "topo.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -182,7 +183,9 @@ static const row_t rows[] = {
          "event is rejected.",
          0},
         {"metrics.address", T_STR, F(metrics_address), "127.0.0.1", 0, 0, NULL,
-         "IPv4 address of the /metrics, /healthz and /readyz endpoints.", 0},
+         "IPv4 or IPv6 address of the /metrics, /healthz and /readyz endpoints (\"::\" or "
+         "\"0.0.0.0\": all; \"::\" serves IPv4 too).",
+         0},
         {"metrics.port", T_INT, F(metrics_port), "9464", 0, 65535, NULL,
          "Port of the HTTP endpoints (0: none).", 0},
         {"log.level", T_ENUM, F(log_level), "info", 0, 0, log_levels, "error|warn|info|debug.", 0},
@@ -244,6 +247,10 @@ static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *er
                 char *end;
                 errno = 0;
                 long long v = strtoll(val, &end, 10);
+                if (errno == ERANGE) {
+                        errf(errstr, size, "%s: %s does not fit in 64 bits", r->name, val);
+                        return -1;
+                }
                 if (errno || end == val || *end) {
                         errf(errstr, size, "%s: '%s' is not an integer", r->name, val);
                         return -1;
@@ -333,6 +340,49 @@ static const row_t *row_find(const char *name) {
         return NULL;
 }
 
+/* libconfig 1.5 reads an integer literal that does not fit in 32 bits (and
+ * has no L suffix) wrapped, or as -1: 9999999999 becomes 1410065407. So an
+ * integer is taken again from its source line, exactly. Writes the literal
+ * (digits, sign, 0x, without the L suffix) into out; 0 when found. */
+static int raw_integer(const char *file, int line, const char *name, char *out, size_t size) {
+        FILE *fp = file ? fopen(file, "r") : NULL;
+        if (!fp || line < 1) {
+                if (fp)
+                        fclose(fp);
+                return -1;
+        }
+        char buf[4096];
+        int n = 0, found = -1;
+        while (fgets(buf, sizeof(buf), fp) && ++n < line)
+                ;
+        fclose(fp);
+        if (n != line)
+                return -1;
+        size_t nl = strlen(name);
+        for (const char *p = buf; (p = strstr(p, name)); p += nl) {
+                int word_start = p == buf || !(isalnum((unsigned char)p[-1]) || p[-1] == '_');
+                const char *q = p + nl;
+                if (!word_start || isalnum((unsigned char)*q) || *q == '_')
+                        continue;
+                while (*q == ' ' || *q == '\t')
+                        q++;
+                if (*q != '=' && *q != ':')
+                        continue;
+                q++;
+                while (*q == ' ' || *q == '\t')
+                        q++;
+                size_t k = 0;
+                if (*q == '-' || *q == '+')
+                        out[k++] = *q++;
+                while ((isxdigit((unsigned char)*q) || *q == 'x' || *q == 'X') && k + 1 < size)
+                        out[k++] = *q++;
+                out[k] = '\0';
+                found = k ? 0 : -1;
+                break;
+        }
+        return found;
+}
+
 /* Sets a row from a libconfig setting, checking its type. */
 static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, const char *file,
                        char *errstr, size_t size) {
@@ -352,6 +402,21 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
                         goto wrong_type;
                 snprintf(num, sizeof(num), "%lld", config_setting_get_int64(s));
                 text = num;
+                char raw[64];
+                const char *src = config_setting_source_file(s);
+                if (!raw_integer(src ? src : file, line, config_setting_name(s), raw,
+                                 sizeof(raw))) {
+                        char *end;
+                        errno = 0;
+                        long long v = strtoll(raw, &end, strncasecmp(raw, "0x", 2) ? 10 : 16);
+                        if (errno == ERANGE) {
+                                errf(errstr, size, "%s:%d: %s: %s does not fit in 64 bits", file,
+                                     line, r->name, raw);
+                                return -1;
+                        }
+                        if (!*end && v != config_setting_get_int64(s))
+                                snprintf(num, sizeof(num), "%lld", v);
+                }
                 break;
         case T_BOOL:
                 if (type != CONFIG_TYPE_BOOL)
@@ -565,6 +630,13 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
         }
         if (!conf->redis_nodes.n) {
                 errf(errstr, errstr_size, "redis.nodes: at least one node is required");
+                return -1;
+        }
+        unsigned char ip[16];
+        if (inet_pton(AF_INET, conf->metrics_address, ip) != 1 &&
+            inet_pton(AF_INET6, conf->metrics_address, ip) != 1) {
+                errf(errstr, errstr_size, "metrics.address: '%s' is not an IPv4 or IPv6 address",
+                     conf->metrics_address);
                 return -1;
         }
         if (conf->redis_wait_replicas &&

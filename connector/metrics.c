@@ -343,18 +343,29 @@ krib_metrics_t *krib_metrics_new(const char *address, int port, char *errstr, si
         if (!port)
                 return m;
         struct sockaddr_in sa;
+        struct sockaddr_in6 sa6;
         memset(&sa, 0, sizeof(sa));
+        memset(&sa6, 0, sizeof(sa6));
         sa.sin_family = AF_INET;
         sa.sin_port = htons((uint16_t)port);
+        sa6.sin6_family = AF_INET6;
+        sa6.sin6_port = htons((uint16_t)port);
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+        struct sockaddr *addr = (struct sockaddr *)&sa;
         if (inet_pton(AF_INET, address, &sa.sin_addr) != 1) {
-                snprintf(errstr, errstr_size, "metrics.address: '%s' is not an IPv4 address",
-                         address);
-                krib_metrics_destroy(m);
-                return NULL;
+                if (inet_pton(AF_INET6, address, &sa6.sin6_addr) != 1) {
+                        snprintf(errstr, errstr_size,
+                                 "metrics.address: '%s' is not an IPv4 or IPv6 address", address);
+                        krib_metrics_destroy(m);
+                        return NULL;
+                }
+                addr = (struct sockaddr *)&sa6;
+                /* "::" serves IPv4 clients too, as operators expect of it. */
+                flags |=
+                        IN6_IS_ADDR_UNSPECIFIED(&sa6.sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
         }
-        m->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-                                     (uint16_t)port, NULL, NULL, handle, m, MHD_OPTION_SOCK_ADDR,
-                                     (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT,
+        m->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, m,
+                                     MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_CONNECTION_TIMEOUT,
                                      (unsigned int)10, MHD_OPTION_END);
         if (!m->daemon) {
                 snprintf(errstr, errstr_size, "cannot listen on %s:%d for metrics", address, port);

@@ -473,6 +473,26 @@ krib_routes_t *krib_routes_parse(const config_setting_t *list, const char *file,
                 if (route_parse(&rs->r[i], config_setting_get_elem(list, (unsigned)i), i, file,
                                 errstr, errstr_size))
                         goto fail;
+                /* The first matching route takes a topic: a later route that
+                 * names one an earlier route already claims would never see
+                 * it. (Two regexes that overlap cannot be told apart here.) */
+                krib_routes_t earlier = {rs->r, i};
+                for (size_t t = 0; t < rs->r[i].ntopics; t++) {
+                        const char *topic = rs->r[i].topics[t];
+                        const krib_route_t *m =
+                                topic[0] == '^' ? NULL : krib_routes_match(&earlier, topic);
+                        if (m) {
+                                errf(errstr, errstr_size,
+                                     "%s:%d: %s: topic %s is already claimed by route %s (the "
+                                     "first matching route takes a topic, so this one would "
+                                     "never see it)",
+                                     file,
+                                     config_setting_source_line(
+                                             config_setting_get_elem(list, (unsigned)i)),
+                                     rs->r[i].name, topic, m->name);
+                                goto fail;
+                        }
+                }
         }
         return rs;
 fail:

@@ -101,6 +101,24 @@ START_TEST(out_of_range_has_line) {
 }
 END_TEST
 
+/* libconfig 1.5 wraps integer literals beyond 32 bits (9999999999 reads as
+ * 1410065407, 99999999999999999999 as -1): the message must name the value
+ * written (issue 12, item 1). */
+START_TEST(big_numbers_are_read_exactly) {
+        ck_assert_int_eq(load("redis = {\n  command_timeout_ms = 9999999999;\n};\n"), -1);
+        assert_err_at(2, "redis.command_timeout_ms: 9999999999 is outside [1, 600000]");
+        ck_assert_int_eq(load("redis = {\n  command_timeout_ms = 99999999999999999999;\n};\n"), -1);
+        assert_err_at(2, "99999999999999999999 does not fit in 64 bits");
+        ck_assert_int_eq(
+                load("redis = { fence_ttl_ms = 5000000000; command_timeout_ms = 0x10; };\n"), 0);
+        ck_assert_int_eq(conf.redis_fence_ttl_ms, 5000000000LL);
+        ck_assert_int_eq(conf.redis_command_timeout_ms, 16);
+        char *env[] = {"KRIB_REDIS_FENCE_TTL_MS=99999999999999999999", NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), -1);
+        ck_assert_ptr_nonnull(strstr(err, "does not fit in 64 bits"));
+}
+END_TEST
+
 START_TEST(bad_enum_has_line) {
         ck_assert_int_eq(load("redis = { mode = \"sentinel\"; };\n"), -1);
         assert_err_at(1, "not one of cluster, standalone");
@@ -160,6 +178,14 @@ START_TEST(finalize_checks) {
         krib_conf_load_env(&conf, env3, NULL, 0, err, sizeof(err));
         ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
         ck_assert_ptr_nonnull(strstr(err, "'novalue' is not name=value"));
+        /* metrics.address: IPv4 or IPv6 ("::" too), never a name. */
+        char *env4[] = {"KRIB_KAFKA_PROPERTIES=", "KRIB_METRICS_ADDRESS=localhost", NULL};
+        krib_conf_load_env(&conf, env4, NULL, 0, err, sizeof(err));
+        ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
+        ck_assert_ptr_nonnull(strstr(err, "metrics.address: 'localhost'"));
+        char *env5[] = {"KRIB_METRICS_ADDRESS=::", NULL};
+        krib_conf_load_env(&conf, env5, NULL, 0, err, sizeof(err));
+        ck_assert_msg(krib_conf_finalize(&conf, err, sizeof(err)) == 0, "%s", err);
 }
 END_TEST
 
@@ -233,6 +259,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, unknown_group_has_line);
         tcase_add_test(tc, wrong_type_has_line);
         tcase_add_test(tc, out_of_range_has_line);
+        tcase_add_test(tc, big_numbers_are_read_exactly);
         tcase_add_test(tc, bad_enum_has_line);
         tcase_add_test(tc, list_of_non_strings);
         tcase_add_test(tc, missing_file);

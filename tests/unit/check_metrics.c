@@ -76,6 +76,29 @@ START_TEST(health_rules) {
 }
 END_TEST
 
+/* The endpoints listen on IPv6 too; "::" serves IPv4 clients as well. */
+START_TEST(listens_on_ipv6) {
+        char err[256];
+        int port = 0;
+        krib_metrics_t *m = NULL;
+        for (int p = 29471; p < 29491 && !m; p++) /* below the ephemeral range */
+                if ((m = krib_metrics_new("::", p, err, sizeof(err))))
+                        port = p;
+        ck_assert_msg(m != NULL, "%s", err);
+        char cmd[160], out[64] = "";
+        snprintf(cmd, sizeof(cmd),
+                 "curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/healthz", port);
+        FILE *fp = popen(cmd, "r");
+        ck_assert_ptr_nonnull(fp);
+        ck_assert_ptr_nonnull(fgets(out, sizeof(out), fp));
+        pclose(fp);
+        ck_assert_msg(strcmp(out, "000"), "nothing answered on 127.0.0.1 for '::'");
+        krib_metrics_destroy(m);
+        ck_assert_ptr_null(krib_metrics_new("not-an-ip", port, err, sizeof(err)));
+        ck_assert_ptr_nonnull(strstr(err, "IPv4 or IPv6"));
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *su = suite_create("metrics");
         TCase *tc = tcase_create("render");
@@ -83,6 +106,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, renders_families_and_values);
         tcase_add_test(tc, latency_buckets_are_cumulative);
         tcase_add_test(tc, health_rules);
+        tcase_add_test(tc, listens_on_ipv6);
         suite_add_tcase(su, tc);
         return su;
 }

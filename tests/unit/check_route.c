@@ -345,6 +345,13 @@ START_TEST(config_errors_name_file_and_line) {
                 {"routes = ( { topics = [\"t\"]; keys = [\"${id}\"]; format = \"xml\"; } );",
                  "format 'xml' is not supported (debezium-json, debezium-avro)"},
                 {"routes = \"users\";", "routes must be a list"},
+                /* A topic an earlier route already takes (by name or regex). */
+                {"routes = ( { name = \"a\"; topics = [\"t\"]; keys = [\"${id}\"]; },\n"
+                 "  { name = \"b\"; topics = [\"u\", \"t\"]; keys = [\"${id}\"]; } );",
+                 "krib.conf:2: b: topic t is already claimed by route a"},
+                {"routes = ( { name = \"a\"; topics = [\"^pg[.].*\"]; keys = [\"${id}\"]; },\n"
+                 "  { name = \"b\"; topics = [\"pg.users\"]; keys = [\"${id}\"]; } );",
+                 "topic pg.users is already claimed by route a"},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
                 char err[512] = "";
