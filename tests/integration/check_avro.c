@@ -82,14 +82,9 @@ START_TEST(confluent_avro_from_the_official_client) {
         itest_names_t nm;
         itest_names(&nm, "avro");
         char dlq[160], conf[300], store[300];
-        snprintf(dlq, sizeof(dlq), "%s-dlq", nm.topic);
         snprintf(store, sizeof(store), "/tmp/%s-registry.json", nm.topic);
         unlink(store);
-        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "3", NULL};
-        itest_loadgen(create);
-        const char *create_dlq[] = {"create", "--topic", dlq, "--partitions", "1", NULL};
-        itest_loadgen(create_dlq);
-        snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
+        itest_topic_with_dlq(&nm, 3, dlq, sizeof(dlq), conf, sizeof(conf));
         itest_write_conf(conf, nm.group, NULL,
                          "registry = { url = \"http://127.0.0.1:%d\"; timeout_ms = 1000; };\n"
                          "dlq = { topic = \"%s\"; };\n"
@@ -199,14 +194,9 @@ START_TEST(numeric_primary_keys_and_bytea) {
         itest_names_t nm;
         itest_names(&nm, "avronum");
         char dlq[160], conf[300], store[300];
-        snprintf(dlq, sizeof(dlq), "%s-dlq", nm.topic);
         snprintf(store, sizeof(store), "/tmp/%s-registry.json", nm.topic);
         unlink(store);
-        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
-        itest_loadgen(create);
-        const char *create_dlq[] = {"create", "--topic", dlq, "--partitions", "1", NULL};
-        itest_loadgen(create_dlq);
-        snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
+        itest_topic_with_dlq(&nm, 1, dlq, sizeof(dlq), conf, sizeof(conf));
         itest_write_conf(
                 conf, nm.group, NULL,
                 "registry = { url = \"http://127.0.0.1:%d\"; timeout_ms = 1000; };\n"

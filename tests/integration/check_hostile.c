@@ -42,12 +42,7 @@ static void caught_up(void) {
  * topic, metrics on the test port. */
 static pid_t start(const char *what) {
         itest_names(&nm, what);
-        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
-        itest_loadgen(create);
-        snprintf(dlq, sizeof(dlq), "%s-dlq", nm.topic);
-        const char *create_dlq[] = {"create", "--topic", dlq, "--partitions", "1", NULL};
-        itest_loadgen(create_dlq);
-        snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
+        itest_topic_with_dlq(&nm, 1, dlq, sizeof(dlq), conf, sizeof(conf));
         itest_write_conf(conf, nm.group, nm.topic, "dlq = { topic = \"%s\"; };\n", dlq);
         snprintf(body, sizeof(body), "%s.metrics", nm.log);
         return 0;
@@ -319,12 +314,7 @@ END_TEST
  * dead-lettered (issue 10, item 14). */
 START_TEST(write_through_defect_invalidates_then_dead_letters) {
         itest_names(&nm, "wtdefect");
-        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
-        itest_loadgen(create);
-        snprintf(dlq, sizeof(dlq), "%s-dlq", nm.topic);
-        const char *create_dlq[] = {"create", "--topic", dlq, "--partitions", "1", NULL};
-        itest_loadgen(create_dlq);
-        snprintf(conf, sizeof(conf), "/tmp/%s.conf", nm.topic);
+        itest_topic_with_dlq(&nm, 1, dlq, sizeof(dlq), conf, sizeof(conf));
         snprintf(body, sizeof(body), "%s.metrics", nm.log);
         itest_write_conf(conf, nm.group, NULL,
                          "dlq = { topic = \"%s\"; };\n"

@@ -491,3 +491,15 @@ double itest_metric(const char *path, const char *n1, const char *n2) {
                 fclose(fp);
         return sum;
 }
+
+void itest_topic_with_dlq(const itest_names_t *n, int nparts, char *dlq, size_t dlq_size,
+                          char *conf, size_t conf_size) {
+        char parts[16];
+        snprintf(parts, sizeof(parts), "%d", nparts);
+        const char *create[] = {"create", "--topic", n->topic, "--partitions", parts, NULL};
+        itest_loadgen(create);
+        snprintf(dlq, dlq_size, "%s-dlq", n->topic);
+        const char *create_dlq[] = {"create", "--topic", dlq, "--partitions", "1", NULL};
+        itest_loadgen(create_dlq);
+        snprintf(conf, conf_size, "/tmp/%s.conf", n->topic);
+}

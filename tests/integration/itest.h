@@ -107,6 +107,12 @@ typedef struct {
 
 void itest_names(itest_names_t *n, const char *what);
 
+/* Creates n->topic (nparts partitions) and its dead-letter topic
+ * "<topic>-dlq" (1 partition), and names the test's config file
+ * "/tmp/<topic>.conf"; both names are written to dlq and conf. */
+void itest_topic_with_dlq(const itest_names_t *n, int nparts, char *dlq, size_t dlq_size,
+                          char *conf, size_t conf_size);
+
 /* How many of the keys "<prefix>:{i}:k<j>" (i < count, j < k) exist. */
 long itest_count_keys(const itest_names_t *n, const char *redis, long count, long k);
 
