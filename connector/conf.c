@@ -163,7 +163,17 @@ static const row_t rows[] = {
         {"pipeline.batch_max_bytes", T_INT, F(pipeline_batch_max_bytes), "16777216", 1024,
          1073741824, NULL, "Message bytes gathered before a batch is written.", 0},
         {"pipeline.linger_ms", T_INT, F(pipeline_linger_ms), "5", 0, 10000, NULL,
-         "Longest wait for a batch to fill.", 0},
+         "Longest wait for a batch to fill while earlier batches are in flight (with none in "
+         "flight a batch is written at once).",
+         0},
+        {"pipeline.max_in_flight_events", T_INT, F(pipeline_max_in_flight_events), "40000", 1,
+         100000000, NULL,
+         "Events read and not yet finished, over all batches in flight; at the bound the "
+         "partitions are paused until Redis catches up.",
+         0},
+        {"pipeline.max_in_flight_bytes", T_INT, F(pipeline_max_in_flight_bytes), "67108864",
+         1024, 68719476736, NULL,
+         "Message bytes read and not yet finished, over all batches in flight.", 0},
         {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0,
          3600000, NULL, "On SIGTERM, how long unacknowledged writes may still be retried.", 0},
         {"reorder.max_entities", T_INT, F(reorder_max_entities), "262144", 1, 1000000000, NULL,

@@ -59,6 +59,7 @@ typedef struct krib_conf {
 
         int64_t pipeline_batch_max_events;
         int64_t pipeline_linger_ms;
+        int64_t pipeline_max_in_flight_events, pipeline_max_in_flight_bytes;
         int64_t pipeline_batch_max_bytes;
         int64_t pipeline_shutdown_timeout_ms;
         int64_t reorder_max_entities;

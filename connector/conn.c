@@ -439,6 +439,71 @@ redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...) {
         return r;
 }
 
+int krib_conn_fd(const krib_conn_t *c) {
+        return c->fd;
+}
+
+int krib_conn_recv(krib_conn_t *c) {
+        char buf[65536];
+        ssize_t n;
+        if (c->ssl) {
+                /* The socket blocks (bounded by its timeout): only read when
+                 * a record has started to arrive or is already buffered. */
+                if (SSL_pending(c->ssl) <= 0) {
+                        struct pollfd p = {c->fd, POLLIN, 0};
+                        if (poll(&p, 1, 0) <= 0)
+                                return 0;
+                }
+                int k = SSL_read(c->ssl, buf, sizeof(buf));
+                if (k <= 0) {
+                        int e = SSL_get_error(c->ssl, k);
+                        if (e == SSL_ERROR_WANT_READ)
+                                return 0;
+                        if (e == SSL_ERROR_ZERO_RETURN)
+                                snprintf(c->err, sizeof(c->err), "Server closed the connection");
+                        else if (e == SSL_ERROR_SYSCALL)
+                                tls_failure(c, "TLS read");
+                        else
+                                ssl_err(c->err, sizeof(c->err), "TLS read");
+                        return -1;
+                }
+                n = k;
+        } else {
+                do
+                        n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+                while (n < 0 && errno == EINTR);
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                        return 0;
+                if (n == 0) {
+                        snprintf(c->err, sizeof(c->err), "Server closed the connection");
+                        return -1;
+                }
+                if (n < 0) {
+                        io_error(c, "read", errno);
+                        return -1;
+                }
+        }
+        if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
+                snprintf(c->err, sizeof(c->err), "protocol error");
+                return -1;
+        }
+        return (int)n;
+}
+
+int krib_conn_reply(krib_conn_t *c, redisReply **out) {
+        void *r = NULL;
+        if (redisReaderGetReply(c->reader, &r) != REDIS_OK) {
+                snprintf(c->err, sizeof(c->err), "protocol error: %s", c->reader->errstr);
+                return -1;
+        }
+        if (!r)
+                return 0;
+        *out = r;
+        if (c->inflight)
+                c->inflight--;
+        return 1;
+}
+
 uint64_t krib_conn_inflight(const krib_conn_t *c) {
         return c->inflight;
 }

@@ -55,6 +55,19 @@ int krib_conn_read(krib_conn_t *c, redisReply **out);
  * await their replies. */
 redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...);
 
+/* The socket, for poll(). */
+int krib_conn_fd(const krib_conn_t *c);
+
+/* Reads what has arrived, without waiting (a TLS record that has started
+ * to arrive is read to its end, bounded by the I/O timeout). Returns the
+ * bytes read, 0 when nothing was there, -1 with the connection unusable. */
+int krib_conn_recv(krib_conn_t *c);
+
+/* The next complete reply among the bytes received so far, without I/O:
+ * 1 and *out (free with freeReplyObject), 0 when none is complete yet, -1
+ * on a protocol error. */
+int krib_conn_reply(krib_conn_t *c, redisReply **out);
+
 /* Commands appended whose replies were not read yet. */
 uint64_t krib_conn_inflight(const krib_conn_t *c);
 

@@ -1,8 +1,10 @@
 #include "consumer.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "route.h"
@@ -18,6 +20,12 @@ struct krib_consumer {
         const krib_conf_t *conf;
         krib_consumer_hooks_t hooks;
         unsigned long rebalances;
+        /* A revoke waiting for the pipeline loop (krib_consumer_revoking). */
+        rd_kafka_topic_partition_list_t *revoking;
+        int revoke_lost;
+        int closing;
+        rd_kafka_queue_t *queue; /* the consumer queue, for its wake-up pipe */
+        int wake[2];
 };
 
 int krib_consumer_parse_stats(const char *json, size_t len, krib_partition_lag_t *out, int max) {
@@ -109,6 +117,21 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               "msg=\"partitions revoked\" lost=%d count=%d "
                               "partitions=%s",
                               lost, parts->cnt, list);
+                if (!c->closing) {
+                        /* Only recorded: the pipeline loop finishes or gives
+                         * up these partitions' work between its steps, then
+                         * krib_consumer_revoke_done() commits and releases
+                         * them (librdkafka holds the rebalance until then). */
+                        if (!c->revoking)
+                                c->revoking = rd_kafka_topic_partition_list_copy(parts);
+                        else
+                                for (int i = 0; i < parts->cnt; i++)
+                                        rd_kafka_topic_partition_list_add(
+                                                c->revoking, parts->elems[i].topic,
+                                                parts->elems[i].partition);
+                        c->revoke_lost |= lost;
+                        return;
+                }
                 if (c->hooks.on_revoke)
                         c->hooks.on_revoke(c->hooks.opaque, parts, lost);
                 if (!lost)
@@ -207,6 +230,14 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
         }
         kc = NULL;
         rd_kafka_poll_set_consumer(c->rk);
+        /* The pipeline loop waits in poll(): librdkafka writes to this pipe
+         * when the consumer queue gets something (messages, rebalances). */
+        c->wake[0] = c->wake[1] = -1;
+        if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) || !(c->queue = rd_kafka_queue_get_consumer(c->rk))) {
+                snprintf(errstr, errstr_size, "cannot set up the consumer's wake-up pipe");
+                goto fail;
+        }
+        rd_kafka_queue_io_event_enable(c->queue, c->wake[1], "1", 1);
         /* kafka.topics and every route's topics. */
         char **rt = NULL;
         size_t nrt = 0;
@@ -232,10 +263,56 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
 fail:
         if (kc)
                 rd_kafka_conf_destroy(kc);
+        if (c->queue)
+                rd_kafka_queue_destroy(c->queue);
         if (c->rk)
                 rd_kafka_destroy(c->rk);
+        for (int i = 0; i < 2; i++)
+                if (c->wake[i] > 0)
+                        close(c->wake[i]);
         free(c);
         return NULL;
+}
+
+int krib_consumer_wakeup_fd(const krib_consumer_t *c) {
+        return c->wake[0];
+}
+
+void krib_consumer_wakeup_clear(krib_consumer_t *c) {
+        char buf[64];
+        while (read(c->wake[0], buf, sizeof(buf)) > 0)
+                ;
+}
+
+const rd_kafka_topic_partition_list_t *krib_consumer_revoking(const krib_consumer_t *c,
+                                                              int *lost) {
+        if (lost)
+                *lost = c->revoke_lost;
+        return c->revoking;
+}
+
+void krib_consumer_revoke_done(krib_consumer_t *c) {
+        if (!c->revoking)
+                return;
+        if (!c->revoke_lost)
+                krib_consumer_commit(c);
+        rd_kafka_error_t *error = NULL;
+        rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (!strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE"))
+                error = rd_kafka_incremental_unassign(c->rk, c->revoking);
+        else
+                aerr = rd_kafka_assign(c->rk, NULL);
+        if (error) {
+                krib_log_error("consumer", "msg=\"incremental unassign failed\" error=\"%s\"",
+                               rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+        } else if (aerr) {
+                krib_log_error("consumer", "msg=\"unassign failed\" error=\"%s\"",
+                               rd_kafka_err2str(aerr));
+        }
+        rd_kafka_topic_partition_list_destroy(c->revoking);
+        c->revoking = NULL;
+        c->revoke_lost = 0;
 }
 
 rd_kafka_message_t *krib_consumer_poll(krib_consumer_t *c, int timeout_ms) {
@@ -266,12 +343,21 @@ int krib_consumer_commit(krib_consumer_t *c) {
 void krib_consumer_close(krib_consumer_t *c) {
         if (!c)
                 return;
+        c->closing = 1;
+        if (c->revoking) {
+                if (c->hooks.on_revoke)
+                        c->hooks.on_revoke(c->hooks.opaque, c->revoking, c->revoke_lost);
+                krib_consumer_revoke_done(c);
+        }
         krib_consumer_commit(c);
         rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
         if (err)
                 krib_log_warn("consumer", "msg=\"consumer close\" error=\"%s\"",
                               rd_kafka_err2str(err));
+        rd_kafka_queue_destroy(c->queue);
         rd_kafka_destroy(c->rk);
+        close(c->wake[0]);
+        close(c->wake[1]);
         free(c);
 }
 

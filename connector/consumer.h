@@ -5,10 +5,13 @@
  * background auto-commit sends what was stored. The assignment strategy is
  * cooperative-sticky unless kafka.properties says otherwise.
  *
- * Rebalances run inside krib_consumer_poll() on the pipeline thread: before
- * partitions are let go, hooks.on_revoke() lets the pipeline finish its
- * in-flight work and store offsets; then stored offsets are committed
- * synchronously (unless the assignment was lost) and the partitions released.
+ * Rebalance callbacks run inside krib_consumer_poll() on the pipeline
+ * thread and only record: an assignment is taken at once (hooks.on_assign
+ * counts it), a revoke waits in krib_consumer_revoking() until the pipeline
+ * loop has finished or given up those partitions' work between its steps;
+ * krib_consumer_revoke_done() then commits the stored offsets synchronously
+ * (unless the assignment was lost) and releases the partitions. Only while
+ * closing does the revoke run hooks.on_revoke() from inside the callback.
  */
 #ifndef KRIB_CONSUMER_H
 #define KRIB_CONSUMER_H
@@ -39,6 +42,20 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
 /* Next message or NULL on timeout; the caller destroys it with
  * rd_kafka_message_destroy(). May run the rebalance hooks. */
 rd_kafka_message_t *krib_consumer_poll(krib_consumer_t *c, int timeout_ms);
+
+/* A pipe librdkafka writes to when the consumer queue gets work: poll() it
+ * for POLLIN, then krib_consumer_wakeup_clear() and krib_consumer_poll(0)
+ * until it returns NULL. */
+int krib_consumer_wakeup_fd(const krib_consumer_t *c);
+void krib_consumer_wakeup_clear(krib_consumer_t *c);
+
+/* Partitions revoked and not yet released (NULL: none); *lost as in
+ * on_revoke. Borrowed until krib_consumer_revoke_done(). */
+const rd_kafka_topic_partition_list_t *krib_consumer_revoking(const krib_consumer_t *c,
+                                                              int *lost);
+
+/* Commits (unless lost) and releases the recorded revoke. */
+void krib_consumer_revoke_done(krib_consumer_t *c);
 
 /* Stores offsets (list borrowed) for the background commit. */
 int krib_consumer_store(krib_consumer_t *c, rd_kafka_topic_partition_list_t *offsets);

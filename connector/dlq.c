@@ -17,6 +17,9 @@ typedef struct {
         int state;    /* 0 in flight, 1 acked, -1 failed (produce again) */
         int too_big;  /* the last attempt failed for its size */
         int degraded; /* 0 whole copy, 1 truncated, 2 headers only */
+        unsigned attempt;
+        int64_t retry_at_us;
+        uint64_t tag;
         char err[160];
 } rec_t;
 
@@ -27,9 +30,10 @@ typedef struct {
 struct krib_dlq {
         rd_kafka_t *rk;
         char *topic;
-        rec_t *recs;
+        rec_t **recs; /* each record allocated alone: delivery reports point at it */
         size_t n, cap;
         unsigned long acked;
+        int64_t warned_at_us;
 };
 
 static int size_error(rd_kafka_resp_err_t e) {
@@ -105,12 +109,14 @@ fail:
         return NULL;
 }
 
-static void rec_clear(rec_t *r) {
+static void rec_free(rec_t *r) {
+        if (!r)
+                return;
         free(r->key);
         free(r->value);
         if (r->hdrs)
                 rd_kafka_headers_destroy(r->hdrs);
-        memset(r, 0, sizeof(*r));
+        free(r);
 }
 
 /* A copy the broker (or librdkafka's message.max.bytes) refuses for its
@@ -178,21 +184,19 @@ static int produce(krib_dlq_t *d, rec_t *r) {
 }
 
 int krib_dlq_add(krib_dlq_t *d, const rd_kafka_message_t *m, const char *stage,
-                 const char *error_class, const char *message) {
+                 const char *error_class, const char *message, uint64_t tag) {
         if (d->n == d->cap) {
                 size_t cap = d->cap ? d->cap * 2 : 64;
-                /* Delivery reports point at records: only grow between flushes. */
-                rec_t *n = realloc(d->recs, cap * sizeof(*n));
+                rec_t **n = realloc(d->recs, cap * sizeof(*n));
                 if (!n)
                         return -1;
                 d->recs = n;
                 d->cap = cap;
         }
-        rec_t *r = &d->recs[d->n];
-        memset(r, 0, sizeof(*r));
-        if ((m->key_len && !(r->key = malloc(m->key_len))) ||
+        rec_t *r = calloc(1, sizeof(*r));
+        if (!r || (m->key_len && !(r->key = malloc(m->key_len))) ||
             (m->len && !(r->value = malloc(m->len)))) {
-                rec_clear(r);
+                rec_free(r);
                 return -1;
         }
         if (m->key_len)
@@ -201,6 +205,7 @@ int krib_dlq_add(krib_dlq_t *d, const rd_kafka_message_t *m, const char *stage,
                 memcpy(r->value, m->payload, m->len);
         r->key_len = m->key_len;
         r->value_len = m->len;
+        r->tag = tag;
         rd_kafka_headers_t *orig = NULL;
         if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR && orig)
                 r->hdrs = rd_kafka_headers_copy(orig);
@@ -222,82 +227,62 @@ int krib_dlq_add(krib_dlq_t *d, const rd_kafka_message_t *m, const char *stage,
                  {"__connect.errors.exception.message", message}};
         for (size_t i = 0; i < sizeof(h) / sizeof(*h); i++)
                 rd_kafka_header_add(r->hdrs, h[i].k, -1, h[i].v, (ssize_t)strlen(h[i].v));
-        d->n++;
-        /* Produced at flush time, when the array no longer moves. */
-        r->state = -1;
-        snprintf(r->err, sizeof(r->err), "not sent yet");
+        d->recs[d->n++] = r;
+        produce(d, r); /* a local refusal is retried by krib_dlq_poll() */
         return 0;
 }
 
-int krib_dlq_flush(krib_dlq_t *d, volatile sig_atomic_t *stop, void (*tick)(void *), void *opaque) {
+size_t krib_dlq_poll(krib_dlq_t *d, krib_dlq_acked_cb *acked, void *opaque) {
         if (!d || !d->n)
                 return 0;
-        unsigned attempt = 0;
-        int64_t warned_at = 0;
-        for (;;) {
-                size_t pending = 0, failed = 0;
-                for (size_t i = 0; i < d->n; i++) {
-                        if (d->recs[i].state == -1)
-                                produce(d, &d->recs[i]);
-                        pending += d->recs[i].state == 0;
+        rd_kafka_poll(d->rk, 0);
+        int64_t now = krib_clock_mono_us();
+        size_t keep = 0;
+        for (size_t i = 0; i < d->n; i++) {
+                rec_t *r = d->recs[i];
+                if (r->state == 1) {
+                        d->acked++;
+                        if (acked)
+                                acked(opaque, r->tag);
+                        rec_free(r);
+                        continue;
                 }
-                /* Wait for the delivery reports of this round. */
-                while (pending) {
-                        rd_kafka_poll(d->rk, 100);
-                        if (tick)
-                                tick(opaque);
-                        pending = failed = 0;
-                        for (size_t i = 0; i < d->n; i++) {
-                                pending += d->recs[i].state == 0;
-                                failed += d->recs[i].state == -1;
+                if (r->state == -1 && r->retry_at_us == 0) {
+                        /* Just failed: a smaller copy goes out at once, others
+                         * after a backoff. */
+                        int64_t wait_ms = 100LL << (r->attempt < 5 ? r->attempt : 5);
+                        r->attempt++;
+                        r->retry_at_us = r->too_big && r->degraded < 2 ? now : now + wait_ms * 1000;
+                        if (now - d->warned_at_us > 10000000) {
+                                d->warned_at_us = now;
+                                krib_log_warn("dlq",
+                                              "msg=\"dead-letter write failed, retrying\" "
+                                              "topic=%s error=\"%s\"",
+                                              d->topic, r->err);
                         }
-                        if (*stop && pending) {
-                                rd_kafka_flush(d->rk, 2000);
-                                break;
-                        }
                 }
-                failed = 0;
-                for (size_t i = 0; i < d->n; i++)
-                        failed += d->recs[i].state != 1;
-                if (!failed) {
-                        d->acked += d->n;
-                        for (size_t i = 0; i < d->n; i++)
-                                rec_clear(&d->recs[i]);
-                        d->n = 0;
-                        return 0;
+                if (r->state == -1 && now >= r->retry_at_us) {
+                        r->retry_at_us = 0;
+                        produce(d, r);
                 }
-                if (*stop) {
-                        /* Unacknowledged: not finished, replayed after a restart. */
-                        for (size_t i = 0; i < d->n; i++)
-                                rec_clear(&d->recs[i]);
-                        d->n = 0;
-                        return -1;
-                }
-                int64_t now = krib_clock_mono_us();
-                if (now - warned_at > 10000000) {
-                        warned_at = now;
-                        for (size_t i = 0; i < d->n; i++)
-                                if (d->recs[i].state == -1) {
-                                        krib_log_warn("dlq",
-                                                      "msg=\"dead-letter write failed, retrying\" "
-                                                      "topic=%s records=%zu error=\"%s\"",
-                                                      d->topic, failed, d->recs[i].err);
-                                        break;
-                                }
-                }
-                int shrinkable = 0;
-                for (size_t i = 0; i < d->n; i++)
-                        shrinkable |= d->recs[i].too_big && d->recs[i].degraded < 2;
-                if (shrinkable)
-                        continue; /* a smaller copy goes out at once */
-                int64_t wait_ms = 100LL << (attempt < 5 ? attempt : 5);
-                attempt++;
-                for (int64_t t = 0; t < wait_ms && !*stop; t += 100) {
-                        rd_kafka_poll(d->rk, 100);
-                        if (tick)
-                                tick(opaque);
-                }
+                d->recs[keep++] = r;
         }
+        d->n = keep;
+        return keep;
+}
+
+int64_t krib_dlq_due_us(const krib_dlq_t *d) {
+        if (!d || !d->n)
+                return INT64_MAX;
+        /* Delivery reports are served by polling: look again soon. */
+        return krib_clock_mono_us() + 10000;
+}
+
+void krib_dlq_forget(krib_dlq_t *d) {
+        if (!d)
+                return;
+        for (size_t i = 0; i < d->n; i++)
+                d->recs[i]->tag = UINT64_MAX;
 }
 
 unsigned long krib_dlq_acked(const krib_dlq_t *d) {
@@ -312,7 +297,7 @@ void krib_dlq_destroy(krib_dlq_t *d) {
                 rd_kafka_destroy(d->rk);
         }
         for (size_t i = 0; i < d->n; i++)
-                rec_clear(&d->recs[i]);
+                rec_free(d->recs[i]);
         free(d->recs);
         free(d->topic);
         free(d);

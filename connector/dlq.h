@@ -5,8 +5,11 @@
  * class and message, so existing DLQ tooling reads them.
  *
  * The caller finishes (stores the offset of) a dead-lettered record only
- * after krib_dlq_flush() reports the broker acknowledged it: no record is
- * lost between the source topic and the DLQ. Owned by the pipeline thread.
+ * once krib_dlq_poll() reports the broker acknowledged it: no record is lost
+ * between the source topic and the DLQ. Nothing here waits: copies are
+ * produced at once, failed ones again after a backoff (too large ones
+ * truncated first), and the caller's loop polls. Owned by the pipeline
+ * thread.
  */
 #ifndef KRIB_DLQ_H
 #define KRIB_DLQ_H
@@ -14,6 +17,7 @@
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "conf.h"
 
@@ -22,16 +26,24 @@ typedef struct krib_dlq krib_dlq_t;
 /* NULL with errstr on bad settings; conf->dlq_topic must be set. */
 krib_dlq_t *krib_dlq_new(const krib_conf_t *conf, char *errstr, size_t errstr_size);
 
-/* Queues a copy of m. stage: decode, route or write; error_class: a short
- * class name (krib.DecodeError, ...). Returns 0, or -1 if it cannot queue. */
+/* Produces a copy of m. stage: decode, route or write; error_class: a short
+ * class name (krib.DecodeError, ...); tag: the caller's, handed back when
+ * the broker acknowledged the copy. Returns 0, or -1 if it cannot queue. */
 int krib_dlq_add(krib_dlq_t *d, const rd_kafka_message_t *m, const char *stage,
-                 const char *error_class, const char *message);
+                 const char *error_class, const char *message, uint64_t tag);
 
-/* Waits until every queued record is acknowledged, re-producing failed ones
- * with backoff; tick(opaque) is called about every 100 ms meanwhile. Returns
- * 0 when all are acknowledged, -1 when *stop cut it short (then none of the
- * records queued since the last successful flush may be finished). */
-int krib_dlq_flush(krib_dlq_t *d, volatile sig_atomic_t *stop, void (*tick)(void *), void *opaque);
+/* Serves delivery reports without waiting and re-produces failed copies
+ * whose backoff passed; acked(opaque, tag) for each copy the broker took.
+ * Returns the copies still outstanding. */
+typedef void(krib_dlq_acked_cb)(void *opaque, uint64_t tag);
+size_t krib_dlq_poll(krib_dlq_t *d, krib_dlq_acked_cb *acked, void *opaque);
+
+/* When krib_dlq_poll() should run again (INT64_MAX: nothing outstanding). */
+int64_t krib_dlq_due_us(const krib_dlq_t *d);
+
+/* Outstanding copies are still produced, but their tags are no longer
+ * handed back (UINT64_MAX): the caller gave their records up. */
+void krib_dlq_forget(krib_dlq_t *d);
 
 /* Records acknowledged by the broker, ever. */
 unsigned long krib_dlq_acked(const krib_dlq_t *d);

@@ -1,6 +1,7 @@
 #include "pipeline.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,50 @@ typedef struct {
         int32_t next;
 } link_t;
 
-enum { EV_DONE = 0, EV_LIVE = 1, EV_FAILED = 2, EV_PENDING = 3, EV_DLQ = 4, EV_SWEEP = 5 };
+/* An event's state inside its batch. DONE: finished (or never to be);
+ * LIVE: its Redis work is in flight; the others wait for a dead letter's
+ * acknowledgement, a sweep, or were cut short. */
+enum {
+        EV_DONE = 0,
+        EV_LIVE = 1,
+        EV_FAILED = 2,
+        EV_PENDING = 3,
+        EV_DLQ = 4,
+        EV_SWEEP = 5,
+        EV_ABANDONED = 6
+};
+
+/* A batch's life: filling (OPEN), admission waiting for the schema registry
+ * (ADMIT), its keys in flight (KEYS), then its notifications (FANOUT), then
+ * its dead letters (DLQ); FREE again once its offsets are stored. */
+enum { B_FREE = 0, B_OPEN, B_ADMIT, B_KEYS, B_FANOUT, B_DLQ };
+
+#define BATCHES_MAX 32
+
+typedef struct {
+        int state;
+        uint64_t seq;
+        size_t n, bytes, admitted;
+        int64_t opened_us;
+        rd_kafka_message_t **msgs;
+        krib_event_t *events;
+        uint8_t *ev_state;
+
+        /* One op per (partition, key); every event that named the key hangs
+         * off it, so the newest op's acknowledgement also finishes the
+         * events it superseded. */
+        krib_wop_t *ops;
+        int32_t *op_part;
+        int32_t *op_links;
+        uint8_t *op_status;
+        size_t op_cap, nops, nlinks;
+        link_t *links;
+        size_t link_cap;
+        int32_t *table; /* open addressing over ops by (partition, key); -1 empty */
+        size_t table_cap;
+        int job;         /* writer job of the keys or the fan-out; -1 none */
+        size_t dlq_left; /* dead letters not yet acknowledged */
+} batch_t;
 
 struct krib_pipeline {
         const krib_conf_t *conf;
@@ -38,7 +82,6 @@ struct krib_pipeline {
         krib_dlq_t *dlq; /* NULL: rejected events are logged and skipped */
         krib_sweeps_t *sweeps;
         krib_registry_t *registry; /* debezium-avro routes */
-        int64_t dlq_wait_from_us;
         /* Route of each topic seen (rd_kafka_topic_t pointers are stable). */
         struct {
                 const rd_kafka_topic_t *rkt;
@@ -49,53 +92,47 @@ struct krib_pipeline {
         krib_offsets_t *offsets;
         krib_reorder_t *reorder;
 
-        size_t cap, n, bytes;
-        rd_kafka_message_t **msgs;
-        krib_event_t *events;
-        uint8_t *ev_state;
+        batch_t batches[BATCHES_MAX];
+        size_t nbatches, cap; /* batch slots in use; events per batch */
+        batch_t *open;        /* the batch being filled, or NULL */
+        uint64_t seq;
+        size_t inflight_events, inflight_bytes; /* read, batch not yet FREE */
+        int kafka_more; /* the consumer queue may hold more than was taken */
 
-        /* Messages polled while a batch was being written (consumer served
-         * during Redis retries); they open the next batch. */
+        /* Messages polled while at the in-flight bound (the consumer is
+         * still served then, for rebalances); they open the next batch. */
         rd_kafka_message_t **stash;
         size_t nstash, stash_cap;
 
-        /* One op per (partition, key) in a batch; every event that named the
-         * key hangs off it, so the newest op's acknowledgement also finishes
-         * the events it superseded. */
-        krib_wop_t *ops;
-        int32_t *op_part;
-        int32_t *op_links;
-        uint8_t *op_status;
-        size_t op_cap;
-        link_t *links;
-        size_t link_cap;
-        int32_t *table; /* open addressing over ops by (partition, key); -1 empty */
-        size_t table_cap;
+        /* A revoke being acted on: until this moment its partitions' work
+         * in flight may still finish; then the rest is given up. */
+        int64_t revoke_deadline_us;
 
         krib_hist_t latency; /* event ts_ms -> Redis acknowledgement, ms */
         krib_metrics_t *metrics;
         int64_t published_at_ms;
         int assigned, joined;
 
-        int in_write;     /* inside krib_writer_apply() */
-        int in_rebalance; /* inside a rebalance callback: no nested polls */
         int paused;
+        /* Redis progress: keys acknowledged, and when that count last moved
+         * (or the writer had nothing to do). */
+        uint64_t keys_seen;
+        int64_t progress_at_us;
         int interrupted;
         krib_pipeline_stats_t stats;
         int64_t stats_at_us;
 };
 
-static int process_batch(krib_pipeline_t *p);
-
 #define MSG_FMT     "topic=%s partition=%" PRId32 " offset=%" PRId64
 #define MSG_ARGS(m) rd_kafka_topic_name((m)->rkt), (m)->partition, (m)->offset
 
-static void forget_partitions(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *parts) {
-        for (int i = 0; i < parts->cnt; i++) {
-                krib_offsets_forget(p->offsets, parts->elems[i].topic, parts->elems[i].partition);
-                krib_reorder_forget(p->reorder, parts->elems[i].topic, parts->elems[i].partition);
-        }
-}
+/* How long a revoke lets the revoked partitions' work in flight finish
+ * (the rest of the group waits meanwhile); what is left is given up. */
+#define REVOKE_GRACE_US 500000
+
+/* Redis without a single acknowledgement this long, with work waiting,
+ * counts as failing: consumption pauses. */
+#define REDIS_STALL_US 1000000
 
 static int in_parts(const rd_kafka_message_t *m, const rd_kafka_topic_partition_list_t *parts) {
         for (int i = 0; i < parts->cnt; i++)
@@ -107,7 +144,6 @@ static int in_parts(const rd_kafka_message_t *m, const rd_kafka_topic_partition_
 
 /* Hands the metrics thread a fresh snapshot, at most every 250 ms. */
 static void publish(krib_pipeline_t *p, int force) {
-        /* Also from the registry's wait loop, so an outage shows while it lasts. */
         if (p->registry) {
                 const krib_registry_stats_t *rs = krib_registry_stats(p->registry);
                 p->stats.registry_fetched = rs->fetches - rs->unavailable;
@@ -124,7 +160,7 @@ static void publish(krib_pipeline_t *p, int force) {
         s.pipeline = p->stats;
         s.writer = *krib_writer_stats(p->writer);
         s.reorder = *krib_reorder_stats(p->reorder);
-        s.in_flight = krib_offsets_in_flight(p->offsets) + p->n;
+        s.in_flight = krib_offsets_in_flight(p->offsets) + (p->open ? p->open->n : 0) + p->nstash;
         s.assigned_partitions = p->assigned;
         s.paused = p->paused;
         s.joined = p->joined;
@@ -136,44 +172,6 @@ static void publish(krib_pipeline_t *p, int force) {
         s.nnodes = krib_writer_nodes(p->writer, s.nodes, 16);
         s.loop_at_ms = now;
         krib_metrics_publish(p->metrics, &s);
-}
-
-static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts, int lost) {
-        krib_pipeline_t *p = opaque;
-        (void)lost;
-        if (p->in_write) {
-                /* Revoked while Redis is failing: the batch cannot finish
-                 * now, so its events of these partitions are abandoned
-                 * without storing their offsets; the next owner re-reads
-                 * them (at-least-once). */
-                for (size_t i = 0; i < p->n; i++)
-                        if (in_parts(p->msgs[i], parts))
-                                p->stats.abandoned++;
-        } else if (p->n) {
-                /* Finish what was read from these partitions while they are
-                 * still ours, so their offsets are committed before another
-                 * member starts from them. */
-                p->in_rebalance = 1;
-                if (process_batch(p))
-                        p->interrupted = 1;
-                p->in_rebalance = 0;
-        }
-        /* Stashed messages of revoked partitions belong to the next owner. */
-        size_t keep = 0;
-        for (size_t i = 0; i < p->nstash; i++) {
-                if (in_parts(p->stash[i], parts))
-                        rd_kafka_message_destroy(p->stash[i]);
-                else
-                        p->stash[keep++] = p->stash[i];
-        }
-        p->nstash = keep;
-        for (int i = 0; i < parts->cnt; i++)
-                krib_sweeps_drop(p->sweeps, parts->elems[i].topic, parts->elems[i].partition);
-        forget_partitions(p, parts);
-        p->assigned -= parts->cnt;
-        if (p->assigned < 0)
-                p->assigned = 0;
-        publish(p, 1);
 }
 
 static void set_paused(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *only, int pause) {
@@ -193,45 +191,77 @@ static void set_paused(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t
                 rd_kafka_topic_partition_list_destroy(list);
 }
 
+/* Inside the rebalance callback: only counted (and a paused consumer's
+ * new partitions join paused). */
 static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts) {
         krib_pipeline_t *p = opaque;
         p->assigned += parts->cnt;
         p->joined = 1;
-        publish(p, 1);
-        /* New partitions join a paused consumer paused. */
         if (p->paused)
                 set_paused(p, parts, 1);
 }
 
-/* Writer callback while Redis retries: stop fetching, keep the member alive. */
-static void on_writer_tick(void *opaque) {
-        krib_pipeline_t *p = opaque;
-        if (!p->consumer)
-                return; /* start-up: the first topology fetch, before Kafka */
-        publish(p, 0);  /* alive while retrying: /healthz stays green, /readyz red */
-        if (!p->paused) {
-                p->paused = 1;
-                p->stats.pauses++;
-                set_paused(p, NULL, 1);
-                krib_log_warn("pipeline",
-                              "msg=\"redis is failing: partitions paused\" "
-                              "batch_events=%zu",
-                              p->n);
+static void forget_partitions(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *parts) {
+        for (int i = 0; i < parts->cnt; i++) {
+                krib_offsets_forget(p->offsets, parts->elems[i].topic, parts->elems[i].partition);
+                krib_reorder_forget(p->reorder, parts->elems[i].topic, parts->elems[i].partition);
+                krib_sweeps_drop(p->sweeps, parts->elems[i].topic, parts->elems[i].partition);
         }
-        /* librdkafka is already inside a poll when a rebalance callback
-         * writes: polling again from there would nest callbacks. */
-        for (int i = 0; i < 100 && !p->in_rebalance; i++) {
-                rd_kafka_message_t *m = krib_consumer_poll(p->consumer, 0);
-                if (!m)
-                        break;
-                if (m->err || p->nstash == p->stash_cap) {
-                        /* stash_cap >= batch size; a full stash only happens
-                         * if pausing failed, and then re-reading is safe. */
-                        rd_kafka_message_destroy(m);
+        p->assigned -= parts->cnt;
+        if (p->assigned < 0)
+                p->assigned = 0;
+}
+
+/* Only while closing (see consumer.h): everything was drained or given up
+ * already; what remains of these partitions is forgotten. */
+static void on_revoke_closing(void *opaque, const rd_kafka_topic_partition_list_t *parts,
+                              int lost) {
+        (void)lost;
+        forget_partitions(opaque, parts);
+}
+
+static batch_t *batch_new(krib_pipeline_t *p) {
+        for (size_t i = 0; i < p->nbatches; i++) {
+                batch_t *b = &p->batches[i];
+                if (b->state != B_FREE)
                         continue;
-                }
-                p->stash[p->nstash++] = m;
+                b->state = B_OPEN;
+                b->seq = ++p->seq;
+                b->n = b->bytes = b->admitted = b->nops = b->nlinks = b->dlq_left = 0;
+                b->job = -1;
+                return b;
         }
+        return NULL;
+}
+
+static int batch_alloc(batch_t *b, size_t cap) {
+        b->msgs = calloc(cap, sizeof(*b->msgs));
+        b->events = calloc(cap, sizeof(*b->events));
+        b->ev_state = calloc(cap, 1);
+        if (!b->msgs || !b->events || !b->ev_state)
+                return -1;
+        for (size_t i = 0; i < cap; i++)
+                krib_event_reset(&b->events[i]);
+        b->job = -1;
+        return 0;
+}
+
+static void batch_free(batch_t *b, size_t cap) {
+        for (size_t i = 0; i < b->n; i++)
+                if (b->msgs[i])
+                        rd_kafka_message_destroy(b->msgs[i]);
+        if (b->events)
+                for (size_t i = 0; i < cap; i++)
+                        krib_event_destroy(&b->events[i]);
+        free(b->events);
+        free(b->msgs);
+        free(b->ev_state);
+        free(b->ops);
+        free(b->op_part);
+        free(b->op_links);
+        free(b->op_status);
+        free(b->links);
+        free(b->table);
 }
 
 krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_t *stop,
@@ -244,27 +274,30 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         p->conf = conf;
         p->stop = stop;
         p->cap = (size_t)conf->pipeline_batch_max_events;
+        /* Enough batch slots for the in-flight bound, plus the one filling. */
+        int64_t want = (conf->pipeline_max_in_flight_events + (int64_t)p->cap - 1) /
+                               (int64_t)p->cap +
+                       1;
+        p->nbatches = want < 2 ? 2 : want > BATCHES_MAX ? BATCHES_MAX : (size_t)want;
         p->stash_cap = p->cap;
-        p->msgs = calloc(p->cap, sizeof(*p->msgs));
         p->stash = calloc(p->stash_cap, sizeof(*p->stash));
-        p->events = calloc(p->cap, sizeof(*p->events));
-        p->ev_state = calloc(p->cap, 1);
         p->offsets = krib_offsets_new();
         p->reorder = krib_reorder_new((size_t)conf->reorder_max_entities);
-        if (!p->msgs || !p->stash || !p->events || !p->ev_state || !p->offsets || !p->reorder) {
+        if (!p->stash || !p->offsets || !p->reorder) {
                 snprintf(errstr, errstr_size, "out of memory");
                 goto fail;
         }
-        for (size_t i = 0; i < p->cap; i++)
-                krib_event_reset(&p->events[i]);
+        for (size_t i = 0; i < p->nbatches; i++)
+                if (batch_alloc(&p->batches[i], p->cap)) {
+                        snprintf(errstr, errstr_size, "out of memory");
+                        goto fail;
+                }
         if (!(p->decode =
                       krib_schemas_new((krib_wire_t)conf->decode_format, conf->decode_schema_file,
                                        conf->decode_schema_dir, errstr, errstr_size)))
                 goto fail;
         if (!(p->writer = krib_writer_new(conf, errstr, errstr_size)))
                 goto fail;
-        krib_writer_set_stop(p->writer, stop, conf->pipeline_shutdown_timeout_ms);
-        krib_writer_set_tick(p->writer, on_writer_tick, p);
         if (*conf->dlq_topic && !(p->dlq = krib_dlq_new(conf, errstr, errstr_size)))
                 goto fail;
         if (krib_routes_need_registry(conf->routes)) {
@@ -276,8 +309,6 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
                 if (!(p->registry = krib_registry_new(conf->registry_url, conf->registry_timeout_ms,
                                                       errstr, errstr_size)))
                         goto fail;
-                /* A registry outage is handled like a Redis one: paused, polled. */
-                krib_registry_set_wait(p->registry, stop, on_writer_tick, p);
         }
         if (!(p->sweeps = krib_sweeps_new(p->writer, conf->redis_sweep_count))) {
                 snprintf(errstr, errstr_size, "out of memory");
@@ -290,33 +321,34 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         if (!(p->metrics = krib_metrics_new(conf->metrics_address, (int)conf->metrics_port, errstr,
                                             errstr_size)))
                 goto fail;
-        krib_consumer_hooks_t hooks = {.on_revoke = on_revoke, .on_assign = on_assign, .opaque = p};
+        krib_consumer_hooks_t hooks = {
+                .on_revoke = on_revoke_closing, .on_assign = on_assign, .opaque = p};
         if (!(p->consumer = krib_consumer_new(conf, &hooks, errstr, errstr_size)))
                 goto fail;
-        p->stats_at_us = krib_clock_mono_us();
+        p->stats_at_us = p->progress_at_us = krib_clock_mono_us();
         return p;
 fail:
         krib_pipeline_destroy(p);
         return NULL;
 }
 
-static int reserve_ops(krib_pipeline_t *p, size_t n) {
-        if (n <= p->op_cap)
+static int reserve_ops(batch_t *b, size_t n) {
+        if (n <= b->op_cap)
                 return 0;
-        size_t cap = n > p->op_cap * 2 ? n : p->op_cap * 2, c;
-        c = p->op_cap;
-        if (krib_util_grow(&p->ops, &c, cap, sizeof(*p->ops)))
+        size_t cap = n > b->op_cap * 2 ? n : b->op_cap * 2, c;
+        c = b->op_cap;
+        if (krib_util_grow(&b->ops, &c, cap, sizeof(*b->ops)))
                 return -1;
-        c = p->op_cap;
-        if (krib_util_grow(&p->op_part, &c, cap, sizeof(*p->op_part)))
+        c = b->op_cap;
+        if (krib_util_grow(&b->op_part, &c, cap, sizeof(*b->op_part)))
                 return -1;
-        c = p->op_cap;
-        if (krib_util_grow(&p->op_links, &c, cap, sizeof(*p->op_links)))
+        c = b->op_cap;
+        if (krib_util_grow(&b->op_links, &c, cap, sizeof(*b->op_links)))
                 return -1;
-        c = p->op_cap;
-        if (krib_util_grow(&p->op_status, &c, cap, sizeof(*p->op_status)))
+        c = b->op_cap;
+        if (krib_util_grow(&b->op_status, &c, cap, sizeof(*b->op_status)))
                 return -1;
-        p->op_cap = cap;
+        b->op_cap = cap;
         return 0;
 }
 
@@ -330,31 +362,31 @@ static uint64_t key_hash(int32_t part, const char *s, size_t len) {
 }
 
 /* Index of the op for (partition, key), or -1 - slot where it would go. */
-static int64_t table_find(const krib_pipeline_t *p, int32_t part, const char *key, size_t len) {
-        size_t mask = p->table_cap - 1;
+static int64_t table_find(const batch_t *b, int32_t part, const char *key, size_t len) {
+        size_t mask = b->table_cap - 1;
         for (size_t i = key_hash(part, key, len) & mask;; i = (i + 1) & mask) {
-                int32_t o = p->table[i];
+                int32_t o = b->table[i];
                 if (o < 0)
                         return -1 - (int64_t)i;
-                if (p->op_part[o] == part && p->ops[o].len == len &&
-                    !memcmp(p->ops[o].key, key, len))
+                if (b->op_part[o] == part && b->ops[o].len == len &&
+                    !memcmp(b->ops[o].key, key, len))
                         return o;
         }
 }
 
 /* Keeps the table at most half full for nops ops; rehashes when it grows. */
-static int reserve_table(krib_pipeline_t *p, size_t nops) {
+static int reserve_table(batch_t *b, size_t nops) {
         size_t want = 1024;
         while (want < 2 * nops)
                 want *= 2;
-        if (want <= p->table_cap)
+        if (want <= b->table_cap)
                 return 0;
-        int32_t *t = realloc(p->table, want * sizeof(*t));
+        int32_t *t = realloc(b->table, want * sizeof(*t));
         if (!t)
                 return -1;
-        p->table = t;
-        p->table_cap = want;
-        memset(p->table, 0xff, want * sizeof(*t));
+        b->table = t;
+        b->table_cap = want;
+        memset(b->table, 0xff, want * sizeof(*t));
         return 1; /* the caller rehashes the ops it has */
 }
 
@@ -391,32 +423,23 @@ static const krib_route_t *route_of(krib_pipeline_t *p, const rd_kafka_topic_t *
 /* An event krib cannot apply: copied to the dead-letter topic when one is
  * set (finished once the broker acknowledged the copy), else logged and
  * finished. Returns -1 when it cannot even be queued. */
-static int reject(krib_pipeline_t *p, size_t i, const char *stage, const char *cls,
+static int reject(krib_pipeline_t *p, batch_t *b, size_t i, const char *stage, const char *cls,
                   const char *why) {
-        rd_kafka_message_t *m = p->msgs[i];
+        rd_kafka_message_t *m = b->msgs[i];
         krib_log_error("pipeline",
                        "msg=\"rejected event\" stage=%s class=%s " MSG_FMT " error=\"%s\"%s", stage,
                        cls, MSG_ARGS(m), krib_log_esc(why, strlen(why)),
                        p->dlq ? " dead_letter=yes" : "");
         if (p->dlq) {
-                if (krib_dlq_add(p->dlq, m, stage, cls, why))
+                if (krib_dlq_add(p->dlq, m, stage, cls, why, b->seq << 24 | i))
                         return -1;
-                p->ev_state[i] = EV_DLQ;
+                b->ev_state[i] = EV_DLQ;
+                b->dlq_left++;
                 return 0;
         }
         p->stats.rejected++;
         finish(p, m);
         return 0;
-}
-
-/* The dead-letter tick: a short flush is routine; a long one means Kafka
- * is failing and gets the writer's treatment (paused, consumer served). */
-static void on_dlq_tick(void *opaque) {
-        krib_pipeline_t *p = opaque;
-        if (krib_clock_mono_us() - p->dlq_wait_from_us > 1000000)
-                on_writer_tick(p);
-        else if (p->consumer)
-                publish(p, 0);
 }
 
 /* A second event names a key that already has an op in this batch. Offsets
@@ -459,24 +482,27 @@ static int coalesce(krib_pipeline_t *p, krib_wop_t *op, uint8_t kind, krib_event
         return 0;
 }
 
-/* Decodes and orders event i; adds its key operations. Returns -1 on OOM. */
-static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
+/* Decodes and orders event i of b; adds its key operations. Returns 0, -1
+ * on OOM, -2 when the schema registry is unavailable (not admitted: try
+ * again later, in order). */
+static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
         char err[512];
-        rd_kafka_message_t *m = p->msgs[i];
-        krib_event_t *ev = &p->events[i];
+        rd_kafka_message_t *m = b->msgs[i];
+        krib_event_t *ev = &b->events[i];
         const char *topic = rd_kafka_topic_name(m->rkt);
-        p->ev_state[i] = EV_DONE;
-        if (krib_offsets_track(p->offsets, topic, m->partition, m->offset))
-                krib_log_warn("pipeline", "msg=\"offset below one already tracked\" " MSG_FMT,
-                              MSG_ARGS(m));
+        b->ev_state[i] = EV_DONE;
         const krib_route_t *route = route_of(p, m->rkt);
         if (route) {
                 krib_route_info_t info;
                 krib_route_result_t rr =
                         krib_route_decode(route, p->registry, topic, m->key, m->key_len, m->payload,
                                           m->len, ev, &info, err, sizeof(err));
-                if (rr == KRIB_ROUTE_STOPPED)
-                        return -2; /* shutdown while the registry was down: not finished */
+                if (rr == KRIB_ROUTE_UNAVAILABLE)
+                        return -2;
+                if (krib_offsets_track(p->offsets, topic, m->partition, m->offset))
+                        krib_log_warn("pipeline",
+                                      "msg=\"offset below one already tracked\" " MSG_FMT,
+                                      MSG_ARGS(m));
                 if (rr == KRIB_ROUTE_SKIP) {
                         if (info.op == 't')
                                 krib_log_warn("pipeline",
@@ -488,23 +514,29 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
                         return 0;
                 }
                 if (rr == KRIB_ROUTE_ERROR)
-                        return reject(p, i, "route", "krib.RouteError", err);
-        } else if (krib_schemas_decode(p->decode, m->payload, m->len, ev, err, sizeof(err))) {
-                return reject(p, i, "decode", "krib.DecodeError", err);
+                        return reject(p, b, i, "route", "krib.RouteError", err);
+        } else {
+                if (krib_offsets_track(p->offsets, topic, m->partition, m->offset))
+                        krib_log_warn("pipeline",
+                                      "msg=\"offset below one already tracked\" " MSG_FMT,
+                                      MSG_ARGS(m));
+                if (krib_schemas_decode(p->decode, m->payload, m->len, ev, err, sizeof(err)))
+                        return reject(p, b, i, "decode", "krib.DecodeError", err);
         }
         const krib_limits_t lim = {(size_t)p->conf->limits_max_key_bytes,
                                    (size_t)p->conf->limits_max_keys_per_event,
                                    (size_t)p->conf->limits_max_origins};
         if (krib_validate_limits(ev, &lim, err, sizeof(err)))
-                return reject(p, i, route ? "route" : "decode", "krib.LimitExceeded", err);
+                return reject(p, b, i, route ? "route" : "decode", "krib.LimitExceeded", err);
         if (ev->action == KRIB_ACTION_TAG) {
-                /* Finished when the sweep is (sweep_done), between batches. */
+                /* Finished when the sweep is (sweep_done). */
                 if (!ev->tag_count)
-                        return reject(p, i, "route", "krib.InvalidEvent", "TAG event without tags");
+                        return reject(p, b, i, "route", "krib.InvalidEvent",
+                                      "TAG event without tags");
                 if (krib_sweeps_add(p->sweeps, ev->tags, ev->tag_count, topic, m->partition,
                                     m->offset))
                         return -1;
-                p->ev_state[i] = EV_SWEEP;
+                b->ev_state[i] = EV_SWEEP;
                 return 0;
         }
         krib_reorder_verdict_t v = krib_reorder_decide(p->reorder, topic, m->partition, ev);
@@ -526,193 +558,279 @@ static int admit(krib_pipeline_t *p, size_t i, size_t *nops, size_t *nlinks) {
                 kind = KRIB_WOP_UNLINK;
         p->stats.invalidated += v == KRIB_REORDER_INVALIDATE;
 
-        if (reserve_ops(p, *nops + ev->key_count) ||
-            krib_util_grow(&p->links, &p->link_cap, *nlinks + ev->key_count, sizeof(*p->links)))
+        if (reserve_ops(b, b->nops + ev->key_count) ||
+            krib_util_grow(&b->links, &b->link_cap, b->nlinks + ev->key_count, sizeof(*b->links)))
                 return -1;
-        int rc = reserve_table(p, *nops + ev->key_count);
+        int rc = reserve_table(b, b->nops + ev->key_count);
         if (rc < 0)
                 return -1;
         if (rc > 0)
-                for (size_t o = 0; o < *nops; o++)
-                        p->table[-1 - table_find(p, p->op_part[o], p->ops[o].key, p->ops[o].len)] =
+                for (size_t o = 0; o < b->nops; o++)
+                        b->table[-1 - table_find(b, b->op_part[o], b->ops[o].key, b->ops[o].len)] =
                                 (int32_t)o;
         for (size_t k = 0; k < ev->key_count; k++) {
-                int64_t at = table_find(p, m->partition, ev->keys[k].s, ev->keys[k].len);
+                int64_t at = table_find(b, m->partition, ev->keys[k].s, ev->keys[k].len);
                 int32_t o;
                 if (at < 0) {
-                        o = (int32_t)(*nops)++;
-                        p->table[-1 - at] = o;
-                        p->op_part[o] = m->partition;
-                        p->op_links[o] = -1;
-                        p->ops[o].key = ev->keys[k].s;
-                        p->ops[o].len = ev->keys[k].len;
+                        o = (int32_t)b->nops++;
+                        b->table[-1 - at] = o;
+                        b->op_part[o] = m->partition;
+                        b->op_links[o] = -1;
+                        b->ops[o].key = ev->keys[k].s;
+                        b->ops[o].len = ev->keys[k].len;
+                        b->ops[o].kind = kind;
+                        b->ops[o].ev = ev;
                 } else {
                         o = (int32_t)at;
                         p->stats.coalesced++;
-                        if (coalesce(p, &p->ops[o], kind, ev))
+                        if (coalesce(p, &b->ops[o], kind, ev))
                                 return -1;
-                        goto linked;
                 }
-                p->ops[o].kind = kind;
-                p->ops[o].ev = ev;
-        linked:
-                p->links[*nlinks].event = (uint32_t)i;
-                p->links[*nlinks].next = p->op_links[o];
-                p->op_links[o] = (int32_t)(*nlinks)++;
+                b->links[b->nlinks].event = (uint32_t)i;
+                b->links[b->nlinks].next = b->op_links[o];
+                b->op_links[o] = (int32_t)b->nlinks++;
         }
-        p->ev_state[i] = EV_LIVE;
+        b->ev_state[i] = EV_LIVE;
         return 0;
+}
+
+static void pause_all(krib_pipeline_t *p, const char *why) {
+        if (p->paused)
+                return;
+        p->paused = 1;
+        p->stats.pauses++;
+        set_paused(p, NULL, 1);
+        krib_log_warn("pipeline", "msg=\"%s: partitions paused\" in_flight_events=%zu", why,
+                      p->inflight_events);
+}
+
+static void resume_all(krib_pipeline_t *p) {
+        if (!p->paused)
+                return;
+        p->paused = 0;
+        set_paused(p, NULL, 0);
+        krib_log_info("pipeline", "msg=\"partitions resumed\" in_flight_events=%zu",
+                      p->inflight_events);
+}
+
+/* Admits b's events from where it stopped; submits its keys when all are
+ * in. A batch whose admission waits for the schema registry stays ADMIT. */
+static void admit_batch(krib_pipeline_t *p, batch_t *b) {
+        if (b->admitted == 0) {
+                if (b->table_cap)
+                        memset(b->table, 0xff, b->table_cap * sizeof(*b->table));
+                b->nops = b->nlinks = 0;
+        }
+        for (; b->admitted < b->n; b->admitted++) {
+                if (b->ev_state[b->admitted] == EV_ABANDONED)
+                        continue; /* revoked while admission waited */
+                int a = admit(p, b, b->admitted);
+                if (a == -2) {
+                        b->state = B_ADMIT;
+                        pause_all(p, "schema registry unavailable");
+                        return;
+                }
+                if (a) {
+                        /* Out of memory: the event stays unfinished; its
+                         * offset (and every later one) is not stored. */
+                        krib_log_error("pipeline", "msg=\"out of memory\" " MSG_FMT,
+                                       MSG_ARGS(b->msgs[b->admitted]));
+                        b->ev_state[b->admitted] = EV_PENDING;
+                }
+        }
+        b->state = B_KEYS;
+        if (b->nops && (b->job = krib_writer_submit(p->writer, b->ops, b->nops, b->op_status)) < 0) {
+                krib_log_error("pipeline", "msg=\"writer refused the batch (out of memory)\"");
+                for (size_t i = 0; i < b->n; i++)
+                        if (b->ev_state[i] == EV_LIVE)
+                                b->ev_state[i] = EV_PENDING;
+                b->nops = 0;
+        }
 }
 
 /* PUBLISH/XADD for applied events whose route asks for it, once their keys
  * are acknowledged; part of the event's work (its offset waits for them).
- * Reuses the op arrays. Returns -1 when shutdown cut it short. */
-static int fan_out(krib_pipeline_t *p) {
+ * Reuses the op arrays. Returns the number of fan-out ops submitted. */
+static size_t fan_out(krib_pipeline_t *p, batch_t *b) {
         size_t nf = 0;
-        for (size_t i = 0; i < p->n; i++)
-                if (p->ev_state[i] == EV_LIVE)
-                        nf += (p->events[i].channel.s != NULL) + (p->events[i].stream.s != NULL);
+        for (size_t i = 0; i < b->n; i++)
+                if (b->ev_state[i] == EV_LIVE)
+                        nf += (b->events[i].channel.s != NULL) + (b->events[i].stream.s != NULL);
         if (!nf)
                 return 0;
-        if (reserve_ops(p, nf))
-                return -1;
+        if (reserve_ops(b, nf)) {
+                krib_log_error("pipeline", "msg=\"out of memory\"");
+                return 0;
+        }
         size_t o = 0;
-        for (size_t i = 0; i < p->n; i++) {
-                const krib_event_t *ev = &p->events[i];
-                if (p->ev_state[i] != EV_LIVE)
+        for (size_t i = 0; i < b->n; i++) {
+                const krib_event_t *ev = &b->events[i];
+                if (b->ev_state[i] != EV_LIVE)
                         continue;
                 const krib_str_t *target[] = {&ev->channel, &ev->stream};
                 for (int t = 0; t < 2; t++)
                         if (target[t]->s) {
-                                p->ops[o] = (krib_wop_t){target[t]->s, target[t]->len,
+                                b->ops[o] = (krib_wop_t){target[t]->s, target[t]->len,
                                                          t ? KRIB_WOP_XADD : KRIB_WOP_PUBLISH, ev};
-                                p->op_links[o++] = (int32_t)i;
+                                b->op_links[o++] = (int32_t)i;
                         }
         }
-        int rc = krib_writer_apply(p->writer, p->ops, nf, p->op_status);
-        for (o = 0; o < nf; o++) {
-                uint8_t *es = &p->ev_state[p->op_links[o]];
-                if (p->op_status[o] == KRIB_WOP_PENDING)
-                        *es = EV_PENDING;
-                else if (p->op_status[o] == KRIB_WOP_FAILED && *es != EV_PENDING)
-                        *es = EV_FAILED;
-                else if (p->op_status[o] == KRIB_WOP_OK)
-                        p->stats.fanned_out++;
+        b->nops = nf;
+        if ((b->job = krib_writer_submit(p->writer, b->ops, nf, b->op_status)) < 0) {
+                krib_log_error("pipeline", "msg=\"writer refused the notifications\"");
+                for (o = 0; o < nf; o++)
+                        b->ev_state[b->op_links[o]] = EV_PENDING;
+                return 0;
         }
-        return rc;
+        return nf;
 }
 
-/* Decodes, orders, writes and finishes p->msgs[0..n). Returns -1 when
- * shutdown cut the Redis work short (finished events were still stored). */
-static int process_batch(krib_pipeline_t *p) {
-        size_t nops = 0, nlinks = 0;
-        if (p->table_cap)
-                memset(p->table, 0xff, p->table_cap * sizeof(*p->table));
-        /* Admission may wait for the schema registry: a revoke meanwhile
-         * must abandon the batch, not process it from inside itself. */
-        p->in_write = 1;
-        int stopped = 0;
-        for (size_t i = 0; i < p->n; i++) {
-                int a = admit(p, i, &nops, &nlinks);
-                if (a == -2) {
-                        /* Shutdown while the schema registry was down: this
-                         * event and the rest stay unfinished (re-read later). */
-                        for (size_t k = i; k < p->n; k++)
-                                p->ev_state[k] = EV_PENDING;
-                        stopped = 1;
-                        break;
-                }
-                if (a) {
-                        p->in_write = 0;
-                        krib_log_error("pipeline", "msg=\"out of memory\"");
-                        return -1;
-                }
-        }
-
-        int64_t t0 = krib_clock_mono_us();
-        int rc = nops ? krib_writer_apply(p->writer, p->ops, nops, p->op_status) : 0;
-        if (stopped)
-                rc = -1;
-        p->stats.write_us += (uint64_t)(krib_clock_mono_us() - t0);
-        p->in_write = 0;
-
-        for (size_t o = 0; o < nops; o++) {
-                uint8_t st = p->op_status[o];
+static void keys_answered(krib_pipeline_t *p, batch_t *b) {
+        for (size_t o = 0; o < b->nops; o++) {
+                uint8_t st = b->op_status[o];
                 p->stats.fence_stale += st == KRIB_WOP_STALE;
                 p->stats.fence_invalidated += st == KRIB_WOP_INVALIDATED;
                 p->stats.keys_done += st != KRIB_WOP_PENDING && st != KRIB_WOP_FAILED;
-                for (int32_t l = p->op_links[o]; l >= 0; l = p->links[l].next) {
-                        uint8_t *es = &p->ev_state[p->links[l].event];
+                for (int32_t l = b->op_links[o]; l >= 0; l = b->links[l].next) {
+                        uint8_t *es = &b->ev_state[b->links[l].event];
+                        if (*es == EV_ABANDONED)
+                                continue;
                         if (st == KRIB_WOP_PENDING)
                                 *es = EV_PENDING;
                         else if (st == KRIB_WOP_FAILED && *es != EV_PENDING)
                                 *es = EV_FAILED;
                 }
         }
-        if (rc == 0 && fan_out(p))
-                rc = -1;
+}
+
+static void fanout_answered(krib_pipeline_t *p, batch_t *b) {
+        for (size_t o = 0; o < b->nops; o++) {
+                uint8_t *es = &b->ev_state[b->op_links[o]];
+                if (*es == EV_ABANDONED)
+                        continue;
+                if (b->op_status[o] == KRIB_WOP_PENDING)
+                        *es = EV_PENDING;
+                else if (b->op_status[o] == KRIB_WOP_FAILED && *es != EV_PENDING)
+                        *es = EV_FAILED;
+                else if (b->op_status[o] == KRIB_WOP_OK)
+                        p->stats.fanned_out++;
+        }
+}
+
+/* Every Redis answer is in: events are finished, failed or dead-lettered. */
+static void finalize(krib_pipeline_t *p, batch_t *b) {
         int64_t acked_ms = krib_clock_wall_ms();
-        for (size_t i = 0; i < p->n; i++) {
-                rd_kafka_message_t *m = p->msgs[i];
-                if (p->ev_state[i] == EV_LIVE && p->events[i].defect.s) {
+        for (size_t i = 0; i < b->n; i++) {
+                rd_kafka_message_t *m = b->msgs[i];
+                if (b->ev_state[i] == EV_LIVE && b->events[i].defect.s) {
                         /* Its keys are invalidated; the rest of it could not
                          * be applied: dead-lettered with the reason. */
-                        if (reject(p, i, "route", "krib.RouteError", p->events[i].defect.s))
+                        if (reject(p, b, i, "route", "krib.RouteError", b->events[i].defect.s))
                                 krib_log_error("pipeline", "msg=\"out of memory\"");
-                } else if (p->ev_state[i] == EV_LIVE) {
+                } else if (b->ev_state[i] == EV_LIVE) {
                         p->stats.applied++;
-                        krib_hist_add_since(&p->latency, acked_ms, p->events[i].ts_ms);
+                        krib_hist_add_since(&p->latency, acked_ms, b->events[i].ts_ms);
                         finish(p, m);
-                } else if (p->ev_state[i] == EV_FAILED && p->dlq) {
+                        b->ev_state[i] = EV_DONE;
+                } else if (b->ev_state[i] == EV_FAILED && p->dlq) {
                         char why[300];
                         snprintf(why, sizeof(why),
                                  "redis refused a key of entity %s for good (see the writer's "
                                  "log line)",
-                                 p->events[i].entity.s);
-                        if (reject(p, i, "write", "krib.RedisError", why))
+                                 b->events[i].entity.s);
+                        if (reject(p, b, i, "write", "krib.RedisError", why))
                                 krib_log_error("pipeline", "msg=\"out of memory\"");
-                } else if (p->ev_state[i] == EV_FAILED) {
+                } else if (b->ev_state[i] == EV_FAILED) {
                         krib_log_error(
                                 "pipeline",
                                 "msg=\"redis refused event\" stage=write " MSG_FMT " entity=\"%s\"",
                                 MSG_ARGS(m),
-                                krib_log_esc(p->events[i].entity.s, p->events[i].entity.len));
+                                krib_log_esc(b->events[i].entity.s, b->events[i].entity.len));
                         p->stats.failed++;
                         finish(p, m);
+                        b->ev_state[i] = EV_DONE;
                 }
-                /* EV_DONE was finished on admission; EV_PENDING was cut short
-                 * by shutdown and stays unfinished. Offsets of partitions
-                 * revoked meanwhile are no longer tracked: finish() ignores
-                 * them and nothing is stored for them. */
+                /* EV_DONE was finished on admission; EV_PENDING (cut short)
+                 * and EV_ABANDONED stay unfinished; EV_SWEEP is finished by
+                 * its sweep, EV_DLQ by the broker's acknowledgement. */
         }
-        /* Dead letters count as finished only once the broker has them. */
-        if (p->dlq) {
-                p->dlq_wait_from_us = krib_clock_mono_us();
-                p->in_write = 1;
-                int ok = krib_dlq_flush(p->dlq, p->stop, on_dlq_tick, p) == 0;
-                p->in_write = 0;
-                for (size_t i = 0; i < p->n; i++)
-                        if (p->ev_state[i] == EV_DLQ && ok) {
-                                p->stats.dead_lettered++;
-                                finish(p, p->msgs[i]);
-                        }
-                if (!ok)
-                        rc = -1;
+        b->state = B_DLQ;
+}
+
+static void batch_release(krib_pipeline_t *p, batch_t *b) {
+        if (b->job >= 0)
+                krib_writer_job_release(p->writer, b->job);
+        b->job = -1;
+        for (size_t i = 0; i < b->n; i++) {
+                rd_kafka_message_destroy(b->msgs[i]);
+                b->msgs[i] = NULL;
         }
-        store_offsets(p);
-        for (size_t i = 0; i < p->n; i++) {
-                rd_kafka_message_destroy(p->msgs[i]);
-                p->msgs[i] = NULL;
-        }
-        p->n = 0;
-        p->bytes = 0;
+        p->inflight_events -= b->n;
+        p->inflight_bytes -= b->bytes;
+        b->n = b->bytes = 0;
+        b->state = B_FREE;
         p->stats.batches++;
-        if (p->paused && rc == 0) {
-                p->paused = 0;
-                set_paused(p, NULL, 0);
-                krib_log_info("pipeline", "msg=\"redis recovered: partitions resumed\"");
+}
+
+/* Moves every batch in flight on as far as its answers allow. */
+static void progress(krib_pipeline_t *p) {
+        for (size_t k = 0; k < p->nbatches; k++) {
+                batch_t *b = &p->batches[k];
+                if (b->state == B_KEYS) {
+                        if (b->job >= 0 && krib_writer_job_left(p->writer, b->job))
+                                continue;
+                        keys_answered(p, b);
+                        if (b->job >= 0)
+                                krib_writer_job_release(p->writer, b->job);
+                        b->job = -1;
+                        b->state = B_FANOUT;
+                        if (fan_out(p, b))
+                                continue;
+                }
+                if (b->state == B_FANOUT) {
+                        if (b->job >= 0) {
+                                if (krib_writer_job_left(p->writer, b->job))
+                                        continue;
+                                fanout_answered(p, b);
+                                krib_writer_job_release(p->writer, b->job);
+                                b->job = -1;
+                        }
+                        finalize(p, b);
+                }
+                if (b->state == B_DLQ) {
+                        if (b->dlq_left)
+                                continue;
+                        /* EV_SWEEP offsets are finished by their sweep. */
+                        batch_release(p, b);
+                        store_offsets(p);
+                }
         }
-        return rc;
+}
+
+static void on_dlq_acked(void *opaque, uint64_t tag) {
+        krib_pipeline_t *p = opaque;
+        uint64_t seq = tag >> 24;
+        size_t i = (size_t)(tag & 0xffffff);
+        for (size_t k = 0; k < p->nbatches; k++) {
+                batch_t *b = &p->batches[k];
+                if (b->state == B_FREE || b->seq != seq || i >= b->n)
+                        continue;
+                if (b->ev_state[i] == EV_DLQ) {
+                        p->stats.dead_lettered++;
+                        finish(p, b->msgs[i]);
+                        b->ev_state[i] = EV_DONE;
+                        b->dlq_left--;
+                }
+                return; /* abandoned meanwhile: not finished here */
+        }
+}
+
+static void sweep_done(void *opaque, const char *topic, int32_t partition, int64_t offset) {
+        krib_pipeline_t *p = opaque;
+        p->stats.applied++;
+        if (krib_offsets_finish(p->offsets, topic, partition, offset))
+                krib_log_debug("pipeline", "msg=\"offset was not tracked\" topic=%s", topic);
+        store_offsets(p);
 }
 
 static void log_stats(krib_pipeline_t *p, int force) {
@@ -746,88 +864,313 @@ static void log_stats(krib_pipeline_t *p, int force) {
                 p->latency.max, s->poll_us / 1000, s->write_us / 1000, s->batches);
 }
 
-static void take(krib_pipeline_t *p, rd_kafka_message_t *m) {
-        p->msgs[p->n++] = m;
-        p->bytes += m->len;
-        p->stats.consumed++;
+/* Events of the revoked partitions still in flight (not finished). */
+static size_t revoked_in_flight(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *parts) {
+        size_t n = 0;
+        for (size_t k = 0; k < p->nbatches; k++) {
+                batch_t *b = &p->batches[k];
+                if (b->state == B_FREE || b->state == B_OPEN)
+                        continue;
+                for (size_t i = 0; i < b->n; i++)
+                        if (b->ev_state[i] != EV_DONE && b->ev_state[i] != EV_ABANDONED &&
+                            b->ev_state[i] != EV_SWEEP && in_parts(b->msgs[i], parts))
+                                n++;
+        }
+        return n;
 }
 
-static void sweep_done(void *opaque, const char *topic, int32_t partition, int64_t offset) {
-        krib_pipeline_t *p = opaque;
-        p->stats.applied++;
-        if (krib_offsets_finish(p->offsets, topic, partition, offset))
-                krib_log_debug("pipeline", "msg=\"offset was not tracked\" topic=%s", topic);
+/* Drops unadmitted messages of parts from msgs[0..*n). */
+static void drop_messages(rd_kafka_message_t **msgs, size_t *n, size_t *bytes,
+                          const rd_kafka_topic_partition_list_t *parts, krib_pipeline_t *p) {
+        size_t keep = 0;
+        for (size_t i = 0; i < *n; i++) {
+                if (in_parts(msgs[i], parts)) {
+                        if (bytes) {
+                                *bytes -= msgs[i]->len;
+                                p->inflight_events--;
+                                p->inflight_bytes -= msgs[i]->len;
+                        }
+                        rd_kafka_message_destroy(msgs[i]);
+                } else
+                        msgs[keep++] = msgs[i];
+        }
+        *n = keep;
+}
+
+/* The loop's part of a revoke (the callback only recorded it): messages not
+ * yet admitted go back to the next owner at once; work in flight gets a
+ * short grace to finish (so its offsets can be committed), then what is
+ * left is abandoned unstored; offsets are committed and the partitions
+ * released. Returns 1 while it still waits. */
+static int act_on_revoke(krib_pipeline_t *p) {
+        int lost = 0;
+        const rd_kafka_topic_partition_list_t *parts = krib_consumer_revoking(p->consumer, &lost);
+        if (!parts)
+                return 0;
+        int64_t now = krib_clock_mono_us();
+        if (!p->revoke_deadline_us) {
+                p->revoke_deadline_us = now + (lost ? 0 : REVOKE_GRACE_US);
+                drop_messages(p->stash, &p->nstash, NULL, parts, p);
+                if (p->open)
+                        drop_messages(p->open->msgs, &p->open->n, &p->open->bytes, parts, p);
+        }
+        size_t left = revoked_in_flight(p, parts);
+        if (left && now < p->revoke_deadline_us)
+                return 1;
+        /* Abandon: these events are never finished here; the next owner
+         * re-reads them from the committed offset. */
+        for (size_t k = 0; k < p->nbatches; k++) {
+                batch_t *b = &p->batches[k];
+                if (b->state == B_FREE || b->state == B_OPEN)
+                        continue;
+                for (size_t i = 0; i < b->n; i++)
+                        if (b->ev_state[i] != EV_DONE && b->ev_state[i] != EV_ABANDONED &&
+                            b->ev_state[i] != EV_SWEEP && in_parts(b->msgs[i], parts)) {
+                                if (b->ev_state[i] == EV_DLQ && b->dlq_left)
+                                        b->dlq_left--; /* its acknowledgement is ignored */
+                                b->ev_state[i] = EV_ABANDONED;
+                                p->stats.abandoned++;
+                        }
+        }
         store_offsets(p);
+        forget_partitions(p, parts);
+        krib_log_info("pipeline",
+                      "msg=\"revoke handled\" lost=%d abandoned_events=%zu wait_ms=%" PRId64, lost,
+                      left, (now - p->revoke_deadline_us + (lost ? 0 : REVOKE_GRACE_US)) / 1000);
+        krib_consumer_revoke_done(p->consumer);
+        p->revoke_deadline_us = 0;
+        publish(p, 1);
+        return 0;
 }
 
-/* Between batches: one bounded step of every tag sweep. */
-static void step_sweeps(krib_pipeline_t *p) {
-        if (!krib_sweeps_active(p->sweeps))
+static int take(krib_pipeline_t *p, rd_kafka_message_t *m) {
+        batch_t *b = p->open;
+        if (!b || b->n == p->cap)
+                return -1;
+        if (!b->n)
+                b->opened_us = krib_clock_mono_us();
+        b->ev_state[b->n] = EV_PENDING; /* not admitted yet */
+        b->msgs[b->n++] = m;
+        b->bytes += m->len;
+        p->inflight_events++;
+        p->inflight_bytes += m->len;
+        p->stats.consumed++;
+        return 0;
+}
+
+static int at_bound(const krib_pipeline_t *p) {
+        return p->inflight_events >= (size_t)p->conf->pipeline_max_in_flight_events ||
+               p->inflight_bytes >= (size_t)p->conf->pipeline_max_in_flight_bytes;
+}
+
+/* Reads what the consumer has without waiting: into the open batch while
+ * within the bound, else into the stash (the consumer is still served for
+ * rebalances; partitions are paused). */
+static void intake(krib_pipeline_t *p) {
+        krib_consumer_wakeup_clear(p->consumer);
+        p->kafka_more = 0;
+        for (int i = 0; i < 100000; i++) {
+                if (!p->open)
+                        p->open = batch_new(p);
+                /* Stashed messages come first, in order. */
+                while (p->nstash && p->open && p->open->n < p->cap && !at_bound(p)) {
+                        take(p, p->stash[0]);
+                        memmove(p->stash, p->stash + 1, --p->nstash * sizeof(*p->stash));
+                }
+                int room = p->open && p->open->n < p->cap &&
+                           p->open->bytes < (size_t)p->conf->pipeline_batch_max_bytes &&
+                           !at_bound(p);
+                if (!room && p->nstash == p->stash_cap) {
+                        p->kafka_more = 1; /* nowhere to put it: read it later */
+                        return;
+                }
+                if (!room && !p->paused)
+                        pause_all(p, "in-flight bound reached");
+                int64_t t0 = krib_clock_mono_us();
+                rd_kafka_message_t *m = krib_consumer_poll(p->consumer, 0);
+                p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
+                if (!m)
+                        return;
+                if (m->err) {
+                        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                                krib_log_warn("consumer", "msg=\"consume error\" error=\"%s\"",
+                                              rd_kafka_message_errstr(m));
+                        rd_kafka_message_destroy(m);
+                        continue;
+                }
+                const rd_kafka_topic_partition_list_t *rv =
+                        krib_consumer_revoking(p->consumer, NULL);
+                if (rv && in_parts(m, rv)) {
+                        rd_kafka_message_destroy(m); /* the next owner reads it */
+                        continue;
+                }
+                if (room)
+                        take(p, m);
+                else
+                        p->stash[p->nstash++] = m;
+        }
+        p->kafka_more = 1;
+}
+
+/* Whether any batch is between admission and its last answer. */
+static int writing(const krib_pipeline_t *p) {
+        for (size_t k = 0; k < p->nbatches; k++)
+                if (p->batches[k].state >= B_ADMIT)
+                        return 1;
+        return 0;
+}
+
+static int admitting(const krib_pipeline_t *p) {
+        for (size_t k = 0; k < p->nbatches; k++)
+                if (p->batches[k].state == B_ADMIT)
+                        return 1;
+        return 0;
+}
+
+/* Sends the open batch when it is full, or lingered long enough, or
+ * nothing else is being written (then waiting would only add latency). */
+static void dispatch(krib_pipeline_t *p, int force) {
+        batch_t *b = p->open;
+        if (!b || !b->n || admitting(p))
                 return;
-        p->in_write = 1;
-        if (krib_sweeps_step(p->sweeps, sweep_done, p))
-                p->interrupted = 1;
-        p->in_write = 0;
-        p->stats.sweep_keys = krib_sweeps_keys(p->sweeps);
-        p->stats.sweep_keys_failed = krib_sweeps_keys_failed(p->sweeps);
-        p->stats.sweeps_incomplete = krib_sweeps_incomplete(p->sweeps);
-        p->stats.sweeps_active = krib_sweeps_active(p->sweeps);
+        int64_t now = krib_clock_mono_us();
+        int ready = force || b->n == p->cap ||
+                    b->bytes >= (size_t)p->conf->pipeline_batch_max_bytes || !writing(p) ||
+                    now - b->opened_us >= p->conf->pipeline_linger_ms * 1000;
+        if (!ready)
+                return;
+        p->open = NULL;
+        admit_batch(p, b);
+        p->open = batch_new(p); /* NULL when every slot is busy */
+}
+
+/* Retries admission of a batch that waited for the schema registry. */
+static void readmit(krib_pipeline_t *p) {
+        for (size_t k = 0; k < p->nbatches; k++) {
+                batch_t *b = &p->batches[k];
+                if (b->state != B_ADMIT)
+                        continue;
+                if (p->registry && krib_clock_mono_us() < krib_registry_due_us(p->registry))
+                        return;
+                admit_batch(p, b);
+                return;
+        }
+}
+
+static int everything_finished(const krib_pipeline_t *p) {
+        for (size_t k = 0; k < p->nbatches; k++)
+                if (p->batches[k].state != B_FREE &&
+                    !(p->batches[k].state == B_OPEN && p->batches[k].n == 0))
+                        return 0;
+        return 1; /* sweeps in progress are re-read by whoever owns them next */
+}
+
+/* Waits (the loop's only wait) for Kafka, a Redis reply or the next
+ * deadline, at most max_us. */
+static void wait_for_work(krib_pipeline_t *p, int64_t max_us) {
+        int64_t now = krib_clock_mono_us();
+        int64_t until = now + max_us;
+        int64_t due = krib_writer_due_us(p->writer);
+        if (due < until)
+                until = due;
+        if (p->dlq) {
+                due = krib_dlq_due_us(p->dlq);
+                if (due < until)
+                        until = due;
+        }
+        if (p->open && p->open->n && writing(p)) {
+                due = p->open->opened_us + p->conf->pipeline_linger_ms * 1000;
+                if (due < until)
+                        until = due;
+        }
+        if (admitting(p) && p->registry) {
+                due = krib_registry_due_us(p->registry);
+                if (due < until)
+                        until = due;
+        }
+        if (krib_sweeps_active(p->sweeps) && now + 1000 < until)
+                until = now + 1000;
+        if (p->kafka_more && p->open && p->open->n < p->cap && !at_bound(p))
+                until = now;
+        struct pollfd fds[65];
+        int n = 0;
+        fds[n++] = (struct pollfd){krib_consumer_wakeup_fd(p->consumer), POLLIN, 0};
+        n += krib_writer_pollfds(p->writer, fds + n, 64);
+        int64_t wait = until - now;
+        int ms = wait <= 0 ? 0 : wait > 1000000 ? 1000 : (int)((wait + 999) / 1000);
+        int64_t t0 = krib_clock_mono_us();
+        poll(fds, (nfds_t)n, ms);
+        p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
+        if (fds[0].revents)
+                p->kafka_more = 1;
+}
+
+/* One turn of the loop: every stage moves as far as it can without
+ * waiting, then the loop waits for the next thing to do. */
+static void turn(krib_pipeline_t *p, int draining) {
+        act_on_revoke(p);
+        int64_t t0 = krib_clock_mono_us();
+        if (krib_writer_step(p->writer))
+                krib_log_error("pipeline", "msg=\"writer out of memory\"");
+        p->stats.write_us += (uint64_t)(krib_clock_mono_us() - t0);
+        if (p->dlq)
+                krib_dlq_poll(p->dlq, on_dlq_acked, p);
+        progress(p);
+        if (krib_sweeps_active(p->sweeps)) {
+                krib_sweeps_step(p->sweeps, sweep_done, p);
+                p->stats.sweep_keys = krib_sweeps_keys(p->sweeps);
+                p->stats.sweep_keys_failed = krib_sweeps_keys_failed(p->sweeps);
+                p->stats.sweeps_incomplete = krib_sweeps_incomplete(p->sweeps);
+                p->stats.sweeps_active = krib_sweeps_active(p->sweeps);
+                progress(p);
+        }
+        readmit(p);
+        if (!draining) {
+                if (p->kafka_more || !p->open || !p->open->n)
+                        intake(p);
+                dispatch(p, 0);
+        } else {
+                dispatch(p, 1);
+        }
+        /* Submitted work goes out now, not after the wait. */
+        t0 = krib_clock_mono_us();
+        krib_writer_step(p->writer);
+        p->stats.write_us += (uint64_t)(krib_clock_mono_us() - t0);
+        /* Partitions pause at the in-flight bound (in intake), while the
+         * registry is down, and when Redis made no progress for a second
+         * with work waiting (all of it failing: one failing master alone
+         * does not stop the others' work, the bound does). They resume
+         * below half of the bound once Redis moves again. */
+        const krib_writer_stats_t *ws = krib_writer_stats(p->writer);
+        int64_t now = krib_clock_mono_us();
+        if (ws->keys != p->keys_seen || (!ws->queued_ops && !ws->inflight_ops)) {
+                p->keys_seen = ws->keys;
+                p->progress_at_us = now;
+        }
+        int stalled = now - p->progress_at_us >= REDIS_STALL_US;
+        if (!p->paused && stalled)
+                pause_all(p, "redis is failing");
+        else if (p->paused && !stalled && !admitting(p) &&
+                 p->inflight_events < (size_t)p->conf->pipeline_max_in_flight_events / 2 + 1 &&
+                 p->inflight_bytes < (size_t)p->conf->pipeline_max_in_flight_bytes / 2 + 1) {
+                resume_all(p);
+                p->kafka_more = 1;
+        }
+        log_stats(p, 0);
+        publish(p, 0);
+        wait_for_work(p, draining ? 50000 : 100000);
 }
 
 int krib_pipeline_run(krib_pipeline_t *p) {
-        const size_t max_bytes = (size_t)p->conf->pipeline_batch_max_bytes;
-        while (!*p->stop && !p->interrupted) {
-                /* Messages stashed during the last write come first. */
-                size_t s = 0;
-                for (; s < p->nstash && p->n < p->cap; s++)
-                        take(p, p->stash[s]);
-                memmove(p->stash, p->stash + s, (p->nstash - s) * sizeof(*p->stash));
-                p->nstash -= s;
-
-                int64_t deadline = krib_clock_mono_us() + p->conf->pipeline_linger_ms * 1000;
-                /* Gather a batch. A rebalance inside poll may process and
-                 * empty it (on_revoke), so p->n is re-read every time. */
-                while (p->n < p->cap && p->bytes < max_bytes && !*p->stop) {
-                        /* Idle with sweeps to do: poll briefly, then step them. */
-                        int sweeping = krib_sweeps_active(p->sweeps) > 0;
-                        int64_t left = p->n       ? (deadline - krib_clock_mono_us()) / 1000
-                                       : sweeping ? 1
-                                                  : 100;
-                        if (left < 0)
-                                break;
-                        int64_t t0 = krib_clock_mono_us();
-                        rd_kafka_message_t *m = krib_consumer_poll(p->consumer, (int)left);
-                        p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
-                        if (!m) {
-                                if (p->n || sweeping)
-                                        break;
-                                log_stats(p, 0);
-                                publish(p, 0);
-                                continue;
-                        }
-                        if (m->err) {
-                                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                                        krib_log_warn("consumer",
-                                                      "msg=\"consume error\" error=\"%s\"",
-                                                      rd_kafka_message_errstr(m));
-                                rd_kafka_message_destroy(m);
-                                continue;
-                        }
-                        if (!p->n)
-                                deadline =
-                                        krib_clock_mono_us() + p->conf->pipeline_linger_ms * 1000;
-                        take(p, m);
-                }
-                if (p->n && process_batch(p))
-                        p->interrupted = 1;
-                if (!p->interrupted)
-                        step_sweeps(p);
-                log_stats(p, 0);
-                publish(p, 0);
-        }
-        /* Events polled after the stop signal still get their drain window. */
-        if (p->n && !p->interrupted && process_batch(p))
+        while (!*p->stop)
+                turn(p, 0);
+        /* Drain: nothing new is read; what was read still gets its window. */
+        int64_t deadline = krib_clock_mono_us() + p->conf->pipeline_shutdown_timeout_ms * 1000;
+        while (!everything_finished(p) && krib_clock_mono_us() < deadline)
+                turn(p, 1);
+        if (!everything_finished(p))
                 p->interrupted = 1;
+        store_offsets(p);
         log_stats(p, 1);
         if (p->interrupted)
                 krib_log_warn("pipeline",
@@ -845,33 +1188,31 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         if (!p)
                 return;
         /* An unfinished remainder must not be stored, only released. */
-        for (size_t i = 0; i < p->n; i++)
-                rd_kafka_message_destroy(p->msgs[i]);
-        p->n = 0;
         for (size_t i = 0; i < p->nstash; i++)
                 rd_kafka_message_destroy(p->stash[i]);
         p->nstash = 0;
+        for (size_t k = 0; k < p->nbatches; k++) {
+                batch_t *b = &p->batches[k];
+                if (b->job >= 0 && p->writer)
+                        krib_writer_job_cancel(p->writer, b->job);
+                b->job = -1;
+                /* Messages hold the consumer: released before it closes. */
+                for (size_t i = 0; i < b->n; i++)
+                        if (b->msgs[i])
+                                rd_kafka_message_destroy(b->msgs[i]);
+                b->n = 0;
+        }
         krib_consumer_close(p->consumer);
         krib_metrics_destroy(p->metrics);
+        krib_sweeps_destroy(p->sweeps);
         krib_writer_destroy(p->writer);
         krib_dlq_destroy(p->dlq);
-        krib_sweeps_destroy(p->sweeps);
         krib_registry_destroy(p->registry);
         krib_schemas_destroy(p->decode);
         krib_offsets_destroy(p->offsets);
         krib_reorder_destroy(p->reorder);
-        if (p->events)
-                for (size_t i = 0; i < p->cap; i++)
-                        krib_event_destroy(&p->events[i]);
-        free(p->events);
-        free(p->msgs);
+        for (size_t k = 0; k < p->nbatches; k++)
+                batch_free(&p->batches[k], p->cap);
         free(p->stash);
-        free(p->ev_state);
-        free(p->ops);
-        free(p->op_part);
-        free(p->op_links);
-        free(p->op_status);
-        free(p->links);
-        free(p->table);
         free(p);
 }

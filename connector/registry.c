@@ -29,9 +29,9 @@ struct krib_registry {
         entry_t *v;
         size_t n, cap;
         avro_reader_t reader;
-        volatile sig_atomic_t *stop;
-        void (*tick)(void *);
-        void *opaque;
+        /* While the registry is down: the next fetch attempt, backoff. */
+        int64_t retry_at_us, warned_at_us;
+        unsigned attempt;
         krib_registry_stats_t stats;
 };
 
@@ -61,11 +61,8 @@ krib_registry_t *krib_registry_new(const char *url, int64_t timeout_ms, char *er
         return r;
 }
 
-void krib_registry_set_wait(krib_registry_t *r, volatile sig_atomic_t *stop, void (*tick)(void *),
-                            void *opaque) {
-        r->stop = stop;
-        r->tick = tick;
-        r->opaque = opaque;
+int64_t krib_registry_due_us(const krib_registry_t *r) {
+        return r->retry_at_us;
 }
 
 typedef struct {
@@ -115,7 +112,8 @@ static long http_get(krib_registry_t *r, const char *url, body_t *body, char *wh
 }
 
 /* The cache entry of id, fetching it when new. NULL with *bad set (unknown
- * id, unusable schema) or clear (shutdown while the registry was down). */
+ * id, unusable schema) or clear (the registry is unavailable: try again at
+ * krib_registry_due_us()). */
 static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr, size_t size) {
         *bad = 0;
         for (size_t i = 0; i < r->n; i++)
@@ -125,9 +123,11 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                 }
         char url[1200];
         snprintf(url, sizeof(url), "%s/schemas/ids/%" PRId32, r->url, id);
-        unsigned attempt = 0;
-        int64_t warned = 0;
-        for (;;) {
+        if (krib_clock_mono_us() < r->retry_at_us) {
+                errf(errstr, size, "schema registry unavailable (waiting to retry)");
+                return NULL;
+        }
+        {
                 body_t body = {NULL, 0};
                 char why[CURL_ERROR_SIZE + 64];
                 long st = http_get(r, url, &body, why, sizeof(why));
@@ -182,6 +182,8 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                                 return NULL;
                         }
                         r->n++;
+                        r->attempt = 0;
+                        r->retry_at_us = 0;
                         krib_log_info("registry", "msg=\"writer schema fetched\" id=%" PRId32, id);
                         return e;
                 }
@@ -196,31 +198,24 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                 /* Down, slow or failing: wait for it, never dead-letter. */
                 r->stats.unavailable++;
                 int64_t now = krib_clock_mono_us();
-                if (now - warned > 10000000) {
-                        warned = now;
+                if (now - r->warned_at_us > 10000000) {
+                        r->warned_at_us = now;
                         if (st < 0)
                                 krib_log_warn("registry",
                                               "msg=\"schema registry unreachable, consumption "
                                               "waits\" url=%s error=\"%s\" attempt=%u",
-                                              url, why, attempt + 1);
+                                              url, why, r->attempt + 1);
                         else
                                 krib_log_warn("registry",
                                               "msg=\"schema registry failing, consumption "
                                               "waits\" url=%s status=%ld attempt=%u",
-                                              url, st, attempt + 1);
+                                              url, st, r->attempt + 1);
                 }
-                if (r->stop && *r->stop) {
-                        errf(errstr, size, "schema registry unavailable at shutdown");
-                        return NULL;
-                }
-                int64_t wait_ms = 100LL << (attempt < 5 ? attempt : 5);
-                attempt++;
-                for (int64_t t = 0; t < wait_ms && !(r->stop && *r->stop); t += 50) {
-                        struct timespec ts = {0, 50 * 1000000L};
-                        nanosleep(&ts, NULL);
-                        if (r->tick)
-                                r->tick(r->opaque);
-                }
+                int64_t wait_ms = 100LL << (r->attempt < 5 ? r->attempt : 5);
+                r->attempt++;
+                r->retry_at_us = now + wait_ms * 1000;
+                errf(errstr, size, "schema registry unavailable");
+                return NULL;
         }
 }
 
@@ -238,7 +233,7 @@ krib_reg_result_t krib_registry_decode(krib_registry_t *r, const void *buf, size
         int bad;
         entry_t *e = schema_of(r, id, &bad, errstr, errstr_size);
         if (!e)
-                return bad ? KRIB_REG_BAD : KRIB_REG_STOPPED;
+                return bad ? KRIB_REG_BAD : KRIB_REG_UNAVAILABLE;
         if (krib_avro_check(e->schema, b + 5, len - 5, errstr, errstr_size))
                 return KRIB_REG_BAD;
         avro_value_reset(&e->value);

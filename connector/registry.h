@@ -5,17 +5,17 @@
  *
  * Writer schemas are fetched with GET <url>/schemas/ids/<id> and cached by
  * id for the process' life (ids are immutable). While the registry cannot be
- * reached (connect error, timeout, 5xx) a fetch is retried with capped
- * backoff, calling the caller's tick, until it answers or *stop is raised:
- * a registry outage pauses consumption, it never dead-letters good data. An
- * id the registry does not know (404) is a dead letter. Owned by the pipeline
- * thread.
+ * reached (connect error, timeout, 5xx) a decode answers "unavailable" and
+ * the next fetch is tried after a capped backoff (krib_registry_due_us());
+ * the caller holds the event and pauses consumption: a registry outage
+ * never dead-letters good data. One fetch is bounded by the registry
+ * timeout; nothing here waits longer. An id the registry does not know
+ * (404) is a dead letter. Owned by the pipeline thread.
  */
 #ifndef KRIB_REGISTRY_H
 #define KRIB_REGISTRY_H
 
 #include <jansson.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,14 +24,15 @@ typedef struct krib_registry krib_registry_t;
 typedef enum {
         KRIB_REG_OK = 0,
         KRIB_REG_BAD = 1,     /* not Confluent framing, unknown id, malformed Avro: dead letter */
-        KRIB_REG_STOPPED = 2, /* registry unavailable and shutdown began */
+        KRIB_REG_UNAVAILABLE = 2, /* registry down: try again at krib_registry_due_us() */
 } krib_reg_result_t;
 
 krib_registry_t *krib_registry_new(const char *url, int64_t timeout_ms, char *errstr,
                                    size_t errstr_size);
 
-void krib_registry_set_wait(krib_registry_t *r, volatile sig_atomic_t *stop, void (*tick)(void *),
-                            void *opaque);
+/* While the registry is unavailable: when the next fetch may be tried
+ * (monotonic, krib_clock_mono_us); 0 otherwise. */
+int64_t krib_registry_due_us(const krib_registry_t *r);
 
 /* Decodes a Confluent-framed Avro value into *out (a JSON tree; unions are
  * unwrapped to their branch's value, bytes and fixed become strings). */

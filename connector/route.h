@@ -42,7 +42,7 @@ typedef enum {
         KRIB_ROUTE_OK = 0,
         KRIB_ROUTE_SKIP = 1,    /* nothing to apply (tombstone, truncate, message) */
         KRIB_ROUTE_ERROR = 2,   /* dead letter: errstr says why */
-        KRIB_ROUTE_STOPPED = 3, /* the schema registry was down and shutdown began */
+        KRIB_ROUTE_UNAVAILABLE = 3, /* the schema registry is down: try the event again later */
 } krib_route_result_t;
 
 struct krib_registry;

@@ -22,6 +22,14 @@ typedef struct {
         uint64_t keys;
         uint64_t keys_failed;   /* keys Redis refused to unlink */
         unsigned nodes_skipped; /* (pattern, node) pairs whose SCAN was refused for good */
+        /* The UNLINKs of the last SCAN page, in flight: the writer job, its
+         * ops (pointing into keys), their status, and the next cursor. */
+        int job;
+        redisReply *page;
+        krib_wop_t *ops;
+        uint8_t *status;
+        size_t nops;
+        char next[32];
 } sweep_t;
 
 /* Final SCAN refusals of one node before its part of a pattern is given up. */
@@ -33,9 +41,6 @@ struct krib_sweeps {
         sweep_t *v;
         size_t n, cap;
         uint64_t keys, finished, keys_failed, incomplete;
-        krib_wop_t *ops;
-        uint8_t *status;
-        size_t ops_cap;
 };
 
 krib_sweeps_t *krib_sweeps_new(krib_writer_t *w, long scan_count) {
@@ -64,7 +69,23 @@ int krib_sweep_pattern_slot(const char *pattern, size_t len) {
         return (int)krib_slot_of(pattern, len);
 }
 
-static void sweep_free(sweep_t *w) {
+/* Gives up the page in flight (if any); the writer forgets it. */
+static void page_drop(krib_sweeps_t *s, sweep_t *w) {
+        if (w->job >= 0)
+                krib_writer_job_cancel(s->w, w->job);
+        w->job = -1;
+        if (w->page)
+                freeReplyObject(w->page);
+        w->page = NULL;
+        free(w->ops);
+        free(w->status);
+        w->ops = NULL;
+        w->status = NULL;
+        w->nops = 0;
+}
+
+static void sweep_free(krib_sweeps_t *s, sweep_t *w) {
+        page_drop(s, w);
         for (size_t i = 0; i < w->npatterns; i++)
                 free(w->patterns[i]);
         free(w->patterns);
@@ -84,6 +105,7 @@ int krib_sweeps_add(krib_sweeps_t *s, const krib_str_t *patterns, size_t n, cons
         }
         sweep_t *w = &s->v[s->n];
         memset(w, 0, sizeof(*w));
+        w->job = -1;
         if (!(w->patterns = calloc(n, sizeof(*w->patterns))) || !(w->topic = strdup(topic)))
                 goto oom;
         for (size_t i = 0; i < n; i++) {
@@ -101,7 +123,7 @@ int krib_sweeps_add(krib_sweeps_t *s, const krib_str_t *patterns, size_t n, cons
                       topic, (int)partition, (long long)offset, n, n ? w->patterns[0] : "");
         return 0;
 oom:
-        sweep_free(w);
+        sweep_free(s, w);
         return -1;
 }
 
@@ -125,10 +147,52 @@ static void sweep_failed(sweep_t *w, const char *why) {
                               w->patterns[w->pattern], why, w->failures);
 }
 
+/* The current node's part of the pattern is done. 1 when the sweep is. */
+static int node_done(sweep_t *w) {
+        snprintf(w->cursor, sizeof(w->cursor), "0");
+        if (++w->node < w->nnodes)
+                return 0;
+        free(w->nodes);
+        w->nodes = NULL;
+        w->node = 0;
+        return ++w->pattern == w->npatterns;
+}
+
+/* Once the page's UNLINKs are answered: counts them and moves the cursor.
+ * Returns what sweep_step() returns. */
+static int page_done(krib_sweeps_t *s, sweep_t *w) {
+        if (w->job >= 0 && krib_writer_job_left(s->w, w->job))
+                return 0;
+        size_t refused = 0;
+        for (size_t i = 0; i < w->nops; i++)
+                refused += w->status[i] == KRIB_WOP_FAILED;
+        w->keys += w->nops - refused;
+        s->keys += w->nops - refused;
+        w->keys_failed += refused;
+        s->keys_failed += refused;
+        w->failures = 0;
+        if (w->job >= 0)
+                krib_writer_job_release(s->w, w->job);
+        w->job = -1;
+        char next[32];
+        snprintf(next, sizeof(next), "%s", w->next);
+        page_drop(s, w);
+        if (strcmp(next, "0")) {
+                snprintf(w->cursor, sizeof(w->cursor), "%s", next);
+                return 0;
+        }
+        return node_done(w);
+}
+
 /* One SCAN + UNLINK of sweep w. Returns 1 when the sweep is complete, -1 on
  * shutdown, else 0. */
 static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
+        if (w->page)
+                return page_done(s, w); /* its UNLINKs are in flight */
         if (krib_clock_mono_us() < w->retry_at_us)
+                return 0;
+        /* Sweeps take at most half of the writer's jobs: batches go first. */
+        if (krib_writer_jobs_live(s->w) >= KRIB_WRITER_JOBS / 2)
                 return 0;
         const char *pat = w->patterns[w->pattern];
         if (!w->nodes) {
@@ -157,8 +221,7 @@ static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
                                (int)w->partition, (long long)w->offset);
                 w->nodes_skipped++;
                 w->refusals = 0;
-                snprintf(next, sizeof(next), "0");
-                goto node_done;
+                return node_done(w);
         }
         if (sc == -2) { /* again on the same node, cursor kept, after a pause */
                 w->retry_at_us = krib_clock_mono_us() + (200000LL << w->refusals);
@@ -170,48 +233,27 @@ static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
         }
         w->refusals = 0;
         size_t n = keys->elements;
-        if (n > s->ops_cap) {
-                krib_wop_t *ops = realloc(s->ops, n * sizeof(*ops));
-                uint8_t *st = ops ? realloc(s->status, n) : NULL;
-                if (ops)
-                        s->ops = ops;
-                if (st)
-                        s->status = st;
-                if (!ops || !st) {
-                        freeReplyObject(keys);
-                        return 0;
-                }
-                s->ops_cap = n;
+        w->ops = calloc(n ? n : 1, sizeof(*w->ops));
+        w->status = calloc(n ? n : 1, 1);
+        w->page = keys;
+        snprintf(w->next, sizeof(w->next), "%s", next);
+        if (!w->ops || !w->status) {
+                page_drop(s, w);
+                sweep_failed(w, "out of memory");
+                return 0;
         }
-        size_t k = 0;
         for (size_t i = 0; i < n; i++)
                 if (keys->element[i]->type == REDIS_REPLY_STRING)
-                        s->ops[k++] = (krib_wop_t){keys->element[i]->str, keys->element[i]->len,
-                                                   KRIB_WOP_UNLINK, NULL};
-        int rc = k ? krib_writer_apply(s->w, s->ops, k, s->status) : 0;
-        freeReplyObject(keys);
-        if (rc)
-                return -1;
-        size_t refused = 0;
-        for (size_t i = 0; i < k; i++)
-                refused += s->status[i] == KRIB_WOP_FAILED;
-        w->keys += k - refused;
-        s->keys += k - refused;
-        w->keys_failed += refused;
-        s->keys_failed += refused;
-        w->failures = 0;
-        if (strcmp(next, "0")) {
-                snprintf(w->cursor, sizeof(w->cursor), "%s", next);
+                        w->ops[w->nops++] = (krib_wop_t){keys->element[i]->str,
+                                                         keys->element[i]->len, KRIB_WOP_UNLINK,
+                                                         NULL};
+        if (w->nops && (w->job = krib_writer_submit(s->w, w->ops, w->nops, w->status)) < 0) {
+                page_drop(s, w);
+                sweep_failed(w, "writer busy");
                 return 0;
         }
-node_done:
-        snprintf(w->cursor, sizeof(w->cursor), "0");
-        if (++w->node < w->nnodes)
-                return 0;
-        free(w->nodes);
-        w->nodes = NULL;
-        w->node = 0;
-        return ++w->pattern == w->npatterns;
+        return page_done(s, w);
+        return node_done(w);
 }
 
 int krib_sweeps_step(krib_sweeps_t *s, krib_sweep_done_cb *done, void *opaque) {
@@ -241,7 +283,7 @@ int krib_sweeps_step(krib_sweeps_t *s, krib_sweep_done_cb *done, void *opaque) {
                                       (unsigned long long)w->keys);
                 s->finished++;
                 done(opaque, w->topic, w->partition, w->offset);
-                sweep_free(w);
+                sweep_free(s, w);
                 s->v[i] = s->v[--s->n];
         }
         return 0;
@@ -250,7 +292,7 @@ int krib_sweeps_step(krib_sweeps_t *s, krib_sweep_done_cb *done, void *opaque) {
 void krib_sweeps_drop(krib_sweeps_t *s, const char *topic, int32_t partition) {
         for (size_t i = 0; s && i < s->n;) {
                 if (s->v[i].partition == partition && !strcmp(s->v[i].topic, topic)) {
-                        sweep_free(&s->v[i]);
+                        sweep_free(s, &s->v[i]);
                         s->v[i] = s->v[--s->n];
                 } else
                         i++;
@@ -277,9 +319,7 @@ void krib_sweeps_destroy(krib_sweeps_t *s) {
         if (!s)
                 return;
         for (size_t i = 0; i < s->n; i++)
-                sweep_free(&s->v[i]);
+                sweep_free(s, &s->v[i]);
         free(s->v);
-        free(s->ops);
-        free(s->status);
         free(s);
 }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,34 +19,78 @@
 #include "util.h"
 
 #define REFRESH_PERIOD_US 30000000 /* topology re-read even without MOVED */
+#define JOB_MAX           KRIB_WRITER_JOBS
+#define IDX_BITS          24
+#define IDX_MAX           ((1u << IDX_BITS) - 1)
+#define NONE              UINT32_MAX
+#define REF(j, i)         ((uint32_t)(j) << IDX_BITS | (uint32_t)(i))
+#define REF_JOB(r)        ((r) >> IDX_BITS)
+#define REF_IDX(r)        ((r)&IDX_MAX)
 
 const double krib_writer_rt_bounds_s[KRIB_WRITER_RT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                                 0.025,  0.05,  0.1,    0.5,   2};
 
+enum { MODE_PLAIN = 0, MODE_FENCED = 1, MODE_FANOUT = 2, MODE_ASKING = 3, MODE_WAIT = 4 };
+
+/* Where an op is: waiting to be sent (queued), on the wire (sent), answered
+ * but waiting for its round's WAIT (acked), or done (final). */
+enum { R_QUEUED = 0, R_SENT = 1, R_ACKED = 2, R_FINAL = 3 };
+
+typedef struct {
+        krib_wop_t op;
+        uint64_t hash;
+        int64_t due_us;
+        uint32_t succ;  /* the op (a later job's, same key) waiting for this one */
+        uint32_t hnext; /* next op in the same key-table bucket */
+        int32_t ask_conn;
+        uint32_t fkey_off;
+        uint16_t fkey_len, slot;
+        uint16_t attempt, redirects;
+        uint8_t after; /* an earlier job's op on this key is not final yet */
+        uint8_t solo;  /* sent in a command of its own (its chunk failed) */
+        uint8_t state, result, in_table;
+} rec_t;
+
+typedef struct {
+        uint8_t used, cancelled;
+        rec_t *recs;
+        size_t n, cap;
+        uint8_t *status; /* the caller's; NULL once cancelled */
+        size_t left;     /* ops not final */
+        char *fkeys;     /* fence key names, at recs[i].fkey_off */
+        size_t fkeys_cap;
+} job_t;
+
+typedef struct {
+        uint32_t nrefs; /* refs taken from the connection's ref queue */
+        uint32_t flush_keys;
+        int64_t sent_us;
+        uint8_t mode;
+        uint8_t last; /* last command of its flush: the reply ends a round trip */
+} cmd_t;
+
 typedef struct {
         krib_addr_t addr;
-        krib_conn_t *c;
+        krib_conn_t *c;   /* pipelined commands */
+        krib_conn_t *ctl; /* synchronous control commands (CLUSTER SLOTS, SCAN) */
         krib_writer_node_t m;
-        uint32_t rt_keys; /* keys in this round's commands */
         int64_t retry_at_us;
         unsigned failures;
         krib_breaker_t br;
         int script; /* fence script: 1 loaded here, 0 not yet, -1 refused */
         unsigned script_warned;
-        uint8_t script_counted; /* this round already counted a script refusal */
-        uint8_t wait_sent;      /* this round ends with WAIT redis.wait_replicas */
-        /* This round's commands, in the order they were appended. */
-        int32_t cmd_head, cmd_tail;
+        /* Commands on the wire, oldest first, and the refs they carry. */
+        cmd_t *cq;
+        size_t cq_head, cq_tail, cq_cap;
+        uint32_t *rq;
+        size_t rq_head, rq_tail, rq_cap;
+        /* Answered ops waiting for the WAIT that ends their round. */
+        uint32_t *acked;
+        size_t nacked, acked_cap;
+        /* This step's appends. */
+        uint32_t step_keys, step_cmds;
+        uint8_t step_script_counted;
 } conn_t;
-
-typedef struct {
-        int32_t conn;
-        int32_t next;   /* next command of the same conn */
-        uint32_t first; /* range of w->order */
-        uint32_t count;
-        uint8_t asking;
-        uint8_t mode; /* MODE_PLAIN, MODE_FENCED or MODE_FANOUT */
-} cmd_t;
 
 struct krib_writer {
         const krib_conf_t *conf;
@@ -61,34 +106,45 @@ struct krib_writer {
         void *tick_opaque;
         volatile sig_atomic_t *stop;
         int64_t drain_us;
-        int64_t stop_seen_us;
 
         uint64_t rng;
         krib_retry_policies_t pol;
         krib_tls_t *tls;           /* NULL: plain TCP */
         krib_breaker_t cluster_br; /* cluster_state, slot map, every node unreachable */
         krib_writer_stats_t stats;
+        unsigned refresh_failures;
+        int64_t refresh_at_us; /* next refresh attempt after a failed one */
 
-        /* Scratch, grown to the largest batch seen. */
-        size_t cap;
-        uint16_t *slot_of;
-        int32_t *ask_conn; /* -1, or the conn an ASK pointed this key at */
-        uint8_t *solo;     /* sent in a command of its own (its chunk failed) */
-        uint32_t *pend, *pend_next, *order, *tmp;
+        job_t jobs[JOB_MAX];
+        size_t jobs_live;
+        /* Ops submitted or requeued since the last step (sent first), and
+         * ops waiting for a time, a breaker or an earlier op on their key. */
+        uint32_t *fresh, *queue;
+        size_t nfresh, fresh_cap, nqueue, queue_cap;
+        int64_t queue_due_us; /* earliest moment a queued op may be eligible */
+        size_t inflight_ops;  /* sent or acked, not final */
+
+        /* Ops not final, by key: a later job's op on the same key waits. */
+        uint32_t *ktab;
+        size_t ktab_cap, ktab_n;
+
+        /* Step scratch. */
+        uint32_t *send, *order, *tmp;
+        size_t send_cap, nsend;
         uint32_t *slot_count; /* KRIB_SLOT_COUNT + 1 */
-        cmd_t *cmds;
-        size_t cmd_cap;
         const char **argv;
         size_t *argvlen;
         size_t argv_cap;
         char sha[41];
-        char *fkeys; /* fence key names, at fkey_off[i] (fkey_len[i]) */
-        size_t fkeys_cap;
-        uint32_t *fkey_off;
-        uint16_t *fkey_len;
         char *nums; /* decimal strings of one script command */
         size_t nums_cap;
+        int trouble; /* this step met connection or transient trouble */
+        int logged;  /* transient errors logged this step */
 };
+
+static inline rec_t *rec_of(krib_writer_t *w, uint32_t ref) {
+        return &w->jobs[REF_JOB(ref)].recs[REF_IDX(ref)];
+}
 
 /* Connection to the node announced as host:port (redis.address_map applied). */
 static int conn_get(krib_writer_t *w, const char *announced, int announced_port) {
@@ -113,7 +169,6 @@ static int conn_get(krib_writer_t *w, const char *announced, int announced_port)
         snprintf(c->addr.host, sizeof(c->addr.host), "%s", host);
         c->addr.port = port;
         snprintf(c->m.addr, sizeof(c->m.addr), "%.64s:%d", host, port);
-        c->cmd_head = c->cmd_tail = -1;
         krib_breaker_init(&c->br);
         return (int)w->conn_count++;
 }
@@ -149,7 +204,56 @@ static void breaker_note(krib_writer_t *w, const char *who, const krib_breaker_t
         } else {
                 krib_log_info("writer", "msg=\"circuit breaker %s\" node=%s",
                               b->state == KRIB_BREAKER_HALF_OPEN ? "half-open" : "closed", who);
+                /* Ops held back for this node may go now. */
+                w->queue_due_us = 0;
         }
+}
+
+static void queue_push(krib_writer_t *w, uint32_t ref, int64_t due_us);
+static void complete(krib_writer_t *w, uint32_t ref, uint8_t result);
+
+/* Back to the queue at due_us (a cancelled job's op ends instead). */
+static void requeue_at(krib_writer_t *w, uint32_t ref, int64_t due_us, int failed) {
+        rec_t *r = rec_of(w, ref);
+        if (r->state == R_SENT || r->state == R_ACKED)
+                w->inflight_ops--;
+        if (w->jobs[REF_JOB(ref)].cancelled) {
+                complete(w, ref, KRIB_WOP_PENDING);
+                return;
+        }
+        if (failed && r->attempt < UINT16_MAX)
+                r->attempt++;
+        r->state = R_QUEUED;
+        queue_push(w, ref, due_us);
+}
+
+/* Back to the queue after a failure of class cls, or at once (cls < 0).
+ * Ops that failed together go back together (one delay, by the most tried
+ * among them), so they are sent again in one round. */
+static void requeue_refs(krib_writer_t *w, const uint32_t *refs, size_t n, int cls) {
+        unsigned attempt = 0;
+        for (size_t i = 0; i < n; i++)
+                if (rec_of(w, refs[i])->attempt > attempt)
+                        attempt = rec_of(w, refs[i])->attempt;
+        int64_t due = krib_clock_mono_us() +
+                      (cls < 0 ? 0
+                               : krib_retry_delay_us(&w->pol, (krib_err_class_t)cls, attempt,
+                                                     krib_retry_rand(&w->rng)));
+        for (size_t i = 0; i < n; i++)
+                requeue_at(w, refs[i], due, cls >= 0);
+}
+
+static void requeue(krib_writer_t *w, uint32_t ref, int cls) {
+        requeue_refs(w, &ref, 1, cls);
+}
+
+/* Everything on c's wire (and answered but not yet confirmed by WAIT) goes
+ * back to the queue: its outcome is unknown, so it is sent again. */
+static void conn_drop_inflight(krib_writer_t *w, conn_t *c) {
+        requeue_refs(w, c->rq + c->rq_head, c->rq_tail - c->rq_head, KRIB_ERR_CONN);
+        requeue_refs(w, c->acked, c->nacked, KRIB_ERR_CONN);
+        c->rq_head = c->rq_tail = c->cq_head = c->cq_tail = c->nacked = 0;
+        c->step_keys = c->step_cmds = 0;
 }
 
 static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
@@ -160,6 +264,12 @@ static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
                 krib_conn_free(c->c);
                 c->c = NULL;
         }
+        if (c->ctl) {
+                krib_conn_free(c->ctl);
+                c->ctl = NULL;
+        }
+        conn_drop_inflight(w, c);
+        w->trouble = 1;
         int64_t now = krib_clock_mono_us();
         c->retry_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN, c->failures,
                                                    krib_retry_rand(&w->rng));
@@ -205,11 +315,9 @@ static int load_script(krib_writer_t *w, conn_t *c) {
         return c->script;
 }
 
-static int conn_ensure(krib_writer_t *w, conn_t *c) {
-        if (c->c)
-                return 0;
-        if (krib_clock_mono_us() < c->retry_at_us)
-                return -1;
+/* A connected and authenticated connection to c's node, or NULL (logged,
+ * counted as a connection failure). */
+static krib_conn_t *open_conn(krib_writer_t *w, conn_t *c) {
         char err[200];
         krib_conn_t *rc =
                 krib_conn_connect(c->addr.host, c->addr.port, w->conf->redis_connect_timeout_ms,
@@ -220,9 +328,8 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
                                       "msg=\"cannot connect to redis\" node=%s:%d error=\"%s\" "
                                       "attempt=%u",
                                       c->addr.host, c->addr.port, err, c->failures + 1);
-                c->c = NULL;
                 conn_fail(w, c, "connect");
-                return -1;
+                return NULL;
         }
         if (*w->conf->redis_password) {
                 redisReply *r =
@@ -241,9 +348,20 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
                 if (!ok) {
                         krib_conn_free(rc);
                         conn_fail(w, c, "auth");
-                        return -1;
+                        return NULL;
                 }
         }
+        return rc;
+}
+
+static int conn_ensure(krib_writer_t *w, conn_t *c) {
+        if (c->c)
+                return 0;
+        if (krib_clock_mono_us() < c->retry_at_us)
+                return -1;
+        krib_conn_t *rc = open_conn(w, c);
+        if (!rc)
+                return -1;
         c->c = rc;
         c->script = 0;
         if (load_script(w, c) < -1)
@@ -254,17 +372,40 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
         return 0;
 }
 
+/* The control connection: synchronous commands never share a connection
+ * with pipelined ones (their replies would interleave). */
+static int ctl_ensure(krib_writer_t *w, conn_t *c) {
+        if (c->ctl)
+                return 0;
+        if (krib_clock_mono_us() < c->retry_at_us)
+                return -1;
+        return (c->ctl = open_conn(w, c)) ? 0 : -1;
+}
+
+static void ctl_fail(krib_writer_t *w, conn_t *c) {
+        const char *why = krib_conn_errstr(c->ctl);
+        krib_log_warn("writer", "msg=\"redis connection lost\" node=%s conn=control error=\"%s\"",
+                      c->m.addr, why);
+        krib_conn_free(c->ctl);
+        c->ctl = NULL;
+        int64_t now = krib_clock_mono_us();
+        c->m.conn_failures++;
+        breaker_note(w, c->m.addr, &c->br,
+                     krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_CONN, now,
+                                          krib_retry_rand(&w->rng)));
+}
+
 static int refresh_from(krib_writer_t *w, int ci, char *errstr, size_t size) {
         conn_t *c = &w->conns[ci];
-        if (conn_ensure(w, c)) {
+        if (ctl_ensure(w, c)) {
                 snprintf(errstr, size, "%s:%d unreachable", c->addr.host, c->addr.port);
                 return -1;
         }
-        redisReply *r = krib_conn_command(c->c, "CLUSTER SLOTS");
+        redisReply *r = krib_conn_command(c->ctl, "CLUSTER SLOTS");
         if (!r) {
                 snprintf(errstr, size, "%s:%d: %s", c->addr.host, c->addr.port,
-                         krib_conn_errstr(c->c));
-                conn_fail(w, c, krib_conn_errstr(c->c));
+                         krib_conn_errstr(c->ctl));
+                ctl_fail(w, c);
                 return -1;
         }
         char host[KRIB_TOPO_HOST_MAX];
@@ -283,6 +424,7 @@ static int refresh_from(krib_writer_t *w, int ci, char *errstr, size_t size) {
         }
         krib_topo_destroy(&w->topo);
         w->topo = fresh;
+        w->queue_due_us = 0; /* ops held for a slot without owner may go */
         return map_masters(w);
 }
 
@@ -305,7 +447,7 @@ int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
         /* Known masters first (the map we have), then the configured seeds;
          * each node once, none whose breaker is open and not yet due: a
          * blackholed node costs a full command timeout per attempt. */
-        size_t tries = w->topo.master_count + w->conf->redis_nodes.n, asked = 0;
+        size_t tries = w->topo.master_count + w->conf->redis_nodes.n;
         int tried[64];
         size_t ntried = 0;
         snprintf(errstr, errstr_size, "every node's circuit breaker is open");
@@ -329,11 +471,10 @@ int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
                 if (b->state == KRIB_BREAKER_OPEN &&
                     !krib_breaker_probe_due(b, krib_clock_mono_us()))
                         continue;
-                if (asked++ && w->tick)
-                        w->tick(w->tick_opaque); /* keep the consumer served between nodes */
                 if (refresh_from(w, ci, errstr, errstr_size) == 0) {
                         w->need_refresh = 0;
                         w->refreshed_at_us = krib_clock_mono_us();
+                        w->refresh_failures = 0;
                         w->stats.healthy = 1;
                         size_t holes = krib_topo_unassigned(&w->topo);
                         krib_log_debug("writer",
@@ -378,8 +519,11 @@ krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t err
         }
         w->rng = (uint64_t)krib_clock_mono_us() * 2654435761u + 1;
         w->slot_count = calloc(KRIB_SLOT_COUNT + 1, sizeof(*w->slot_count));
-        if (!w->slot_count)
+        w->ktab_cap = 1024;
+        w->ktab = malloc(w->ktab_cap * sizeof(*w->ktab));
+        if (!w->slot_count || !w->ktab)
                 goto oom;
+        memset(w->ktab, 0xff, w->ktab_cap * sizeof(*w->ktab));
         for (size_t i = 0; i < conf->redis_nodes.n; i++) {
                 krib_addr_t a;
                 if (krib_addr_parse(conf->redis_nodes.v[i], &a)) {
@@ -438,13 +582,14 @@ int krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor, con
         if (ci < 0 && (ci = conn_get(w, a.host, a.port)) < 0)
                 return -1;
         conn_t *c = &w->conns[ci];
-        if (!krib_breaker_allows(&c->br, 0) || conn_ensure(w, c))
+        if (!krib_breaker_allows(&c->br, 0) || ctl_ensure(w, c))
                 return -1;
         char cnt[24];
         snprintf(cnt, sizeof(cnt), "%ld", count);
-        redisReply *r = krib_conn_command(c->c, "SCAN %s MATCH %s COUNT %s", cursor, pattern, cnt);
+        redisReply *r =
+                krib_conn_command(c->ctl, "SCAN %s MATCH %s COUNT %s", cursor, pattern, cnt);
         if (!r) {
-                conn_fail(w, c, krib_conn_errstr(c->c));
+                ctl_fail(w, c);
                 return -1;
         }
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
@@ -488,107 +633,310 @@ const krib_writer_stats_t *krib_writer_stats(const krib_writer_t *w) {
         s->cluster_breaker = w->cluster_br.state;
         memcpy(s->cluster_breaker_entered, w->cluster_br.entered,
                sizeof(s->cluster_breaker_entered));
+        s->inflight_ops = w->inflight_ops;
+        s->queued_ops = w->nqueue + w->nfresh;
         return &w->stats;
 }
 
 void krib_writer_destroy(krib_writer_t *w) {
         if (!w)
                 return;
-        for (size_t i = 0; i < w->conn_count; i++)
-                if (w->conns[i].c)
-                        krib_conn_free(w->conns[i].c);
+        for (size_t i = 0; i < w->conn_count; i++) {
+                conn_t *c = &w->conns[i];
+                krib_conn_free(c->c);
+                krib_conn_free(c->ctl);
+                free(c->cq);
+                free(c->rq);
+                free(c->acked);
+        }
         free(w->conns);
         free(w->master_conn);
         krib_topo_destroy(&w->topo);
-        free(w->slot_of);
-        free(w->ask_conn);
-        free(w->solo);
-        free(w->pend);
-        free(w->pend_next);
+        for (int j = 0; j < JOB_MAX; j++) {
+                free(w->jobs[j].recs);
+                free(w->jobs[j].fkeys);
+        }
+        free(w->fresh);
+        free(w->queue);
+        free(w->ktab);
+        free(w->send);
         free(w->order);
         free(w->tmp);
         free(w->slot_count);
-        free(w->cmds);
         free(w->argv);
         free(w->argvlen);
-        free(w->fkeys);
-        free(w->fkey_off);
-        free(w->fkey_len);
         free(w->nums);
         krib_tls_destroy(w->tls);
         free(w);
 }
 
-static int grow(krib_writer_t *w, size_t n) {
-        if (n <= w->cap)
+/* ---- jobs, the key table and completions ---- */
+
+static uint64_t key_hash(const char *s, size_t len) {
+        uint64_t h = 1469598103934665603ULL;
+        for (size_t i = 0; i < len; i++) {
+                h ^= (uint8_t)s[i];
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+static void ktab_insert(krib_writer_t *w, uint32_t ref) {
+        rec_t *r = rec_of(w, ref);
+        size_t b = r->hash & (w->ktab_cap - 1);
+        r->hnext = w->ktab[b];
+        w->ktab[b] = ref;
+        r->in_table = 1;
+        w->ktab_n++;
+}
+
+static void ktab_remove(krib_writer_t *w, uint32_t ref) {
+        rec_t *r = rec_of(w, ref);
+        if (!r->in_table)
+                return;
+        uint32_t *at = &w->ktab[r->hash & (w->ktab_cap - 1)];
+        while (*at != NONE && *at != ref)
+                at = &rec_of(w, *at)->hnext;
+        if (*at == ref)
+                *at = r->hnext;
+        r->in_table = 0;
+        w->ktab_n--;
+}
+
+/* Keeps the table at most half full; rehashes every live entry. */
+static int ktab_reserve(krib_writer_t *w, size_t more) {
+        if (2 * (w->ktab_n + more) <= w->ktab_cap)
                 return 0;
-        size_t cap = n > w->cap * 2 ? n : w->cap * 2;
-#define GROW(f)                                                                                    \
-        do {                                                                                       \
-                void *p = realloc(w->f, cap * sizeof(*w->f));                                      \
-                if (!p)                                                                            \
-                        return -1;                                                                 \
-                w->f = p;                                                                          \
-        } while (0)
-        GROW(slot_of);
-        GROW(ask_conn);
-        GROW(solo);
-        GROW(pend);
-        GROW(pend_next);
-        GROW(order);
-        GROW(tmp);
-        GROW(fkey_off);
-        GROW(fkey_len);
-#undef GROW
-        w->cap = cap;
+        size_t cap = w->ktab_cap;
+        while (2 * (w->ktab_n + more) > cap)
+                cap *= 2;
+        uint32_t *t = malloc(cap * sizeof(*t));
+        if (!t)
+                return -1;
+        memset(t, 0xff, cap * sizeof(*t));
+        uint32_t *old = w->ktab;
+        size_t old_cap = w->ktab_cap;
+        w->ktab = t;
+        w->ktab_cap = cap;
+        w->ktab_n = 0;
+        for (size_t b = 0; b < old_cap; b++)
+                for (uint32_t ref = old[b], next; ref != NONE; ref = next) {
+                        next = rec_of(w, ref)->hnext;
+                        ktab_insert(w, ref);
+                }
+        free(old);
         return 0;
 }
 
-static int add_cmd(krib_writer_t *w, size_t *ncmd, int conn, uint32_t first, uint32_t count,
-                   int asking, int mode) {
-        if (*ncmd == w->cmd_cap) {
-                size_t cap = w->cmd_cap ? w->cmd_cap * 2 : 256;
-                cmd_t *c = realloc(w->cmds, cap * sizeof(*c));
-                if (!c)
+/* The newest op not final on this key, or NONE. */
+static uint32_t ktab_find(krib_writer_t *w, uint64_t hash, const char *key, size_t len) {
+        for (uint32_t ref = w->ktab[hash & (w->ktab_cap - 1)]; ref != NONE;
+             ref = rec_of(w, ref)->hnext) {
+                const rec_t *r = rec_of(w, ref);
+                if (r->hash == hash && r->op.len == len && !memcmp(r->op.key, key, len))
+                        return ref;
+        }
+        return NONE;
+}
+
+static int push_ref(uint32_t **v, size_t *n, size_t *cap, uint32_t ref) {
+        if (*n == *cap) {
+                size_t c = *cap ? *cap * 2 : 1024;
+                uint32_t *p = realloc(*v, c * sizeof(*p));
+                if (!p)
                         return -1;
-                w->cmds = c;
-                w->cmd_cap = cap;
+                *v = p;
+                *cap = c;
         }
-        cmd_t *cmd = &w->cmds[*ncmd];
-        cmd->conn = conn;
-        cmd->next = -1;
-        cmd->first = first;
-        cmd->count = count;
-        cmd->asking = (uint8_t)asking;
-        cmd->mode = (uint8_t)mode;
-        conn_t *c = &w->conns[conn];
-        c->rt_keys += count;
-        if (c->cmd_tail >= 0)
-                w->cmds[c->cmd_tail].next = (int32_t)*ncmd;
-        else
-                c->cmd_head = (int32_t)*ncmd;
-        c->cmd_tail = (int32_t)*ncmd;
-        (*ncmd)++;
+        (*v)[(*n)++] = ref;
         return 0;
 }
 
-/* Sleeps up to us, in slices, returning early when stop is raised. */
-static void nap(krib_writer_t *w, int64_t us) {
-        int64_t end = krib_clock_mono_us() + us;
-        for (;;) {
-                int64_t left = end - krib_clock_mono_us();
-                if (left <= 0 || (w->stop && *w->stop && w->stop_seen_us == 0))
-                        return;
-                if (left > 50000)
-                        left = 50000;
-                struct timespec ts = {0, left * 1000};
-                nanosleep(&ts, NULL);
-                if (w->tick)
-                        w->tick(w->tick_opaque);
+/* Space is reserved at submit for every op of every live job, so these
+ * pushes cannot fail. */
+static void queue_push(krib_writer_t *w, uint32_t ref, int64_t due_us) {
+        rec_of(w, ref)->due_us = due_us;
+        if (due_us <= krib_clock_mono_us()) {
+                w->fresh[w->nfresh++] = ref;
+                return;
+        }
+        w->queue[w->nqueue++] = ref;
+        if (due_us < w->queue_due_us)
+                w->queue_due_us = due_us;
+}
+
+static void complete(krib_writer_t *w, uint32_t ref, uint8_t result) {
+        job_t *j = &w->jobs[REF_JOB(ref)];
+        rec_t *r = rec_of(w, ref);
+        if (r->state == R_FINAL)
+                return;
+        r->state = R_FINAL;
+        r->result = result;
+        if (j->status)
+                j->status[REF_IDX(ref)] = result;
+        if (result != KRIB_WOP_PENDING && result != KRIB_WOP_FAILED)
+                w->stats.keys++;
+        ktab_remove(w, ref);
+        if (r->succ != NONE) {
+                rec_of(w, r->succ)->after = 0;
+                w->queue_due_us = 0;
+                r->succ = NONE;
+        }
+        j->left--;
+        if (j->cancelled && !j->left) {
+                j->used = 0;
+                w->jobs_live--;
         }
 }
 
-enum { MODE_PLAIN = 0, MODE_FENCED = 1, MODE_FANOUT = 2 };
+static int name_fence(krib_writer_t *w, job_t *j, rec_t *r, size_t *at) {
+        r->fkey_off = (uint32_t)*at;
+        r->fkey_len = 0;
+        if (r->op.kind != KRIB_WOP_DELETE && r->op.kind != KRIB_WOP_UPSERT)
+                return 0;
+        int l = r->op.len <= UINT16_MAX - 16 ? krib_fence_key(r->op.key, r->op.len, j->fkeys + *at,
+                                                              j->fkeys_cap - *at)
+                                             : -1;
+        if (l < 0) {
+                krib_log_error("writer",
+                               "msg=\"key cannot carry a version fence (%s)\" "
+                               "key=\"%s\" bytes=%zu",
+                               r->op.len > UINT16_MAX - 16 ? "longer than 65519 bytes"
+                                                           : "no hash tag and contains '}'",
+                               krib_log_esc(r->op.key, r->op.len), r->op.len);
+                w->stats.errors++;
+                return -1;
+        }
+        r->fkey_len = (uint16_t)l;
+        *at += (size_t)l;
+        return 0;
+}
+
+int krib_writer_submit(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status) {
+        if (n > IDX_MAX)
+                return -1;
+        int id = -1;
+        for (int i = 0; i < JOB_MAX && id < 0; i++)
+                if (!w->jobs[i].used)
+                        id = i;
+        if (id < 0)
+                return -1;
+        job_t *j = &w->jobs[id];
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++)
+                if (ops[i].kind == KRIB_WOP_DELETE || ops[i].kind == KRIB_WOP_UPSERT)
+                        total += ops[i].len + 16;
+        size_t live = w->inflight_ops + w->nqueue + w->nfresh + n;
+        size_t qc = w->queue_cap, fc = w->fresh_cap;
+        if (krib_util_grow(&j->recs, &j->cap, n ? n : 1, sizeof(*j->recs)) ||
+            krib_util_grow(&j->fkeys, &j->fkeys_cap, total ? total : 1, 1) ||
+            krib_util_grow(&w->queue, &qc, live, sizeof(*w->queue)) ||
+            krib_util_grow(&w->fresh, &fc, live, sizeof(*w->fresh)) || ktab_reserve(w, n))
+                return -1;
+        w->queue_cap = qc;
+        w->fresh_cap = fc;
+        memset(status, KRIB_WOP_PENDING, n);
+        j->used = 1;
+        j->cancelled = 0;
+        j->status = status;
+        j->n = n;
+        j->left = n;
+        w->jobs_live++;
+        size_t at = 0;
+        int64_t now = krib_clock_mono_us();
+        for (size_t i = 0; i < n; i++) {
+                rec_t *r = &j->recs[i];
+                uint32_t ref = REF(id, i);
+                memset(r, 0, sizeof(*r));
+                r->op = ops[i];
+                r->succ = r->hnext = NONE;
+                r->ask_conn = -1;
+                r->slot = (uint16_t)krib_slot_of(ops[i].key, ops[i].len);
+                r->hash = key_hash(ops[i].key, ops[i].len);
+                r->state = R_QUEUED;
+                if (name_fence(w, j, r, &at)) {
+                        complete(w, ref, KRIB_WOP_FAILED);
+                        continue;
+                }
+                /* Order per key across jobs: an op waits until the earlier
+                 * job's op on its key is final. Within a job the caller
+                 * coalesced (fan-out keeps its order inside a command run). */
+                uint32_t prev = ktab_find(w, r->hash, ops[i].key, ops[i].len);
+                if (prev != NONE && REF_JOB(prev) != (uint32_t)id) {
+                        rec_t *pr = rec_of(w, prev);
+                        pr->succ = ref;
+                        r->after = 1;
+                        ktab_remove(w, prev);
+                }
+                if (prev == NONE || REF_JOB(prev) != (uint32_t)id)
+                        ktab_insert(w, ref);
+                if (r->after) {
+                        w->queue[w->nqueue++] = ref;
+                        r->due_us = now;
+                } else {
+                        w->fresh[w->nfresh++] = ref;
+                }
+        }
+        if (!j->left) {
+                /* Nothing to send: the caller still releases it. */
+        }
+        return id;
+}
+
+size_t krib_writer_job_left(const krib_writer_t *w, int job) {
+        return job >= 0 && job < JOB_MAX ? w->jobs[job].left : 0;
+}
+
+void krib_writer_job_release(krib_writer_t *w, int job) {
+        if (job < 0 || job >= JOB_MAX || !w->jobs[job].used)
+                return;
+        if (w->jobs[job].left) {
+                krib_writer_job_cancel(w, job);
+                return;
+        }
+        w->jobs[job].used = 0;
+        w->jobs[job].status = NULL;
+        w->jobs_live--;
+}
+
+void krib_writer_job_cancel(krib_writer_t *w, int job) {
+        if (job < 0 || job >= JOB_MAX || !w->jobs[job].used || w->jobs[job].cancelled)
+                return;
+        job_t *j = &w->jobs[job];
+        j->cancelled = 1;
+        j->status = NULL;
+        /* Ops not on the wire end now; ops on the wire end with their reply
+         * (the job's slot is reused only then). Nothing of the caller's is
+         * read again: keys were copied into the commands when sent. */
+        for (size_t i = 0; i < j->n; i++) {
+                rec_t *r = &j->recs[i];
+                if (r->state == R_QUEUED)
+                        complete(w, REF(job, i), KRIB_WOP_PENDING);
+                else
+                        ktab_remove(w, REF(job, i));
+        }
+        /* Its refs leave the send lists now: the slot may be reused. */
+        size_t keep = 0;
+        for (size_t i = 0; i < w->nqueue; i++)
+                if (REF_JOB(w->queue[i]) != (uint32_t)job)
+                        w->queue[keep++] = w->queue[i];
+        w->nqueue = keep;
+        keep = 0;
+        for (size_t i = 0; i < w->nfresh; i++)
+                if (REF_JOB(w->fresh[i]) != (uint32_t)job)
+                        w->fresh[keep++] = w->fresh[i];
+        w->nfresh = keep;
+        if (!j->left) {
+                j->used = 0;
+                w->jobs_live--;
+        }
+}
+
+size_t krib_writer_jobs_live(const krib_writer_t *w) {
+        return w->jobs_live;
+}
+
+/* ---- commands ---- */
 
 static int is_fenced(const krib_wop_t *op) {
         return op->kind == KRIB_WOP_DELETE || op->kind == KRIB_WOP_UPSERT;
@@ -609,22 +957,19 @@ static size_t op_bytes(const krib_wop_t *op) {
         return n;
 }
 
-/* Whether order[i..j) holds work that needs memory (anything but UNLINK). */
-static int has_fenced(const krib_wop_t *ops, const uint32_t *order, size_t i, size_t j) {
+/* Whether refs[i..j) holds work that needs memory (anything but UNLINK). */
+static int has_fenced(krib_writer_t *w, const uint32_t *refs, size_t i, size_t j) {
         for (size_t x = i; x < j; x++)
-                if (ops[order[x]].kind != KRIB_WOP_UNLINK)
+                if (rec_of(w, refs[x])->op.kind != KRIB_WOP_UNLINK)
                         return 1;
         return 0;
 }
 
 /* Appends one UNLINK (plain), EVALSHA (fenced) or PUBLISH/XADD (fan-out,
- * one op) for order[i..j). */
-static int append(krib_writer_t *w, krib_conn_t *c, const krib_wop_t *ops, size_t i, size_t j,
-                  int mode, int asking) {
-        if (asking && krib_conn_append_fmt(c, "ASKING"))
-                return -1;
+ * one op) for refs[0..n). */
+static int append(krib_writer_t *w, krib_conn_t *c, const uint32_t *refs, size_t n, int mode) {
         if (mode == MODE_FANOUT) {
-                const krib_wop_t *op = &ops[w->order[i]];
+                const krib_wop_t *op = &rec_of(w, refs[0])->op;
                 const krib_str_t *note = &op->ev->note;
                 if (op->kind == KRIB_WOP_PUBLISH) {
                         const char *argv[] = {"PUBLISH", op->key, note->s};
@@ -639,12 +984,12 @@ static int append(krib_writer_t *w, krib_conn_t *c, const krib_wop_t *ops, size_
                 return krib_conn_append(c, 8, argv, lens);
         }
         int fenced = mode == MODE_FENCED;
-        size_t nops = j - i, argc = 0, need = 2 + nops;
+        size_t argc = 0, need = 2 + n;
         if (fenced) {
-                need = 4 + 2 * nops + 1;
+                need = 4 + 2 * n + 1;
                 size_t nums = 0;
-                for (size_t x = i; x < j; x++) {
-                        const krib_event_t *ev = ops[w->order[x]].ev;
+                for (size_t x = 0; x < n; x++) {
+                        const krib_event_t *ev = rec_of(w, refs[x])->op.ev;
                         need += 4 + 2 * ev->version_count;
                         nums += 48 + 21 * ev->version_count;
                 }
@@ -662,8 +1007,10 @@ static int append(krib_writer_t *w, krib_conn_t *c, const krib_wop_t *ops, size_
         } while (0)
         if (!fenced) {
                 ARG("UNLINK", 6);
-                for (size_t x = i; x < j; x++)
-                        ARG(ops[w->order[x]].key, ops[w->order[x]].len);
+                for (size_t x = 0; x < n; x++) {
+                        const rec_t *r = rec_of(w, refs[x]);
+                        ARG(r->op.key, r->op.len);
+                }
         } else {
                 char *num = w->nums;
 #define NUM(v)                                                                                     \
@@ -674,14 +1021,18 @@ static int append(krib_writer_t *w, krib_conn_t *c, const krib_wop_t *ops, size_
         } while (0)
                 ARG("EVALSHA", 7);
                 ARG(w->sha, 40);
-                NUM(2 * nops);
-                for (size_t x = i; x < j; x++)
-                        ARG(ops[w->order[x]].key, ops[w->order[x]].len);
-                for (size_t x = i; x < j; x++)
-                        ARG(w->fkeys + w->fkey_off[w->order[x]], w->fkey_len[w->order[x]]);
+                NUM(2 * n);
+                for (size_t x = 0; x < n; x++) {
+                        const rec_t *r = rec_of(w, refs[x]);
+                        ARG(r->op.key, r->op.len);
+                }
+                for (size_t x = 0; x < n; x++) {
+                        const rec_t *r = rec_of(w, refs[x]);
+                        ARG(w->jobs[REF_JOB(refs[x])].fkeys + r->fkey_off, r->fkey_len);
+                }
                 NUM(w->conf->redis_fence_ttl_ms);
-                for (size_t x = i; x < j; x++) {
-                        const krib_wop_t *op = &ops[w->order[x]];
+                for (size_t x = 0; x < n; x++) {
+                        const krib_wop_t *op = &rec_of(w, refs[x])->op;
                         const krib_event_t *ev = op->ev;
                         ARG(op->kind != KRIB_WOP_UPSERT ? "D" : ev->value_hash ? "H" : "U", 1);
                         if (op->kind == KRIB_WOP_UPSERT && ev->value.s)
@@ -701,131 +1052,140 @@ static int append(krib_writer_t *w, krib_conn_t *c, const krib_wop_t *ops, size_
         return krib_conn_append(c, (int)argc, w->argv, w->argvlen);
 }
 
-/* Names every fenced op's fence key up front; ops whose key cannot carry a
- * fence fail here, before anything is sent. */
-static int name_fences(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status) {
-        size_t total = 0;
-        for (size_t i = 0; i < n; i++)
-                if (is_fenced(&ops[i]))
-                        total += ops[i].len + 16;
-        if (krib_util_grow(&w->fkeys, &w->fkeys_cap, total ? total : 1, 1))
-                return -1;
-        size_t at = 0;
-        for (size_t i = 0; i < n; i++) {
-                w->fkey_off[i] = (uint32_t)at;
-                w->fkey_len[i] = 0;
-                if (!is_fenced(&ops[i]))
-                        continue;
-                int l = ops[i].len <= UINT16_MAX - 16
-                                ? krib_fence_key(ops[i].key, ops[i].len, w->fkeys + at,
-                                                 w->fkeys_cap - at)
-                                : -1;
-                if (l < 0) {
-                        krib_log_error("writer",
-                                       "msg=\"key cannot carry a version fence (%s)\" "
-                                       "key=\"%s\" bytes=%zu",
-                                       ops[i].len > UINT16_MAX - 16
-                                               ? "longer than 65519 bytes"
-                                               : "no hash tag and contains '}'",
-                                       krib_log_esc(ops[i].key, ops[i].len), ops[i].len);
-                        status[i] = KRIB_WOP_FAILED;
-                        w->stats.errors++;
-                        continue;
-                }
-                w->fkey_len[i] = (uint16_t)l;
-                at += (size_t)l;
+static int grow_ring(void **v, size_t *head, size_t *tail, size_t *cap, size_t more, size_t elem) {
+        if (*tail + more <= *cap)
+                return 0;
+        if (*head) { /* consumed prefix: slide down first */
+                memmove(*v, (char *)*v + *head * elem, (*tail - *head) * elem);
+                *tail -= *head;
+                *head = 0;
+                if (*tail + more <= *cap)
+                        return 0;
         }
+        size_t c = *cap ? *cap : 64;
+        while (c < *tail + more)
+                c *= 2;
+        void *p = realloc(*v, c * elem);
+        if (!p)
+                return -1;
+        *v = p;
+        *cap = c;
         return 0;
 }
 
-typedef struct {
-        size_t nnext;
-        int trouble, redirected;
-        int blocked;         /* keys held back by an open breaker */
-        int logged;          /* transient errors logged this round */
-        unsigned class_mask; /* retry classes met this round */
-} round_t;
+/* Records a command appended to c carrying refs[0..n). */
+static int push_cmd(krib_writer_t *w, conn_t *c, const uint32_t *refs, size_t n, int mode) {
+        void *cq = c->cq, *rq = c->rq;
+        if (grow_ring(&cq, &c->cq_head, &c->cq_tail, &c->cq_cap, 1, sizeof(cmd_t)))
+                return -1;
+        c->cq = cq;
+        if (grow_ring(&rq, &c->rq_head, &c->rq_tail, &c->rq_cap, n, sizeof(uint32_t)))
+                return -1;
+        c->rq = rq;
+        cmd_t *cmd = &c->cq[c->cq_tail++];
+        memset(cmd, 0, sizeof(*cmd));
+        cmd->nrefs = (uint32_t)n;
+        cmd->mode = (uint8_t)mode;
+        for (size_t i = 0; i < n; i++) {
+                c->rq[c->rq_tail++] = refs[i];
+                rec_t *r = rec_of(w, refs[i]);
+                r->state = R_SENT;
+                w->inflight_ops++;
+        }
+        c->step_keys += (uint32_t)n;
+        c->step_cmds++;
+        return 0;
+}
 
-static void requeue(krib_writer_t *w, round_t *rd, const uint32_t *ks, uint32_t count,
-                    int32_t ask) {
-        for (uint32_t y = 0; y < count; y++) {
-                w->ask_conn[ks[y]] = ask;
-                w->pend_next[rd->nnext++] = ks[y];
+static void fail_refs(krib_writer_t *w, conn_t *c, const uint32_t *refs, size_t n,
+                      const char *what) {
+        w->stats.errors++;
+        c->m.errors++;
+        const krib_wop_t *op = &rec_of(w, refs[0])->op;
+        krib_log_error("writer",
+                       "msg=\"redis refused %s\" node=%s:%d key=\"%s\" keys=%zu error=\"%s\"",
+                       is_fenced(op)                ? "fenced write"
+                       : op->kind == KRIB_WOP_UNLINK ? "UNLINK"
+                                                     : "fan-out",
+                       c->addr.host, c->addr.port,
+                       w->jobs[REF_JOB(refs[0])].cancelled ? "(cancelled)"
+                                                           : krib_log_esc(op->key, op->len),
+                       n, krib_log_esc(what, strlen(what)));
+        for (size_t y = 0; y < n; y++) {
+                rec_t *r = rec_of(w, refs[y]);
+                if (r->state == R_SENT || r->state == R_ACKED)
+                        w->inflight_ops--;
+                complete(w, refs[y], KRIB_WOP_FAILED);
         }
 }
 
-static void fail_cmd(krib_writer_t *w, conn_t *c, const krib_wop_t *ops, const uint32_t *ks,
-                     uint32_t count, uint8_t *status, const char *what) {
-        w->stats.errors++;
-        c->m.errors++;
-        krib_log_error("writer",
-                       "msg=\"redis refused %s\" node=%s:%d key=\"%s\" keys=%u error=\"%s\"",
-                       is_fenced(&ops[ks[0]])               ? "fenced write"
-                       : ops[ks[0]].kind == KRIB_WOP_UNLINK ? "UNLINK"
-                                                            : "fan-out",
-                       c->addr.host, c->addr.port, krib_log_esc(ops[ks[0]].key, ops[ks[0]].len),
-                       count, krib_log_esc(what, strlen(what)));
-        for (uint32_t y = 0; y < count; y++)
-                status[ks[y]] = KRIB_WOP_FAILED;
+/* A reply's outcome for one op: final now, or once the round's WAIT saw
+ * enough replicas. */
+static void answered(krib_writer_t *w, conn_t *c, uint32_t ref, uint8_t result) {
+        rec_t *r = rec_of(w, ref);
+        if (w->conf->redis_wait_replicas > 0 && result != KRIB_WOP_FAILED &&
+            !w->jobs[REF_JOB(ref)].cancelled) {
+                r->state = R_ACKED;
+                r->result = result;
+                if (push_ref(&c->acked, &c->nacked, &c->acked_cap, ref) == 0)
+                        return;
+                /* No memory to wait: send it again later, it is idempotent. */
+                requeue(w, ref, KRIB_ERR_BUSY);
+                return;
+        }
+        w->inflight_ops--;
+        complete(w, ref, result);
 }
 
 /* Fenced work for a node whose script is not loaded yet: back to the queue
  * as a transient failure of class busy (at most one breaker failure per
- * node and round). */
-static void script_wait(krib_writer_t *w, round_t *rd, conn_t *c, const uint32_t *ks,
-                        uint32_t count) {
-        if (!c->script_counted) {
+ * node and step). */
+static void script_wait(krib_writer_t *w, conn_t *c, const uint32_t *refs, size_t n) {
+        if (!c->step_script_counted) {
                 int64_t now = krib_clock_mono_us();
                 breaker_note(w, c->m.addr, &c->br,
                              krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_BUSY, now,
                                                   krib_retry_rand(&w->rng)));
-                c->script_counted = 1;
+                c->step_script_counted = 1;
                 w->stats.retries++;
         }
-        rd->trouble = 1;
-        rd->class_mask |= 1u << KRIB_ERR_BUSY;
-        requeue(w, rd, ks, count, -1);
+        w->trouble = 1;
+        requeue_refs(w, refs, n, KRIB_ERR_BUSY);
 }
 
-/* Applies one reply to the ops of its command. */
-static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *r,
-                     const krib_wop_t *ops, uint8_t *status, round_t *rd, unsigned attempt) {
-        const uint32_t *ks = &w->order[cmd->first];
+/* Applies one reply to the ops of its command (refs[0..n)). */
+static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, const uint32_t *refs,
+                     redisReply *r) {
         conn_t *c = &w->conns[ci];
+        size_t n = cmd->nrefs;
         w->stats.commands++;
         if (r->type != REDIS_REPLY_ERROR)
                 breaker_note(w, c->m.addr, &c->br, krib_breaker_success(&c->br));
-        if (cmd->mode == MODE_FANOUT &&
-            (r->type == REDIS_REPLY_INTEGER || r->type == REDIS_REPLY_STRING)) {
-                for (uint32_t y = 0; y < cmd->count; y++)
-                        status[ks[y]] = KRIB_WOP_OK;
-                w->stats.keys += cmd->count;
+        if ((cmd->mode == MODE_FANOUT &&
+             (r->type == REDIS_REPLY_INTEGER || r->type == REDIS_REPLY_STRING)) ||
+            (cmd->mode == MODE_PLAIN && r->type == REDIS_REPLY_INTEGER)) {
+                for (size_t y = 0; y < n; y++)
+                        answered(w, c, refs[y], KRIB_WOP_OK);
                 return;
         }
-        if (r->type == REDIS_REPLY_INTEGER && cmd->mode == MODE_PLAIN) {
-                for (uint32_t y = 0; y < cmd->count; y++)
-                        status[ks[y]] = KRIB_WOP_OK;
-                w->stats.keys += cmd->count;
-                return;
-        }
-        if (r->type == REDIS_REPLY_ARRAY && cmd->mode == MODE_FENCED && r->elements == cmd->count) {
+        if (r->type == REDIS_REPLY_ARRAY && cmd->mode == MODE_FENCED && r->elements == n) {
                 w->stats.scripts++;
-                for (uint32_t y = 0; y < cmd->count; y++) {
+                for (size_t y = 0; y < n; y++) {
                         long long v = r->element[y]->type == REDIS_REPLY_INTEGER
                                               ? r->element[y]->integer
                                               : -1;
-                        status[ks[y]] = v == 1   ? KRIB_WOP_OK
-                                        : v == 0 ? KRIB_WOP_STALE
-                                        : v == 2 ? KRIB_WOP_INVALIDATED
-                                                 : KRIB_WOP_FAILED;
                         w->stats.fence_stale += v == 0;
                         w->stats.fence_concurrent += v == 2;
+                        answered(w, c, refs[y],
+                                 v == 1   ? KRIB_WOP_OK
+                                 : v == 0 ? KRIB_WOP_STALE
+                                 : v == 2 ? KRIB_WOP_INVALIDATED
+                                          : KRIB_WOP_FAILED);
                 }
-                w->stats.keys += cmd->count;
                 return;
         }
         if (r->type != REDIS_REPLY_ERROR) {
-                fail_cmd(w, c, ops, ks, cmd->count, status, "unexpected reply type");
+                fail_refs(w, c, refs, n, "unexpected reply type");
                 return;
         }
         int slot;
@@ -834,25 +1194,40 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
         krib_redirect_t red = krib_topo_parse_redirect(r->str, r->len, &slot, &to);
         if (red != KRIB_REDIRECT_NONE && !to.host[0])
                 snprintf(to.host, sizeof(to.host), "%s", c->addr.host);
-        if (red == KRIB_REDIRECT_MOVED) {
-                w->stats.moved++;
-                int m = krib_topo_master(&w->topo, to.host, to.port);
-                if (m >= 0) {
-                        w->topo.slot_owner[slot] = m;
-                        map_masters(w); /* may move w->conns */
+        if (red == KRIB_REDIRECT_MOVED || red == KRIB_REDIRECT_ASK) {
+                int32_t ask = -1;
+                if (red == KRIB_REDIRECT_MOVED) {
+                        w->stats.moved++;
+                        int m = krib_topo_master(&w->topo, to.host, to.port);
+                        if (m >= 0) {
+                                w->topo.slot_owner[slot] = m;
+                                map_masters(w); /* may move w->conns */
+                                c = &w->conns[ci];
+                        }
+                        w->need_refresh = 1;
+                } else {
+                        w->stats.ask++;
+                        ask = conn_get(w, to.host, to.port);
+                        c = &w->conns[ci];
                 }
-                w->need_refresh = 1;
-                rd->redirected = 1;
-                requeue(w, rd, ks, cmd->count, -1);
-        } else if (red == KRIB_REDIRECT_ASK) {
-                w->stats.ask++;
-                rd->redirected = 1;
-                requeue(w, rd, ks, cmd->count, conn_get(w, to.host, to.port));
+                /* A redirect loop (slots mid-migration): slow down after a few. */
+                for (size_t y = 0; y < n; y++) {
+                        rec_t *rr = rec_of(w, refs[y]);
+                        rr->ask_conn = ask;
+                        int slow = rr->redirects++ >= 2;
+                        if (slow) {
+                                breaker_note(w, "cluster", &w->cluster_br,
+                                             krib_breaker_failure(&w->cluster_br, &w->pol,
+                                                                  KRIB_ERR_REDIRECT,
+                                                                  krib_clock_mono_us(),
+                                                                  krib_retry_rand(&w->rng)));
+                        }
+                        requeue(w, refs[y], slow ? KRIB_ERR_REDIRECT : -1);
+                }
         } else if ((cls = krib_retry_classify(r->str, r->len)) != KRIB_ERR_FINAL) {
                 w->stats.retries++;
                 c->m.errors++;
-                rd->trouble = 1;
-                rd->class_mask |= 1u << cls;
+                w->trouble = 1;
                 int64_t now = krib_clock_mono_us();
                 if (!strncmp(r->str, "READONLY", 8) || !strncmp(r->str, "CLUSTERDOWN", 11))
                         w->need_refresh = 1;
@@ -865,81 +1240,67 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, redisReply *
                 breaker_note(
                         w, c->m.addr, &c->br,
                         krib_breaker_failure(&c->br, &w->pol, cls, now, krib_retry_rand(&w->rng)));
-                if (attempt % 20 == 0 && !rd->logged++)
+                unsigned attempt = rec_of(w, refs[0])->attempt;
+                if (attempt % 20 == 0 && !w->logged++)
                         krib_log_warn("writer",
                                       "msg=\"transient redis error, retrying\" "
                                       "node=%s:%d class=%s error=\"%s\"",
                                       c->addr.host, c->addr.port, krib_retry_class_name(cls),
                                       r->str);
-                requeue(w, rd, ks, cmd->count, -1);
-        } else if (cmd->mode == MODE_FENCED && cmd->count > 1) {
+                requeue_refs(w, refs, n, (int)cls);
+        } else if (cmd->mode == MODE_FENCED && n > 1) {
                 /* A script error (one key's bad value, say) aborts the whole
                  * call: resend its keys one per call so only the offender
                  * fails. The script is atomic per call, so a key it had
                  * already handled is only compared again. */
                 krib_log_warn("writer",
                               "msg=\"fence script failed for a chunk: retrying its keys one by "
-                              "one\" node=%s keys=%u error=\"%s\"",
-                              c->m.addr, cmd->count, krib_log_esc(r->str, r->len));
+                              "one\" node=%s keys=%zu error=\"%s\"",
+                              c->m.addr, n, krib_log_esc(r->str, r->len));
                 w->stats.splits++;
-                for (uint32_t y = 0; y < cmd->count; y++)
-                        w->solo[ks[y]] = 1;
-                requeue(w, rd, ks, cmd->count, -1);
+                for (size_t y = 0; y < n; y++) {
+                        rec_of(w, refs[y])->solo = 1;
+                        requeue(w, refs[y], -1);
+                }
         } else {
-                fail_cmd(w, c, ops, ks, cmd->count, status, r->str);
+                fail_refs(w, c, refs, n, r->str);
         }
 }
 
 /* The WAIT that ends a round on c when redis.wait_replicas is set. What the
- * master acknowledged this round counts only once enough replicas have it:
- * on a shortfall, a timeout or a lost connection, those ops go back to the
- * queue (resending is safe: UNLINK is idempotent, the fence compares) and
- * the node takes a transient failure of class busy. */
-static void read_wait(krib_writer_t *w, conn_t *c, const krib_wop_t *ops, uint8_t *status,
-                      round_t *rd) {
-        long long acked = -1;
-        const char *why = "connection lost";
-        redisReply *r = NULL;
-        if (c->c && krib_conn_read(c->c, &r) == 0) {
-                if (r->type == REDIS_REPLY_INTEGER)
-                        acked = r->integer;
-                why = r->type == REDIS_REPLY_ERROR ? r->str : "replicas short";
-        } else if (c->c) {
-                conn_fail(w, c, krib_conn_errstr(c->c));
-        }
+ * master acknowledged in the round counts only once enough replicas have
+ * it: on a shortfall or an error those ops go back to the queue (resending
+ * is safe: UNLINK is idempotent, the fence compares) and the node takes a
+ * transient failure of class busy. */
+static void on_wait(krib_writer_t *w, conn_t *c, redisReply *r) {
+        long long acked = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
         if (acked >= w->conf->redis_wait_replicas) {
-                freeReplyObject(r);
+                for (size_t i = 0; i < c->nacked; i++) {
+                        rec_t *rr = rec_of(w, c->acked[i]);
+                        w->inflight_ops--;
+                        complete(w, c->acked[i], rr->result);
+                }
+                c->nacked = 0;
                 return;
         }
-        uint32_t reverted = 0;
-        for (int32_t x = c->cmd_head; x >= 0; x = w->cmds[x].next) {
-                const cmd_t *cmd = &w->cmds[x];
-                for (uint32_t y = 0; y < cmd->count; y++) {
-                        uint32_t k = w->order[cmd->first + y];
-                        if (status[k] == KRIB_WOP_PENDING || status[k] == KRIB_WOP_FAILED)
-                                continue;
-                        status[k] = KRIB_WOP_PENDING;
-                        requeue(w, rd, &k, 1, -1);
-                        reverted++;
-                }
-        }
-        (void)ops;
-        w->stats.keys -= reverted < w->stats.keys ? reverted : w->stats.keys;
+        size_t reverted = c->nacked;
+        requeue_refs(w, c->acked, c->nacked, KRIB_ERR_BUSY);
+        c->nacked = 0;
         w->stats.wait_short++;
-        rd->trouble = 1;
-        rd->class_mask |= 1u << KRIB_ERR_BUSY;
+        w->trouble = 1;
         breaker_note(w, c->m.addr, &c->br,
                      krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_BUSY, krib_clock_mono_us(),
                                           krib_retry_rand(&w->rng)));
+        const char *why = r->type == REDIS_REPLY_ERROR ? r->str : "replicas short";
         if (w->stats.wait_short % 20 == 1)
                 krib_log_warn("writer",
                               "msg=\"WAIT: writes not yet on enough replicas, resending\" "
-                              "node=%s acked=%lld wanted=%lld keys=%u error=\"%s\"",
+                              "node=%s acked=%lld wanted=%lld keys=%zu error=\"%s\"",
                               c->m.addr, acked, (long long)w->conf->redis_wait_replicas, reverted,
                               krib_log_esc(why, strlen(why)));
-        if (r)
-                freeReplyObject(r);
 }
+
+/* ---- probes ---- */
 
 /* Value of "name:" in an INFO reply, or -1. */
 static long long info_field(const char *info, const char *name) {
@@ -1001,20 +1362,17 @@ static int probe_node(krib_writer_t *w, conn_t *c) {
         return 1;
 }
 
-/* Whether the node may take this command now, probing it when due. */
-static int breaker_pass(krib_writer_t *w, conn_t *c, int fenced) {
-        int64_t now = krib_clock_mono_us();
-        /* A probe is a synchronous command: never on a connection that holds
-         * this round's pipelined commands (their replies would shift by
-         * one); it waits for the next round. */
-        if (krib_breaker_probe_due(&c->br, now) && c->cmd_head < 0 &&
-            (!c->c || krib_conn_inflight(c->c) == 0)) {
-                int ok = probe_node(w, c);
-                breaker_note(w, c->m.addr, &c->br,
-                             krib_breaker_probed(&c->br, &w->pol, ok, krib_clock_mono_us(),
-                                                 krib_retry_rand(&w->rng)));
-        }
-        return krib_breaker_allows(&c->br, fenced);
+/* A probe is a synchronous command: only on a connection with nothing on
+ * the wire (pipelined replies would shift by one). */
+static void maybe_probe(krib_writer_t *w, conn_t *c) {
+        if (c->br.state != KRIB_BREAKER_OPEN ||
+            !krib_breaker_probe_due(&c->br, krib_clock_mono_us()) || c->cq_head != c->cq_tail ||
+            (c->c && krib_conn_inflight(c->c) != 0))
+                return;
+        int ok = probe_node(w, c);
+        breaker_note(w, c->m.addr, &c->br,
+                     krib_breaker_probed(&c->br, &w->pol, ok, krib_clock_mono_us(),
+                                         krib_retry_rand(&w->rng)));
 }
 
 /* The cluster breaker's probe: a fresh slot map and cluster_state:ok. */
@@ -1025,8 +1383,18 @@ static void probe_cluster(krib_writer_t *w) {
         int ok = krib_writer_refresh(w, err, sizeof(err)) == 0;
         for (size_t i = 0; ok && i < w->topo.master_count; i++) {
                 conn_t *c = &w->conns[w->master_conn[i]];
-                if (conn_ensure(w, c) == 0 && c->c) {
-                        ok = probe_cmd(w, c, "CLUSTER INFO") != 0;
+                if (ctl_ensure(w, c) == 0) {
+                        redisReply *r = krib_conn_command(c->ctl, "CLUSTER INFO");
+                        if (!r) {
+                                ctl_fail(w, c);
+                                ok = 0;
+                        } else {
+                                ok = r->type == REDIS_REPLY_STRING
+                                             ? strstr(r->str, "cluster_state:ok") != NULL
+                                             : r->type == REDIS_REPLY_ERROR &&
+                                                       !strncmp(r->str, "NOPERM", 6);
+                                freeReplyObject(r);
+                        }
                         break;
                 }
         }
@@ -1035,7 +1403,85 @@ static void probe_cluster(krib_writer_t *w) {
                                          krib_retry_rand(&w->rng)));
 }
 
-/* Earliest probe among open breakers (now when none is open). */
+/* ---- the step ---- */
+
+/* Reads every reply that has arrived on c and applies it. */
+static void drain_conn(krib_writer_t *w, size_t ci) {
+        conn_t *c = &w->conns[ci];
+        if (!c->c || c->cq_head == c->cq_tail)
+                return;
+        if (krib_conn_recv(c->c) < 0) {
+                conn_fail(w, c, krib_conn_errstr(c->c));
+                return;
+        }
+        for (;;) {
+                c = &w->conns[ci];
+                if (!c->c || c->cq_head == c->cq_tail)
+                        return;
+                redisReply *r = NULL;
+                int got = krib_conn_reply(c->c, &r);
+                if (got < 0) {
+                        conn_fail(w, c, krib_conn_errstr(c->c));
+                        return;
+                }
+                if (!got)
+                        break;
+                cmd_t cmd = c->cq[c->cq_head++];
+                const uint32_t *refs = &c->rq[c->rq_head];
+                c->rq_head += cmd.nrefs;
+                if (cmd.last) {
+                        double rt = (double)(krib_clock_mono_us() - cmd.sent_us) / 1e6;
+                        krib_writer_node_t *m = &c->m;
+                        m->round_trips++;
+                        m->rt_sum_s += rt;
+                        for (int k = 0; k < KRIB_WRITER_RT_BUCKETS; k++)
+                                m->rt_le[k] += rt <= krib_writer_rt_bounds_s[k];
+                }
+                if (cmd.mode == MODE_ASKING)
+                        ; /* +OK, or an error the next reply repeats */
+                else if (cmd.mode == MODE_WAIT)
+                        on_wait(w, c, r);
+                else
+                        on_reply(w, ci, &cmd, refs, r);
+                freeReplyObject(r);
+                c = &w->conns[ci];
+                if (c->cq_head == c->cq_tail)
+                        c->cq_head = c->cq_tail = c->rq_head = c->rq_tail = 0;
+        }
+        /* A node that stopped answering: its oldest command is overdue. */
+        c = &w->conns[ci];
+        if (c->c && c->cq_head != c->cq_tail &&
+            krib_clock_mono_us() - c->cq[c->cq_head].sent_us >
+                    w->conf->redis_command_timeout_ms * 1000)
+                conn_fail(w, c, "read timed out");
+}
+
+/* Moves queued ops whose time came (and whose key is free) to fresh. */
+static void release_queue(krib_writer_t *w, int64_t now) {
+        if (now < w->queue_due_us)
+                return;
+        int64_t next = INT64_MAX;
+        size_t keep = 0;
+        for (size_t i = 0; i < w->nqueue; i++) {
+                uint32_t ref = w->queue[i];
+                rec_t *r = rec_of(w, ref);
+                if (w->jobs[REF_JOB(ref)].cancelled || r->state == R_FINAL)
+                        continue; /* cancel already completed it */
+                if (r->after || r->due_us > now) {
+                        if (!r->after && r->due_us < next)
+                                next = r->due_us;
+                        w->queue[keep++] = ref;
+                } else {
+                        w->fresh[w->nfresh++] = ref;
+                }
+        }
+        w->nqueue = keep;
+        /* Ops waiting on a key are released by complete(), which resets the
+         * due time; held ones by a breaker closing or a new slot map. */
+        w->queue_due_us = next;
+}
+
+/* Earliest probe among open breakers (INT64_MAX when none is open). */
 static int64_t breaker_next_probe_us(const krib_writer_t *w) {
         int64_t next = INT64_MAX;
         if (w->cluster_br.state == KRIB_BREAKER_OPEN)
@@ -1043,269 +1489,290 @@ static int64_t breaker_next_probe_us(const krib_writer_t *w) {
         for (size_t i = 0; i < w->conn_count; i++)
                 if (w->conns[i].br.state == KRIB_BREAKER_OPEN && w->conns[i].br.probe_at_us < next)
                         next = w->conns[i].br.probe_at_us;
-        return next == INT64_MAX ? krib_clock_mono_us() : next;
+        return next;
 }
 
-/* (Re)loads the fence script where a NOSCRIPT or a transient refusal left
- * it unloaded; only before this round appended anything to c. */
-static void ensure_script(krib_writer_t *w, conn_t *c) {
-        if (c->script != 0 || !c->c || c->cmd_head >= 0)
-                return;
-        load_script(w, c);
+/* Sends every op in fresh that may go now; the others wait in the queue. */
+static int send_fresh(krib_writer_t *w) {
+        size_t n = w->nfresh;
+        if (!n)
+                return 0;
+        size_t sc = w->send_cap;
+        if (krib_util_grow(&w->order, &sc, n, sizeof(*w->order)))
+                return -1;
+        sc = w->send_cap;
+        if (krib_util_grow(&w->tmp, &sc, n, sizeof(*w->tmp)))
+                return -1;
+        w->send_cap = sc;
+        /* Counting sort by slot (stable: submission order kept per slot). */
+        memset(w->slot_count, 0, (KRIB_SLOT_COUNT + 1) * sizeof(*w->slot_count));
+        for (size_t i = 0; i < n; i++)
+                w->slot_count[rec_of(w, w->fresh[i])->slot + 1]++;
+        for (size_t s = 0; s < KRIB_SLOT_COUNT; s++)
+                w->slot_count[s + 1] += w->slot_count[s];
+        for (size_t i = 0; i < n; i++)
+                w->order[w->slot_count[rec_of(w, w->fresh[i])->slot]++] = w->fresh[i];
+        w->nfresh = 0;
+
+        const size_t max_keys = (size_t)w->conf->redis_max_keys_per_command;
+        const size_t max_bytes = (size_t)w->conf->redis_max_command_bytes;
+        int cluster_open = !krib_breaker_allows(&w->cluster_br, 1);
+        int64_t now = krib_clock_mono_us();
+        int64_t held_until = breaker_next_probe_us(w);
+        if (held_until == INT64_MAX || held_until < now + 1000)
+                held_until = now + 1000;
+        for (size_t i = 0; i < n;) {
+                rec_t *first = rec_of(w, w->order[i]);
+                if (w->jobs[REF_JOB(w->order[i])].cancelled || first->state == R_FINAL) {
+                        i++;
+                        continue;
+                }
+                unsigned slot = first->slot;
+                int32_t ask = first->ask_conn;
+                size_t j = i + 1;
+                while (j < n && rec_of(w, w->order[j])->slot == slot &&
+                       rec_of(w, w->order[j])->ask_conn == ask)
+                        j++;
+                int conn = ask;
+                if (conn < 0) {
+                        int32_t m = w->topo.slot_owner[slot];
+                        conn = m >= 0 ? w->master_conn[m] : -1;
+                }
+                if (conn >= 0 && (cluster_open || !krib_breaker_allows(&w->conns[conn].br,
+                                                                       has_fenced(w, w->order, i, j)))) {
+                        /* Held back by an open breaker until its probe. */
+                        for (size_t x = i; x < j; x++)
+                                if (!w->jobs[REF_JOB(w->order[x])].cancelled)
+                                        queue_push(w, w->order[x], held_until);
+                        i = j;
+                        continue;
+                }
+                if (conn >= 0 && conn_ensure(w, &w->conns[conn]) == 0 &&
+                    w->conns[conn].script == 0 && w->conns[conn].cq_head == w->conns[conn].cq_tail &&
+                    krib_conn_inflight(w->conns[conn].c) == 0)
+                        load_script(w, &w->conns[conn]);
+                if (conn < 0 || !w->conns[conn].c) {
+                        if (conn < 0)
+                                w->need_refresh = 1;
+                        w->trouble = 1;
+                        requeue_refs(w, &w->order[i], j - i, KRIB_ERR_CONN);
+                        i = j;
+                        continue;
+                }
+                conn_t *c = &w->conns[conn];
+                /* Stable partition: plain, then fenced, then fan-out. */
+                size_t t = 0, bound[3];
+                for (int md = 0; md < 3; md++) {
+                        for (size_t x = i; x < j; x++)
+                                if (!w->jobs[REF_JOB(w->order[x])].cancelled &&
+                                    rec_of(w, w->order[x])->state != R_FINAL &&
+                                    mode_of(&rec_of(w, w->order[x])->op) == md)
+                                        w->tmp[t++] = w->order[x];
+                        bound[md] = i + t;
+                }
+                memcpy(&w->order[i], w->tmp, t * sizeof(*w->order));
+                for (size_t a = i; a < i + t;) {
+                        int mode = a < bound[0] ? MODE_PLAIN : a < bound[1] ? MODE_FENCED : MODE_FANOUT;
+                        int fenced = mode == MODE_FENCED;
+                        size_t end = bound[mode];
+                        size_t b = a + 1;
+                        if (mode != MODE_FANOUT && !rec_of(w, w->order[a])->solo) {
+                                /* Cut by keys and by bytes: one huge command
+                                 * holds the node (and its replica link). */
+                                size_t bytes = op_bytes(&rec_of(w, w->order[a])->op);
+                                while (b < end && b - a < max_keys &&
+                                       !rec_of(w, w->order[b])->solo &&
+                                       (bytes += op_bytes(&rec_of(w, w->order[b])->op)) <=
+                                               max_bytes)
+                                        b++;
+                        }
+                        if (fenced && c->script < 0) {
+                                fail_refs(w, c, &w->order[a], b - a, "fence script not loaded");
+                        } else if (fenced && c->script == 0) {
+                                /* Refused for now (LOADING, BUSY): retried with
+                                 * backoff; the node's busy budget applies. */
+                                script_wait(w, c, &w->order[a], b - a);
+                        } else {
+                                if (ask >= 0 && (krib_conn_append_fmt(c->c, "ASKING") ||
+                                                 push_cmd(w, c, NULL, 0, MODE_ASKING)))
+                                        return -1;
+                                if (append(w, c->c, &w->order[a], b - a, mode) ||
+                                    push_cmd(w, c, &w->order[a], b - a, mode))
+                                        return -1;
+                        }
+                        a = b;
+                }
+                i = j;
+        }
+        return 0;
 }
+
+/* Writes what this step appended, one flush per connection. */
+static void flush_all(krib_writer_t *w) {
+        int64_t now = krib_clock_mono_us();
+        for (size_t ci = 0; ci < w->conn_count; ci++) {
+                conn_t *c = &w->conns[ci];
+                if (!c->step_cmds)
+                        continue;
+                if (!c->c) {
+                        c->step_keys = c->step_cmds = 0;
+                        continue;
+                }
+                size_t first = c->cq_tail - c->step_cmds;
+                if (w->conf->redis_wait_replicas > 0) {
+                        if (krib_conn_append_fmt(c->c, "WAIT %lld %lld",
+                                                 (long long)w->conf->redis_wait_replicas,
+                                                 (long long)w->conf->redis_wait_timeout_ms) ||
+                            push_cmd(w, c, NULL, 0, MODE_WAIT)) {
+                                conn_fail(w, c, "out of memory");
+                                continue;
+                        }
+                }
+                /* Mark this flush's commands: the last reply ends its round trip. */
+                for (size_t x = first; x < c->cq_tail; x++)
+                        c->cq[x].sent_us = now;
+                c->cq[c->cq_tail - 1].last = 1;
+                w->stats.round_trips++;
+                unsigned b = 0;
+                while (b < 14 && c->step_keys > (1u << b))
+                        b++;
+                w->stats.keys_per_rt[b]++;
+                w->stats.rt_keys_sum += c->step_keys;
+                c->step_keys = c->step_cmds = 0;
+                if (krib_conn_flush(c->c))
+                        conn_fail(w, c, krib_conn_errstr(c->c));
+        }
+}
+
+int krib_writer_step(krib_writer_t *w) {
+        int64_t now = krib_clock_mono_us();
+        w->trouble = 0;
+        w->logged = 0;
+        uint64_t keys_before = w->stats.keys;
+        for (size_t ci = 0; ci < w->conn_count; ci++)
+                drain_conn(w, ci);
+        if (w->conf->redis_mode == KRIB_REDIS_CLUSTER &&
+            (w->need_refresh || (w->jobs_live && now - w->refreshed_at_us > REFRESH_PERIOD_US)) &&
+            now >= w->refresh_at_us && krib_breaker_allows(&w->cluster_br, 1)) {
+                char err[256];
+                if (krib_writer_refresh(w, err, sizeof(err))) {
+                        w->refresh_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN,
+                                                                     w->refresh_failures,
+                                                                     krib_retry_rand(&w->rng));
+                        if (w->refresh_failures++ % 20 == 0)
+                                krib_log_warn("writer",
+                                              "msg=\"topology refresh failed\" error=\"%s\"", err);
+                        breaker_note(w, "cluster", &w->cluster_br,
+                                     krib_breaker_failure(&w->cluster_br, &w->pol, KRIB_ERR_CONN,
+                                                          now, krib_retry_rand(&w->rng)));
+                        w->trouble = 1;
+                }
+        }
+        if (w->conf->redis_mode == KRIB_REDIS_CLUSTER && w->cluster_br.state == KRIB_BREAKER_OPEN)
+                probe_cluster(w);
+        for (size_t m = 0; m < w->topo.master_count; m++)
+                maybe_probe(w, &w->conns[w->master_conn[m]]);
+        for (size_t ci = 0; ci < w->conn_count; ci++)
+                w->conns[ci].step_script_counted = 0;
+        release_queue(w, krib_clock_mono_us());
+        int rc = send_fresh(w);
+        flush_all(w);
+        if (rc)
+                krib_log_error("writer", "msg=\"out of memory\"");
+        if (w->stats.keys != keys_before && !w->trouble) {
+                breaker_note(w, "cluster", &w->cluster_br, krib_breaker_success(&w->cluster_br));
+                w->stats.healthy = 1;
+        } else if (w->trouble) {
+                w->stats.healthy = 0;
+        }
+        return rc;
+}
+
+int krib_writer_pollfds(const krib_writer_t *w, struct pollfd *fds, int max) {
+        int n = 0;
+        for (size_t ci = 0; ci < w->conn_count && n < max; ci++) {
+                const conn_t *c = &w->conns[ci];
+                if (c->c && c->cq_head != c->cq_tail) {
+                        fds[n].fd = krib_conn_fd(c->c);
+                        fds[n].events = POLLIN;
+                        fds[n].revents = 0;
+                        n++;
+                }
+        }
+        return n;
+}
+
+int64_t krib_writer_due_us(const krib_writer_t *w) {
+        int64_t due = INT64_MAX;
+        if (w->nfresh)
+                return 0;
+        if (w->nqueue && w->queue_due_us < due)
+                due = w->queue_due_us;
+        for (size_t ci = 0; ci < w->conn_count; ci++) {
+                const conn_t *c = &w->conns[ci];
+                if (c->c && c->cq_head != c->cq_tail) {
+                        int64_t t = c->cq[c->cq_head].sent_us +
+                                    w->conf->redis_command_timeout_ms * 1000;
+                        if (t < due)
+                                due = t;
+                }
+        }
+        if (w->jobs_live) {
+                int64_t p = breaker_next_probe_us(w);
+                if (p < due)
+                        due = p;
+                if (w->need_refresh && krib_breaker_allows(&w->cluster_br, 1)) {
+                        int64_t r = w->refresh_at_us;
+                        if (r < due)
+                                due = r;
+                }
+        }
+        return due;
+}
+
+/* ---- synchronous use (tests, tools) ---- */
 
 int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status) {
-        if (grow(w, n) || name_fences(w, ops, n, memset(status, KRIB_WOP_PENDING, n))) {
+        int job = krib_writer_submit(w, ops, n, status);
+        if (job < 0) {
                 krib_log_error("writer", "msg=\"out of memory\" ops=%zu", n);
                 return -1;
         }
-        size_t npend = 0;
-        for (size_t i = 0; i < n; i++) {
-                w->slot_of[i] = (uint16_t)krib_slot_of(ops[i].key, ops[i].len);
-                w->ask_conn[i] = -1;
-                w->solo[i] = 0;
-                if (status[i] == KRIB_WOP_PENDING)
-                        w->pend[npend++] = (uint32_t)i;
-        }
-        unsigned attempt = 0, redirect_rounds = 0;
-        const size_t max_keys = (size_t)w->conf->redis_max_keys_per_command;
-        const size_t max_bytes = (size_t)w->conf->redis_max_command_bytes;
-
-        while (npend) {
+        int64_t stop_seen = 0;
+        while (krib_writer_job_left(w, job)) {
                 int64_t now = krib_clock_mono_us();
                 if (w->stop && *w->stop) {
-                        if (!w->stop_seen_us)
-                                w->stop_seen_us = now;
-                        if (now - w->stop_seen_us >= w->drain_us)
+                        if (!stop_seen)
+                                stop_seen = now;
+                        if (now - stop_seen >= w->drain_us) {
+                                krib_writer_job_cancel(w, job);
+                                /* Drain what is on the wire so the slot is free. */
                                 return -1;
-                }
-                if (w->conf->redis_mode == KRIB_REDIS_CLUSTER &&
-                    (w->need_refresh || now - w->refreshed_at_us > REFRESH_PERIOD_US)) {
-                        char err[256];
-                        if (krib_writer_refresh(w, err, sizeof(err))) {
-                                if (attempt % 20 == 0)
-                                        krib_log_warn("writer",
-                                                      "msg=\"topology refresh failed\" "
-                                                      "error=\"%s\"",
-                                                      err);
-                                breaker_note(w, "cluster", &w->cluster_br,
-                                             krib_breaker_failure(&w->cluster_br, &w->pol,
-                                                                  KRIB_ERR_CONN, now,
-                                                                  krib_retry_rand(&w->rng)));
                         }
                 }
-                if (w->conf->redis_mode == KRIB_REDIS_CLUSTER)
-                        probe_cluster(w);
-                for (size_t i = 0; i < w->conn_count; i++) {
-                        w->conns[i].cmd_head = w->conns[i].cmd_tail = -1;
-                        w->conns[i].rt_keys = 0;
-                        w->conns[i].script_counted = 0;
-                        w->conns[i].wait_sent = 0;
+                if (krib_writer_step(w)) {
+                        krib_writer_job_cancel(w, job);
+                        return -1;
                 }
-                /* Masters' probes run here, between rounds, on connections
-                 * with nothing in flight. */
-                for (size_t m = 0; m < w->topo.master_count; m++) {
-                        conn_t *c = &w->conns[w->master_conn[m]];
-                        if (c->br.state == KRIB_BREAKER_OPEN)
-                                breaker_pass(w, c, 1);
-                }
-                int cluster_open = !krib_breaker_allows(&w->cluster_br, 1);
-
-                /* Counting sort of the pending ops by slot. */
-                memset(w->slot_count, 0, (KRIB_SLOT_COUNT + 1) * sizeof(*w->slot_count));
-                for (size_t i = 0; i < npend; i++)
-                        w->slot_count[w->slot_of[w->pend[i]] + 1]++;
-                for (size_t s = 0; s < KRIB_SLOT_COUNT; s++)
-                        w->slot_count[s + 1] += w->slot_count[s];
-                for (size_t i = 0; i < npend; i++)
-                        w->order[w->slot_count[w->slot_of[w->pend[i]]]++] = w->pend[i];
-
-                int64_t flush_at = krib_clock_mono_us();
-                size_t ncmd = 0;
-                round_t rd = {0};
-
-                /* Runs of one slot and one target; within a run, plain and
-                 * fenced ops are stably separated, then cut into commands. */
-                for (size_t i = 0; i < npend;) {
-                        unsigned slot = w->slot_of[w->order[i]];
-                        int32_t ask = w->ask_conn[w->order[i]];
-                        size_t j = i + 1;
-                        while (j < npend && w->slot_of[w->order[j]] == slot &&
-                               w->ask_conn[w->order[j]] == ask)
-                                j++;
-                        int conn = ask;
-                        if (conn < 0) {
-                                int32_t m = w->topo.slot_owner[slot];
-                                conn = m >= 0 ? w->master_conn[m] : -1;
-                        }
-                        if (conn >= 0 &&
-                            (cluster_open ||
-                             !breaker_pass(w, &w->conns[conn], has_fenced(ops, w->order, i, j)))) {
-                                rd.blocked = 1;
-                                requeue(w, &rd, &w->order[i], (uint32_t)(j - i), ask);
-                                i = j;
-                                continue;
-                        }
-                        if (conn >= 0 && conn_ensure(w, &w->conns[conn]) == 0)
-                                ensure_script(w, &w->conns[conn]);
-                        if (conn < 0 || !w->conns[conn].c) {
-                                if (conn < 0)
-                                        w->need_refresh = 1;
-                                rd.trouble = 1;
-                                requeue(w, &rd, &w->order[i], (uint32_t)(j - i), ask);
-                                i = j;
-                                continue;
-                        }
-                        /* Stable partition: plain, then fenced, then fan-out. */
-                        size_t t = 0, bound[3];
-                        for (int md = 0; md < 3; md++) {
-                                for (size_t x = i; x < j; x++)
-                                        if (mode_of(&ops[w->order[x]]) == md)
-                                                w->tmp[t++] = w->order[x];
-                                bound[md] = i + t;
-                        }
-                        memcpy(&w->order[i], w->tmp, (j - i) * sizeof(*w->order));
-                        for (size_t a = i; a < j;) {
-                                int mode = a < bound[0]   ? MODE_PLAIN
-                                           : a < bound[1] ? MODE_FENCED
-                                                          : MODE_FANOUT;
-                                int fenced = mode == MODE_FENCED;
-                                size_t end = bound[mode];
-                                size_t b = a + 1;
-                                if (mode != MODE_FANOUT && !w->solo[w->order[a]]) {
-                                        /* Cut by keys and by bytes: one huge command
-                                         * holds the node (and its replica link). */
-                                        size_t bytes = op_bytes(&ops[w->order[a]]);
-                                        while (b < end && b - a < max_keys &&
-                                               !w->solo[w->order[b]] &&
-                                               (bytes += op_bytes(&ops[w->order[b]])) <= max_bytes)
-                                                b++;
-                                }
-                                if (fenced && w->conns[conn].script < 0) {
-                                        fail_cmd(w, &w->conns[conn], ops, &w->order[a],
-                                                 (uint32_t)(b - a), status,
-                                                 "fence script not loaded");
-                                } else if (fenced && w->conns[conn].script == 0) {
-                                        /* Refused for now (LOADING, BUSY): retried with
-                                         * backoff; the node's busy budget applies. */
-                                        script_wait(w, &rd, &w->conns[conn], &w->order[a],
-                                                    (uint32_t)(b - a));
-                                } else if (append(w, w->conns[conn].c, ops, a, b, mode, ask >= 0) ||
-                                           add_cmd(w, &ncmd, conn, (uint32_t)a, (uint32_t)(b - a),
-                                                   ask >= 0, mode)) {
-                                        return -1;
-                                }
-                                a = b;
-                        }
-                        i = j;
-                }
-
-                /* Write every master's pipeline before reading any reply. */
-                for (size_t ci = 0; ci < w->conn_count; ci++) {
-                        conn_t *c = &w->conns[ci];
-                        if (c->cmd_head < 0)
-                                continue;
-                        if (w->conf->redis_wait_replicas > 0) {
-                                if (krib_conn_append_fmt(c->c, "WAIT %lld %lld",
-                                                         (long long)w->conf->redis_wait_replicas,
-                                                         (long long)w->conf->redis_wait_timeout_ms))
-                                        return -1;
-                                c->wait_sent = 1;
-                        }
-                        if (krib_conn_flush(c->c)) {
-                                rd.trouble = 1;
-                                for (int32_t x = c->cmd_head; x >= 0; x = w->cmds[x].next)
-                                        requeue(w, &rd, &w->order[w->cmds[x].first],
-                                                w->cmds[x].count, -1);
-                                conn_fail(w, c, krib_conn_errstr(c->c));
-                                c->cmd_head = -1;
-                        }
-                }
-
-                for (size_t ci = 0; ci < w->conn_count; ci++) {
-                        if (w->conns[ci].cmd_head < 0)
-                                continue;
-                        w->stats.round_trips++;
-                        unsigned b = 0;
-                        while (b < 14 && w->conns[ci].rt_keys > (1u << b))
-                                b++;
-                        w->stats.keys_per_rt[b]++;
-                        w->stats.rt_keys_sum += w->conns[ci].rt_keys;
-                        for (int32_t x = w->conns[ci].cmd_head; x >= 0; x = w->cmds[x].next) {
-                                conn_t *c = &w->conns[ci];
-                                cmd_t *cmd = &w->cmds[x];
-                                redisReply *r = NULL;
-                                if (c->c && cmd->asking) {
-                                        if (krib_conn_read(c->c, &r) == 0)
-                                                freeReplyObject(r);
-                                        else
-                                                conn_fail(w, c, krib_conn_errstr(c->c));
-                                        r = NULL;
-                                }
-                                if (c->c && krib_conn_read(c->c, &r) != 0) {
-                                        conn_fail(w, c, krib_conn_errstr(c->c));
-                                        r = NULL;
-                                }
-                                if (!r) { /* lost with the connection: unknown, so again */
-                                        rd.trouble = 1;
-                                        requeue(w, &rd, &w->order[cmd->first], cmd->count, -1);
-                                        continue;
-                                }
-                                on_reply(w, ci, cmd, r, ops, status, &rd, attempt);
-                                freeReplyObject(r);
-                        }
-                        if (w->conns[ci].wait_sent)
-                                read_wait(w, &w->conns[ci], ops, status, &rd);
-                        krib_writer_node_t *m = &w->conns[ci].m;
-                        double rt = (double)(krib_clock_mono_us() - flush_at) / 1e6;
-                        m->round_trips++;
-                        m->rt_sum_s += rt;
-                        for (int k = 0; k < KRIB_WRITER_RT_BUCKETS; k++)
-                                m->rt_le[k] += rt <= krib_writer_rt_bounds_s[k];
-                }
-
-                if (!rd.trouble && !rd.blocked && !rd.redirected)
-                        breaker_note(w, "cluster", &w->cluster_br,
-                                     krib_breaker_success(&w->cluster_br));
-                uint32_t *t = w->pend;
-                w->pend = w->pend_next;
-                w->pend_next = t;
-                npend = rd.nnext;
-                if (!npend)
+                if (!krib_writer_job_left(w, job))
                         break;
-                w->stats.healthy = !rd.trouble && !rd.blocked;
-                int64_t wait = 0;
-                if (rd.redirected) {
-                        /* A redirect loop (slots mid-migration): slow down after a few. */
-                        wait = krib_retry_delay_us(&w->pol, KRIB_ERR_REDIRECT, redirect_rounds++,
-                                                   krib_retry_rand(&w->rng));
-                        breaker_note(w, "cluster", &w->cluster_br,
-                                     krib_breaker_failure(&w->cluster_br, &w->pol,
-                                                          KRIB_ERR_REDIRECT, krib_clock_mono_us(),
-                                                          krib_retry_rand(&w->rng)));
-                }
-                if (rd.trouble) {
-                        if (!rd.class_mask)
-                                rd.class_mask = 1u << KRIB_ERR_CONN;
-                        for (int c = 0; c < KRIB_ERR_CLASSES; c++) {
-                                int64_t d = rd.class_mask & (1u << c)
-                                                    ? krib_retry_delay_us(
-                                                              &w->pol, (krib_err_class_t)c, attempt,
-                                                              krib_retry_rand(&w->rng))
-                                                    : 0;
-                                if (d > wait)
-                                        wait = d;
+                struct pollfd fds[64];
+                int nfds = krib_writer_pollfds(w, fds, 64);
+                int64_t due = krib_writer_due_us(w);
+                int64_t wait = due == INT64_MAX ? 50000 : due - krib_clock_mono_us();
+                if (wait > 50000)
+                        wait = 50000;
+                if (wait > 0) {
+                        if (nfds)
+                                poll(fds, (nfds_t)nfds, (int)((wait + 999) / 1000));
+                        else {
+                                struct timespec ts = {0, wait * 1000};
+                                nanosleep(&ts, NULL);
                         }
-                        attempt++;
                 }
-                if (rd.blocked) {
-                        /* Held back by open breakers: sleep to the next probe. */
-                        int64_t next = breaker_next_probe_us(w) - krib_clock_mono_us();
-                        if (next > wait)
-                                wait = next < 1000 ? 1000 : next;
-                }
-                if (wait > 0)
-                        nap(w, wait);
+                if (w->tick)
+                        w->tick(w->tick_opaque);
         }
+        krib_writer_job_release(w, job);
         return 0;
 }

@@ -17,7 +17,16 @@
  * keys back (the caller's partitions stay paused) until a probe passes.
  * Other error replies are final for their keys.
  *
- * Blocking I/O on hiredis contexts, driven by the one pipeline thread.
+ * Non-blocking: work is submitted as jobs (krib_writer_submit), written
+ * to every master's connection at once and answered as replies arrive
+ * (krib_writer_step, driven by the caller's loop, which polls the sockets
+ * from krib_writer_pollfds). Several jobs may be in flight; a key's op
+ * waits while an earlier job's op on the same key is unanswered, so order
+ * per key holds. Retries are timed per op, so one failing master holds back
+ * only the ops it owns. Only control work is synchronous, bounded by the
+ * connect and command timeouts: connecting, SCRIPT LOAD, CLUSTER SLOTS,
+ * breaker probes and SCAN (on a separate control connection per node).
+ * Owned by the one pipeline thread.
  */
 #ifndef KRIB_WRITER_H
 #define KRIB_WRITER_H
@@ -41,7 +50,7 @@ typedef enum {
 } krib_wop_kind_t;
 
 typedef struct {
-        const char *key; /* borrowed until krib_writer_apply() returns */
+        const char *key; /* borrowed until its job is released or cancelled */
         size_t len;
         uint8_t kind;           /* krib_wop_kind_t */
         const krib_event_t *ev; /* DELETE/UPSERT: version, value, ttl (borrowed) */
@@ -69,6 +78,8 @@ typedef struct {
         uint64_t keys_per_rt[15];
         uint64_t rt_keys_sum;    /* keys sent, over all round trips */
         uint8_t cluster_breaker; /* krib_breaker_state_t of the cluster breaker */
+        uint64_t inflight_ops;   /* ops on the wire (or awaiting WAIT) now */
+        uint64_t queued_ops;     /* ops waiting to be sent (retry, breaker, key order) */
         uint64_t cluster_breaker_entered[3];
 } krib_writer_stats_t;
 
@@ -93,22 +104,55 @@ int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t *out, int max);
  * with errstr only for invalid settings: an unreachable Redis is retried. */
 krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t errstr_size);
 
-/* While *stop is zero, retriable failures are retried without end (the
- * caller's offsets wait). Once *stop is set, retries continue for drain_ms,
- * then krib_writer_apply() returns -1. stop is borrowed for the writer's
- * lifetime. */
-void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t drain_ms);
+/* Jobs in flight at most (the pipeline's batches, their fan-out, sweeps). */
+#define KRIB_WRITER_JOBS 64
 
-/* Called from inside krib_writer_apply() while it waits to retry, about
- * every 50 ms, so the caller can keep its Kafka consumer served. It must not
- * call back into the writer. */
+/* Submits ops[0..n) as one job; at most one UNLINK/DELETE/UPSERT op per key
+ * within a job (the caller coalesces); PUBLISH/XADD ops are sent one
+ * command each, in order per slot. status[i] is set to KRIB_WOP_PENDING now
+ * and to its final KRIB_WOP_* when Redis answered for good. ops' keys and
+ * events and status are borrowed until the job is released or cancelled.
+ * Nothing is sent before the next krib_writer_step(). Returns the job id, or
+ * -1 when out of memory or KRIB_WRITER_JOBS are in flight. Retriable
+ * failures are retried without end: the caller decides when to give up
+ * (krib_writer_job_cancel). */
+int krib_writer_submit(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status);
+
+/* Ops of the job without a final status yet. */
+size_t krib_writer_job_left(const krib_writer_t *w, int job);
+
+/* Frees a finished job's slot (cancels it if it is not finished). */
+void krib_writer_job_release(krib_writer_t *w, int job);
+
+/* Gives up a job: unsent ops are dropped, replies for sent ones are
+ * ignored; the caller's memory is not touched again. */
+void krib_writer_job_cancel(krib_writer_t *w, int job);
+
+/* Jobs submitted and not yet released (cancelled ones until answered). */
+size_t krib_writer_jobs_live(const krib_writer_t *w);
+
+/* One pass without waiting: reads the replies that arrived, applies them,
+ * refreshes the slot map or probes breakers when due, and sends every op
+ * that may go now. Returns -1 when out of memory. */
+int krib_writer_step(krib_writer_t *w);
+
+/* The sockets to watch (POLLIN) until the next step: fills up to max and
+ * returns how many. */
+struct pollfd;
+int krib_writer_pollfds(const krib_writer_t *w, struct pollfd *fds, int max);
+
+/* Monotonic time (krib_clock_mono_us) at which the writer needs a step even
+ * without socket activity (a retry, a probe, a reply overdue); 0 for now,
+ * INT64_MAX for never. */
+int64_t krib_writer_due_us(const krib_writer_t *w);
+
+/* Synchronous use (tests, tools): submits ops and steps until all are
+ * final. While *stop (krib_writer_set_stop) is zero, retriable failures are
+ * retried without end; once it is set, for drain_ms more, then the job is
+ * cancelled and -1 returned. tick(opaque) runs between steps. */
+void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t drain_ms);
 typedef void(krib_writer_tick_cb)(void *opaque);
 void krib_writer_set_tick(krib_writer_t *w, krib_writer_tick_cb *cb, void *opaque);
-
-/* Applies ops[0..n); at most one UNLINK/DELETE/UPSERT op per key (the caller
- * coalesces); PUBLISH/XADD ops are sent one command each, in order per slot.
- * status[i] receives KRIB_WOP_*. Returns 0 when every op has a final status,
- * -1 when interrupted by stop. */
 int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status);
 
 /* Masters a key pattern can live on: the owner of its slot when slot >= 0,

@@ -9,63 +9,74 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static void serve(fake_redis_t *f, int fd) {
-        redisReader *rd = redisReaderCreate();
+/* Serves what fd has sent; returns -1 when the connection should close. */
+static int serve(fake_redis_t *f, int fd, redisReader *rd) {
         char buf[16384];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0)
+                return -1;
+        redisReaderFeed(rd, buf, (size_t)n);
+        void *req;
+        while (redisReaderGetReply(rd, &req) == REDIS_OK && req) {
+                redisReply *r = req;
+                char *argv[512];
+                size_t lens[512];
+                int argc = 0;
+                pthread_mutex_lock(&f->lock);
+                for (size_t i = 0; i < r->elements && argc < 512; i++, argc++) {
+                        argv[argc] = r->element[i]->str;
+                        lens[argc] = r->element[i]->len;
+                        int w = snprintf(f->log + f->log_len, sizeof(f->log) - f->log_len, "%s%.*s",
+                                         i ? " " : "", (int)lens[argc], argv[argc]);
+                        if (w > 0 && f->log_len + (size_t)w < sizeof(f->log))
+                                f->log_len += (size_t)w;
+                }
+                if (f->log_len + 1 < sizeof(f->log))
+                        f->log[f->log_len++] = '\n';
+                f->log[f->log_len] = '\0';
+                pthread_mutex_unlock(&f->lock);
+                const char *reply = f->handler(f, argc, argv, lens);
+                freeReplyObject(r);
+                if (!reply || write(fd, reply, strlen(reply)) < 0)
+                        return -1;
+        }
+        return 0;
+}
+
+/* Several clients at once (the writer keeps a data and a control
+ * connection per node); requests are handled one at a time. */
+#define FAKE_CLIENTS 16
+static void *loop(void *arg) {
+        fake_redis_t *f = arg;
+        struct pollfd p[FAKE_CLIENTS + 1];
+        redisReader *rd[FAKE_CLIENTS + 1] = {0};
+        int n = 1;
+        p[0] = (struct pollfd){f->listen_fd, POLLIN, 0};
         while (!f->stop) {
-                struct pollfd p = {fd, POLLIN, 0};
-                if (poll(&p, 1, 50) <= 0)
+                if (poll(p, (nfds_t)n, 50) <= 0)
                         continue;
-                ssize_t n = read(fd, buf, sizeof(buf));
-                if (n <= 0)
-                        break;
-                redisReaderFeed(rd, buf, (size_t)n);
-                void *req;
-                while (redisReaderGetReply(rd, &req) == REDIS_OK && req) {
-                        redisReply *r = req;
-                        char *argv[512];
-                        size_t lens[512];
-                        int argc = 0;
-                        pthread_mutex_lock(&f->lock);
-                        for (size_t i = 0; i < r->elements && argc < 512; i++, argc++) {
-                                argv[argc] = r->element[i]->str;
-                                lens[argc] = r->element[i]->len;
-                                int w = snprintf(f->log + f->log_len, sizeof(f->log) - f->log_len,
-                                                 "%s%.*s", i ? " " : "", (int)lens[argc],
-                                                 argv[argc]);
-                                if (w > 0 && f->log_len + (size_t)w < sizeof(f->log))
-                                        f->log_len += (size_t)w;
+                for (int i = n - 1; i >= 1; i--) {
+                        if (!p[i].revents)
+                                continue;
+                        if (serve(f, p[i].fd, rd[i]) < 0) {
+                                close(p[i].fd);
+                                redisReaderFree(rd[i]);
+                                p[i] = p[n - 1];
+                                rd[i] = rd[n - 1];
+                                n--;
                         }
-                        if (f->log_len + 1 < sizeof(f->log))
-                                f->log[f->log_len++] = '\n';
-                        f->log[f->log_len] = '\0';
-                        pthread_mutex_unlock(&f->lock);
-                        const char *reply = f->handler(f, argc, argv, lens);
-                        freeReplyObject(r);
-                        if (!reply) {
-                                redisReaderFree(rd);
-                                return;
-                        }
-                        if (write(fd, reply, strlen(reply)) < 0) {
-                                redisReaderFree(rd);
-                                return;
+                }
+                if (p[0].revents && n <= FAKE_CLIENTS) {
+                        int fd = accept(f->listen_fd, NULL, NULL);
+                        if (fd >= 0) {
+                                p[n] = (struct pollfd){fd, POLLIN, 0};
+                                rd[n++] = redisReaderCreate();
                         }
                 }
         }
-        redisReaderFree(rd);
-}
-
-static void *loop(void *arg) {
-        fake_redis_t *f = arg;
-        while (!f->stop) {
-                struct pollfd p = {f->listen_fd, POLLIN, 0};
-                if (poll(&p, 1, 50) <= 0)
-                        continue;
-                int fd = accept(f->listen_fd, NULL, NULL);
-                if (fd < 0)
-                        continue;
-                serve(f, fd);
-                close(fd);
+        for (int i = 1; i < n; i++) {
+                close(p[i].fd);
+                redisReaderFree(rd[i]);
         }
         return NULL;
 }
