@@ -53,6 +53,7 @@ typedef struct {
         int state;
         uint64_t seq;
         size_t n, bytes, admitted;
+        size_t acap; /* events allocated: grows with use, up to the batch size */
         int64_t opened_us;
         rd_kafka_message_t **msgs;
         krib_event_t *events;
@@ -118,6 +119,7 @@ struct krib_pipeline {
          * (or the writer had nothing to do). */
         uint64_t keys_seen;
         int64_t progress_at_us;
+        int stalled; /* no answer for REDIS_STALL_US and no master usable */
         int interrupted;
         krib_pipeline_stats_t stats;
         int64_t stats_at_us;
@@ -143,7 +145,18 @@ static int in_parts(const rd_kafka_message_t *m, const rd_kafka_topic_partition_
 }
 
 /* Hands the metrics thread a fresh snapshot, at most every 250 ms. */
+/* Key counts as Redis answers them (a batch waiting for one failing master
+ * still shows the others' progress). */
+static void key_stats(krib_pipeline_t *p) {
+        const krib_writer_stats_t *ws = krib_writer_stats(p->writer);
+        uint64_t sweep = krib_sweeps_keys(p->sweeps) + krib_sweeps_keys_failed(p->sweeps);
+        p->stats.keys_done = ws->keys > sweep ? ws->keys - sweep : 0;
+        p->stats.fence_stale = ws->fence_stale;
+        p->stats.fence_invalidated = ws->fence_concurrent;
+}
+
 static void publish(krib_pipeline_t *p, int force) {
+        key_stats(p);
         if (p->registry) {
                 const krib_registry_stats_t *rs = krib_registry_stats(p->registry);
                 p->stats.registry_fetched = rs->fetches - rs->unavailable;
@@ -234,24 +247,40 @@ static batch_t *batch_new(krib_pipeline_t *p) {
         return NULL;
 }
 
-static int batch_alloc(batch_t *b, size_t cap) {
-        b->msgs = calloc(cap, sizeof(*b->msgs));
-        b->events = calloc(cap, sizeof(*b->events));
-        b->ev_state = calloc(cap, 1);
-        if (!b->msgs || !b->events || !b->ev_state)
+/* Room for one more message. Only while the batch is open: nothing points
+ * into its events yet. */
+static int batch_grow(batch_t *b, size_t cap) {
+        if (b->n < b->acap)
+                return 0;
+        size_t want = b->acap ? b->acap * 2 : 64;
+        if (want > cap)
+                want = cap;
+        if (want <= b->acap)
                 return -1;
-        for (size_t i = 0; i < cap; i++)
+        rd_kafka_message_t **m = realloc(b->msgs, want * sizeof(*m));
+        if (m)
+                b->msgs = m;
+        krib_event_t *e = m ? realloc(b->events, want * sizeof(*e)) : NULL;
+        if (e)
+                b->events = e;
+        uint8_t *st = e ? realloc(b->ev_state, want) : NULL;
+        if (!st)
+                return -1;
+        b->ev_state = st;
+        for (size_t i = b->acap; i < want; i++) {
+                memset(&b->events[i], 0, sizeof(b->events[i]));
                 krib_event_reset(&b->events[i]);
-        b->job = -1;
+        }
+        b->acap = want;
         return 0;
 }
 
-static void batch_free(batch_t *b, size_t cap) {
+static void batch_free(batch_t *b) {
         for (size_t i = 0; i < b->n; i++)
                 if (b->msgs[i])
                         rd_kafka_message_destroy(b->msgs[i]);
         if (b->events)
-                for (size_t i = 0; i < cap; i++)
+                for (size_t i = 0; i < b->acap; i++)
                         krib_event_destroy(&b->events[i]);
         free(b->events);
         free(b->msgs);
@@ -274,11 +303,9 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         p->conf = conf;
         p->stop = stop;
         p->cap = (size_t)conf->pipeline_batch_max_events;
-        /* Enough batch slots for the in-flight bound, plus the one filling. */
-        int64_t want = (conf->pipeline_max_in_flight_events + (int64_t)p->cap - 1) /
-                               (int64_t)p->cap +
-                       1;
-        p->nbatches = want < 2 ? 2 : want > BATCHES_MAX ? BATCHES_MAX : (size_t)want;
+        /* Batch slots grow their arrays with use: the in-flight bound, not
+         * the slot count, limits memory. */
+        p->nbatches = BATCHES_MAX;
         p->stash_cap = p->cap;
         p->stash = calloc(p->stash_cap, sizeof(*p->stash));
         p->offsets = krib_offsets_new();
@@ -288,10 +315,7 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
                 goto fail;
         }
         for (size_t i = 0; i < p->nbatches; i++)
-                if (batch_alloc(&p->batches[i], p->cap)) {
-                        snprintf(errstr, errstr_size, "out of memory");
-                        goto fail;
-                }
+                p->batches[i].job = -1;
         if (!(p->decode =
                       krib_schemas_new((krib_wire_t)conf->decode_format, conf->decode_schema_file,
                                        conf->decode_schema_dir, errstr, errstr_size)))
@@ -685,12 +709,9 @@ static size_t fan_out(krib_pipeline_t *p, batch_t *b) {
         return nf;
 }
 
-static void keys_answered(krib_pipeline_t *p, batch_t *b) {
+static void keys_answered(batch_t *b) {
         for (size_t o = 0; o < b->nops; o++) {
                 uint8_t st = b->op_status[o];
-                p->stats.fence_stale += st == KRIB_WOP_STALE;
-                p->stats.fence_invalidated += st == KRIB_WOP_INVALIDATED;
-                p->stats.keys_done += st != KRIB_WOP_PENDING && st != KRIB_WOP_FAILED;
                 for (int32_t l = b->op_links[o]; l >= 0; l = b->links[l].next) {
                         uint8_t *es = &b->ev_state[b->links[l].event];
                         if (*es == EV_ABANDONED)
@@ -779,7 +800,7 @@ static void progress(krib_pipeline_t *p) {
                 if (b->state == B_KEYS) {
                         if (b->job >= 0 && krib_writer_job_left(p->writer, b->job))
                                 continue;
-                        keys_answered(p, b);
+                        keys_answered(b);
                         if (b->job >= 0)
                                 krib_writer_job_release(p->writer, b->job);
                         b->job = -1;
@@ -838,6 +859,7 @@ static void log_stats(krib_pipeline_t *p, int force) {
         int64_t every = p->conf->log_stats_interval_ms * 1000;
         if (!force && (!every || now - p->stats_at_us < every))
                 return;
+        key_stats(p);
         p->stats_at_us = now;
         const krib_writer_stats_t *w = krib_writer_stats(p->writer);
         const krib_reorder_stats_t *r = krib_reorder_stats(p->reorder);
@@ -945,7 +967,7 @@ static int act_on_revoke(krib_pipeline_t *p) {
 
 static int take(krib_pipeline_t *p, rd_kafka_message_t *m) {
         batch_t *b = p->open;
-        if (!b || b->n == p->cap)
+        if (!b || b->n == p->cap || batch_grow(b, p->cap))
                 return -1;
         if (!b->n)
                 b->opened_us = krib_clock_mono_us();
@@ -963,29 +985,39 @@ static int at_bound(const krib_pipeline_t *p) {
                p->inflight_bytes >= (size_t)p->conf->pipeline_max_in_flight_bytes;
 }
 
-/* Reads what the consumer has without waiting: into the open batch while
- * within the bound, else into the stash (the consumer is still served for
- * rebalances; partitions are paused). */
+/* Reads what the consumer has without waiting, into the open batch. A full
+ * open batch stops it (dispatch comes first); at the in-flight bound, or
+ * with every batch slot busy, partitions are paused and what still arrives
+ * waits in the stash (the consumer is still served, for rebalances). */
 static void intake(krib_pipeline_t *p) {
         krib_consumer_wakeup_clear(p->consumer);
         p->kafka_more = 0;
+        const size_t max_bytes = (size_t)p->conf->pipeline_batch_max_bytes;
         for (int i = 0; i < 100000; i++) {
                 if (!p->open)
                         p->open = batch_new(p);
                 /* Stashed messages come first, in order. */
-                while (p->nstash && p->open && p->open->n < p->cap && !at_bound(p)) {
-                        take(p, p->stash[0]);
-                        memmove(p->stash, p->stash + 1, --p->nstash * sizeof(*p->stash));
+                size_t s = 0;
+                while (s < p->nstash && p->open && p->open->n < p->cap &&
+                       p->open->bytes < max_bytes && !at_bound(p))
+                        take(p, p->stash[s++]);
+                if (s) {
+                        memmove(p->stash, p->stash + s, (p->nstash - s) * sizeof(*p->stash));
+                        p->nstash -= s;
                 }
-                int room = p->open && p->open->n < p->cap &&
-                           p->open->bytes < (size_t)p->conf->pipeline_batch_max_bytes &&
-                           !at_bound(p);
-                if (!room && p->nstash == p->stash_cap) {
-                        p->kafka_more = 1; /* nowhere to put it: read it later */
-                        return;
-                }
-                if (!room && !p->paused)
+                int full = p->open && (p->open->n >= p->cap || p->open->bytes >= max_bytes);
+                int room = p->open && !full && !at_bound(p);
+                if (!room) {
+                        if (full && !at_bound(p)) {
+                                p->kafka_more = 1; /* after the dispatch */
+                                return;
+                        }
                         pause_all(p, "in-flight bound reached");
+                        if (p->nstash == p->stash_cap) {
+                                p->kafka_more = 1; /* nowhere to put it: read it later */
+                                return;
+                        }
+                }
                 int64_t t0 = krib_clock_mono_us();
                 rd_kafka_message_t *m = krib_consumer_poll(p->consumer, 0);
                 p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
@@ -1012,6 +1044,13 @@ static void intake(krib_pipeline_t *p) {
         p->kafka_more = 1;
 }
 
+static size_t free_slots(const krib_pipeline_t *p) {
+        size_t n = 0;
+        for (size_t k = 0; k < p->nbatches; k++)
+                n += p->batches[k].state == B_FREE;
+        return n;
+}
+
 /* Whether any batch is between admission and its last answer. */
 static int writing(const krib_pipeline_t *p) {
         for (size_t k = 0; k < p->nbatches; k++)
@@ -1034,9 +1073,14 @@ static void dispatch(krib_pipeline_t *p, int force) {
         if (!b || !b->n || admitting(p))
                 return;
         int64_t now = krib_clock_mono_us();
+        /* With most slots taken (batches waiting for a failing master, say)
+         * lingering no longer sends: batches fill up, so the in-flight
+         * bound in events, not the slot count, is what stops intake. */
+        int lingered = now - b->opened_us >= p->conf->pipeline_linger_ms * 1000 &&
+                       free_slots(p) >= p->nbatches / 2;
         int ready = force || b->n == p->cap ||
                     b->bytes >= (size_t)p->conf->pipeline_batch_max_bytes || !writing(p) ||
-                    now - b->opened_us >= p->conf->pipeline_linger_ms * 1000;
+                    lingered || at_bound(p) || !free_slots(p);
         if (!ready)
                 return;
         p->open = NULL;
@@ -1137,20 +1181,25 @@ static void turn(krib_pipeline_t *p, int draining) {
         krib_writer_step(p->writer);
         p->stats.write_us += (uint64_t)(krib_clock_mono_us() - t0);
         /* Partitions pause at the in-flight bound (in intake), while the
-         * registry is down, and when Redis made no progress for a second
-         * with work waiting (all of it failing: one failing master alone
-         * does not stop the others' work, the bound does). They resume
-         * below half of the bound once Redis moves again. */
+         * registry is down, and when Redis answered nothing for a second
+         * while no master could take work (one failing master alone does
+         * not stop the others' work; the bound does). They resume below
+         * half of the bound, and after a Redis stall only once Redis
+         * answers again. */
         const krib_writer_stats_t *ws = krib_writer_stats(p->writer);
         int64_t now = krib_clock_mono_us();
-        if (ws->keys != p->keys_seen || (!ws->queued_ops && !ws->inflight_ops)) {
-                p->keys_seen = ws->keys;
+        uint64_t answered = ws->keys + ws->fanouts;
+        if (answered != p->keys_seen || (!ws->queued_ops && !ws->inflight_ops)) {
+                p->keys_seen = answered;
                 p->progress_at_us = now;
+                p->stalled = 0;
+        } else if (now - p->progress_at_us >= REDIS_STALL_US &&
+                   krib_writer_failing(p->writer)) {
+                p->stalled = 1;
         }
-        int stalled = now - p->progress_at_us >= REDIS_STALL_US;
-        if (!p->paused && stalled)
+        if (!p->paused && p->stalled)
                 pause_all(p, "redis is failing");
-        else if (p->paused && !stalled && !admitting(p) &&
+        else if (p->paused && !p->stalled && !admitting(p) && (p->open || free_slots(p)) &&
                  p->inflight_events < (size_t)p->conf->pipeline_max_in_flight_events / 2 + 1 &&
                  p->inflight_bytes < (size_t)p->conf->pipeline_max_in_flight_bytes / 2 + 1) {
                 resume_all(p);
@@ -1212,7 +1261,7 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         krib_offsets_destroy(p->offsets);
         krib_reorder_destroy(p->reorder);
         for (size_t k = 0; k < p->nbatches; k++)
-                batch_free(&p->batches[k], p->cap);
+                batch_free(&p->batches[k]);
         free(p->stash);
         free(p);
 }

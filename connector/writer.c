@@ -774,8 +774,14 @@ static void complete(krib_writer_t *w, uint32_t ref, uint8_t result) {
         r->result = result;
         if (j->status)
                 j->status[REF_IDX(ref)] = result;
-        if (result != KRIB_WOP_PENDING && result != KRIB_WOP_FAILED)
-                w->stats.keys++;
+        if (result != KRIB_WOP_PENDING && result != KRIB_WOP_FAILED) {
+                int key_op = r->op.kind == KRIB_WOP_UNLINK || r->op.kind == KRIB_WOP_DELETE ||
+                             r->op.kind == KRIB_WOP_UPSERT;
+                w->stats.keys += key_op;
+                w->stats.fanouts += !key_op;
+                w->stats.fence_stale += result == KRIB_WOP_STALE;
+                w->stats.fence_concurrent += result == KRIB_WOP_INVALIDATED;
+        }
         ktab_remove(w, ref);
         if (r->succ != NONE) {
                 rec_of(w, r->succ)->after = 0;
@@ -1174,8 +1180,6 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, const uint32
                         long long v = r->element[y]->type == REDIS_REPLY_INTEGER
                                               ? r->element[y]->integer
                                               : -1;
-                        w->stats.fence_stale += v == 0;
-                        w->stats.fence_concurrent += v == 2;
                         answered(w, c, refs[y],
                                  v == 1   ? KRIB_WOP_OK
                                  : v == 0 ? KRIB_WOP_STALE
@@ -1686,6 +1690,17 @@ int krib_writer_step(krib_writer_t *w) {
                 w->stats.healthy = 0;
         }
         return rc;
+}
+
+int krib_writer_failing(const krib_writer_t *w) {
+        if (!w->topo.master_count)
+                return 1;
+        for (size_t m = 0; m < w->topo.master_count; m++) {
+                const conn_t *c = &w->conns[w->master_conn[m]];
+                if (c->br.state != KRIB_BREAKER_OPEN && c->c)
+                        return 0;
+        }
+        return 1;
 }
 
 int krib_writer_pollfds(const krib_writer_t *w, struct pollfd *fds, int max) {

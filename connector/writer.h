@@ -67,7 +67,8 @@ enum {
 typedef struct {
         uint64_t round_trips; /* one per master per pipeline flush */
         uint64_t commands;
-        uint64_t keys;    /* keys acknowledged (any final outcome but FAILED) */
+        uint64_t keys;    /* key ops (UNLINK/DELETE/UPSERT) answered: any final outcome but FAILED */
+        uint64_t fanouts; /* PUBLISH/XADD ops acknowledged */
         uint64_t scripts; /* fence script calls */
         uint64_t fence_stale, fence_concurrent;
         uint64_t moved, ask, retries, reconnects, refreshes, errors;
@@ -105,7 +106,7 @@ int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t *out, int max);
 krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t errstr_size);
 
 /* Jobs in flight at most (the pipeline's batches, their fan-out, sweeps). */
-#define KRIB_WRITER_JOBS 64
+#define KRIB_WRITER_JOBS 128
 
 /* Submits ops[0..n) as one job; at most one UNLINK/DELETE/UPSERT op per key
  * within a job (the caller coalesces); PUBLISH/XADD ops are sent one
@@ -135,6 +136,10 @@ size_t krib_writer_jobs_live(const krib_writer_t *w);
  * refreshes the slot map or probes breakers when due, and sends every op
  * that may go now. Returns -1 when out of memory. */
 int krib_writer_step(krib_writer_t *w);
+
+/* Whether no master could take work now: every one's breaker is open or
+ * its connection is down (or no slot map is known). */
+int krib_writer_failing(const krib_writer_t *w);
 
 /* The sockets to watch (POLLIN) until the next step: fills up to max and
  * returns how many. */

@@ -14,6 +14,7 @@
 #                           master and the cluster is ok
 #   toxic NAME TYPE JSON    add a toxic to every Redis proxy (JSON: attributes)
 #   untoxic NAME            remove it again
+#   toxic-on PORT NAME TYPE JSON  the same on the proxy of one node only
 #   full                    maxmemory = 90 % of used_memory, noeviction, on every
 #                           master: every write that needs memory gets OOM
 #   unfull                  maxmemory 0 everywhere
@@ -87,6 +88,9 @@ case "${1:-}" in
       curl -sf -X POST "$api/proxies/redis-${REDIS_CLUSTER_PORTS[$i]}/toxics" \
         -d "{\"name\":\"$2\",\"type\":\"$3\",\"stream\":\"downstream\",\"attributes\":$4}" >/dev/null
     done ;;
+  toxic-on)
+    curl -sf -X POST "$api/proxies/redis-$2/toxics" \
+      -d "{\"name\":\"$3\",\"type\":\"$4\",\"stream\":\"downstream\",\"attributes\":$5}" >/dev/null ;;
   untoxic)
     for i in 0 1 2 3 4 5; do
       curl -sf -X DELETE "$api/proxies/redis-${REDIS_CLUSTER_PORTS[$i]}/toxics/$2" >/dev/null || true

@@ -1,8 +1,10 @@
 /* writer against scripted fake nodes: what each Redis reply does to a key. */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check_main.h"
 #include "clock.h"
@@ -539,6 +541,97 @@ START_TEST(commands_are_cut_by_bytes) {
 }
 END_TEST
 
+
+/* Steps w (polling its sockets) until every job in jobs[0..n) is final. */
+static void step_until_done(const int *jobs, int n) {
+        for (int round = 0; round < 2000; round++) {
+                ck_assert_int_eq(krib_writer_step(w), 0);
+                int left = 0;
+                for (int i = 0; i < n; i++)
+                        left += krib_writer_job_left(w, jobs[i]) > 0;
+                if (!left)
+                        return;
+                struct pollfd fds[16];
+                int nfds = krib_writer_pollfds(w, fds, 16);
+                poll(fds, (nfds_t)nfds, 5);
+        }
+        ck_abort_msg("jobs did not finish");
+}
+
+/* Position of the n-th (1-based) occurrence of needle in A's request log. */
+static long nth_in_log(const char *needle, int n) {
+        pthread_mutex_lock(&A.lock);
+        const char *p = A.log;
+        long at = -1;
+        for (int i = 0; i < n && p; i++) {
+                p = strstr(p, needle);
+                if (p) {
+                        at = p - A.log;
+                        p++;
+                }
+        }
+        pthread_mutex_unlock(&A.lock);
+        return p ? at : -1;
+}
+
+/* Several jobs in flight (issue 11): a later job's op on a key waits until
+ * the earlier job's op on that key is answered, even when that one has to
+ * be retried; its other keys do not wait. */
+START_TEST(later_job_waits_for_the_same_key) {
+        scenario = S_TRYAGAIN_ONCE;
+        krib_wop_t first[] = {K("k")};
+        uint8_t st1[1], st2[2];
+        int j1 = krib_writer_submit(w, first, 1, st1);
+        ck_assert_int_ge(j1, 0);
+        ck_assert_int_eq(krib_writer_step(w), 0); /* sent; TRYAGAIN comes back */
+        krib_vv_entry_t v = {{"db", 2}, 9};
+        krib_event_t ev = versioned(&v);
+        krib_wop_t second[] = {{"k", 1, KRIB_WOP_DELETE, &ev}, K("other")};
+        int j2 = krib_writer_submit(w, second, 2, st2);
+        ck_assert_int_ge(j2, 0);
+        ck_assert_int_ne(j1, j2);
+        int jobs[] = {j1, j2};
+        step_until_done(jobs, 2);
+        ck_assert_int_eq(st1[0], KRIB_WOP_OK);
+        ck_assert_int_eq(st2[0], KRIB_WOP_OK);
+        ck_assert_int_eq(st2[1], KRIB_WOP_OK);
+        long retry = nth_in_log("UNLINK k\n", 2);
+        long fenced = nth_in_log("\nEVALSHA 0123456789", 1);
+        ck_assert_int_ge(retry, 0);
+        ck_assert_int_gt(fenced, retry); /* the later op went after the retry */
+        krib_writer_job_release(w, j1);
+        krib_writer_job_release(w, j2);
+        ck_assert_uint_eq(krib_writer_jobs_live(w), 0);
+}
+END_TEST
+
+/* A cancelled job's ops are never sent and its caller's memory is not
+ * touched again; its slot comes back. */
+START_TEST(cancelled_job_is_forgotten) {
+        scenario = S_TRYAGAIN_ALWAYS;
+        krib_wop_t ops[] = {K("x")};
+        uint8_t st[1];
+        int j = krib_writer_submit(w, ops, 1, st);
+        ck_assert_int_ge(j, 0);
+        for (int i = 0; i < 5; i++) {
+                krib_writer_step(w);
+                usleep(20000);
+        }
+        krib_writer_job_cancel(w, j);
+        st[0] = 99;
+        for (int i = 0; i < 20 && krib_writer_jobs_live(w); i++) {
+                krib_writer_step(w);
+                usleep(20000);
+        }
+        ck_assert_uint_eq(krib_writer_jobs_live(w), 0);
+        ck_assert_int_eq(st[0], 99);
+        int seen = unlinks_seen;
+        usleep(200000);
+        krib_writer_step(w);
+        ck_assert_int_eq(unlinks_seen, seen);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("writer");
         TCase *tc = tcase_create("standalone");
@@ -556,6 +649,8 @@ Suite *make_suite(void) {
         tcase_add_test(tc, script_error_fails_only_the_offender);
         tcase_add_test(tc, probes_never_shift_replies);
         tcase_add_test(tc, sync_command_refused_while_replies_pending);
+        tcase_add_test(tc, later_job_waits_for_the_same_key);
+        tcase_add_test(tc, cancelled_job_is_forgotten);
         suite_add_tcase(s, tc);
         tc = tcase_create("command_bytes");
         tcase_add_checked_fixture(tc, start_small_commands, stop);
