@@ -166,12 +166,12 @@ static const row_t rows[] = {
          "Longest wait for a batch to fill while earlier batches are in flight (with none in "
          "flight a batch is written at once).",
          0},
-        {"pipeline.max_in_flight_events", T_INT, F(pipeline_max_in_flight_events), "40000", 1,
+        {"pipeline.max_in_flight_events", T_INT, F(pipeline_max_in_flight_events), "10000", 1,
          100000000, NULL,
          "Events read and not yet finished, over all batches in flight; at the bound the "
          "partitions are paused until Redis catches up.",
          0},
-        {"pipeline.max_in_flight_bytes", T_INT, F(pipeline_max_in_flight_bytes), "67108864",
+        {"pipeline.max_in_flight_bytes", T_INT, F(pipeline_max_in_flight_bytes), "16777216",
          1024, 68719476736, NULL,
          "Message bytes read and not yet finished, over all batches in flight.", 0},
         {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0,

@@ -120,6 +120,7 @@ struct krib_pipeline {
         uint64_t keys_seen;
         int64_t progress_at_us;
         int stalled; /* no answer for REDIS_STALL_US and no master usable */
+        int64_t bound_since_us; /* at the in-flight bound since; 0 not */
         int interrupted;
         krib_pipeline_stats_t stats;
         int64_t stats_at_us;
@@ -135,6 +136,10 @@ struct krib_pipeline {
 /* Redis without a single acknowledgement this long, with work waiting,
  * counts as failing: consumption pauses. */
 #define REDIS_STALL_US 1000000
+
+/* At the in-flight bound this long, partitions are paused (shorter waits
+ * only stop reading: pausing drops librdkafka's prefetch). */
+#define BOUND_PAUSE_US 1000000
 
 static int in_parts(const rd_kafka_message_t *m, const rd_kafka_topic_partition_list_t *parts) {
         for (int i = 0; i < parts->cnt; i++)
@@ -273,6 +278,16 @@ static int batch_grow(batch_t *b, size_t cap) {
         }
         b->acap = want;
         return 0;
+}
+
+/* Gives back what a released batch holds beyond a small start. */
+static void batch_shrink(batch_t *b) {
+        const size_t keep = 64;
+        if (b->acap <= keep)
+                return;
+        for (size_t i = keep; i < b->acap; i++)
+                krib_event_destroy(&b->events[i]);
+        b->acap = keep; /* the arrays stay allocated: reused when it grows again */
 }
 
 static void batch_free(batch_t *b) {
@@ -790,6 +805,13 @@ static void batch_release(krib_pipeline_t *p, batch_t *b) {
         p->inflight_bytes -= b->bytes;
         b->n = b->bytes = 0;
         b->state = B_FREE;
+        /* Decoded events kept for reuse stay within the in-flight bound
+         * (plus one batch): idle slots do not each keep a full batch. */
+        size_t retained = 0;
+        for (size_t k = 0; k < p->nbatches; k++)
+                retained += p->batches[k].acap;
+        if (retained > (size_t)p->conf->pipeline_max_in_flight_events + p->cap)
+                batch_shrink(b);
         p->stats.batches++;
 }
 
@@ -1007,12 +1029,25 @@ static void intake(krib_pipeline_t *p) {
                 }
                 int full = p->open && (p->open->n >= p->cap || p->open->bytes >= max_bytes);
                 int room = p->open && !full && !at_bound(p);
+                if (room)
+                        p->bound_since_us = 0;
                 if (!room) {
                         if (full && !at_bound(p)) {
                                 p->kafka_more = 1; /* after the dispatch */
                                 return;
                         }
-                        pause_all(p, "in-flight bound reached");
+                        /* At the bound: reading simply stops (librdkafka's
+                         * prefetch stays, so a short wait costs nothing).
+                         * Held longer, partitions pause so the consumer can
+                         * still be served for rebalances. */
+                        int64_t now = krib_clock_mono_us();
+                        if (!p->bound_since_us)
+                                p->bound_since_us = now;
+                        if (!p->paused && now - p->bound_since_us < BOUND_PAUSE_US) {
+                                p->kafka_more = 1;
+                                return;
+                        }
+                        pause_all(p, "in-flight bound held");
                         if (p->nstash == p->stash_cap) {
                                 p->kafka_more = 1; /* nowhere to put it: read it later */
                                 return;
@@ -1136,6 +1171,8 @@ static void wait_for_work(krib_pipeline_t *p, int64_t max_us) {
                 until = now + 1000;
         if (p->kafka_more && p->open && p->open->n < p->cap && !at_bound(p))
                 until = now;
+        if (p->bound_since_us && !p->paused && p->bound_since_us + BOUND_PAUSE_US < until)
+                until = p->bound_since_us + BOUND_PAUSE_US;
         struct pollfd fds[65];
         int n = 0;
         fds[n++] = (struct pollfd){krib_consumer_wakeup_fd(p->consumer), POLLIN, 0};
