@@ -4,7 +4,10 @@
  *   krib-loadgen create   --topic T --partitions P
  *   krib-loadgen produce  --topic T --count N [--keys-per-event K] [--malformed M]
  *                         [--rate EVENTS_PER_S] [--single-object] [--tag-mod M]
- *   krib-loadgen populate --count N [--keys-per-event K]     (SET the keys in Redis)
+ *   krib-loadgen populate --count N [--keys-per-event K] [--upsert-mod U]
+ *                                                            (SET the keys in Redis; a
+ *                                                            write-through entity's key gets
+ *                                                            value and fence of --version-base)
  *   krib-loadgen count    --count N [--keys-per-event K]     (how many still exist)
  *   krib-loadgen drain    --topic T --partitions P    (bare consumer: the Kafka limit)
  *   krib-loadgen unlink   --count N [--keys-per-event K]  (pipelined UNLINK: the Redis limit)
@@ -39,6 +42,7 @@
 #include "encode.h"
 #include "schemas.h"
 #include "util.h"
+#include "fence.h"
 #include "slot.h"
 #include "topo.h"
 
@@ -322,7 +326,21 @@ static long cmd_keys(const opts_t *o, int populate) {
                         int m = r.topo.slot_owner[krib_slot_of(key, (size_t)kl)];
                         if (m < 0)
                                 die("slot of %s has no owner", key);
-                        if (populate)
+                        if (populate && o->upsert_mod > 0 && i % o->upsert_mod == 0) {
+                                /* A write-through entity's value, as a leased
+                                 * fill leaves it: cached with its version (the
+                                 * base, older than every event), so that
+                                 * redis.fence=versioned writes the newer ones. */
+                                char fk[300];
+                                int fl = krib_fence_key(key, (size_t)kl, fk, sizeof(fk));
+                                if (fl < 0)
+                                        die("%s cannot carry a fence", key);
+                                redisAppendCommand(r.ctx[m], "SET %b v%lld", key, (size_t)kl,
+                                                   o->version_base);
+                                redisAppendCommand(r.ctx[m], "SET %b db=%lld\n", fk, (size_t)fl,
+                                                   o->version_base);
+                                r.queued[m]++;
+                        } else if (populate)
                                 redisAppendCommand(r.ctx[m], "SET %b cached-%ld", key, (size_t)kl,
                                                    i);
                         else

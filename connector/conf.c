@@ -27,7 +27,7 @@ typedef struct {
 
 static const char *const redis_modes[] = {"cluster", "standalone", NULL};
 static const char *const formats[] = {"auto", "avro-raw", "avro-single-object", NULL};
-static const char *const fence_modes[] = {"all", "upserts", NULL};
+static const char *const fence_modes[] = {"all", "upserts", "versioned", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
 
@@ -80,9 +80,12 @@ static const row_t rows[] = {
          "cut here as well as at redis.max_keys_per_command, so one command never holds a node "
          "for long. A single larger key operation is still sent, alone.",
          0},
-        {"redis.fence", T_ENUM, F(redis_fence), "all", 0, 0, fence_modes,
-         "Versioned events checked against the per-key version fence in Redis: all, or only "
-         "UPSERTs (DELETEs become plain UNLINKs).",
+        {"redis.fence", T_ENUM, F(redis_fence), "versioned", 0, 0, fence_modes,
+         "How versions are kept in Redis (docs/ARCHITECTURE.md, \"Fence modes\"): all (every "
+         "versioned DELETE leaves a fence for fence_ttl_ms, through the Lua script), upserts "
+         "(DELETEs are plain UNLINKs; fences only from write-throughs), or versioned (DELETEs "
+         "are plain UNLINKs of the key and its fence, a fence lives only beside a cached value, "
+         "write-through updates only values whose older version is known, fills take a lease).",
          0},
         {"redis.fence_ttl_ms", T_INT, F(redis_fence_ttl_ms), "86400000", 0, INT64_MAX / 2, NULL,
          "Expiry of a version fence after its last update (0: never). A late event older than "

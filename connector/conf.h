@@ -22,7 +22,11 @@ typedef enum { KRIB_REDIS_CLUSTER = 0, KRIB_REDIS_STANDALONE = 1 } krib_redis_mo
 /* Which versioned events go through the fence script: all of them, or only
  * UPSERTs (DELETEs then become plain UNLINKs: faster, but a late older
  * UPSERT after a krib restart is caught only if a fence exists). */
-typedef enum { KRIB_FENCE_ALL = 0, KRIB_FENCE_UPSERTS = 1 } krib_fence_mode_t;
+typedef enum {
+        KRIB_FENCE_ALL = 0,
+        KRIB_FENCE_UPSERTS = 1,
+        KRIB_FENCE_VERSIONED = 2
+} krib_fence_mode_t;
 
 typedef struct krib_conf {
         char *kafka_brokers;

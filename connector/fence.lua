@@ -3,7 +3,10 @@
 --
 -- KEYS[1..n]    the cache keys
 -- KEYS[n+1..2n] their fence keys (same hash slot; see krib_fence_key())
--- ARGV[1]       fence TTL in ms ("0": no expiry)
+-- ARGV[1]       mode: "A" (redis.fence all/upserts: a DELETE leaves a fence
+--               that lives ARGV[2] ms) or "V" (versioned: a fence lives only
+--               with a cached value, see below)
+-- ARGV[2]       fence TTL in ms ("0": no expiry; mode A)
 -- then per key: kind ("D" delete | "U" upsert | "H" upsert as a hash, value a
 --               flat JSON object of strings), value, ttl ms ("0": none),
 --               vector size m, then m pairs origin, counter
@@ -21,17 +24,32 @@
 -- that no newer event of its entity covered. Only the fence merge, and the
 -- reply, depend on the version.
 --
+-- Mode V (versioned): a fence exists only beside a cached value (written
+-- with it, expiring with it) or as a fill's lease ("L:<token>", from the
+-- krib_lease function). krib's DELETEs are plain UNLINKs of the key and its
+-- fence, so an invalidation leaves nothing behind and voids a racing fill.
+-- An UPSERT writes only over a value whose version it knows to be older:
+-- without a fence it fails closed (a value without a known version is
+-- unlinked; an absent key stays absent for the read path to fill; a lease
+-- is voided).
+--
 -- Returns one integer per key:
 --   1  applied (value written, or key unlinked and fence advanced)
 --   0  stale: the fence already holds this version or a newer one (an UPSERT
 --      was not written; a DELETE still unlinked the key)
 --   2  concurrent upsert: neither version is newest, so the key was unlinked
---      and fenced at the merged vector for the next read to refill
+--      (mode A: and fenced at the merged vector) for the next read to refill;
+--      mode V also: a value without a known version, unlinked
+--   3  mode V: not cached, nothing written
 
 local n = #KEYS / 2
-local fence_ttl = ARGV[1]
-local a = 2
+local mode = ARGV[1]
+local fence_ttl = ARGV[2]
+local a = 3
 local out = {}
+if mode ~= 'A' and mode ~= 'V' then
+  return redis.error_reply('ERR krib fence: bad mode')
+end
 
 local function canonical(c)
   if c == '0' then
@@ -56,7 +74,7 @@ end
 -- Checked for every key before anything is written: a bad argument fails
 -- the call, and krib resends the chunk key by key.
 do
-  local b = 2
+  local b = 3
   for i = 1, n do
     local kind, ttl, m = ARGV[b], ARGV[b + 2], tonumber(ARGV[b + 3])
     if kind ~= 'D' and kind ~= 'U' and kind ~= 'H' then
@@ -89,12 +107,33 @@ do
   end
 end
 
+-- (Lua 5.1 has no goto: "repeat ... until true" with break is the continue.)
 for i = 1, n do
+  repeat
   local key, fkey = KEYS[i], KEYS[n + i]
   local kind, value, ttl, m = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
   a = a + 4
   local cur = {}
   local f = redis.call('GET', fkey)
+  local versioned = mode == 'V'
+  if versioned and (kind == 'D' or not f or string.sub(f, 1, 2) == 'L:') then
+    -- No known version (or a DELETE): nothing may be written here.
+    a = a + 2 * m
+    if kind == 'D' then
+      redis.call('UNLINK', key, fkey)
+      out[i] = 1
+    else
+      if f then
+        redis.call('UNLINK', fkey) -- a fill in flight read older data: void it
+      end
+      if redis.call('UNLINK', key) == 1 then
+        out[i] = 2
+      else
+        out[i] = 3
+      end
+    end
+    break
+  end
   if f then
     for o, c in string.gmatch(f, '([^=\n]+)=(%d+)\n') do
       cur[o] = c
@@ -142,8 +181,16 @@ for i = 1, n do
       lines[#lines + 1] = o .. '=' .. c .. '\n'
     end
     local merged = table.concat(lines)
-    if fence_ttl ~= '0' then
-      redis.call('SET', fkey, merged, 'PX', fence_ttl)
+    if versioned and older then
+      -- concurrent: the value and its fence go; the read path refills
+      redis.call('UNLINK', key, fkey)
+      out[i] = 2
+      break
+    end
+    -- mode V: the fence lives exactly as long as the value it describes
+    local fttl = versioned and ttl or fence_ttl
+    if fttl ~= '0' then
+      redis.call('SET', fkey, merged, 'PX', fttl)
     else
       redis.call('SET', fkey, merged)
     end
@@ -174,5 +221,6 @@ for i = 1, n do
       out[i] = 1
     end
   end
+  until true
 end
 return out

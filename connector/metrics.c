@@ -77,11 +77,13 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
                "Key operations by outcome in Redis (applied, stale by fence, invalidated as "
                "concurrent) and superseded inside a batch (coalesced).");
         emit(&o, "krib_key_operations_total{outcome=\"applied\"} %" PRIu64 "\n",
-             p->keys_done - p->fence_stale - p->fence_invalidated);
+             p->keys_done - p->fence_stale - p->fence_invalidated - s->writer.uncached);
         emit(&o, "krib_key_operations_total{outcome=\"fence_stale\"} %" PRIu64 "\n",
              p->fence_stale);
         emit(&o, "krib_key_operations_total{outcome=\"fence_invalidated\"} %" PRIu64 "\n",
              p->fence_invalidated);
+        emit(&o, "krib_key_operations_total{outcome=\"not_cached\"} %" PRIu64 "\n",
+             s->writer.uncached);
         emit(&o, "krib_key_operations_total{outcome=\"coalesced\"} %" PRIu64 "\n", p->coalesced);
         emit(&o, "krib_key_operations_total{outcome=\"coalesced_older\"} %" PRIu64 "\n",
              p->coalesced_older);

@@ -590,11 +590,11 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
         uint8_t kind;
         if (ev->action == KRIB_ACTION_UPSERT && v == KRIB_REORDER_APPLY)
                 kind = KRIB_WOP_UPSERT;
-        else if (ev->version_count &&
+        else if (ev->version_count && p->conf->redis_fence != KRIB_FENCE_VERSIONED &&
                  (p->conf->redis_fence == KRIB_FENCE_ALL || v == KRIB_REORDER_INVALIDATE))
                 kind = KRIB_WOP_DELETE; /* fenced at the (merged) vector */
         else
-                kind = KRIB_WOP_UNLINK;
+                kind = KRIB_WOP_UNLINK; /* versioned: its fence goes with it */
         p->stats.invalidated += v == KRIB_REORDER_INVALIDATE;
 
         if (reserve_ops(b, b->nops + ev->key_count) ||

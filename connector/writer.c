@@ -781,6 +781,7 @@ static void complete(krib_writer_t *w, uint32_t ref, uint8_t result) {
                 w->stats.fanouts += !key_op;
                 w->stats.fence_stale += result == KRIB_WOP_STALE;
                 w->stats.fence_concurrent += result == KRIB_WOP_INVALIDATED;
+                w->stats.uncached += result == KRIB_WOP_UNCACHED;
         }
         ktab_remove(w, ref);
         if (r->succ != NONE) {
@@ -798,6 +799,19 @@ static void complete(krib_writer_t *w, uint32_t ref, uint8_t result) {
 static int name_fence(krib_writer_t *w, job_t *j, rec_t *r, size_t *at) {
         r->fkey_off = (uint32_t)*at;
         r->fkey_len = 0;
+        if (r->op.kind == KRIB_WOP_UNLINK && w->conf->redis_fence == KRIB_FENCE_VERSIONED) {
+                /* Its fence goes with it; a key that cannot have one (no hash
+                 * tag and a '}') is unlinked alone. */
+                int l = r->op.len <= UINT16_MAX - 16
+                                ? krib_fence_key(r->op.key, r->op.len, j->fkeys + *at,
+                                                 j->fkeys_cap - *at)
+                                : -1;
+                if (l > 0) {
+                        r->fkey_len = (uint16_t)l;
+                        *at += (size_t)l;
+                }
+                return 0;
+        }
         if (r->op.kind != KRIB_WOP_DELETE && r->op.kind != KRIB_WOP_UPSERT)
                 return 0;
         int l = r->op.len <= UINT16_MAX - 16 ? krib_fence_key(r->op.key, r->op.len, j->fkeys + *at,
@@ -829,8 +843,10 @@ int krib_writer_submit(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_
                 return -1;
         job_t *j = &w->jobs[id];
         size_t total = 0;
+        int versioned = w->conf->redis_fence == KRIB_FENCE_VERSIONED;
         for (size_t i = 0; i < n; i++)
-                if (ops[i].kind == KRIB_WOP_DELETE || ops[i].kind == KRIB_WOP_UPSERT)
+                if (ops[i].kind == KRIB_WOP_DELETE || ops[i].kind == KRIB_WOP_UPSERT ||
+                    (versioned && ops[i].kind == KRIB_WOP_UNLINK))
                         total += ops[i].len + 16;
         size_t live = w->inflight_ops + w->nqueue + w->nfresh + n;
         size_t qc = w->queue_cap, fc = w->fresh_cap;
@@ -948,8 +964,14 @@ static int is_fenced(const krib_wop_t *op) {
         return op->kind == KRIB_WOP_DELETE || op->kind == KRIB_WOP_UPSERT;
 }
 
-static int mode_of(const krib_wop_t *op) {
-        return op->kind == KRIB_WOP_UNLINK ? MODE_PLAIN : is_fenced(op) ? MODE_FENCED : MODE_FANOUT;
+/* redis.fence=versioned: every invalidation is a plain UNLINK of the key
+ * and its fence (a value's version, or a fill's lease): nothing is left
+ * behind and no script runs. */
+static int mode_of(const krib_writer_t *w, const krib_wop_t *op) {
+        if (op->kind == KRIB_WOP_UNLINK ||
+            (op->kind == KRIB_WOP_DELETE && w->conf->redis_fence == KRIB_FENCE_VERSIONED))
+                return MODE_PLAIN;
+        return is_fenced(op) ? MODE_FENCED : MODE_FANOUT;
 }
 
 /* About what an op adds to its command: key, fence key, value, vector. */
@@ -966,7 +988,7 @@ static size_t op_bytes(const krib_wop_t *op) {
 /* Whether refs[i..j) holds work that needs memory (anything but UNLINK). */
 static int has_fenced(krib_writer_t *w, const uint32_t *refs, size_t i, size_t j) {
         for (size_t x = i; x < j; x++)
-                if (rec_of(w, refs[x])->op.kind != KRIB_WOP_UNLINK)
+                if (mode_of(w, &rec_of(w, refs[x])->op) != MODE_PLAIN)
                         return 1;
         return 0;
 }
@@ -990,9 +1012,9 @@ static int append(krib_writer_t *w, krib_conn_t *c, const uint32_t *refs, size_t
                 return krib_conn_append(c, 8, argv, lens);
         }
         int fenced = mode == MODE_FENCED;
-        size_t argc = 0, need = 2 + n;
+        size_t argc = 0, need = 2 + 2 * n;
         if (fenced) {
-                need = 4 + 2 * n + 1;
+                need = 4 + 2 * n + 2;
                 size_t nums = 0;
                 for (size_t x = 0; x < n; x++) {
                         const krib_event_t *ev = rec_of(w, refs[x])->op.ev;
@@ -1016,6 +1038,8 @@ static int append(krib_writer_t *w, krib_conn_t *c, const uint32_t *refs, size_t
                 for (size_t x = 0; x < n; x++) {
                         const rec_t *r = rec_of(w, refs[x]);
                         ARG(r->op.key, r->op.len);
+                        if (r->fkey_len)
+                                ARG(w->jobs[REF_JOB(refs[x])].fkeys + r->fkey_off, r->fkey_len);
                 }
         } else {
                 char *num = w->nums;
@@ -1036,6 +1060,7 @@ static int append(krib_writer_t *w, krib_conn_t *c, const uint32_t *refs, size_t
                         const rec_t *r = rec_of(w, refs[x]);
                         ARG(w->jobs[REF_JOB(refs[x])].fkeys + r->fkey_off, r->fkey_len);
                 }
+                ARG(w->conf->redis_fence == KRIB_FENCE_VERSIONED ? "V" : "A", 1);
                 NUM(w->conf->redis_fence_ttl_ms);
                 for (size_t x = 0; x < n; x++) {
                         const krib_wop_t *op = &rec_of(w, refs[x])->op;
@@ -1184,6 +1209,7 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, const uint32
                                  v == 1   ? KRIB_WOP_OK
                                  : v == 0 ? KRIB_WOP_STALE
                                  : v == 2 ? KRIB_WOP_INVALIDATED
+                                 : v == 3 ? KRIB_WOP_UNCACHED
                                           : KRIB_WOP_FAILED);
                 }
                 return;
@@ -1570,7 +1596,7 @@ static int send_fresh(krib_writer_t *w) {
                         for (size_t x = i; x < j; x++)
                                 if (!w->jobs[REF_JOB(w->order[x])].cancelled &&
                                     rec_of(w, w->order[x])->state != R_FINAL &&
-                                    mode_of(&rec_of(w, w->order[x])->op) == md)
+                                    mode_of(w, &rec_of(w, w->order[x])->op) == md)
                                         w->tmp[t++] = w->order[x];
                         bound[md] = i + t;
                 }

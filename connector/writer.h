@@ -61,7 +61,8 @@ enum {
         KRIB_WOP_OK = 1,          /* Redis acknowledged it */
         KRIB_WOP_FAILED = 2,      /* Redis refused it for good (error logged) */
         KRIB_WOP_STALE = 3,       /* the fence already held this or a newer version */
-        KRIB_WOP_INVALIDATED = 4, /* concurrent UPSERT: key unlinked, fence merged */
+        KRIB_WOP_INVALIDATED = 4, /* concurrent UPSERT (or no known version): key unlinked */
+        KRIB_WOP_UNCACHED = 5,    /* redis.fence=versioned: not cached, nothing written */
 };
 
 typedef struct {
@@ -70,7 +71,7 @@ typedef struct {
         uint64_t keys;    /* key ops (UNLINK/DELETE/UPSERT) answered: any final outcome but FAILED */
         uint64_t fanouts; /* PUBLISH/XADD ops acknowledged */
         uint64_t scripts; /* fence script calls */
-        uint64_t fence_stale, fence_concurrent;
+        uint64_t fence_stale, fence_concurrent, uncached;
         uint64_t moved, ask, retries, reconnects, refreshes, errors;
         uint64_t splits;     /* fenced chunks resent key by key after a script error */
         uint64_t wait_short; /* rounds whose WAIT saw too few replicas (keys resent) */

@@ -22,6 +22,22 @@
 --   Returns 1 (written) or 0 (refused: krib already invalidated a version
 --   this fill does not cover; read again from the database).
 --
+-- With redis.fence = "versioned" krib leaves no fence behind an invalidation
+-- (it UNLINKs the key and its fence), so a fill proves instead that no
+-- invalidation came between its database read and its write: a lease, kept
+-- in the fence key, that the invalidation's UNLINK voids (memcache leases,
+-- NSDI 2013):
+--
+-- FCALL krib_lease 2 <key> <fence key> <ttl ms> <token>
+--   On a miss, before reading the database. Returns 1 (lease taken: read,
+--   then krib_fill_leased with the same token) or 0 (the key is cached, a
+--   version is known, or another fill holds the lease: read the cache again
+--   or the database without filling).
+-- FCALL krib_fill_leased 2 <key> <fence key> <token> <ttl ms, 0: none> <value> <origin> <counter> [...]
+--   Writes the value, and its version as the key's fence (expiring with it),
+--   only while the lease is still this token. Returns 1 (written) or 0 (an
+--   invalidation or a write-through voided the lease: do not cache).
+--
 -- FCALL_RO krib_fence 2 <key> <fence key>  -> the fence text, or nil
 
 local function has_tag(key)
@@ -72,6 +88,71 @@ local function cmp(x, y)
   return x < y and -1 or 1
 end
 
+-- A lease lives in the fence key as "L:<token>".
+local function is_lease(f)
+  return f and string.sub(f, 1, 2) == 'L:'
+end
+
+local function parse_version(args, first, what)
+  local mine, lines = {}, {}
+  for i = first, #args, 2 do
+    if not canonical(args[i + 1]) then
+      return nil, redis.error_reply('ERR ' .. what .. ': counter ' .. args[i + 1] ..
+        ' is not a canonical decimal (0..9223372036854775807, no sign, no leading zeros)')
+    end
+    if args[i] == '' or string.find(args[i], '[=\n]') then
+      return nil, redis.error_reply('ERR ' .. what .. ': bad origin')
+    end
+    mine[args[i]] = args[i + 1]
+    lines[#lines + 1] = args[i] .. '=' .. args[i + 1] .. '\n'
+  end
+  return mine, table.concat(lines)
+end
+
+local function lease(keys, args)
+  if #keys ~= 2 or #args ~= 2 then
+    return redis.error_reply('ERR krib_lease: 2 keys, then ttl and token')
+  end
+  local bad = check_fence_key(keys)
+  if bad then
+    return bad
+  end
+  if redis.call('EXISTS', keys[1]) == 1 then
+    return 0
+  end
+  if redis.call('SET', keys[2], 'L:' .. args[2], 'NX', 'PX', args[1]) then
+    return 1
+  end
+  return 0
+end
+
+local function fill_leased(keys, args)
+  if #keys ~= 2 or #args < 5 or #args % 2 ~= 1 then
+    return redis.error_reply('ERR krib_fill_leased: 2 keys, then token, ttl, value, origin ' ..
+      'counter pairs')
+  end
+  local bad = check_fence_key(keys)
+  if bad then
+    return bad
+  end
+  local token, ttl, value = args[1], args[2], args[3]
+  local _, lines = parse_version(args, 4, 'krib_fill_leased')
+  if not _ then
+    return lines
+  end
+  if redis.call('GET', keys[2]) ~= 'L:' .. token then
+    return 0
+  end
+  if ttl ~= '0' then
+    redis.call('SET', keys[1], value, 'PX', ttl)
+    redis.call('SET', keys[2], lines, 'PX', ttl)
+  else
+    redis.call('SET', keys[1], value)
+    redis.call('SET', keys[2], lines)
+  end
+  return 1
+end
+
 local function fill(keys, args)
   if #keys ~= 2 or #args < 4 or #args % 2 ~= 0 then
     return redis.error_reply('ERR krib_fill: 2 keys, then ttl, value, origin counter pairs')
@@ -90,6 +171,9 @@ local function fill(keys, args)
     mine[args[i]] = args[i + 1]
   end
   local f = redis.call('GET', keys[2])
+  if is_lease(f) then
+    return 0 -- a leased fill is in flight; it owns this miss
+  end
   if f then
     for o, c in string.gmatch(f, '([^=\n]+)=(%d+)\n') do
       local m = mine[o] or '0'
@@ -115,4 +199,6 @@ local function fence(keys)
 end
 
 redis.register_function('krib_fill', fill)
+redis.register_function('krib_lease', lease)
+redis.register_function('krib_fill_leased', fill_leased)
 redis.register_function{function_name = 'krib_fence', callback = fence, flags = {'no-writes'}}

@@ -1,7 +1,8 @@
 /* Guarded fills (redis/krib.lua): applications filling the cache with
  * versions read from the database race with krib's invalidations. With
  * krib_fill no stale value survives; with a plain SET, the same race leaves
- * stale values behind (the control run, so that this test can fail). */
+ * stale values behind (the control run, so that this test can fail). With
+ * redis.fence=versioned, fills take a lease that an invalidation voids. */
 #include <check.h>
 #include <pthread.h>
 #include <signal.h>
@@ -140,7 +141,10 @@ static long race(int with_guard, long *fills, long *refused) {
         snprintf(vb, sizeof(vb), "%lld", version_base);
         const char *create[] = {"create", "--topic", nm.topic, "--partitions", "6", NULL};
         itest_loadgen(create);
-        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers, nm.env_nodes, NULL};
+        /* krib_fill compares with the fence a DELETE leaves: redis.fence=all
+         * (the versioned mode's leased fills are checked below). */
+        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers, nm.env_nodes,
+                             "KRIB_REDIS_FENCE=all", NULL};
         pid_t pid = itest_krib_start(env, nm.log);
 
         running = 1;
@@ -223,12 +227,140 @@ START_TEST(plain_fills_leave_stale_values) {
 }
 END_TEST
 
+/* ---- redis.fence = "versioned" (issue 11, item 5) ---- */
+
+static redisReply *on_node(cluster_t *c, const char *key, int argc, const char **argv) {
+        redisReply *r = redisCommandArgv(node_of(c, key), argc, argv, NULL);
+        ck_assert_ptr_nonnull(r);
+        return r;
+}
+
+static long long fcall(cluster_t *c, const char *key, const char *fkey, const char *fn,
+                       const char *a1, const char *a2, const char *a3, const char *a4,
+                       const char *a5) {
+        const char *argv[] = {"FCALL", fn, "2", key, fkey, a1, a2, a3, a4, a5};
+        int argc = 5;
+        while (argc < 10 && argv[argc])
+                argc++;
+        redisReply *r = on_node(c, key, argc, argv);
+        ck_assert_msg(r->type == REDIS_REPLY_INTEGER, "%s: %s", fn,
+                      r->type == REDIS_REPLY_ERROR ? r->str : "not an integer");
+        long long v = r->integer;
+        freeReplyObject(r);
+        return v;
+}
+
+/* The key's value ("" when absent) and whether its fence exists. */
+static void state(cluster_t *c, const char *key, const char *fkey, char *val, size_t size,
+                  int *fence) {
+        const char *get[] = {"GET", key};
+        redisReply *r = on_node(c, key, 2, get);
+        snprintf(val, size, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+        freeReplyObject(r);
+        const char *ex[] = {"EXISTS", fkey};
+        r = on_node(c, key, 2, ex);
+        *fence = (int)r->integer;
+        freeReplyObject(r);
+}
+
+static void applied(const itest_names_t *nm, int64_t want) {
+        for (int i = 0; i < 300 && itest_committed_sum(nm->group, nm->topic, 2) < want; i++)
+                usleep(100000);
+        ck_assert_int_ge(itest_committed_sum(nm->group, nm->topic, 2), want);
+}
+
+/* Guarantees of the versioned mode against the real cluster, step by step:
+ * (b) a leased fill that an invalidation raced is refused; (a) a stale
+ * write-through never overwrites a newer value, from another partition and
+ * after a krib restart; (c) a value whose fence is gone (evicted) is not
+ * written over but unlinked, and an uncached key is not written; and a
+ * DELETE leaves no fence behind (memory does not grow with invalidations). */
+START_TEST(versioned_mode_keeps_its_guarantees) {
+        load_library();
+        itest_names_t nm;
+        itest_names(&nm, "fence-versioned");
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "2", NULL};
+        itest_loadgen(create);
+        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers, nm.env_nodes,
+                             "KRIB_REDIS_FENCE=versioned", NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        cluster_t c;
+        cluster_open(&c);
+        char key[200], fkey[240], val[64], ent[200];
+        snprintf(key, sizeof(key), "%s:{1}:k", nm.prefix);
+        snprintf(ent, sizeof(ent), "%s-1", nm.prefix);
+        int fl = krib_fence_key(key, strlen(key), fkey, sizeof(fkey) - 1);
+        fkey[fl] = '\0';
+        const char *keys[] = {key, NULL};
+        int fence;
+        int64_t events = 0;
+
+        /* (b) lease, "read the database" (v5), an invalidation (v6), fill: refused. */
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_lease", "30000", "t1", NULL, NULL, NULL), 1);
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_lease", "30000", "t2", NULL, NULL, NULL), 0);
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_DELETE, "db=6", NULL);
+        applied(&nm, ++events);
+        ck_assert_int_eq(
+                fcall(&c, key, fkey, "krib_fill_leased", "t1", "0", "v5", "db", "5"), 0);
+        state(&c, key, fkey, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "");
+        ck_assert_int_eq(fence, 0); /* the DELETE left nothing behind */
+
+        /* A fill nothing raced is written, with its version as the fence. */
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_lease", "30000", "t3", NULL, NULL, NULL), 1);
+        ck_assert_int_eq(
+                fcall(&c, key, fkey, "krib_fill_leased", "t3", "0", "v6", "db", "6"), 1);
+        state(&c, key, fkey, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "v6");
+        ck_assert_int_eq(fence, 1);
+
+        /* (a) write-through v7 over the cached v6; then v6 again from the
+         * other partition, and after a restart: never written. */
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=7", "v7");
+        applied(&nm, ++events);
+        state(&c, key, fkey, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "v7");
+        itest_produce_event(nm.topic, 1, ent, keys, KRIB_ACTION_UPSERT, "db=6", "v6-late");
+        applied(&nm, ++events);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        pid = itest_krib_start(env, nm.log);
+        itest_produce_event(nm.topic, 1, ent, keys, KRIB_ACTION_UPSERT, "db=6", "v6-restart");
+        applied(&nm, ++events);
+        state(&c, key, fkey, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "v7");
+
+        /* (c) the fence is evicted (gone while the value stays): the next
+         * write-through cannot know what it would overwrite, so it unlinks. */
+        const char *del[] = {"DEL", fkey};
+        freeReplyObject(on_node(&c, key, 2, del));
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=8", "v8");
+        applied(&nm, ++events);
+        state(&c, key, fkey, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "");
+        ck_assert_int_eq(fence, 0);
+        /* Not cached: a write-through leaves it to the read path. */
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=9", "v9");
+        applied(&nm, ++events);
+        state(&c, key, fkey, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "");
+        ck_assert_int_eq(fence, 0);
+
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        cluster_close(&c);
+        unlink(nm.log);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("fill");
         TCase *tc = tcase_create("race");
         tcase_set_timeout(tc, 240);
         tcase_add_test(tc, guarded_fills_leave_no_stale_value);
         tcase_add_test(tc, plain_fills_leave_stale_values);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("versioned");
+        tcase_set_timeout(tc, 240);
+        tcase_add_test(tc, versioned_mode_keeps_its_guarantees);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -51,7 +51,9 @@ static pid_t start(const char *what) {
 static pid_t run_krib(void) {
         static char e_metrics[64];
         snprintf(e_metrics, sizeof(e_metrics), "KRIB_METRICS_PORT=%d", itest_metrics_port());
-        const char *env[] = {e_metrics, "KRIB_LOG_STATS_INTERVAL_MS=500", NULL};
+        /* The fence script's decisions are what these records attack. */
+        const char *env[] = {e_metrics, "KRIB_LOG_STATS_INTERVAL_MS=500", "KRIB_REDIS_FENCE=all",
+                             NULL};
         return itest_krib_start_conf(conf, env, nm.log);
 }
 
@@ -261,7 +263,8 @@ START_TEST(hostile_records_are_dead_lettered_without_stalling) {
         snprintf(e_topics, sizeof(e_topics), "KRIB_KAFKA_TOPICS=%s,%s", nm.topic, other_topic);
         static char e_metrics[64];
         snprintf(e_metrics, sizeof(e_metrics), "KRIB_METRICS_PORT=%d", itest_metrics_port());
-        const char *env2[] = {e_metrics, e_topics, "KRIB_LOG_STATS_INTERVAL_MS=500", NULL};
+        const char *env2[] = {e_metrics, e_topics, "KRIB_LOG_STATS_INTERVAL_MS=500",
+                              "KRIB_REDIS_FENCE=all", NULL};
         int64_t t0 = krib_clock_mono_us();
         pid = itest_krib_start_conf(conf, env2, nm.log);
         double t_after = -1, t_other = -1;
@@ -377,9 +380,9 @@ static char sha[41];
 static redisReply *fence(redisContext *c, const char *key, const char *kind, const char *counter) {
         char fkey[300];
         snprintf(fkey, sizeof(fkey), "krib:f:%s", key);
-        const char *argv[] = {"EVALSHA", sha,   "2", key, fkey, "0",
+        const char *argv[] = {"EVALSHA", sha, "2", key, fkey, "A",     "0",
                               kind,      "val", "0", "1", "db", counter};
-        redisReply *r = redisCommandArgv(c, 12, argv, NULL);
+        redisReply *r = redisCommandArgv(c, 13, argv, NULL);
         ck_assert_ptr_nonnull(r);
         return r;
 }

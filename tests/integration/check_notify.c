@@ -74,7 +74,7 @@ START_TEST(fan_out_publishes_and_streams_after_the_keys_are_gone) {
 
         char e_metrics[64];
         snprintf(e_metrics, sizeof(e_metrics), "KRIB_METRICS_PORT=%d", itest_metrics_port());
-        const char *env[] = {e_metrics, NULL};
+        const char *env[] = {e_metrics, "KRIB_REDIS_FENCE=all", NULL};
         pid_t pid = itest_krib_start_conf(conf, env, nm.log);
         for (int i = 0; i < n; i++) {
                 int l = snprintf(value, sizeof(value),
@@ -251,7 +251,7 @@ START_TEST(write_through_as_a_hash) {
         };
         for (int i = 0; i < 3; i++)
                 itest_produce_raw(topic, 0, "{\"id\":1}", 8, rows[i], strlen(rows[i]));
-        const char *env[] = {NULL};
+        const char *env[] = {"KRIB_REDIS_FENCE=all", NULL};
         pid_t pid = itest_krib_start_conf(conf, env, nm.log);
         ck_assert_int_eq(itest_wait_caught_up(nm.group, topic, 1, 60), 0);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
