@@ -174,9 +174,9 @@ static const row_t rows[] = {
          "Events read and not yet finished, over all batches in flight; at the bound the "
          "partitions are paused until Redis catches up.",
          0},
-        {"pipeline.max_in_flight_bytes", T_INT, F(pipeline_max_in_flight_bytes), "16777216",
-         1024, 68719476736, NULL,
-         "Message bytes read and not yet finished, over all batches in flight.", 0},
+        {"pipeline.max_in_flight_bytes", T_INT, F(pipeline_max_in_flight_bytes), "16777216", 1024,
+         68719476736, NULL, "Message bytes read and not yet finished, over all batches in flight.",
+         0},
         {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0,
          3600000, NULL, "On SIGTERM, how long unacknowledged writes may still be retried.", 0},
         {"reorder.max_entities", T_INT, F(reorder_max_entities), "262144", 1, 1000000000, NULL,

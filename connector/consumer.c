@@ -233,7 +233,8 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
         /* The pipeline loop waits in poll(): librdkafka writes to this pipe
          * when the consumer queue gets something (messages, rebalances). */
         c->wake[0] = c->wake[1] = -1;
-        if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) || !(c->queue = rd_kafka_queue_get_consumer(c->rk))) {
+        if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) ||
+            !(c->queue = rd_kafka_queue_get_consumer(c->rk))) {
                 snprintf(errstr, errstr_size, "cannot set up the consumer's wake-up pipe");
                 goto fail;
         }
@@ -284,8 +285,7 @@ void krib_consumer_wakeup_clear(krib_consumer_t *c) {
                 ;
 }
 
-const rd_kafka_topic_partition_list_t *krib_consumer_revoking(const krib_consumer_t *c,
-                                                              int *lost) {
+const rd_kafka_topic_partition_list_t *krib_consumer_revoking(const krib_consumer_t *c, int *lost) {
         if (lost)
                 *lost = c->revoke_lost;
         return c->revoking;

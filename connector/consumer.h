@@ -51,8 +51,7 @@ void krib_consumer_wakeup_clear(krib_consumer_t *c);
 
 /* Partitions revoked and not yet released (NULL: none); *lost as in
  * on_revoke. Borrowed until krib_consumer_revoke_done(). */
-const rd_kafka_topic_partition_list_t *krib_consumer_revoking(const krib_consumer_t *c,
-                                                              int *lost);
+const rd_kafka_topic_partition_list_t *krib_consumer_revoking(const krib_consumer_t *c, int *lost);
 
 /* Commits (unless lost) and releases the recorded revoke. */
 void krib_consumer_revoke_done(krib_consumer_t *c);

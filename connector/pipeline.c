@@ -119,7 +119,7 @@ struct krib_pipeline {
          * (or the writer had nothing to do). */
         uint64_t keys_seen;
         int64_t progress_at_us;
-        int stalled; /* no answer for REDIS_STALL_US and no master usable */
+        int stalled;            /* no answer for REDIS_STALL_US and no master usable */
         int64_t bound_since_us; /* at the in-flight bound since; 0 not */
         int interrupted;
         krib_pipeline_stats_t stats;
@@ -678,7 +678,8 @@ static void admit_batch(krib_pipeline_t *p, batch_t *b) {
                 }
         }
         b->state = B_KEYS;
-        if (b->nops && (b->job = krib_writer_submit(p->writer, b->ops, b->nops, b->op_status)) < 0) {
+        if (b->nops &&
+            (b->job = krib_writer_submit(p->writer, b->ops, b->nops, b->op_status)) < 0) {
                 krib_log_error("pipeline", "msg=\"writer refused the batch (out of memory)\"");
                 for (size_t i = 0; i < b->n; i++)
                         if (b->ev_state[i] == EV_LIVE)
@@ -1230,8 +1231,7 @@ static void turn(krib_pipeline_t *p, int draining) {
                 p->keys_seen = answered;
                 p->progress_at_us = now;
                 p->stalled = 0;
-        } else if (now - p->progress_at_us >= REDIS_STALL_US &&
-                   krib_writer_failing(p->writer)) {
+        } else if (now - p->progress_at_us >= REDIS_STALL_US && krib_writer_failing(p->writer)) {
                 p->stalled = 1;
         }
         if (!p->paused && p->stalled)

@@ -23,7 +23,7 @@ typedef struct krib_registry krib_registry_t;
 
 typedef enum {
         KRIB_REG_OK = 0,
-        KRIB_REG_BAD = 1,     /* not Confluent framing, unknown id, malformed Avro: dead letter */
+        KRIB_REG_BAD = 1, /* not Confluent framing, unknown id, malformed Avro: dead letter */
         KRIB_REG_UNAVAILABLE = 2, /* registry down: try again at krib_registry_due_us() */
 } krib_reg_result_t;
 

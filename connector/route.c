@@ -683,7 +683,8 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                 krib_reg_result_t rr =
                         krib_registry_decode(reg, value, value_len, &root, errstr, errstr_size);
                 if (rr != KRIB_REG_OK)
-                        return rr == KRIB_REG_UNAVAILABLE ? KRIB_ROUTE_UNAVAILABLE : KRIB_ROUTE_ERROR;
+                        return rr == KRIB_REG_UNAVAILABLE ? KRIB_ROUTE_UNAVAILABLE
+                                                          : KRIB_ROUTE_ERROR;
         } else if (!(root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &je))) {
                 errf(errstr, errstr_size, "value is not JSON: %s (column %d)", je.text, je.column);
                 return KRIB_ROUTE_ERROR;

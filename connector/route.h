@@ -40,8 +40,8 @@ typedef struct krib_route krib_route_t;
 
 typedef enum {
         KRIB_ROUTE_OK = 0,
-        KRIB_ROUTE_SKIP = 1,    /* nothing to apply (tombstone, truncate, message) */
-        KRIB_ROUTE_ERROR = 2,   /* dead letter: errstr says why */
+        KRIB_ROUTE_SKIP = 1,        /* nothing to apply (tombstone, truncate, message) */
+        KRIB_ROUTE_ERROR = 2,       /* dead letter: errstr says why */
         KRIB_ROUTE_UNAVAILABLE = 3, /* the schema registry is down: try the event again later */
 } krib_route_result_t;
 

@@ -244,9 +244,9 @@ static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
         }
         for (size_t i = 0; i < n; i++)
                 if (keys->element[i]->type == REDIS_REPLY_STRING)
-                        w->ops[w->nops++] = (krib_wop_t){keys->element[i]->str,
-                                                         keys->element[i]->len, KRIB_WOP_UNLINK,
-                                                         NULL};
+                        w->ops[w->nops++] =
+                                (krib_wop_t){keys->element[i]->str, keys->element[i]->len,
+                                             KRIB_WOP_UNLINK, NULL};
         if (w->nops && (w->job = krib_writer_submit(s->w, w->ops, w->nops, w->status)) < 0) {
                 page_drop(s, w);
                 sweep_failed(w, "writer busy");

@@ -814,9 +814,9 @@ static int name_fence(krib_writer_t *w, job_t *j, rec_t *r, size_t *at) {
         }
         if (r->op.kind != KRIB_WOP_DELETE && r->op.kind != KRIB_WOP_UPSERT)
                 return 0;
-        int l = r->op.len <= UINT16_MAX - 16 ? krib_fence_key(r->op.key, r->op.len, j->fkeys + *at,
-                                                              j->fkeys_cap - *at)
-                                             : -1;
+        int l = r->op.len <= UINT16_MAX - 16
+                        ? krib_fence_key(r->op.key, r->op.len, j->fkeys + *at, j->fkeys_cap - *at)
+                        : -1;
         if (l < 0) {
                 krib_log_error("writer",
                                "msg=\"key cannot carry a version fence (%s)\" "
@@ -1135,7 +1135,7 @@ static void fail_refs(krib_writer_t *w, conn_t *c, const uint32_t *refs, size_t 
         const krib_wop_t *op = &rec_of(w, refs[0])->op;
         krib_log_error("writer",
                        "msg=\"redis refused %s\" node=%s:%d key=\"%s\" keys=%zu error=\"%s\"",
-                       is_fenced(op)                ? "fenced write"
+                       is_fenced(op)                 ? "fenced write"
                        : op->kind == KRIB_WOP_UNLINK ? "UNLINK"
                                                      : "fan-out",
                        c->addr.host, c->addr.port,
@@ -1568,8 +1568,9 @@ static int send_fresh(krib_writer_t *w) {
                         int32_t m = w->topo.slot_owner[slot];
                         conn = m >= 0 ? w->master_conn[m] : -1;
                 }
-                if (conn >= 0 && (cluster_open || !krib_breaker_allows(&w->conns[conn].br,
-                                                                       has_fenced(w, w->order, i, j)))) {
+                if (conn >= 0 &&
+                    (cluster_open ||
+                     !krib_breaker_allows(&w->conns[conn].br, has_fenced(w, w->order, i, j)))) {
                         /* Held back by an open breaker until its probe. */
                         for (size_t x = i; x < j; x++)
                                 if (!w->jobs[REF_JOB(w->order[x])].cancelled)
@@ -1578,7 +1579,8 @@ static int send_fresh(krib_writer_t *w) {
                         continue;
                 }
                 if (conn >= 0 && conn_ensure(w, &w->conns[conn]) == 0 &&
-                    w->conns[conn].script == 0 && w->conns[conn].cq_head == w->conns[conn].cq_tail &&
+                    w->conns[conn].script == 0 &&
+                    w->conns[conn].cq_head == w->conns[conn].cq_tail &&
                     krib_conn_inflight(w->conns[conn].c) == 0)
                         load_script(w, &w->conns[conn]);
                 if (conn < 0 || !w->conns[conn].c) {
@@ -1602,7 +1604,9 @@ static int send_fresh(krib_writer_t *w) {
                 }
                 memcpy(&w->order[i], w->tmp, t * sizeof(*w->order));
                 for (size_t a = i; a < i + t;) {
-                        int mode = a < bound[0] ? MODE_PLAIN : a < bound[1] ? MODE_FENCED : MODE_FANOUT;
+                        int mode = a < bound[0]   ? MODE_PLAIN
+                                   : a < bound[1] ? MODE_FENCED
+                                                  : MODE_FANOUT;
                         int fenced = mode == MODE_FENCED;
                         size_t end = bound[mode];
                         size_t b = a + 1;

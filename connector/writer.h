@@ -68,7 +68,7 @@ enum {
 typedef struct {
         uint64_t round_trips; /* one per master per pipeline flush */
         uint64_t commands;
-        uint64_t keys;    /* key ops (UNLINK/DELETE/UPSERT) answered: any final outcome but FAILED */
+        uint64_t keys; /* key ops (UNLINK/DELETE/UPSERT) answered: any final outcome but FAILED */
         uint64_t fanouts; /* PUBLISH/XADD ops acknowledged */
         uint64_t scripts; /* fence script calls */
         uint64_t fence_stale, fence_concurrent, uncached;

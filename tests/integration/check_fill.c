@@ -143,8 +143,8 @@ static long race(int with_guard, long *fills, long *refused) {
         itest_loadgen(create);
         /* krib_fill compares with the fence a DELETE leaves: redis.fence=all
          * (the versioned mode's leased fills are checked below). */
-        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers, nm.env_nodes,
-                             "KRIB_REDIS_FENCE=all", NULL};
+        const char *env[] = {nm.env_topic, nm.env_group,           nm.env_brokers,
+                             nm.env_nodes, "KRIB_REDIS_FENCE=all", NULL};
         pid_t pid = itest_krib_start(env, nm.log);
 
         running = 1;
@@ -281,8 +281,12 @@ START_TEST(versioned_mode_keeps_its_guarantees) {
         itest_names(&nm, "fence-versioned");
         const char *create[] = {"create", "--topic", nm.topic, "--partitions", "2", NULL};
         itest_loadgen(create);
-        const char *env[] = {nm.env_topic, nm.env_group, nm.env_brokers, nm.env_nodes,
-                             "KRIB_REDIS_FENCE=versioned", NULL};
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
+                             "KRIB_REDIS_FENCE=versioned",
+                             NULL};
         pid_t pid = itest_krib_start(env, nm.log);
         cluster_t c;
         cluster_open(&c);
@@ -300,16 +304,14 @@ START_TEST(versioned_mode_keeps_its_guarantees) {
         ck_assert_int_eq(fcall(&c, key, fkey, "krib_lease", "30000", "t2", NULL, NULL, NULL), 0);
         itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_DELETE, "db=6", NULL);
         applied(&nm, ++events);
-        ck_assert_int_eq(
-                fcall(&c, key, fkey, "krib_fill_leased", "t1", "0", "v5", "db", "5"), 0);
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_fill_leased", "t1", "0", "v5", "db", "5"), 0);
         state(&c, key, fkey, val, sizeof(val), &fence);
         ck_assert_str_eq(val, "");
         ck_assert_int_eq(fence, 0); /* the DELETE left nothing behind */
 
         /* A fill nothing raced is written, with its version as the fence. */
         ck_assert_int_eq(fcall(&c, key, fkey, "krib_lease", "30000", "t3", NULL, NULL, NULL), 1);
-        ck_assert_int_eq(
-                fcall(&c, key, fkey, "krib_fill_leased", "t3", "0", "v6", "db", "6"), 1);
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_fill_leased", "t3", "0", "v6", "db", "6"), 1);
         state(&c, key, fkey, val, sizeof(val), &fence);
         ck_assert_str_eq(val, "v6");
         ck_assert_int_eq(fence, 1);

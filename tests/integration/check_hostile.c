@@ -380,7 +380,7 @@ static char sha[41];
 static redisReply *fence(redisContext *c, const char *key, const char *kind, const char *counter) {
         char fkey[300];
         snprintf(fkey, sizeof(fkey), "krib:f:%s", key);
-        const char *argv[] = {"EVALSHA", sha, "2", key, fkey, "A",     "0",
+        const char *argv[] = {"EVALSHA", sha,   "2", key, fkey, "A",    "0",
                               kind,      "val", "0", "1", "db", counter};
         redisReply *r = redisCommandArgv(c, 13, argv, NULL);
         ck_assert_ptr_nonnull(r);

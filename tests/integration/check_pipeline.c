@@ -379,8 +379,8 @@ START_TEST(revoke_during_outage_and_sweep_is_not_held) {
         snprintf(ns, sizeof(ns), "%ld", n);
         const char *create[] = {"create", "--topic", nm.topic, "--partitions", "4", NULL};
         itest_loadgen(create);
-        const char *populate[] = {"populate", "--redis", redis, "--prefix", nm.prefix,
-                                  "--count",  ns,        NULL};
+        const char *populate[] = {"populate", "--redis", redis, "--prefix",
+                                  nm.prefix,  "--count", ns,    NULL};
         itest_loadgen(populate);
         redisContext *r = itest_redis(itest_standalone_port());
         for (int i = 0; i < 300; i++)
@@ -389,7 +389,8 @@ START_TEST(revoke_during_outage_and_sweep_is_not_held) {
         char la[300], lb[300];
         snprintf(la, sizeof(la), "%s.a", nm.log);
         snprintf(lb, sizeof(lb), "%s.b", nm.log);
-        pid_t a = start_krib(la, "KRIB_REDIS_MODE=standalone", "KRIB_REDIS_COMMAND_TIMEOUT_MS=1000");
+        pid_t a =
+                start_krib(la, "KRIB_REDIS_MODE=standalone", "KRIB_REDIS_COMMAND_TIMEOUT_MS=1000");
         const char *assigned[] = {"partitions assigned", NULL};
         for (int i = 0; i < 300 && itest_log_count(la, assigned) < 1; i++)
                 usleep(100000);
@@ -403,22 +404,24 @@ START_TEST(revoke_during_outage_and_sweep_is_not_held) {
         snprintf(pattern, sizeof(pattern), "%s:sw:*", nm.prefix);
         snprintf(entity, sizeof(entity), "%s-tag", nm.prefix);
         produce_tag(nm.topic, entity, pattern);
-        const char *produce[] = {"produce", "--topic", nm.topic, "--prefix", nm.prefix,
-                                 "--count", ns,        NULL};
+        const char *produce[] = {"produce", "--topic", nm.topic, "--prefix",
+                                 nm.prefix, "--count", ns,       NULL};
         itest_loadgen(produce);
         sleep(2); /* A holds events and the sweep, Redis refusing */
 
         int64_t t0 = krib_clock_mono_us();
-        pid_t b = start_krib(lb, "KRIB_REDIS_MODE=standalone", "KRIB_REDIS_COMMAND_TIMEOUT_MS=1000");
+        pid_t b =
+                start_krib(lb, "KRIB_REDIS_MODE=standalone", "KRIB_REDIS_COMMAND_TIMEOUT_MS=1000");
         const char *handled[] = {"revoke handled", NULL};
-        for (int i = 0; i < 300 && (itest_log_count(lb, assigned) < 1 ||
-                                    itest_log_count(la, handled) < 1);
+        for (int i = 0;
+             i < 300 && (itest_log_count(lb, assigned) < 1 || itest_log_count(la, handled) < 1);
              i++)
                 usleep(50000);
         double rebalance_s = (double)(krib_clock_mono_us() - t0) / 1e6;
         double paused_s = (double)(krib_clock_mono_us() - paused_at) / 1e6;
-        fprintf(stderr, "revoke during outage: B assigned %.1f s after it started (Redis paused "
-                        "for %.1f s so far)\n",
+        fprintf(stderr,
+                "revoke during outage: B assigned %.1f s after it started (Redis paused "
+                "for %.1f s so far)\n",
                 rebalance_s, paused_s);
         ck_assert_msg(itest_log_count(la, handled) >= 1, "A never handled the revoke (%s)", la);
         ck_assert_msg(itest_log_count(lb, assigned) >= 1, "B never got partitions (%s)", lb);

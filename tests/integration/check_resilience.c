@@ -139,9 +139,9 @@ static void run_scenario(const scenario_t *sc) {
         snprintf(rs, sizeof(rs), "%ld", sc->rate);
         const char *create[] = {"create", "--topic", r.nm.topic, "--partitions", "6", NULL};
         itest_loadgen(create);
-        const char *populate[] = {"populate",     "--redis", itest_redis_seed(), "--prefix",
-                                  r.nm.prefix,    "--count", ns,                 "--tag-mod",
-                                  tm,             "--upsert-mod", us,            NULL};
+        const char *populate[] = {
+                "populate",  "--redis", itest_redis_seed(), "--prefix", r.nm.prefix, "--count", ns,
+                "--tag-mod", tm,        "--upsert-mod",     us,         NULL};
         itest_loadgen(populate);
 
         int n = 0;
@@ -365,30 +365,30 @@ static void fault_one_master_unreachable(run_t *r) {
         faults("master-port", NULL, NULL, NULL, master, sizeof(master));
         scrape(r);
         double applied0 = itest_metric(r->metrics, "krib_events_total{outcome=\"applied\"}", NULL);
-        double keys0 = itest_metric(r->metrics, "krib_key_operations_total{outcome=\"applied\"}",
-                                    NULL);
-        char *argv[] = {FAULTS, "toxic-on", master, "blackhole", "timeout", "{\"timeout\":0}",
-                        NULL};
+        double keys0 =
+                itest_metric(r->metrics, "krib_key_operations_total{outcome=\"applied\"}", NULL);
+        char *argv[] = {FAULTS,    "toxic-on",        master, "blackhole",
+                        "timeout", "{\"timeout\":0}", NULL};
         char out[256];
         ck_assert_int_eq(itest_run(argv, 30, out, sizeof(out)), 0);
         /* Work already on the dead link needs a command timeout to fail. */
         usleep(3000000);
         scrape(r);
-        double keys1 = itest_metric(r->metrics, "krib_key_operations_total{outcome=\"applied\"}",
-                                    NULL);
+        double keys1 =
+                itest_metric(r->metrics, "krib_key_operations_total{outcome=\"applied\"}", NULL);
         usleep(17000000);
         scrape(r);
-        double keys2 = itest_metric(r->metrics, "krib_key_operations_total{outcome=\"applied\"}",
-                                    NULL);
-        double applied2 =
-                itest_metric(r->metrics, "krib_events_total{outcome=\"applied\"}", NULL);
-        double open = itest_metric(r->metrics, "krib_redis_breaker_transitions_total",
-                                   "to=\"open\"");
+        double keys2 =
+                itest_metric(r->metrics, "krib_key_operations_total{outcome=\"applied\"}", NULL);
+        double applied2 = itest_metric(r->metrics, "krib_events_total{outcome=\"applied\"}", NULL);
+        double open =
+                itest_metric(r->metrics, "krib_redis_breaker_transitions_total", "to=\"open\"");
         faults("untoxic", "blackhole", NULL, NULL, NULL, 0);
         healed(r);
         /* Keys of the two healthy masters went on during the outage. */
         ck_assert_msg(keys2 - keys1 >= 2000,
-                      "only %.0f keys applied in 17 s with one master of three down", keys2 - keys1);
+                      "only %.0f keys applied in 17 s with one master of three down",
+                      keys2 - keys1);
         ck_assert_msg(open >= 1, "the dead master's breaker never opened");
         snprintf(r->note, sizeof(r->note),
                  "master %s blackholed 20 s: %.0f keys applied meanwhile on the others "

@@ -134,6 +134,7 @@ static krib_conf_t conf;
 static krib_writer_t *w;
 
 static char *extra_env;
+static char *fence_env; /* NULL: redis.fence=all, the script's own tests */
 
 static void start(const char *mode) {
         scenario = S_OK;
@@ -149,6 +150,7 @@ static void start(const char *mode) {
         snprintf(m, sizeof(m), "KRIB_REDIS_MODE=%s", mode);
         char *env[] = {nodes,
                        m,
+                       fence_env ? fence_env : "KRIB_REDIS_FENCE=all",
                        "KRIB_REDIS_COMMAND_TIMEOUT_MS=2000",
                        "KRIB_REDIS_BREAKER_OPEN_MS=100",
                        "KRIB_REDIS_BREAKER_OPEN_MAX_MS=400",
@@ -541,7 +543,6 @@ START_TEST(commands_are_cut_by_bytes) {
 }
 END_TEST
 
-
 /* Steps w (polling its sockets) until every job in jobs[0..n) is final. */
 static void step_until_done(const int *jobs, int n) {
         for (int round = 0; round < 2000; round++) {
@@ -632,6 +633,34 @@ START_TEST(cancelled_job_is_forgotten) {
 }
 END_TEST
 
+/* redis.fence=versioned (issue 11): an invalidation is a plain UNLINK of the
+ * key and its fence, a DELETE too (no script); write-through still goes
+ * through the script, told the mode. */
+START_TEST(versioned_invalidations_unlink_the_fence_too) {
+        krib_vv_entry_t v = {{"db", 2}, 7};
+        krib_event_t ev = versioned(&v);
+        krib_wop_t ops[] = {K("user:{1}:x"),
+                            {"user:{1}:y", 10, KRIB_WOP_DELETE, &ev},
+                            {"user:{1}:z", 10, KRIB_WOP_UPSERT, &ev}};
+        uint8_t st[3];
+        ck_assert_int_eq(krib_writer_apply(w, ops, 3, st), 0);
+        ck_assert_int_eq(fake_seen(&A, "UNLINK user:{1}:x krib:f:user:{1}:x user:{1}:y "
+                                       "krib:f:user:{1}:y"),
+                         1);
+        ck_assert_int_eq(fake_seen(&A, "krib:f:user:{1}:z V 86400000 U"), 1);
+        ck_assert_int_eq(st[0], KRIB_WOP_OK);
+        ck_assert_int_eq(st[1], KRIB_WOP_OK);
+        ck_assert_int_eq(st[2], KRIB_WOP_OK);
+}
+END_TEST
+
+static void start_versioned(void) {
+        static char v[] = "KRIB_REDIS_FENCE=versioned";
+        fence_env = v;
+        start("standalone");
+        fence_env = NULL;
+}
+
 Suite *make_suite(void) {
         Suite *s = suite_create("writer");
         TCase *tc = tcase_create("standalone");
@@ -651,6 +680,11 @@ Suite *make_suite(void) {
         tcase_add_test(tc, sync_command_refused_while_replies_pending);
         tcase_add_test(tc, later_job_waits_for_the_same_key);
         tcase_add_test(tc, cancelled_job_is_forgotten);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("versioned");
+        tcase_add_checked_fixture(tc, start_versioned, stop);
+        tcase_set_timeout(tc, 20);
+        tcase_add_test(tc, versioned_invalidations_unlink_the_fence_too);
         suite_add_tcase(s, tc);
         tc = tcase_create("command_bytes");
         tcase_add_checked_fixture(tc, start_small_commands, stop);
