@@ -265,6 +265,21 @@ static int append_raw(krib_conn_t *c, char *cmd, int len) {
         return 0;
 }
 
+/* Writes n in decimal and CRLF at p; returns the end. (snprintf was a few
+ * per cent of the hot path.) */
+static char *put_dec(char *p, size_t n) {
+        char tmp[24];
+        int k = 0;
+        do
+                tmp[k++] = (char)('0' + n % 10);
+        while ((n /= 10) != 0);
+        while (k)
+                *p++ = tmp[--k];
+        *p++ = '\r';
+        *p++ = '\n';
+        return p;
+}
+
 /* RESP array of bulk strings, written straight into the output buffer (the
  * hot path: one command per slot chunk, no allocation per command). */
 int krib_conn_append(krib_conn_t *c, int argc, const char **argv, const size_t *lens) {
@@ -276,9 +291,11 @@ int krib_conn_append(krib_conn_t *c, int argc, const char **argv, const size_t *
                 return -1;
         }
         char *p = c->obuf + c->olen;
-        p += sprintf(p, "*%d\r\n", argc);
+        *p++ = '*';
+        p = put_dec(p, (size_t)argc);
         for (int i = 0; i < argc; i++) {
-                p += sprintf(p, "$%zu\r\n", lens[i]);
+                *p++ = '$';
+                p = put_dec(p, lens[i]);
                 memcpy(p, argv[i], lens[i]);
                 p += lens[i];
                 *p++ = '\r';

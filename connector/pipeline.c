@@ -238,18 +238,22 @@ static void on_revoke_closing(void *opaque, const rd_kafka_topic_partition_list_
         forget_partitions(opaque, parts);
 }
 
+/* The free slot with the most room: a few slots carry the steady state and
+ * keep their decoded events' memory, the others stay small. */
 static batch_t *batch_new(krib_pipeline_t *p) {
+        batch_t *best = NULL;
         for (size_t i = 0; i < p->nbatches; i++) {
                 batch_t *b = &p->batches[i];
-                if (b->state != B_FREE)
-                        continue;
-                b->state = B_OPEN;
-                b->seq = ++p->seq;
-                b->n = b->bytes = b->admitted = b->nops = b->nlinks = b->dlq_left = 0;
-                b->job = -1;
-                return b;
+                if (b->state == B_FREE && (!best || b->acap > best->acap))
+                        best = b;
         }
-        return NULL;
+        if (!best)
+                return NULL;
+        best->state = B_OPEN;
+        best->seq = ++p->seq;
+        best->n = best->bytes = best->admitted = best->nops = best->nlinks = best->dlq_left = 0;
+        best->job = -1;
+        return best;
 }
 
 /* Room for one more message. Only while the batch is open: nothing points
