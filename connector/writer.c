@@ -1225,6 +1225,10 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, const uint32
         if (red != KRIB_REDIRECT_NONE && !to.host[0])
                 snprintf(to.host, sizeof(to.host), "%s", c->addr.host);
         if (red == KRIB_REDIRECT_MOVED || red == KRIB_REDIRECT_ASK) {
+                krib_log_debug("writer",
+                               "msg=\"redirected\" kind=%s slot=%d from=%s to=%s:%d keys=%zu",
+                               red == KRIB_REDIRECT_MOVED ? "moved" : "ask", slot, c->m.addr,
+                               to.host, to.port, n);
                 int32_t ask = -1;
                 if (red == KRIB_REDIRECT_MOVED) {
                         w->stats.moved++;

@@ -17,7 +17,7 @@ for slot in "$@"; do
   redis-cli -p "$dst_port" cluster setslot "$slot" importing "$src_id" >/dev/null
   redis-cli -p "$src_port" cluster setslot "$slot" migrating "$dst_id" >/dev/null
   while :; do
-    mapfile -t keys < <(redis-cli -p "$src_port" cluster getkeysinslot "$slot" 10)
+    mapfile -t keys < <(redis-cli -p "$src_port" cluster getkeysinslot "$slot" 50)
     [ "${#keys[@]}" -gt 0 ] && [ -n "${keys[0]}" ] || break
     redis-cli -p "$src_port" migrate 127.0.0.1 "$dst_port" "" 0 5000 keys "${keys[@]}" >/dev/null
     sleep 0.005
