@@ -353,6 +353,153 @@ START_TEST(versioned_mode_keeps_its_guarantees) {
 }
 END_TEST
 
+/* (c) with a real eviction: a private standalone Redis (a small keyspace,
+ * so that LRU sampling finds the fence) under maxmemory with allkeys-lru,
+ * a value kept hot while junk pushes its (cold) fence out.
+ * redis.fence=versioned then refuses to write over the value whose version
+ * it no longer knows (it unlinks it); redis.fence=all, the control, writes
+ * it: a gone fence fails open there. */
+static long long sa_int(redisContext *r, const char *fmt, const char *a) {
+        redisReply *rep = redisCommand(r, fmt, a);
+        ck_assert_ptr_nonnull(rep);
+        long long v = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+        freeReplyObject(rep);
+        return v;
+}
+
+/* Fills key (leased, version 5), then writes junk under allkeys-lru,
+ * touching key often, until its fence is evicted. 1 when the fence is gone
+ * and the value is still there (LRU is sampled: the caller tries again). */
+static int fill_then_evict_fence(redisContext *r, const char *prefix, const char *key,
+                                 const char *fkey, int attempt) {
+        freeReplyObject(redisCommand(r, "CONFIG SET maxmemory 0"));
+        redisReply *rep = redisCommand(r, "FCALL krib_lease 2 %s %s 30000 t%d", key, fkey, attempt);
+        int ok = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+        freeReplyObject(rep);
+        rep = redisCommand(r, "FCALL krib_fill_leased 2 %s %s t%d 0 v5 db 5", key, fkey, attempt);
+        ok = ok && rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+        freeReplyObject(rep);
+        ck_assert_msg(ok, "leased fill failed");
+        freeReplyObject(redisCommand(r, "CONFIG SET maxmemory-policy allkeys-lru"));
+        rep = redisCommand(r, "INFO memory");
+        ck_assert_ptr_nonnull(rep);
+        long long used = atoll(strstr(rep->str, "used_memory:") + 12);
+        freeReplyObject(rep);
+        freeReplyObject(redisCommand(r, "CONFIG SET maxmemory %lld", used + 2 * 1024 * 1024));
+        static char junk[1024];
+        memset(junk, 'j', sizeof(junk) - 1);
+        int gone = 0;
+        for (int round = 0; round < 2000 && !gone; round++) {
+                for (int i = 0; i < 50; i++)
+                        redisAppendCommand(r, "SET %s:junk:%d:%d:%d %s", prefix, attempt, round, i,
+                                           junk);
+                redisAppendCommand(r, "GET %s", key); /* stays hot */
+                for (int i = 0; i < 51; i++) {
+                        void *x;
+                        ck_assert_int_eq(redisGetReply(r, &x), REDIS_OK);
+                        freeReplyObject(x);
+                }
+                gone = sa_int(r, "EXISTS %s", fkey) == 0;
+        }
+        freeReplyObject(redisCommand(r, "CONFIG SET maxmemory 0"));
+        return gone && sa_int(r, "EXISTS %s", key) == 1;
+}
+
+/* The port the LOADING scenario also uses (base + 106): tests run one at a
+ * time, and unit_ports keeps it out of every other service's way. */
+static int evict_port(void) {
+        return itest_standalone_port() - 4;
+}
+
+static void evicted_run(const char *mode, const char *want) {
+        itest_names_t nm;
+        itest_names(&nm, "evict");
+        char redis[64], port[16], dir[] = "/tmp/krib-evict-XXXXXX";
+        ck_assert_ptr_nonnull(mkdtemp(dir));
+        snprintf(port, sizeof(port), "%d", evict_port());
+        char *start[] = {"/usr/bin/redis-server",
+                         "--port",
+                         port,
+                         "--bind",
+                         "127.0.0.1",
+                         "--dir",
+                         dir,
+                         "--save",
+                         "",
+                         "--appendonly",
+                         "no",
+                         "--daemonize",
+                         "yes",
+                         "--maxmemory-samples",
+                         "10",
+                         NULL};
+        char out[512];
+        ck_assert_msg(itest_run(start, 30, out, sizeof(out)) == 0, "redis-server: %s", out);
+        redisContext *r = NULL;
+        for (int i = 0; i < 50 && !r; i++) {
+                r = redisConnect("127.0.0.1", evict_port());
+                if (r && r->err) {
+                        redisFree(r);
+                        r = NULL;
+                        usleep(100000);
+                }
+        }
+        ck_assert_ptr_nonnull(r);
+        snprintf(redis, sizeof(redis), "127.0.0.1:%d", evict_port());
+        snprintf(nm.env_nodes, sizeof(nm.env_nodes), "KRIB_REDIS_NODES=%s", redis);
+        static char lib[16384];
+        FILE *fp = fopen(KRIB_SOURCE_DIR "/redis/krib.lua", "r");
+        ck_assert_ptr_nonnull(fp);
+        size_t n = fread(lib, 1, sizeof(lib) - 1, fp);
+        fclose(fp);
+        lib[n] = '\0';
+        redisReply *rep = redisCommand(r, "FUNCTION LOAD REPLACE %s", lib);
+        ck_assert_msg(rep && rep->type == REDIS_REPLY_STRING, "FUNCTION LOAD failed");
+        freeReplyObject(rep);
+        char key[200], fkey[240], ent[200];
+        snprintf(key, sizeof(key), "%s:{e}:v", nm.prefix);
+        snprintf(ent, sizeof(ent), "%s-e", nm.prefix);
+        int fl = krib_fence_key(key, strlen(key), fkey, sizeof(fkey) - 1);
+        fkey[fl] = '\0';
+        int evicted = 0;
+        for (int attempt = 0; attempt < 5 && !evicted; attempt++) {
+                freeReplyObject(redisCommand(r, "UNLINK %s %s", key, fkey));
+                evicted = fill_then_evict_fence(r, nm.prefix, key, fkey, attempt);
+        }
+        ck_assert_msg(evicted, "never got the fence evicted with the value kept");
+
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
+        itest_loadgen(create);
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
+                             "KRIB_REDIS_MODE=standalone",
+                             mode,
+                             NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        const char *keys[] = {key, NULL};
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=6", "v6");
+        ck_assert_int_eq(itest_wait_caught_up(nm.group, nm.topic, 1, 60), 0);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        rep = redisCommand(r, "GET %s", key);
+        const char *got = rep->type == REDIS_REPLY_STRING ? rep->str : "";
+        fprintf(stderr, "evicted fence, %s: key holds '%s'\n", mode, got);
+        ck_assert_str_eq(got, want);
+        freeReplyObject(rep);
+        freeReplyObject(redisCommand(r, "SHUTDOWN NOSAVE"));
+        redisFree(r);
+        char *rm[] = {"/bin/rm", "-rf", dir, NULL};
+        itest_run(rm, 30, NULL, 0);
+        unlink(nm.log);
+}
+
+START_TEST(evicted_fence_fails_closed) {
+        evicted_run("KRIB_REDIS_FENCE=versioned", "");
+        evicted_run("KRIB_REDIS_FENCE=all", "v6"); /* the control: fails open */
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("fill");
         TCase *tc = tcase_create("race");
@@ -363,6 +510,7 @@ Suite *make_suite(void) {
         tc = tcase_create("versioned");
         tcase_set_timeout(tc, 240);
         tcase_add_test(tc, versioned_mode_keeps_its_guarantees);
+        tcase_add_test(tc, evicted_fence_fails_closed);
         suite_add_tcase(s, tc);
         return s;
 }
