@@ -383,58 +383,70 @@ int krib_conn_flush(krib_conn_t *c) {
         return 0;
 }
 
+/* One read into the reply parser. wait: block up to the socket's timeout
+ * (nothing arriving is then "read timed out"); else take only what has
+ * arrived (a TLS record that has started to arrive is read to its end,
+ * bounded by the timeout). Returns the bytes read, 0 when nothing had
+ * arrived (!wait), -1 with the connection unusable. */
+static int read_some(krib_conn_t *c, int wait) {
+        char buf[65536];
+        ssize_t n;
+        if (c->ssl) {
+                if (!wait && SSL_pending(c->ssl) <= 0) {
+                        struct pollfd p = {c->fd, POLLIN, 0};
+                        if (poll(&p, 1, 0) <= 0)
+                                return 0;
+                }
+                int k = SSL_read(c->ssl, buf, sizeof(buf));
+                if (k <= 0) {
+                        int e = SSL_get_error(c->ssl, k);
+                        if (!wait && e == SSL_ERROR_WANT_READ)
+                                return 0;
+                        if (e == SSL_ERROR_ZERO_RETURN)
+                                snprintf(c->err, sizeof(c->err), "Server closed the connection");
+                        else if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_SYSCALL) &&
+                                 (errno == EAGAIN || errno == EWOULDBLOCK))
+                                snprintf(c->err, sizeof(c->err), "read timed out");
+                        else if (e == SSL_ERROR_SYSCALL)
+                                tls_failure(c, "TLS read");
+                        else
+                                ssl_err(c->err, sizeof(c->err), "TLS read");
+                        return -1;
+                }
+                n = k;
+        } else {
+                do
+                        n = recv(c->fd, buf, sizeof(buf), wait ? 0 : MSG_DONTWAIT);
+                while (n < 0 && errno == EINTR);
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                        if (!wait)
+                                return 0;
+                        snprintf(c->err, sizeof(c->err), "read timed out");
+                        return -1;
+                }
+                if (n == 0) {
+                        snprintf(c->err, sizeof(c->err), "Server closed the connection");
+                        return -1;
+                }
+                if (n < 0) {
+                        io_error(c, "read", errno);
+                        return -1;
+                }
+        }
+        if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
+                snprintf(c->err, sizeof(c->err), "protocol error");
+                return -1;
+        }
+        return (int)n;
+}
+
 int krib_conn_read(krib_conn_t *c, redisReply **out) {
         for (;;) {
-                void *r = NULL;
-                if (redisReaderGetReply(c->reader, &r) != REDIS_OK) {
-                        snprintf(c->err, sizeof(c->err), "protocol error: %s", c->reader->errstr);
+                int got = krib_conn_reply(c, out);
+                if (got)
+                        return got > 0 ? 0 : -1;
+                if (read_some(c, 1) < 0)
                         return -1;
-                }
-                if (r) {
-                        *out = r;
-                        if (c->inflight)
-                                c->inflight--;
-                        return 0;
-                }
-                char buf[16384];
-                ssize_t n;
-                if (c->ssl) {
-                        int k = SSL_read(c->ssl, buf, sizeof(buf));
-                        if (k <= 0) {
-                                int e = SSL_get_error(c->ssl, k);
-                                if (e == SSL_ERROR_ZERO_RETURN)
-                                        snprintf(c->err, sizeof(c->err),
-                                                 "Server closed the connection");
-                                else if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_SYSCALL) &&
-                                         (errno == EAGAIN || errno == EWOULDBLOCK))
-                                        snprintf(c->err, sizeof(c->err), "read timed out");
-                                else if (e == SSL_ERROR_SYSCALL)
-                                        tls_failure(c, "TLS read");
-                                else
-                                        ssl_err(c->err, sizeof(c->err), "TLS read");
-                                return -1;
-                        }
-                        n = k;
-                } else {
-                        n = recv(c->fd, buf, sizeof(buf), 0);
-                        if (n < 0 && errno == EINTR)
-                                continue;
-                        if (n == 0) {
-                                snprintf(c->err, sizeof(c->err), "Server closed the connection");
-                                return -1;
-                        }
-                        if (n < 0) {
-                                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                                        snprintf(c->err, sizeof(c->err), "read timed out");
-                                else
-                                        io_error(c, "read", errno);
-                                return -1;
-                        }
-                }
-                if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
-                        snprintf(c->err, sizeof(c->err), "protocol error");
-                        return -1;
-                }
         }
 }
 
@@ -461,50 +473,7 @@ int krib_conn_fd(const krib_conn_t *c) {
 }
 
 int krib_conn_recv(krib_conn_t *c) {
-        char buf[65536];
-        ssize_t n;
-        if (c->ssl) {
-                /* The socket blocks (bounded by its timeout): only read when
-                 * a record has started to arrive or is already buffered. */
-                if (SSL_pending(c->ssl) <= 0) {
-                        struct pollfd p = {c->fd, POLLIN, 0};
-                        if (poll(&p, 1, 0) <= 0)
-                                return 0;
-                }
-                int k = SSL_read(c->ssl, buf, sizeof(buf));
-                if (k <= 0) {
-                        int e = SSL_get_error(c->ssl, k);
-                        if (e == SSL_ERROR_WANT_READ)
-                                return 0;
-                        if (e == SSL_ERROR_ZERO_RETURN)
-                                snprintf(c->err, sizeof(c->err), "Server closed the connection");
-                        else if (e == SSL_ERROR_SYSCALL)
-                                tls_failure(c, "TLS read");
-                        else
-                                ssl_err(c->err, sizeof(c->err), "TLS read");
-                        return -1;
-                }
-                n = k;
-        } else {
-                do
-                        n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
-                while (n < 0 && errno == EINTR);
-                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                        return 0;
-                if (n == 0) {
-                        snprintf(c->err, sizeof(c->err), "Server closed the connection");
-                        return -1;
-                }
-                if (n < 0) {
-                        io_error(c, "read", errno);
-                        return -1;
-                }
-        }
-        if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
-                snprintf(c->err, sizeof(c->err), "protocol error");
-                return -1;
-        }
-        return (int)n;
+        return read_some(c, 0);
 }
 
 int krib_conn_reply(krib_conn_t *c, redisReply **out) {

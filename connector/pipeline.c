@@ -913,17 +913,29 @@ static void log_stats(krib_pipeline_t *p, int force) {
                 p->latency.max, s->poll_us / 1000, s->write_us / 1000, s->batches);
 }
 
-/* Events of the revoked partitions still in flight (not finished). */
-static size_t revoked_in_flight(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *parts) {
+/* Events of the revoked partitions in flight (not finished); abandon: they
+ * are given up instead (never finished here; the next owner re-reads them
+ * from the committed offset). Returns how many. */
+static size_t revoked_work(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *parts,
+                           int abandon) {
         size_t n = 0;
         for (size_t k = 0; k < p->nbatches; k++) {
                 batch_t *b = &p->batches[k];
                 if (b->state == B_FREE || b->state == B_OPEN)
                         continue;
-                for (size_t i = 0; i < b->n; i++)
-                        if (b->ev_state[i] != EV_DONE && b->ev_state[i] != EV_ABANDONED &&
-                            b->ev_state[i] != EV_SWEEP && in_parts(b->msgs[i], parts))
-                                n++;
+                for (size_t i = 0; i < b->n; i++) {
+                        uint8_t *es = &b->ev_state[i];
+                        if (*es == EV_DONE || *es == EV_ABANDONED || *es == EV_SWEEP ||
+                            !in_parts(b->msgs[i], parts))
+                                continue;
+                        n++;
+                        if (!abandon)
+                                continue;
+                        if (*es == EV_DLQ && b->dlq_left)
+                                b->dlq_left--; /* its acknowledgement is ignored */
+                        *es = EV_ABANDONED;
+                        p->stats.abandoned++;
+                }
         }
         return n;
 }
@@ -963,24 +975,10 @@ static int act_on_revoke(krib_pipeline_t *p) {
                 if (p->open)
                         drop_messages(p->open->msgs, &p->open->n, &p->open->bytes, parts, p);
         }
-        size_t left = revoked_in_flight(p, parts);
+        size_t left = revoked_work(p, parts, 0);
         if (left && now < p->revoke_deadline_us)
                 return 1;
-        /* Abandon: these events are never finished here; the next owner
-         * re-reads them from the committed offset. */
-        for (size_t k = 0; k < p->nbatches; k++) {
-                batch_t *b = &p->batches[k];
-                if (b->state == B_FREE || b->state == B_OPEN)
-                        continue;
-                for (size_t i = 0; i < b->n; i++)
-                        if (b->ev_state[i] != EV_DONE && b->ev_state[i] != EV_ABANDONED &&
-                            b->ev_state[i] != EV_SWEEP && in_parts(b->msgs[i], parts)) {
-                                if (b->ev_state[i] == EV_DLQ && b->dlq_left)
-                                        b->dlq_left--; /* its acknowledgement is ignored */
-                                b->ev_state[i] = EV_ABANDONED;
-                                p->stats.abandoned++;
-                        }
-        }
+        revoked_work(p, parts, 1);
         store_offsets(p);
         forget_partitions(p, parts);
         krib_log_info("pipeline",

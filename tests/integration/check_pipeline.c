@@ -15,19 +15,6 @@
 
 static itest_names_t nm;
 
-static void produce_tag(const char *topic, const char *entity, const char *pattern) {
-        krib_event_t ev;
-        memset(&ev, 0, sizeof(ev));
-        krib_event_reset(&ev);
-        krib_event_strdup(&ev, &ev.entity, entity, strlen(entity));
-        ev.tags = krib_event_alloc(&ev, sizeof(krib_str_t));
-        krib_event_strdup(&ev, &ev.tags[0], pattern, strlen(pattern));
-        ev.tag_count = 1;
-        ev.action = KRIB_ACTION_TAG;
-        itest_produce_ev(topic, 0, &ev);
-        krib_event_destroy(&ev);
-}
-
 static pid_t start_krib(const char *log, const char *extra1, const char *extra2) {
         const char *env[] = {nm.env_topic,
                              nm.env_group,
@@ -403,7 +390,7 @@ START_TEST(revoke_during_outage_and_sweep_is_not_held) {
         char pattern[200], entity[200];
         snprintf(pattern, sizeof(pattern), "%s:sw:*", nm.prefix);
         snprintf(entity, sizeof(entity), "%s-tag", nm.prefix);
-        produce_tag(nm.topic, entity, pattern);
+        itest_produce_tag(nm.topic, 0, entity, pattern);
         const char *produce[] = {"produce", "--topic", nm.topic, "--prefix",
                                  nm.prefix, "--count", ns,       NULL};
         itest_loadgen(produce);

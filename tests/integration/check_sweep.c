@@ -11,31 +11,8 @@
 
 #include "check_main.h"
 #include "clock.h"
-#include "encode.h"
 #include "itest.h"
 #include "sweep.h"
-
-static void produce_tag(const char *topic, const char *entity, const char *pattern) {
-        char err[512];
-        krib_encode_t *enc = krib_encode_new_file(KRIB_SOURCE_DIR "/schemas/invalidation.avsc", err,
-                                                  sizeof(err));
-        ck_assert_msg(enc != NULL, "%s", err);
-        krib_event_t ev;
-        memset(&ev, 0, sizeof(ev));
-        krib_event_reset(&ev);
-        krib_event_strdup(&ev, &ev.entity, entity, strlen(entity));
-        ev.tags = krib_event_alloc(&ev, sizeof(krib_str_t));
-        krib_event_strdup(&ev, &ev.tags[0], pattern, strlen(pattern));
-        ev.tag_count = 1;
-        ev.action = KRIB_ACTION_TAG;
-        ev.ts_ms = krib_clock_wall_ms();
-        char payload[4096];
-        size_t len;
-        ck_assert_int_eq(krib_encode_event(enc, &ev, payload, sizeof(payload), &len), 0);
-        itest_produce_raw(topic, 0, entity, strlen(entity), payload, len);
-        krib_event_destroy(&ev);
-        krib_encode_destroy(enc);
-}
 
 START_TEST(pattern_slot_is_known_only_for_literal_tags) {
         ck_assert_int_eq(krib_sweep_pattern_slot("user:{42}:*", 11), 8000);
@@ -92,7 +69,7 @@ START_TEST(sweep_of_100k_keys_while_traffic_flows) {
                             NULL};
         pid_t prod = itest_spawn(producer);
         usleep(500000);
-        produce_tag(nm.topic, "sessions", pattern);
+        itest_produce_tag(nm.topic, 0, "sessions", pattern);
 
         /* While the sweep runs, normal events must still be applied. */
         char body[300];
@@ -182,7 +159,7 @@ static void refused_sweep(const char *denied) {
                              "KRIB_REDIS_FENCE=upserts",
                              NULL};
         pid_t pid = itest_krib_start(env, nm.log);
-        produce_tag(nm.topic, "tag", pattern);
+        itest_produce_tag(nm.topic, 0, "tag", pattern);
         const char *kk[] = {key, NULL};
         itest_produce_event(nm.topic, 0, "k", kk, KRIB_ACTION_DELETE, "", NULL);
         int caught = itest_wait_caught_up(nm.group, nm.topic, 1, 90);

@@ -328,6 +328,19 @@ void itest_produce_ev(const char *topic, int partition, krib_event_t *ev) {
         krib_encode_destroy(enc);
 }
 
+void itest_produce_tag(const char *topic, int partition, const char *entity, const char *pattern) {
+        krib_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        krib_event_reset(&ev);
+        krib_event_strdup(&ev, &ev.entity, entity, strlen(entity));
+        ev.tags = krib_event_alloc(&ev, sizeof(krib_str_t));
+        krib_event_strdup(&ev, &ev.tags[0], pattern, strlen(pattern));
+        ev.tag_count = 1;
+        ev.action = KRIB_ACTION_TAG;
+        itest_produce_ev(topic, partition, &ev);
+        krib_event_destroy(&ev);
+}
+
 int itest_cluster_cmd(const char *cmd, const char *key, const char *arg, char *out, size_t size) {
         char host[256];
         int port;

@@ -64,6 +64,9 @@ void itest_produce_event(const char *topic, int partition, const char *entity,
  * ts_ms 0 becomes now. Keyed by the entity. */
 void itest_produce_ev(const char *topic, int partition, krib_event_t *ev);
 
+/* A TAG event sweeping keys matching pattern, synchronously. */
+void itest_produce_tag(const char *topic, int partition, const char *entity, const char *pattern);
+
 /* One raw record (value NULL: a tombstone), synchronously. */
 void itest_produce_raw(const char *topic, int partition, const void *key, size_t key_len,
                        const void *value, size_t value_len);
