@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
 #include "validate.h"
 
@@ -16,13 +17,31 @@ enum { F_ENTITY, F_KEYS, F_VERSION, F_ACTION, F_TS, F_ORIGIN, F_VALUE, F_TTL, F_
 static const char *const field_names[F__N] = {"entity", "keys",  "version", "action", "ts_ms",
                                               "origin", "value", "ttl_ms",  "tags"};
 
+/* One step of a decode plan: what to do with the writer schema's next
+ * field. Compiled once per writer schema, so the hot path never looks a
+ * field up by name or asks avro-c for a type. */
+typedef struct {
+        avro_schema_t schema; /* the writer's field type: walked when skipped */
+        int8_t field;         /* F_*, or -1: not krib's, skipped */
+        int8_t null_branch;   /* ["null", T] / [T, "null"]: index of "null"; -1: no union */
+        uint8_t int32;        /* the value (version: the map's values) is an Avro int */
+        uint8_t is_enum;      /* action: an enum (else a string) */
+} step_t;
+
 struct krib_decode {
         avro_schema_t schema;
-        avro_value_iface_t *iface;
-        avro_value_t value;
-        avro_reader_t reader;
+        step_t *steps;
+        size_t nsteps;
         int field_index[F__N]; /* -1: absent from the writer schema */
         avro_schema_t action_schema;
+        int8_t *sym_action; /* per symbol of the action enum: krib_action_t, -1 unknown */
+        size_t nsym;
+        /* Scratch reused across events: arrays arrive in blocks whose total
+         * is only known at the end. */
+        krib_str_t *strs;
+        size_t strs_cap;
+        krib_vv_entry_t *vv;
+        size_t vv_cap;
 };
 
 static void errf(char *errstr, size_t size, const char *fmt, ...) {
@@ -35,14 +54,12 @@ static void errf(char *errstr, size_t size, const char *fmt, ...) {
 void krib_decode_destroy(krib_decode_t *dec) {
         if (!dec)
                 return;
-        if (dec->reader)
-                avro_reader_free(dec->reader);
-        if (dec->iface) {
-                avro_value_decref(&dec->value);
-                avro_value_iface_decref(dec->iface);
-        }
         if (dec->schema)
                 avro_schema_decref(dec->schema);
+        free(dec->steps);
+        free(dec->sym_action);
+        free(dec->strs);
+        free(dec->vv);
         free(dec);
 }
 
@@ -88,6 +105,60 @@ static int check_field(krib_decode_t *dec, int f, char *errstr, size_t size) {
         return ok ? 0 : -1;
 }
 
+static const char *const action_names[] = {"DELETE", "UPSERT", "TAG"};
+
+static int action_of(const char *s, size_t len) {
+        for (int i = 0; i < 3; i++)
+                if (strlen(action_names[i]) == len && !memcmp(s, action_names[i], len))
+                        return i;
+        return -1;
+}
+
+/* The plan: one step per writer field, in wire order. Fields krib knows
+ * are matched by name (their types were checked by check_field); the
+ * others are walked and dropped; fields the writer lacks keep the defaults
+ * krib_event_reset() gives. */
+static int compile(krib_decode_t *dec, char *errstr, size_t size) {
+        size_t n = avro_schema_record_size(dec->schema);
+        if (!(dec->steps = calloc(n ? n : 1, sizeof(*dec->steps)))) {
+                errf(errstr, size, "out of memory");
+                return -1;
+        }
+        dec->nsteps = n;
+        for (size_t i = 0; i < n; i++) {
+                step_t *st = &dec->steps[i];
+                st->schema = avro_schema_record_field_get_by_index(dec->schema, (int)i);
+                st->field = -1;
+                st->null_branch = -1;
+                for (int f = 0; f < F__N; f++)
+                        if (dec->field_index[f] == (int)i)
+                                st->field = (int8_t)f;
+                if (st->field < 0)
+                        continue;
+                avro_schema_t t = unnull(st->schema);
+                if (t != st->schema)
+                        st->null_branch =
+                                is_avro_null(avro_schema_union_branch(st->schema, 0)) ? 0 : 1;
+                if (st->field == F_VERSION)
+                        t = avro_schema_map_values(t);
+                st->int32 = is_avro_int32(t);
+                if (st->field == F_ACTION && is_avro_enum(t)) {
+                        st->is_enum = 1;
+                        dec->action_schema = t;
+                        dec->nsym = (size_t)avro_schema_enum_number_of_symbols(t);
+                        if (!(dec->sym_action = malloc(dec->nsym ? dec->nsym : 1))) {
+                                errf(errstr, size, "out of memory");
+                                return -1;
+                        }
+                        for (size_t s = 0; s < dec->nsym; s++) {
+                                const char *name = avro_schema_enum_get(t, (int)s);
+                                dec->sym_action[s] = (int8_t)action_of(name, strlen(name));
+                        }
+                }
+        }
+        return 0;
+}
+
 krib_decode_t *krib_decode_new_json(const char *json, size_t len, char *errstr,
                                     size_t errstr_size) {
         krib_decode_t *dec = calloc(1, sizeof(*dec));
@@ -104,11 +175,11 @@ krib_decode_t *krib_decode_new_json(const char *json, size_t len, char *errstr,
                      avro_schema_type_name(dec->schema));
                 goto fail;
         }
+        /* Only the index look-up is safe for a missing name: avro-c's
+         * avro_schema_record_field_get() reads an uninitialised pointer then. */
         for (int f = 0; f < F__N; f++) {
                 dec->field_index[f] =
-                        avro_schema_record_field_get(dec->schema, field_names[f])
-                                ? avro_schema_record_field_get_index(dec->schema, field_names[f])
-                                : -1;
+                        avro_schema_record_field_get_index(dec->schema, field_names[f]);
                 if (dec->field_index[f] >= 0 && check_field(dec, f, errstr, errstr_size))
                         goto fail;
         }
@@ -116,22 +187,8 @@ krib_decode_t *krib_decode_new_json(const char *json, size_t len, char *errstr,
                 errf(errstr, errstr_size, "schema lacks the required fields 'entity' and 'ts_ms'");
                 goto fail;
         }
-        if (dec->field_index[F_ACTION] >= 0)
-                dec->action_schema = unnull(avro_schema_record_field_get_by_index(
-                        dec->schema, dec->field_index[F_ACTION]));
-        if (!(dec->iface = avro_generic_class_from_schema(dec->schema)) ||
-            avro_generic_value_new(dec->iface, &dec->value)) {
-                errf(errstr, errstr_size, "cannot build Avro value: %s", avro_strerror());
-                if (dec->iface) {
-                        avro_value_iface_decref(dec->iface);
-                        dec->iface = NULL;
-                }
+        if (compile(dec, errstr, errstr_size))
                 goto fail;
-        }
-        if (!(dec->reader = avro_reader_memory("", 0))) {
-                errf(errstr, errstr_size, "out of memory");
-                goto fail;
-        }
         return dec;
 fail:
         krib_decode_destroy(dec);
@@ -244,6 +301,13 @@ static int skip(cursor_t *c, avro_schema_t s, int depth) {
         case AVRO_BOOLEAN:
                 return take(c, 1);
         case AVRO_INT32:
+                if (read_varint(c, &v))
+                        return -1;
+                if (v < INT32_MIN || v > INT32_MAX) {
+                        c->why = "int out of range";
+                        return -1;
+                }
+                return 0;
         case AVRO_INT64:
                 return read_varint(c, &v);
         case AVRO_FLOAT:
@@ -288,136 +352,6 @@ static int skip(cursor_t *c, avro_schema_t s, int depth) {
         }
 }
 
-/* Follows a ["null", T] union to its value; *present = 0 for null. */
-static int branch(avro_value_t *v, avro_value_t *out, int *present) {
-        *present = 1;
-        if (avro_value_get_type(v) != AVRO_UNION) {
-                *out = *v;
-                return 0;
-        }
-        if (avro_value_get_current_branch(v, out))
-                return -1;
-        *present = avro_value_get_type(out) != AVRO_NULL;
-        return 0;
-}
-
-static int get_str(krib_event_t *ev, avro_value_t *field, krib_str_t *dst) {
-        avro_value_t v;
-        int present;
-        const void *p;
-        size_t size;
-        if (branch(field, &v, &present))
-                return -1;
-        if (!present) {
-                dst->s = NULL;
-                dst->len = 0;
-                return 0;
-        }
-        if (avro_value_get_type(&v) == AVRO_BYTES) {
-                if (avro_value_get_bytes(&v, &p, &size))
-                        return -1;
-        } else {
-                const char *s;
-                if (avro_value_get_string(&v, &s, &size))
-                        return -1;
-                p = s;
-                size = size ? size - 1 : 0; /* avro-c counts the NUL */
-        }
-        return krib_event_strdup(ev, dst, p ? p : "", size);
-}
-
-static int get_long(avro_value_t *field, int64_t *out, int *present) {
-        avro_value_t v;
-        if (branch(field, &v, present))
-                return -1;
-        if (!*present)
-                return 0;
-        if (avro_value_get_type(&v) == AVRO_INT32) {
-                int32_t i;
-                if (avro_value_get_int(&v, &i))
-                        return -1;
-                *out = i;
-                return 0;
-        }
-        return avro_value_get_long(&v, out);
-}
-
-static int get_strs(krib_event_t *ev, avro_value_t *field, krib_str_t **out, size_t *count) {
-        avro_value_t v, e;
-        int present;
-        size_t n;
-        if (branch(field, &v, &present) || !present)
-                return present ? -1 : 0;
-        if (avro_value_get_size(&v, &n))
-                return -1;
-        if (!n)
-                return 0;
-        krib_str_t *a = krib_event_alloc(ev, n * sizeof(*a));
-        if (!a)
-                return -1;
-        for (size_t i = 0; i < n; i++)
-                if (avro_value_get_by_index(&v, i, &e, NULL) || get_str(ev, &e, &a[i]))
-                        return -1;
-        *out = a;
-        *count = n;
-        return 0;
-}
-
-static int get_version(krib_event_t *ev, avro_value_t *field) {
-        avro_value_t v, e;
-        int present;
-        size_t n;
-        if (branch(field, &v, &present) || !present)
-                return present ? -1 : 0;
-        if (avro_value_get_size(&v, &n))
-                return -1;
-        if (!n)
-                return 0;
-        krib_vv_entry_t *a = krib_event_alloc(ev, n * sizeof(*a));
-        if (!a)
-                return -1;
-        for (size_t i = 0; i < n; i++) {
-                const char *name;
-                int p;
-                if (avro_value_get_by_index(&v, i, &e, &name) ||
-                    krib_event_strdup(ev, &a[i].origin, name, strlen(name)) ||
-                    get_long(&e, &a[i].counter, &p))
-                        return -1;
-        }
-        ev->version = a;
-        ev->version_count = n;
-        return 0;
-}
-
-static int get_action(krib_decode_t *dec, avro_value_t *field, krib_action_t *out, char *errstr,
-                      size_t size) {
-        avro_value_t v;
-        int present;
-        const char *sym = NULL;
-        if (branch(field, &v, &present))
-                return -1;
-        if (!present)
-                return 0;
-        if (avro_value_get_type(&v) == AVRO_ENUM) {
-                int i;
-                if (avro_value_get_enum(&v, &i))
-                        return -1;
-                sym = avro_schema_enum_get(dec->action_schema, i);
-        } else {
-                size_t n;
-                if (avro_value_get_string(&v, &sym, &n))
-                        return -1;
-        }
-        static const char *const names[] = {"DELETE", "UPSERT", "TAG"};
-        for (int i = 0; sym && i < 3; i++)
-                if (!strcmp(sym, names[i])) {
-                        *out = (krib_action_t)i;
-                        return 0;
-                }
-        errf(errstr, size, "unknown action '%s'", sym ? sym : "?");
-        return -2;
-}
-
 int krib_avro_check(avro_schema_t schema, const void *buf, size_t len, char *errstr,
                     size_t errstr_size) {
         cursor_t cur = {buf, len, NULL};
@@ -433,69 +367,265 @@ int krib_avro_check(avro_schema_t schema, const void *buf, size_t len, char *err
         return 0;
 }
 
+/* The hot path: one bounds-checked pass over the message, straight into
+ * the event's arena. Each reader returns 0, or -1 with cursor->why set
+ * (malformed Avro) or *bad set (the event breaks a rule). */
+
+#define VV_MAX_ENTRIES 1024 /* the largest limits.max_origins */
+
+typedef struct {
+        cursor_t c;
+        char *errstr;
+        size_t errstr_size;
+        int bad; /* errstr holds the reason already */
+} dctx_t;
+
+static int oom(dctx_t *x) {
+        errf(x->errstr, x->errstr_size, "out of memory");
+        x->bad = 1;
+        return -1;
+}
+
+/* Zero-copy view of a string or bytes value. */
+static int rd_bytes(cursor_t *c, const char **p, size_t *len) {
+        int64_t n;
+        if (read_varint(c, &n))
+                return -1;
+        const char *s = (const char *)c->p;
+        if (take(c, n))
+                return -1;
+        *p = s;
+        *len = (size_t)n;
+        return 0;
+}
+
+static int rd_long(cursor_t *c, int int32, int64_t *out) {
+        if (read_varint(c, out))
+                return -1;
+        if (int32 && (*out < INT32_MIN || *out > INT32_MAX)) {
+                c->why = "int out of range";
+                return -1;
+        }
+        return 0;
+}
+
+/* Items in the next block of an array or map (0: the end). Every item
+ * takes at least min_item bytes, so a count the rest of the message cannot
+ * hold is refused before any buffer is sized by it. */
+static int rd_block(cursor_t *c, size_t min_item, size_t *n) {
+        int64_t count;
+        if (read_varint(c, &count))
+                return -1;
+        if (count < 0) { /* a byte size follows */
+                int64_t bytes;
+                if (read_varint(c, &bytes))
+                        return -1;
+                if (count == INT64_MIN) {
+                        c->why = "bad block count";
+                        return -1;
+                }
+                count = -count;
+        }
+        if ((uint64_t)count > c->left / min_item) {
+                c->why = "block count past the end of the message";
+                return -1;
+        }
+        *n = (size_t)count;
+        return 0;
+}
+
+static int grow(void **a, size_t *cap, size_t need, size_t item) {
+        if (need <= *cap)
+                return 0;
+        size_t n = *cap ? *cap : 16;
+        while (n < need)
+                n *= 2;
+        void *p = realloc(*a, n * item);
+        if (!p)
+                return -1;
+        *a = p;
+        *cap = n;
+        return 0;
+}
+
+static int rd_strs(krib_decode_t *d, dctx_t *x, krib_event_t *ev, krib_str_t **out, size_t *count) {
+        size_t n = 0, b;
+        for (;;) {
+                if (rd_block(&x->c, 1, &b))
+                        return -1;
+                if (!b)
+                        break;
+                if (grow((void **)&d->strs, &d->strs_cap, n + b, sizeof(*d->strs)))
+                        return oom(x);
+                for (size_t i = 0; i < b; i++, n++) {
+                        const char *p;
+                        size_t len;
+                        if (rd_bytes(&x->c, &p, &len))
+                                return -1;
+                        if (krib_event_strdup(ev, &d->strs[n], p, len))
+                                return oom(x);
+                }
+        }
+        if (!n)
+                return 0;
+        krib_str_t *a = krib_event_alloc(ev, n * sizeof(*a));
+        if (!a)
+                return oom(x);
+        memcpy(a, d->strs, n * sizeof(*a));
+        *out = a;
+        *count = n;
+        return 0;
+}
+
+/* A key written twice keeps its first place and its last value, as Avro
+ * maps read into any language's map do. */
+static int rd_version(krib_decode_t *d, dctx_t *x, krib_event_t *ev, int int32) {
+        size_t n = 0, entries = 0, b;
+        for (;;) {
+                if (rd_block(&x->c, 2, &b))
+                        return -1;
+                if (!b)
+                        break;
+                for (size_t i = 0; i < b; i++) {
+                        const char *p;
+                        size_t len, j;
+                        int64_t v;
+                        if (++entries > VV_MAX_ENTRIES) {
+                                errf(x->errstr, x->errstr_size,
+                                     "invalid event: version map has more than %d entries",
+                                     VV_MAX_ENTRIES);
+                                x->bad = 1;
+                                return -1;
+                        }
+                        if (rd_bytes(&x->c, &p, &len) || rd_long(&x->c, int32, &v))
+                                return -1;
+                        for (j = 0; j < n; j++)
+                                if (d->vv[j].origin.len == len &&
+                                    !memcmp(d->vv[j].origin.s, p, len))
+                                        break;
+                        if (j == n) {
+                                if (grow((void **)&d->vv, &d->vv_cap, n + 1, sizeof(*d->vv)) ||
+                                    krib_event_strdup(ev, &d->vv[n].origin, p, len))
+                                        return oom(x);
+                                n++;
+                        }
+                        d->vv[j].counter = v;
+                }
+        }
+        if (!n)
+                return 0;
+        krib_vv_entry_t *a = krib_event_alloc(ev, n * sizeof(*a));
+        if (!a)
+                return oom(x);
+        memcpy(a, d->vv, n * sizeof(*a));
+        ev->version = a;
+        ev->version_count = n;
+        return 0;
+}
+
+static int rd_action(krib_decode_t *d, dctx_t *x, const step_t *st, krib_action_t *out) {
+        int a;
+        const char *name;
+        size_t len;
+        if (st->is_enum) {
+                int64_t i;
+                if (read_varint(&x->c, &i))
+                        return -1;
+                if (i < 0 || (uint64_t)i >= d->nsym) {
+                        x->c.why = "enum index out of range";
+                        return -1;
+                }
+                a = d->sym_action[i];
+                name = avro_schema_enum_get(d->action_schema, (int)i);
+                len = strlen(name);
+        } else {
+                if (rd_bytes(&x->c, &name, &len))
+                        return -1;
+                a = action_of(name, len);
+        }
+        if (a < 0) {
+                errf(x->errstr, x->errstr_size, "unknown action '%s'", krib_log_esc(name, len));
+                x->bad = 1;
+                return -1;
+        }
+        *out = (krib_action_t)a;
+        return 0;
+}
+
+static int rd_str(dctx_t *x, krib_event_t *ev, krib_str_t *dst) {
+        const char *p;
+        size_t len;
+        if (rd_bytes(&x->c, &p, &len))
+                return -1;
+        return krib_event_strdup(ev, dst, p, len) ? oom(x) : 0;
+}
+
+static int rd_field(krib_decode_t *d, dctx_t *x, const step_t *st, krib_event_t *ev) {
+        if (st->field < 0)
+                return skip(&x->c, st->schema, 1);
+        if (st->null_branch >= 0) {
+                int64_t br;
+                if (read_varint(&x->c, &br))
+                        return -1;
+                if (br != 0 && br != 1) {
+                        x->c.why = "union branch out of range";
+                        return -1;
+                }
+                if (br == st->null_branch)
+                        return 0; /* null: the field's default */
+        }
+        int64_t v;
+        switch (st->field) {
+        case F_ENTITY:
+                return rd_str(x, ev, &ev->entity);
+        case F_ORIGIN:
+                return rd_str(x, ev, &ev->origin);
+        case F_VALUE:
+                return rd_str(x, ev, &ev->value);
+        case F_KEYS:
+                return rd_strs(d, x, ev, &ev->keys, &ev->key_count);
+        case F_TAGS:
+                return rd_strs(d, x, ev, &ev->tags, &ev->tag_count);
+        case F_VERSION:
+                return rd_version(d, x, ev, st->int32);
+        case F_ACTION:
+                return rd_action(d, x, st, &ev->action);
+        case F_TS:
+                return rd_long(&x->c, st->int32, &ev->ts_ms);
+        case F_TTL:
+                if (rd_long(&x->c, st->int32, &v))
+                        return -1;
+                if (v <= 0) { /* -1 is "absent" only inside krib */
+                        errf(x->errstr, x->errstr_size,
+                             "invalid event: ttl_ms %lld must be positive", (long long)v);
+                        x->bad = 1;
+                        return -1;
+                }
+                ev->ttl_ms = v;
+                return 0;
+        }
+        return 0;
+}
+
 int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_event_t *ev,
                       char *errstr, size_t errstr_size) {
         krib_event_reset(ev);
-        avro_value_reset(&dec->value);
-        avro_reader_memory_set_source(dec->reader, buf, (int64_t)len);
         if (!buf || !len) {
                 errf(errstr, errstr_size, "empty message value (tombstone)");
                 return -1;
         }
-        cursor_t cur = {buf, len, NULL};
-        if (skip(&cur, dec->schema, 0)) {
-                errf(errstr, errstr_size, "malformed Avro: %s", cur.why);
-                return -1;
-        }
-        if (cur.left) {
-                errf(errstr, errstr_size, "malformed Avro: %zu trailing bytes after the record",
-                     cur.left);
-                return -1;
-        }
-        if (avro_value_read(dec->reader, &dec->value)) {
-                errf(errstr, errstr_size, "malformed Avro: %s", avro_strerror());
-                return -1;
-        }
-        avro_value_t f[F__N];
-        for (int i = 0; i < F__N; i++)
-                if (dec->field_index[i] >= 0 &&
-                    avro_value_get_by_index(&dec->value, (size_t)dec->field_index[i], &f[i], NULL))
-                        goto oops;
-        int present;
-        if (get_str(ev, &f[F_ENTITY], &ev->entity) || get_long(&f[F_TS], &ev->ts_ms, &present))
-                goto oops;
-        if (dec->field_index[F_KEYS] >= 0 && get_strs(ev, &f[F_KEYS], &ev->keys, &ev->key_count))
-                goto oops;
-        if (dec->field_index[F_TAGS] >= 0 && get_strs(ev, &f[F_TAGS], &ev->tags, &ev->tag_count))
-                goto oops;
-        if (dec->field_index[F_VERSION] >= 0 && get_version(ev, &f[F_VERSION]))
-                goto oops;
-        if (dec->field_index[F_ORIGIN] >= 0 && get_str(ev, &f[F_ORIGIN], &ev->origin))
-                goto oops;
-        if (dec->field_index[F_VALUE] >= 0 && get_str(ev, &f[F_VALUE], &ev->value))
-                goto oops;
-        if (dec->field_index[F_TTL] >= 0) {
-                if (get_long(&f[F_TTL], &ev->ttl_ms, &present))
-                        goto oops;
-                if (!present)
-                        ev->ttl_ms = -1;
-                else if (ev->ttl_ms <= 0) { /* -1 is "absent" only inside krib */
-                        errf(errstr, errstr_size, "invalid event: ttl_ms %lld must be positive",
-                             (long long)ev->ttl_ms);
+        dctx_t x = {{buf, len, NULL}, errstr, errstr_size, 0};
+        for (size_t i = 0; i < dec->nsteps; i++)
+                if (rd_field(dec, &x, &dec->steps[i], ev)) {
+                        if (!x.bad)
+                                errf(errstr, errstr_size, "malformed Avro: %s", x.c.why);
                         return -1;
                 }
+        if (x.c.left) {
+                errf(errstr, errstr_size, "malformed Avro: %zu trailing bytes after the record",
+                     x.c.left);
+                return -1;
         }
-        if (dec->field_index[F_ACTION] >= 0) {
-                int rc = get_action(dec, &f[F_ACTION], &ev->action, errstr, errstr_size);
-                if (rc == -2)
-                        return -1;
-                if (rc)
-                        goto oops;
-        }
-
         /* The rules of schemas/README.md that Avro cannot express. */
         return krib_validate_event(ev, errstr, errstr_size);
-oops:
-        errf(errstr, errstr_size, "cannot read decoded Avro value: %s", avro_strerror());
-        return -1;
 }

@@ -1,4 +1,11 @@
-/* decode: Kafka message value -> krib_event_t (Avro via avro-c).
+/* decode: Kafka message value -> krib_event_t (Avro binary).
+ *
+ * avro-c parses the writer schema; from it a decode plan is compiled once
+ * (krib's fields matched by name, the rest skipped), and each message is
+ * then read in one bounds-checked pass straight into the event's arena,
+ * without avro-c's generic values (which allocate per string and walk the
+ * message a second time). tests/unit/check_decode.c holds avro-c's generic
+ * decoder as the reference the plan is compared with.
  *
  * A decoder is bound to one writer schema. It requires the fields `entity`
  * (string) and `ts_ms` (long); every other field of schemas/invalidation.avsc

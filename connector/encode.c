@@ -44,7 +44,7 @@ krib_encode_t *krib_encode_new_json(const char *json, size_t len, char *errstr,
                                            "origin", "value", "ttl_ms",  "tags"};
         for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
                 if (!is_avro_record(enc->schema) ||
-                    !avro_schema_record_field_get(enc->schema, need[i])) {
+                    avro_schema_record_field_get_index(enc->schema, need[i]) < 0) {
                         snprintf(errstr, errstr_size, "schema lacks field '%s'", need[i]);
                         goto fail;
                 }
