@@ -4,12 +4,14 @@
  *   krib-loadgen create   --topic T --partitions P
  *   krib-loadgen produce  --topic T --count N [--keys-per-event K] [--malformed M]
  *                         [--rate EVENTS_PER_S] [--single-object] [--tag-mod M]
+ *                         [--linger-ms L]  (producer linger.ms, default 20)
  *   krib-loadgen populate --count N [--keys-per-event K] [--upsert-mod U]
  *                                                            (SET the keys in Redis; a
  *                                                            write-through entity's key gets
  *                                                            value and fence of --version-base)
  *   krib-loadgen count    --count N [--keys-per-event K]     (how many still exist)
  *   krib-loadgen drain    --topic T --partitions P    (bare consumer: the Kafka limit)
+ *                         [--expect N]   (follow until N arrived; message-timestamp latency)
  *   krib-loadgen unlink   --count N [--keys-per-event K]  (pipelined UNLINK: the Redis limit)
  *   krib-loadgen lag      --topic T --partitions P --group G   ("committed end")
  *   krib-loadgen verify   --count N [--upsert-mod U] [--passes P] (the audit, below)
@@ -52,6 +54,8 @@ typedef struct {
         long long version_base;
         long tag_mod;
         long upsert_mod, passes;
+        long linger_ms; /* produce: the producer's linger.ms */
+        long expect;    /* drain: follow the topic until this many arrived */
 } opts_t;
 
 static void die(const char *fmt, const char *arg) {
@@ -68,17 +72,25 @@ static int key_of(const opts_t *o, long i, long j, char *buf, size_t size) {
         return snprintf(buf, size, "%s:{%ld}:k%ld", o->prefix, i, j);
 }
 
-static rd_kafka_t *producer(const opts_t *o) {
-        char err[512];
+/* linger.ms 20 by default: backlogs are produced fast; the latency runs
+ * pass librdkafka's own default (5). */
+static rd_kafka_conf_t *producer_conf(const opts_t *o) {
+        char err[512], linger[32];
+        snprintf(linger, sizeof(linger), "%ld", o->linger_ms);
         rd_kafka_conf_t *c = rd_kafka_conf_new();
         if (rd_kafka_conf_set(c, "bootstrap.servers", o->brokers, err, sizeof(err)) ||
-            rd_kafka_conf_set(c, "linger.ms", "20", err, sizeof(err)) ||
+            rd_kafka_conf_set(c, "linger.ms", linger, err, sizeof(err)) ||
             rd_kafka_conf_set(c, "batch.num.messages", "10000", err, sizeof(err)) ||
             rd_kafka_conf_set(c, "queue.buffering.max.messages", "1000000", err, sizeof(err)) ||
             rd_kafka_conf_set(c, "compression.codec", "lz4", err, sizeof(err)) ||
             rd_kafka_conf_set(c, "enable.idempotence", "true", err, sizeof(err)))
                 die("%s", err);
-        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
+        return c;
+}
+
+static rd_kafka_t *producer(const opts_t *o) {
+        char err[512];
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, producer_conf(o), err, sizeof(err));
         if (!rk)
                 die("%s", err);
         return rk;
@@ -134,14 +146,8 @@ static int cmd_produce(const opts_t *o) {
                 die("%s", err);
         rd_kafka_t *rk;
         {
-                rd_kafka_conf_t *c = rd_kafka_conf_new();
+                rd_kafka_conf_t *c = producer_conf(o);
                 static long failed;
-                rd_kafka_conf_set(c, "bootstrap.servers", o->brokers, err, sizeof(err));
-                rd_kafka_conf_set(c, "linger.ms", "20", err, sizeof(err));
-                rd_kafka_conf_set(c, "batch.num.messages", "10000", err, sizeof(err));
-                rd_kafka_conf_set(c, "queue.buffering.max.messages", "1000000", err, sizeof(err));
-                rd_kafka_conf_set(c, "compression.codec", "lz4", err, sizeof(err));
-                rd_kafka_conf_set(c, "enable.idempotence", "true", err, sizeof(err));
                 rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
                 rd_kafka_conf_set_opaque(c, &failed);
                 rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
@@ -418,6 +424,11 @@ static int cmd_verify(const opts_t *o) {
         return 0;
 }
 
+static int cmp_i32(const void *a, const void *b) {
+        int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+        return (x > y) - (x < y);
+}
+
 /* drain: a bare librdkafka consumer (library defaults, fresh group) reading
  * the whole topic: the Kafka side's speed limit on this machine. */
 static int cmd_drain(const opts_t *o) {
@@ -434,7 +445,7 @@ static int cmd_drain(const opts_t *o) {
                 die("%s", err);
         rd_kafka_poll_set_consumer(rk);
         int64_t total = 0;
-        for (int p = 0; p < o->partitions; p++) {
+        for (int p = 0; o->expect <= 0 && p < o->partitions; p++) {
                 int64_t lo, hi;
                 if (rd_kafka_query_watermark_offsets(rk, o->topic, p, &lo, &hi, 10000))
                         die("cannot read watermarks of %s", o->topic);
@@ -444,20 +455,47 @@ static int cmd_drain(const opts_t *o) {
         rd_kafka_topic_partition_list_add(t, o->topic, RD_KAFKA_PARTITION_UA);
         rd_kafka_subscribe(rk, t);
         rd_kafka_topic_partition_list_destroy(t);
+        if (o->expect > 0)
+                total = o->expect;
+        /* --expect: message timestamp (the producer's clock at produce())
+         * -> received, per message: Kafka's own share of krib's latency. */
+        int32_t *lat = o->expect > 0 ? malloc((size_t)total * sizeof(*lat)) : NULL;
         int64_t got = 0, bytes = 0, t0 = 0;
         int64_t give_up = krib_clock_mono_us() + 300 * 1000000LL;
+        int ready = 0;
         while (got < total && krib_clock_mono_us() < give_up) {
                 rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+                if (lat && !ready) { /* tells bench/run to start producing */
+                        rd_kafka_topic_partition_list_t *a = NULL;
+                        if (!rd_kafka_assignment(rk, &a) && a->cnt) {
+                                printf("ready\n");
+                                fflush(stdout);
+                                ready = 1;
+                        }
+                        if (a)
+                                rd_kafka_topic_partition_list_destroy(a);
+                }
                 if (!m)
                         continue;
                 if (!m->err) {
                         if (!got)
                                 t0 = krib_clock_mono_us();
+                        if (lat) {
+                                int64_t d =
+                                        krib_clock_wall_ms() - rd_kafka_message_timestamp(m, NULL);
+                                lat[got] = (int32_t)(d < 0 ? 0 : d > INT32_MAX ? INT32_MAX : d);
+                        }
                         got++;
                         bytes += (int64_t)m->len;
                 }
                 rd_kafka_message_destroy(m);
         }
+        if (lat && got) {
+                qsort(lat, (size_t)got, sizeof(*lat), cmp_i32);
+                printf("latency p50_ms=%" PRId32 " p99_ms=%" PRId32 " max_ms=%" PRId32 "\n",
+                       lat[got / 2], lat[(got * 99) / 100], lat[got - 1]);
+        }
+        free(lat);
         double secs = (double)(krib_clock_mono_us() - t0) / 1e6;
         printf("drained %" PRId64 " of %" PRId64 " messages (%" PRId64
                " bytes) in %.3fs: %.0f msg/s\n",
@@ -589,7 +627,8 @@ int main(int argc, char **argv) {
                     .count = 100,
                     .keys_per_event = 1,
                     .partitions = 6,
-                    .passes = 1};
+                    .passes = 1,
+                    .linger_ms = 20};
         static char seed[256];
         if (getenv("KRIB_REDIS_NODES")) {
                 snprintf(seed, sizeof(seed), "%s", getenv("KRIB_REDIS_NODES"));
@@ -614,6 +653,8 @@ int main(int argc, char **argv) {
                                            {"tag-mod", required_argument, NULL, 'T'},
                                            {"upsert-mod", required_argument, NULL, 'U'},
                                            {"passes", required_argument, NULL, 'P'},
+                                           {"linger-ms", required_argument, NULL, 'L'},
+                                           {"expect", required_argument, NULL, 'E'},
                                            {NULL, 0, NULL, 0}};
         int c;
         optind = 2;
@@ -666,6 +707,12 @@ int main(int argc, char **argv) {
                         break;
                 case 'P':
                         o.passes = atol(optarg);
+                        break;
+                case 'L':
+                        o.linger_ms = atol(optarg);
+                        break;
+                case 'E':
+                        o.expect = atol(optarg);
                         break;
                 default:
                         return 2;

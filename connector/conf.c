@@ -161,8 +161,8 @@ static const row_t rows[] = {
          "Directory whose *.avsc files are the writer schemas accepted in single-object "
          "encoding (empty: only decode.schema_file).",
          0},
-        {"pipeline.batch_max_events", T_INT, F(pipeline_batch_max_events), "10000", 1, 1000000,
-         NULL, "Events gathered before they are written to Redis.", 0},
+        {"pipeline.batch_max_events", T_INT, F(pipeline_batch_max_events), "1000", 1, 1000000, NULL,
+         "Events gathered before they are written to Redis.", 0},
         {"pipeline.batch_max_bytes", T_INT, F(pipeline_batch_max_bytes), "16777216", 1024,
          1073741824, NULL, "Message bytes gathered before a batch is written.", 0},
         {"pipeline.linger_ms", T_INT, F(pipeline_linger_ms), "5", 0, 10000, NULL,

@@ -478,7 +478,9 @@ static int rd_strs(krib_decode_t *d, dctx_t *x, krib_event_t *ev, krib_str_t **o
 }
 
 /* A key written twice keeps its first place and its last value, as Avro
- * maps read into any language's map do. */
+ * maps read into any language's map do. Past VV_MAX_ENTRIES entries the
+ * search stops (it is quadratic): the vector is then longer than any
+ * limits.max_origins allows and is refused by the limits check. */
 static int rd_version(krib_decode_t *d, dctx_t *x, krib_event_t *ev, int int32) {
         size_t n = 0, entries = 0, b;
         for (;;) {
@@ -490,16 +492,10 @@ static int rd_version(krib_decode_t *d, dctx_t *x, krib_event_t *ev, int int32) 
                         const char *p;
                         size_t len, j;
                         int64_t v;
-                        if (++entries > VV_MAX_ENTRIES) {
-                                errf(x->errstr, x->errstr_size,
-                                     "invalid event: version map has more than %d entries",
-                                     VV_MAX_ENTRIES);
-                                x->bad = 1;
-                                return -1;
-                        }
                         if (rd_bytes(&x->c, &p, &len) || rd_long(&x->c, int32, &v))
                                 return -1;
-                        for (j = 0; j < n; j++)
+                        j = ++entries > VV_MAX_ENTRIES ? n : 0;
+                        for (; j < n; j++)
                                 if (d->vv[j].origin.len == len &&
                                     !memcmp(d->vv[j].origin.s, p, len))
                                         break;

@@ -10,7 +10,12 @@ struct krib_arena_block {
         max_align_t data[];
 };
 
-#define ARENA_MIN 1024
+/* A small first block: an event in flight costs its arena, and the
+ * in-flight bound counts events, not bytes. */
+#define ARENA_MIN 256
+
+/* Largest block kept across resets (a 1 MB value is not kept per slot). */
+#define ARENA_KEEP_MAX 65536
 
 void *krib_event_alloc(krib_event_t *ev, size_t n) {
         n = (n + 7) & ~(size_t)7;
@@ -43,12 +48,24 @@ int krib_event_strdup(krib_event_t *ev, krib_str_t *dst, const char *s, size_t l
 
 void krib_event_reset(krib_event_t *ev) {
         krib_arena_block_t *b = ev->arena;
-        /* Keep the oldest block: most events fit in one, and reusing it makes
-         * steady-state decoding allocation-free. */
-        while (b && b->next) {
-                krib_arena_block_t *next = b->next;
-                free(b);
-                b = next;
+        /* One block is kept for the next event. An event that needed more
+         * leaves one block of its whole size, so an event stream of that
+         * size decodes without allocating (and a large one-off costs one
+         * block until the next reset). */
+        if (b && (b->next || b->cap > ARENA_KEEP_MAX)) {
+                size_t total = 0;
+                while (b) {
+                        krib_arena_block_t *next = b->next;
+                        total += b->used;
+                        free(b);
+                        b = next;
+                }
+                if (total < ARENA_MIN)
+                        total = ARENA_MIN;
+                if (total <= ARENA_KEEP_MAX && (b = malloc(sizeof(*b) + total))) {
+                        b->next = NULL;
+                        b->cap = total;
+                }
         }
         if (b)
                 b->used = 0;

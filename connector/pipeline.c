@@ -55,6 +55,11 @@ typedef struct {
         size_t n, bytes, admitted;
         size_t acap; /* events allocated: grows with use, up to the batch size */
         int64_t opened_us;
+        /* The latency breakdown: when each message was taken from the
+         * consumer; when admission (decode, reorder, coalescing) began and
+         * when the keys went to the writer. Monotonic µs. */
+        int64_t *taken_us;
+        int64_t admit_us, submit_us;
         rd_kafka_message_t **msgs;
         krib_event_t *events;
         uint8_t *ev_state;
@@ -110,6 +115,12 @@ struct krib_pipeline {
         int64_t revoke_deadline_us;
 
         krib_hist_t latency; /* event ts_ms -> Redis acknowledgement, ms */
+        /* Where that time goes, per applied event: Kafka (message timestamp
+         * -> taken from the consumer: producer linger, broker, fetch wait),
+         * queue (taken -> its batch's admission: linger, batch slots, the
+         * in-flight bound), admit (the batch's decode/reorder/coalescing,
+         * µs) and redis (keys submitted -> every reply in). */
+        krib_hist_t lat_kafka, lat_queue, lat_admit_us, lat_redis;
         krib_metrics_t *metrics;
         int64_t published_at_ms;
         int assigned, joined;
@@ -273,9 +284,12 @@ static int batch_grow(batch_t *b, size_t cap) {
         if (e)
                 b->events = e;
         uint8_t *st = e ? realloc(b->ev_state, want) : NULL;
-        if (!st)
+        if (st)
+                b->ev_state = st;
+        int64_t *tk = st ? realloc(b->taken_us, want * sizeof(*tk)) : NULL;
+        if (!tk)
                 return -1;
-        b->ev_state = st;
+        b->taken_us = tk;
         for (size_t i = b->acap; i < want; i++) {
                 memset(&b->events[i], 0, sizeof(b->events[i]));
                 krib_event_reset(&b->events[i]);
@@ -304,6 +318,7 @@ static void batch_free(batch_t *b) {
         free(b->events);
         free(b->msgs);
         free(b->ev_state);
+        free(b->taken_us);
         free(b->ops);
         free(b->op_part);
         free(b->op_links);
@@ -660,6 +675,7 @@ static void resume_all(krib_pipeline_t *p) {
  * in. A batch whose admission waits for the schema registry stays ADMIT. */
 static void admit_batch(krib_pipeline_t *p, batch_t *b) {
         if (b->admitted == 0) {
+                b->admit_us = krib_clock_mono_us();
                 if (b->table_cap)
                         memset(b->table, 0xff, b->table_cap * sizeof(*b->table));
                 b->nops = b->nlinks = 0;
@@ -682,6 +698,12 @@ static void admit_batch(krib_pipeline_t *p, batch_t *b) {
                 }
         }
         b->state = B_KEYS;
+        b->submit_us = krib_clock_mono_us();
+        for (size_t i = 0; i < b->n; i++)
+                if (b->ev_state[i] == EV_LIVE) {
+                        krib_hist_add(&p->lat_queue, (b->admit_us - b->taken_us[i]) / 1000);
+                        krib_hist_add(&p->lat_admit_us, b->submit_us - b->admit_us);
+                }
         if (b->nops &&
             (b->job = krib_writer_submit(p->writer, b->ops, b->nops, b->op_status)) < 0) {
                 krib_log_error("pipeline", "msg=\"writer refused the batch (out of memory)\"");
@@ -761,6 +783,7 @@ static void fanout_answered(krib_pipeline_t *p, batch_t *b) {
 /* Every Redis answer is in: events are finished, failed or dead-lettered. */
 static void finalize(krib_pipeline_t *p, batch_t *b) {
         int64_t acked_ms = krib_clock_wall_ms();
+        int64_t redis_ms = (krib_clock_mono_us() - b->submit_us) / 1000;
         for (size_t i = 0; i < b->n; i++) {
                 rd_kafka_message_t *m = b->msgs[i];
                 if (b->ev_state[i] == EV_LIVE && b->events[i].defect.s) {
@@ -771,6 +794,7 @@ static void finalize(krib_pipeline_t *p, batch_t *b) {
                 } else if (b->ev_state[i] == EV_LIVE) {
                         p->stats.applied++;
                         krib_hist_add_since(&p->latency, acked_ms, b->events[i].ts_ms);
+                        krib_hist_add(&p->lat_redis, redis_ms);
                         finish(p, m);
                         b->ev_state[i] = EV_DONE;
                 } else if (b->ev_state[i] == EV_FAILED && p->dlq) {
@@ -902,7 +926,10 @@ static void log_stats(krib_pipeline_t *p, int force) {
                 " ask=%" PRIu64 " retries=%" PRIu64 " reconnects=%" PRIu64 " pauses=%" PRIu64
                 " rebalances=%lu"
                 " latency_p50_ms=%" PRId64 " latency_p99_ms=%" PRId64 " latency_max_ms=%" PRId64
-                " poll_ms=%" PRIu64 " write_ms=%" PRIu64 " batches=%" PRIu64,
+                " poll_ms=%" PRIu64 " write_ms=%" PRIu64 " batches=%" PRIu64
+                " kafka_p50_ms=%" PRId64 " kafka_p99_ms=%" PRId64 " queue_p50_ms=%" PRId64
+                " queue_p99_ms=%" PRId64 " admit_p50_us=%" PRId64 " admit_p99_us=%" PRId64
+                " redis_p50_ms=%" PRId64 " redis_p99_ms=%" PRId64,
                 s->consumed, s->applied, s->stale, s->rejected, s->skipped, s->dead_lettered,
                 s->failed, s->abandoned, krib_offsets_in_flight(p->offsets), s->keys_done,
                 s->coalesced, s->fence_stale, s->invalidated, s->fence_invalidated, r->entities,
@@ -910,7 +937,12 @@ static void log_stats(krib_pipeline_t *p, int force) {
                 w->round_trips ? (double)w->keys / (double)w->round_trips : 0.0, w->moved, w->ask,
                 w->retries, w->reconnects, s->pauses, krib_consumer_rebalances(p->consumer),
                 krib_hist_quantile(&p->latency, 0.5), krib_hist_quantile(&p->latency, 0.99),
-                p->latency.max, s->poll_us / 1000, s->write_us / 1000, s->batches);
+                p->latency.max, s->poll_us / 1000, s->write_us / 1000, s->batches,
+                krib_hist_quantile(&p->lat_kafka, 0.5), krib_hist_quantile(&p->lat_kafka, 0.99),
+                krib_hist_quantile(&p->lat_queue, 0.5), krib_hist_quantile(&p->lat_queue, 0.99),
+                krib_hist_quantile(&p->lat_admit_us, 0.5),
+                krib_hist_quantile(&p->lat_admit_us, 0.99), krib_hist_quantile(&p->lat_redis, 0.5),
+                krib_hist_quantile(&p->lat_redis, 0.99));
 }
 
 /* Events of the revoked partitions in flight (not finished); abandon: they
@@ -990,12 +1022,18 @@ static int act_on_revoke(krib_pipeline_t *p) {
         return 0;
 }
 
-static int take(krib_pipeline_t *p, rd_kafka_message_t *m) {
+/* now_us/now_ms: the intake's clock, read once per round of messages (a
+ * clock read per message was a measurable share of the loop). */
+static int take(krib_pipeline_t *p, rd_kafka_message_t *m, int64_t now, int64_t now_ms) {
         batch_t *b = p->open;
         if (!b || b->n == p->cap || batch_grow(b, p->cap))
                 return -1;
+        int64_t ts = rd_kafka_message_timestamp(m, NULL);
         if (!b->n)
-                b->opened_us = krib_clock_mono_us();
+                b->opened_us = now;
+        if (ts > 0)
+                krib_hist_add_since(&p->lat_kafka, now_ms, ts);
+        b->taken_us[b->n] = now;
         b->ev_state[b->n] = EV_PENDING; /* not admitted yet */
         b->msgs[b->n++] = m;
         b->bytes += m->len;
@@ -1014,18 +1052,31 @@ static int at_bound(const krib_pipeline_t *p) {
  * open batch stops it (dispatch comes first); at the in-flight bound, or
  * with every batch slot busy, partitions are paused and what still arrives
  * waits in the stash (the consumer is still served, for rebalances). */
+static void read_messages(krib_pipeline_t *p, int64_t now);
+
 static void intake(krib_pipeline_t *p) {
+        int64_t start = krib_clock_mono_us();
+        read_messages(p, start);
+        p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - start);
+}
+
+static void read_messages(krib_pipeline_t *p, int64_t now) {
         krib_consumer_wakeup_clear(p->consumer);
         p->kafka_more = 0;
         const size_t max_bytes = (size_t)p->conf->pipeline_batch_max_bytes;
+        int64_t now_ms = krib_clock_wall_ms();
         for (int i = 0; i < 100000; i++) {
+                if ((i & 255) == 255) {
+                        now = krib_clock_mono_us();
+                        now_ms = krib_clock_wall_ms();
+                }
                 if (!p->open)
                         p->open = batch_new(p);
                 /* Stashed messages come first, in order. */
                 size_t s = 0;
                 while (s < p->nstash && p->open && p->open->n < p->cap &&
                        p->open->bytes < max_bytes && !at_bound(p))
-                        take(p, p->stash[s++]);
+                        take(p, p->stash[s++], now, now_ms);
                 if (s) {
                         memmove(p->stash, p->stash + s, (p->nstash - s) * sizeof(*p->stash));
                         p->nstash -= s;
@@ -1043,7 +1094,6 @@ static void intake(krib_pipeline_t *p) {
                          * prefetch stays, so a short wait costs nothing).
                          * Held longer, partitions pause so the consumer can
                          * still be served for rebalances. */
-                        int64_t now = krib_clock_mono_us();
                         if (!p->bound_since_us)
                                 p->bound_since_us = now;
                         if (!p->paused && now - p->bound_since_us < BOUND_PAUSE_US) {
@@ -1056,9 +1106,7 @@ static void intake(krib_pipeline_t *p) {
                                 return;
                         }
                 }
-                int64_t t0 = krib_clock_mono_us();
                 rd_kafka_message_t *m = krib_consumer_poll(p->consumer, 0);
-                p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
                 if (!m)
                         return;
                 if (m->err) {
@@ -1075,7 +1123,7 @@ static void intake(krib_pipeline_t *p) {
                         continue;
                 }
                 if (room)
-                        take(p, m);
+                        take(p, m, now, now_ms);
                 else
                         p->stash[p->nstash++] = m;
         }

@@ -51,7 +51,7 @@ typedef struct {
         uint64_t abandoned;         /* events of revoked partitions dropped unfinished */
         uint64_t pauses;            /* times consumption was paused for Redis */
         uint64_t batches;
-        uint64_t poll_us;  /* time spent waiting in the consumer poll */
+        uint64_t poll_us;  /* time spent reading from the consumer */
         uint64_t write_us; /* time spent in Redis writes (incl. retries) */
 } krib_pipeline_stats_t;
 

@@ -3,17 +3,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The entity name lives in the entry's own allocation; the vector in a
- * separate block, so a vector that gains origins reallocates alone. */
+/* The entity name lives in the entry's own allocation (entity_cap bytes,
+ * rounded up so an evicted entry can carry the next entity); the vector in
+ * a separate block, so a vector that gains origins reallocates alone. At
+ * capacity a new entity takes over the evicted entry with its vector block:
+ * with the usual single source the origins match and nothing is
+ * allocated. */
 typedef struct entry {
-        struct entry *hnext;
         struct entry *prev, *next; /* LRU within the partition, head = newest */
         uint64_t hash;
         uint32_t part;
         size_t vv_count;
         krib_vv_entry_t *vv; /* origins point into vv_text */
         char *vv_text;
-        size_t entity_len;
+        size_t entity_len, entity_cap;
         char entity[];
 } entry_t;
 
@@ -26,10 +29,18 @@ typedef struct {
         int live;
 } part_t;
 
+/* The index: open addressing with linear probing over (hash, entry), so a
+ * look-up compares hashes in one array and touches an entry only on a
+ * likely match (a chained table cost a cache miss per link). */
+typedef struct {
+        uint64_t hash;
+        entry_t *e; /* NULL: empty */
+} slot_t;
+
 struct krib_reorder {
         size_t capacity;
-        entry_t **buckets;
-        size_t nbuckets; /* power of two */
+        slot_t *slots;
+        size_t nslots; /* power of two, at most half full */
         part_t *parts;
         size_t nparts, parts_cap;
         size_t evict_cursor;
@@ -72,9 +83,9 @@ krib_reorder_t *krib_reorder_new(size_t capacity) {
         if (!r)
                 return NULL;
         r->capacity = capacity ? capacity : 1;
-        r->nbuckets = 1024;
-        r->buckets = calloc(r->nbuckets, sizeof(*r->buckets));
-        if (!r->buckets) {
+        r->nslots = 1024;
+        r->slots = calloc(r->nslots, sizeof(*r->slots));
+        if (!r->slots) {
                 free(r);
                 return NULL;
         }
@@ -98,7 +109,7 @@ void krib_reorder_destroy(krib_reorder_t *r) {
                 free(r->parts[p].topic);
         }
         free(r->parts);
-        free(r->buckets);
+        free(r->slots);
         free(r);
 }
 
@@ -174,37 +185,65 @@ static void lru_push(part_t *p, entry_t *e) {
                 p->tail = e;
 }
 
-static void remove_entry(krib_reorder_t *r, entry_t *e) {
-        entry_t **pp = &r->buckets[e->hash & (r->nbuckets - 1)];
-        while (*pp != e)
-                pp = &(*pp)->hnext;
-        *pp = e->hnext;
+/* Removes e's slot, shifting later slots of its probe run back so no
+ * look-up stops early at the hole. */
+static void unindex(krib_reorder_t *r, entry_t *e) {
+        size_t mask = r->nslots - 1, i = e->hash & mask;
+        while (r->slots[i].e != e)
+                i = (i + 1) & mask;
+        for (size_t j = (i + 1) & mask; r->slots[j].e; j = (j + 1) & mask) {
+                size_t home = r->slots[j].hash & mask;
+                /* j's entry may move to i when its home is not in (i, j]. */
+                int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+                if (!stays) {
+                        r->slots[i] = r->slots[j];
+                        i = j;
+                }
+        }
+        r->slots[i].e = NULL;
+}
+
+static void index_put(slot_t *slots, size_t nslots, uint64_t hash, entry_t *e) {
+        size_t mask = nslots - 1, i = hash & mask;
+        while (slots[i].e)
+                i = (i + 1) & mask;
+        slots[i].hash = hash;
+        slots[i].e = e;
+}
+
+static void detach(krib_reorder_t *r, entry_t *e) {
+        unindex(r, e);
         part_t *p = &r->parts[e->part];
         lru_unlink(p, e);
         p->count--;
         r->stats.entities--;
+}
+
+static void remove_entry(krib_reorder_t *r, entry_t *e) {
+        detach(r, e);
         entry_free(e);
 }
 
-static void grow(krib_reorder_t *r) {
-        size_t n = r->nbuckets * 2;
-        entry_t **b = calloc(n, sizeof(*b));
+/* Doubles the index; -1 when out of memory (the caller then applies
+ * without remembering: the safe side). */
+static int grow(krib_reorder_t *r) {
+        size_t n = r->nslots * 2;
+        slot_t *b = calloc(n, sizeof(*b));
         if (!b)
-                return; /* longer chains, still correct */
-        for (size_t i = 0; i < r->nbuckets; i++)
-                for (entry_t *e = r->buckets[i], *next; e; e = next) {
-                        next = e->hnext;
-                        e->hnext = b[e->hash & (n - 1)];
-                        b[e->hash & (n - 1)] = e;
-                }
-        free(r->buckets);
-        r->buckets = b;
-        r->nbuckets = n;
+                return -1;
+        for (size_t i = 0; i < r->nslots; i++)
+                if (r->slots[i].e)
+                        index_put(b, n, r->slots[i].hash, r->slots[i].e);
+        free(r->slots);
+        r->slots = b;
+        r->nslots = n;
+        return 0;
 }
 
 /* Evicts the least recently used entity, preferring the partition being
- * written so a busy partition does not flush the state of quiet ones. */
-static void evict_one(krib_reorder_t *r, uint32_t prefer) {
+ * written so a busy partition does not flush the state of quiet ones.
+ * Returns the detached entry (the caller reuses or frees it), or NULL. */
+static entry_t *evict_one(krib_reorder_t *r, uint32_t prefer) {
         part_t *p = &r->parts[prefer];
         if (!p->tail || p->count < 2) {
                 for (size_t k = 0; k < r->nparts; k++) {
@@ -216,10 +255,12 @@ static void evict_one(krib_reorder_t *r, uint32_t prefer) {
                         }
                 }
         }
-        if (p->tail) {
-                remove_entry(r, p->tail);
+        entry_t *e = p->tail;
+        if (e) {
+                detach(r, e);
                 r->stats.evictions++;
         }
+        return e;
 }
 
 /* Copies vector v into e (origins included). The same origins as before
@@ -303,31 +344,50 @@ krib_reorder_verdict_t krib_reorder_decide(krib_reorder_t *r, const char *topic,
         if (pi < 0)
                 return KRIB_REORDER_APPLY; /* out of memory: applying is the safe side */
         uint64_t h = hash_of((uint32_t)pi, ev->entity.s, ev->entity.len);
-        entry_t *e = r->buckets[h & (r->nbuckets - 1)];
-        while (e && !(e->hash == h && e->part == (uint32_t)pi && e->entity_len == ev->entity.len &&
-                      !memcmp(e->entity, ev->entity.s, ev->entity.len)))
-                e = e->hnext;
+        entry_t *e = NULL;
+        for (size_t mask = r->nslots - 1, i = h & mask; r->slots[i].e; i = (i + 1) & mask) {
+                entry_t *c = r->slots[i].e;
+                if (r->slots[i].hash == h && c->part == (uint32_t)pi &&
+                    c->entity_len == ev->entity.len &&
+                    !memcmp(c->entity, ev->entity.s, ev->entity.len)) {
+                        e = c;
+                        break;
+                }
+        }
         part_t *p = &r->parts[pi];
         if (!e) {
-                while (r->stats.entities >= r->capacity)
-                        evict_one(r, (uint32_t)pi);
-                e = calloc(1, sizeof(*e) + ev->entity.len + 1);
-                if (!e)
-                        return KRIB_REORDER_APPLY;
+                while (r->stats.entities >= r->capacity) {
+                        entry_t *old = evict_one(r, (uint32_t)pi);
+                        if (!old)
+                                break;
+                        if (!e && old->entity_cap > ev->entity.len)
+                                e = old;
+                        else
+                                entry_free(old);
+                }
+                if (!e) {
+                        size_t cap = (ev->entity.len + 32) & ~(size_t)31;
+                        if (!(e = calloc(1, sizeof(*e) + cap)))
+                                return KRIB_REORDER_APPLY;
+                        e->entity_cap = cap;
+                }
                 memcpy(e->entity, ev->entity.s, ev->entity.len);
+                e->entity[ev->entity.len] = '\0';
                 e->entity_len = ev->entity.len;
                 e->hash = h;
                 e->part = (uint32_t)pi;
                 if (set_vv(e, ev->version, ev->version_count)) {
-                        free(e);
+                        entry_free(e);
                         return KRIB_REORDER_APPLY;
                 }
-                e->hnext = r->buckets[h & (r->nbuckets - 1)];
-                r->buckets[h & (r->nbuckets - 1)] = e;
+                if (2 * (r->stats.entities + 1) > r->nslots && grow(r)) {
+                        entry_free(e);
+                        return KRIB_REORDER_APPLY;
+                }
+                index_put(r->slots, r->nslots, h, e);
                 lru_push(p, e);
                 p->count++;
-                if (++r->stats.entities > r->nbuckets)
-                        grow(r);
+                r->stats.entities++;
                 return KRIB_REORDER_APPLY;
         }
         lru_unlink(p, e);

@@ -104,12 +104,60 @@ START_TEST(late_older_upsert_never_overwrites_newer) {
 }
 END_TEST
 
+/* Many batches in flight at once (one event each, a backlog read in one
+ * go): UPSERTs of one key in consecutive batches reach Redis in order. The
+ * fence would hide a reordering in the end value, so it is the fence's
+ * refusals that must stay at zero. */
+START_TEST(consecutive_batches_keep_per_key_order) {
+        itest_names(&nm, "kord");
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
+        itest_loadgen(create);
+        char key[160], ent[160], vv[32], val[32];
+        snprintf(ent, sizeof(ent), "acct:%s", nm.prefix);
+        snprintf(key, sizeof(key), "acct:{%s}:profile", nm.prefix);
+        const char *keys[] = {key, NULL};
+        const int n = 60;
+        for (int v = 1; v <= n; v++) {
+                snprintf(vv, sizeof(vv), "db=%d", v);
+                snprintf(val, sizeof(val), "v%d", v);
+                itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, vv, val);
+        }
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
+                             "KRIB_LOG_STATS_INTERVAL_MS=500",
+                             "KRIB_REDIS_FENCE=all",
+                             "KRIB_PIPELINE_BATCH_MAX_EVENTS=1",
+                             "KRIB_PIPELINE_LINGER_MS=0",
+                             NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        caught_up(1);
+        snprintf(val, sizeof(val), "v%d", n);
+        expect(key, val);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        /* Sixty batches of one event, none refused by the fence. */
+        char applied[64], batches[64];
+        snprintf(applied, sizeof(applied), "applied=%d ", n);
+        snprintf(batches, sizeof(batches), "batches=%d ", n);
+        const char *done[] = {"module=stats", applied, "fence_stale=0 ", batches, NULL};
+        ck_assert_msg(itest_log_count(nm.log, done) >= 1,
+                      "not sixty one-event batches, or an UPSERT reached Redis out of order "
+                      "(log %s)",
+                      nm.log);
+        unlink(nm.log);
+}
+END_TEST
+
 START_TEST(kill_9_mid_stream_loses_nothing) {
         const long n = 200000;
         const int parts = 12;
         itest_names(&nm, "kill9");
         itest_create_and_fill(&nm, itest_redis_seed(), parts, n, 1, 0);
-        pid_t pid = start_krib(nm.log, NULL, NULL);
+        /* Small batches, five in flight: the kill finds several batches on
+         * the wire, and the stream lasts long enough to be cut. */
+        pid_t pid = start_krib(nm.log, "KRIB_PIPELINE_BATCH_MAX_EVENTS=200",
+                               "KRIB_PIPELINE_MAX_IN_FLIGHT_EVENTS=1000");
         /* Kill once a real part of the stream is committed, not before. */
         int64_t sum = 0;
         for (int i = 0; i < 600 && sum < n / 5; i++) {
@@ -437,6 +485,7 @@ Suite *make_suite(void) {
         TCase *tc = tcase_create("order");
         tcase_set_timeout(tc, 300);
         tcase_add_test(tc, late_older_upsert_never_overwrites_newer);
+        tcase_add_test(tc, consecutive_batches_keep_per_key_order);
         suite_add_tcase(s, tc);
         tc = tcase_create("kill9");
         tcase_set_timeout(tc, 300);

@@ -150,6 +150,71 @@ START_TEST(eviction_costs_an_invalidation_never_a_drop) {
 }
 END_TEST
 
+/* At capacity a new entity takes over the evicted entry (name and vector
+ * block): whatever the evicted one held must not leak into it. */
+START_TEST(reused_entries_keep_their_own_state) {
+        krib_reorder_t *r = krib_reorder_new(3);
+        static const char long_name[] = "tenant-0042:order:0000000000000000000000000000017";
+        DECIDE(r, 0, "a", KRIB_ACTION_DELETE, "v=5");
+        DECIDE(r, 0, "b", KRIB_ACTION_DELETE, "x=1,y=2");
+        DECIDE(r, 0, "c", KRIB_ACTION_DELETE, "v=3");
+        /* Evicts a, whose entry is too small for this name. */
+        ck_assert_int_eq(DECIDE(r, 0, long_name, KRIB_ACTION_DELETE, "v=9"), KRIB_REORDER_APPLY);
+        /* Evicts b and takes its entry: other origins than b's. */
+        ck_assert_int_eq(DECIDE(r, 0, "d", KRIB_ACTION_DELETE, "z=4"), KRIB_REORDER_APPLY);
+        ck_assert_int_eq(DECIDE(r, 0, "d", KRIB_ACTION_DELETE, "z=3"), KRIB_REORDER_STALE);
+        ck_assert_int_eq(DECIDE(r, 0, "d", KRIB_ACTION_DELETE, "x=1,y=2"),
+                         KRIB_REORDER_APPLY); /* concurrent with z=4, not b's x=1,y=2 */
+        /* Evicts c and takes its entry: the same origin, counters only. */
+        ck_assert_int_eq(DECIDE(r, 0, "e", KRIB_ACTION_DELETE, "v=1"), KRIB_REORDER_APPLY);
+        ck_assert_int_eq(DECIDE(r, 0, "e", KRIB_ACTION_DELETE, "v=1"), KRIB_REORDER_STALE);
+        ck_assert_int_eq(DECIDE(r, 0, "e", KRIB_ACTION_DELETE, "v=2"), KRIB_REORDER_APPLY);
+        ck_assert_int_eq(DECIDE(r, 0, long_name, KRIB_ACTION_DELETE, "v=8"), KRIB_REORDER_STALE);
+        ck_assert_uint_eq(krib_reorder_stats(r)->evictions, 3);
+        ck_assert_uint_eq(krib_reorder_stats(r)->entities, 3);
+        /* c was forgotten: its stale event is applied. */
+        ck_assert_int_eq(DECIDE(r, 0, "c", KRIB_ACTION_DELETE, "v=1"), KRIB_REORDER_APPLY);
+        krib_reorder_destroy(r);
+}
+END_TEST
+
+/* The index against a plain model: no evictions, but partitions are
+ * forgotten now and then (which removes entries from the middle of probe
+ * runs); every verdict must match the model's. */
+START_TEST(index_matches_a_model_through_removals) {
+        enum { ENTITIES = 3000, PARTS = 4, STEPS = 200000 };
+        static int64_t last[PARTS][ENTITIES]; /* 0: unknown */
+        memset(last, 0, sizeof(last));
+        krib_reorder_t *r = krib_reorder_new(PARTS * ENTITIES);
+        unsigned seed = 11;
+        for (int i = 0; i < STEPS; i++) {
+                seed = seed * 1103515245u + 12345u;
+                int part = (int)((seed >> 4) % PARTS);
+                unsigned ent = (seed >> 8) % ENTITIES;
+                if ((seed >> 20) % 5000 == 0) {
+                        krib_reorder_forget(r, "t", part);
+                        memset(last[part], 0, sizeof(last[part]));
+                        continue;
+                }
+                seed = seed * 1103515245u + 12345u;
+                int64_t v = 1 + (int64_t)((seed >> 8) % 50);
+                char name[32], vv[32];
+                snprintf(name, sizeof(name), "entity:%u", ent);
+                snprintf(vv, sizeof(vv), "v=%lld", (long long)v);
+                krib_reorder_verdict_t got = DECIDE(r, part, name, KRIB_ACTION_DELETE, vv);
+                krib_reorder_verdict_t want = last[part][ent] && v <= last[part][ent]
+                                                      ? KRIB_REORDER_STALE
+                                                      : KRIB_REORDER_APPLY;
+                ck_assert_msg(got == want, "step %d: part %d %s %s: got %d want %d", i, part, name,
+                              vv, got, want);
+                if (want == KRIB_REORDER_APPLY)
+                        last[part][ent] = v;
+        }
+        ck_assert_uint_eq(krib_reorder_stats(r)->evictions, 0);
+        krib_reorder_destroy(r);
+}
+END_TEST
+
 START_TEST(bounded_state_never_drops_what_unbounded_applies) {
         /* Model: unlimited memory. The bounded stage may apply more, never
          * less: whenever the model applies, so must it. */
@@ -210,6 +275,8 @@ Suite *make_suite(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, eviction_costs_an_invalidation_never_a_drop);
+        tcase_add_test(tc, reused_entries_keep_their_own_state);
+        tcase_add_test(tc, index_matches_a_model_through_removals);
         tcase_add_test(tc, bounded_state_never_drops_what_unbounded_applies);
         tcase_add_test(tc, many_entities_grow_the_table);
         suite_add_tcase(s, tc);
