@@ -121,6 +121,7 @@ struct krib_pipeline {
          * in-flight bound), admit (the batch's decode/reorder/coalescing,
          * µs) and redis (keys submitted -> every reply in). */
         krib_hist_t lat_kafka, lat_queue, lat_admit_us, lat_redis;
+        int64_t late_logged_ms; /* debug: a message taken >250 ms after its timestamp */
         krib_metrics_t *metrics;
         int64_t published_at_ms;
         int assigned, joined;
@@ -143,6 +144,9 @@ struct krib_pipeline {
 /* How long a revoke lets the revoked partitions' work in flight finish
  * (the rest of the group waits meanwhile); what is left is given up. */
 #define REVOKE_GRACE_US 500000
+
+/* A loop turn busy this long is logged with its stages. */
+#define SLOW_TURN_US 200000
 
 /* Redis without a single acknowledgement this long, with work waiting,
  * counts as failing: consumption pauses. */
@@ -1031,8 +1035,15 @@ static int take(krib_pipeline_t *p, rd_kafka_message_t *m, int64_t now, int64_t 
         int64_t ts = rd_kafka_message_timestamp(m, NULL);
         if (!b->n)
                 b->opened_us = now;
-        if (ts > 0)
+        if (ts > 0) {
                 krib_hist_add_since(&p->lat_kafka, now_ms, ts);
+                if (now_ms - ts > 250 && now_ms - p->late_logged_ms >= 1000) {
+                        p->late_logged_ms = now_ms;
+                        krib_log_debug("pipeline",
+                                       "msg=\"message taken late\" late_ms=%" PRId64 " " MSG_FMT,
+                                       now_ms - ts, MSG_ARGS(m));
+                }
+        }
         b->taken_us[b->n] = now;
         b->ev_state[b->n] = EV_PENDING; /* not admitted yet */
         b->msgs[b->n++] = m;
@@ -1240,8 +1251,9 @@ static void wait_for_work(krib_pipeline_t *p, int64_t max_us) {
 /* One turn of the loop: every stage moves as far as it can without
  * waiting, then the loop waits for the next thing to do. */
 static void turn(krib_pipeline_t *p, int draining) {
+        int64_t begin = krib_clock_mono_us();
         act_on_revoke(p);
-        int64_t t0 = krib_clock_mono_us();
+        int64_t t0 = krib_clock_mono_us(), t_revoke = t0 - begin;
         if (krib_writer_step(p->writer))
                 krib_log_error("pipeline", "msg=\"writer out of memory\"");
         p->stats.write_us += (uint64_t)(krib_clock_mono_us() - t0);
@@ -1257,15 +1269,21 @@ static void turn(krib_pipeline_t *p, int draining) {
                 progress(p);
         }
         readmit(p);
+        int64_t t_intake = krib_clock_mono_us(), t_dispatch;
         if (!draining) {
                 if (p->kafka_more || !p->open || !p->open->n)
                         intake(p);
+                t_dispatch = krib_clock_mono_us();
                 dispatch(p, 0);
         } else {
+                t_dispatch = krib_clock_mono_us();
                 dispatch(p, 1);
         }
         /* Submitted work goes out now, not after the wait. */
         t0 = krib_clock_mono_us();
+        int64_t t_first = t_intake - begin - t_revoke;
+        t_dispatch = t0 - t_dispatch;
+        t_intake = t0 - t_intake - t_dispatch;
         krib_writer_step(p->writer);
         p->stats.write_us += (uint64_t)(krib_clock_mono_us() - t0);
         /* Partitions pause at the in-flight bound (in intake), while the
@@ -1294,6 +1312,17 @@ static void turn(krib_pipeline_t *p, int draining) {
         }
         log_stats(p, 0);
         publish(p, 0);
+        /* A turn that long held every event behind it: say where it went
+         * (the stages are meant to take microseconds to milliseconds). */
+        int64_t busy = krib_clock_mono_us() - begin;
+        if (busy >= SLOW_TURN_US)
+                krib_log_warn("pipeline",
+                              "msg=\"slow loop turn\" ms=%" PRId64 " revoke_ms=%" PRId64
+                              " writer_dlq_sweeps_ms=%" PRId64 " intake_ms=%" PRId64
+                              " dispatch_ms=%" PRId64 " rest_ms=%" PRId64,
+                              busy / 1000, t_revoke / 1000, t_first / 1000, t_intake / 1000,
+                              t_dispatch / 1000,
+                              (busy - t_revoke - t_first - t_intake - t_dispatch) / 1000);
         wait_for_work(p, draining ? 50000 : 100000);
 }
 
