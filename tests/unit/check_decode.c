@@ -285,7 +285,8 @@ END_TEST
  *
  * The reference is avro-c's generic decoder, as krib used it before the
  * plan: the same pre-walk, avro_value_read(), fields taken by name, the
- * same validation. Random datums are written for every writer schema below
+ * same validation. Random datums are written for every writer schema of
+ * writer_schemas[]
  * (krib's, older and newer ones, unknown fields of every Avro type, nullable
  * fields in either branch order, int where krib reads long, the action as a
  * string or as an enum with symbols krib does not know), some cut short,
@@ -345,16 +346,21 @@ static int o_long(avro_value_t *f, int64_t *out, int *present) {
         return avro_value_get_long(&v, out);
 }
 
+/* An array or map field: its value and item count (0 for null). */
+static int o_items(avro_value_t *f, avro_value_t *v, size_t *n) {
+        int present;
+        *n = 0;
+        if (o_branch(f, v, &present))
+                return -1;
+        return present && avro_value_get_size(v, n) ? -1 : 0;
+}
+
 static int o_strs(krib_event_t *ev, avro_value_t *f, krib_str_t **out, size_t *count) {
         avro_value_t v, e;
-        int present;
         size_t n;
-        if (o_branch(f, &v, &present) || !present)
-                return present ? -1 : 0;
-        if (avro_value_get_size(&v, &n))
-                return -1;
-        if (!n)
-                return 0;
+        int rc = o_items(f, &v, &n);
+        if (rc || !n)
+                return rc;
         krib_str_t *a = krib_event_alloc(ev, n * sizeof(*a));
         for (size_t i = 0; i < n; i++)
                 if (avro_value_get_by_index(&v, i, &e, NULL) || o_str(ev, &e, &a[i]))
@@ -366,14 +372,11 @@ static int o_strs(krib_event_t *ev, avro_value_t *f, krib_str_t **out, size_t *c
 
 static int o_version(krib_event_t *ev, avro_value_t *f) {
         avro_value_t v, e;
-        int present;
         size_t n;
-        if (o_branch(f, &v, &present) || !present)
-                return present ? -1 : 0;
-        if (avro_value_get_size(&v, &n))
-                return -1;
-        if (!n)
-                return 0;
+        int present;
+        int rc = o_items(f, &v, &n);
+        if (rc || !n)
+                return rc;
         krib_vv_entry_t *a = krib_event_alloc(ev, n * sizeof(*a));
         for (size_t i = 0; i < n; i++) {
                 const char *name;
@@ -659,250 +662,13 @@ static void same_event(const krib_event_t *a, const krib_event_t *b, const char 
         }
 }
 
-#define NULLABLE(t) "[\"null\"," t "]"
+/* Every writer schema of the test: krib's own and tests/unit/schemas/. */
 static const char *const writer_schemas[] = {
-        NULL, /* schemas/invalidation.avsc */
-        /* The oldest producers: entity, keys, ts_ms. */
-        "{\"type\":\"record\",\"name\":\"Invalidation\",\"fields\":["
-        "{\"name\":\"entity\",\"type\":\"string\"},"
-        "{\"name\":\"keys\",\"type\":{\"type\":\"array\",\"items\":"
-        "\"string\"}},"
-        "{\"name\":\"ts_ms\",\"type\":\"long\"}]}",
-        /* Before actions: a version, no action (DELETE). */
-        "{\"type\":\"record\",\"name\":\"Invalidation\",\"fields\":["
-        "{\"name\":\"ts_ms\",\"type\":\"long\"},"
-        "{\"name\":\"version\",\"type\":{\"type\":\"map\",\"values\":"
-        "\"long\"}},"
-        "{\"name\":\"keys\",\"type\":{\"type\":\"array\",\"items\":"
-        "\"string\"}},"
-        "{\"name\":\"entity\",\"type\":\"string\"}]}",
-        /* A newer producer: unknown fields of every kind between krib's,
-         * everything nullable (null first or last), int where krib reads
-         * long, the action as a string, the value as a string. */
-        "{\"type\":\"record\",\"name\":\"Invalidation\",\"fields\":["
-        "{\"name\":\"trace\",\"type\":{\"type\":\"record\",\"name\":"
-        "\"Trace\",\"fields\":["
-        "{\"name\":\"id\",\"type\":{\"type\":\"fixed\",\"name\":\"Id\","
-        "\"size\":16}},"
-        "{\"name\":\"hops\",\"type\":{\"type\":\"array\",\"items\":\"int\"}"
-        "},"
-        "{\"name\":\"sampled\",\"type\":\"boolean\"}]}},"
-        "{\"name\":\"entity\",\"type\":" NULLABLE(
-                "\"string\"") "},"
-                              "{\"name\":\"score\",\"type\":\"double\"},"
-                              "{\"name\":\"keys\",\"type\":" NULLABLE(
-                                      "{\"type\":\"array\",\"items\":"
-                                      "\"string\"}") "},"
-                                                     "{\"name\":"
-                                                     "\"version\",\"type\":"
-                                                     "{\"type\":\"map\","
-                                                     "\"values\":\"int\"}},"
-                                                     "{\"name\":\"flags\","
-                                                     "\"type\":{\"type\":"
-                                                     "\"map\",\"values\":{"
-                                                     "\"type\":\"array\","
-                                                     "\"items\":"
-                                                     "\"boolean\"}}},"
-                                                     "{\"name\":\"action\","
-                                                     "\"type\":\"string\"},"
-                                                     "{\"name\":\"ts_ms\","
-                                                     "\"type\":\"int\"},"
-                                                     "{\"name\":\"kind\","
-                                                     "\"type\":{\"type\":"
-                                                     "\"enum\",\"name\":"
-                                                     "\"Kind\",\"symbols\":"
-                                                     "[\"A\",\"B\",\"C\"]}}"
-                                                     ","
-                                                     "{\"name\":\"value\","
-                                                     "\"type\":[\"string\","
-                                                     "\"null\"]},"
-                                                     "{\"name\":\"ttl_ms\","
-                                                     "\"type\":" NULLABLE(
-                                                             "\"int\"") "},"
-                                                                        "{"
-                                                                        "\""
-                                                                        "na"
-                                                                        "me"
-                                                                        "\""
-                                                                        ":"
-                                                                        "\""
-                                                                        "ex"
-                                                                        "tr"
-                                                                        "a"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "ty"
-                                                                        "pe"
-                                                                        "\""
-                                                                        ":["
-                                                                        "\""
-                                                                        "nu"
-                                                                        "ll"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "lo"
-                                                                        "ng"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "st"
-                                                                        "ri"
-                                                                        "ng"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "fl"
-                                                                        "oa"
-                                                                        "t"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "by"
-                                                                        "te"
-                                                                        "s"
-                                                                        "\""
-                                                                        "]}"
-                                                                        ","
-                                                                        "{"
-                                                                        "\""
-                                                                        "na"
-                                                                        "me"
-                                                                        "\""
-                                                                        ":"
-                                                                        "\""
-                                                                        "or"
-                                                                        "ig"
-                                                                        "in"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "ty"
-                                                                        "pe"
-                                                                        "\""
-                                                                        ":["
-                                                                        "\""
-                                                                        "st"
-                                                                        "ri"
-                                                                        "ng"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "nu"
-                                                                        "ll"
-                                                                        "\""
-                                                                        "]}"
-                                                                        ","
-                                                                        "{"
-                                                                        "\""
-                                                                        "na"
-                                                                        "me"
-                                                                        "\""
-                                                                        ":"
-                                                                        "\""
-                                                                        "ta"
-                                                                        "gs"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "ty"
-                                                                        "pe"
-                                                                        "\""
-                                                                        ":{"
-                                                                        "\""
-                                                                        "ty"
-                                                                        "pe"
-                                                                        "\""
-                                                                        ":"
-                                                                        "\""
-                                                                        "ar"
-                                                                        "ra"
-                                                                        "y"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "it"
-                                                                        "em"
-                                                                        "s"
-                                                                        "\""
-                                                                        ":"
-                                                                        "\""
-                                                                        "st"
-                                                                        "ri"
-                                                                        "ng"
-                                                                        "\""
-                                                                        "}}"
-                                                                        ","
-                                                                        "{"
-                                                                        "\""
-                                                                        "na"
-                                                                        "me"
-                                                                        "\""
-                                                                        ":"
-                                                                        "\""
-                                                                        "ne"
-                                                                        "xt"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "ty"
-                                                                        "pe"
-                                                                        "\""
-                                                                        ":" NULLABLE(
-                                                                                "\"Trace\"") "}]}",
-        /* The action enum in another order, with a symbol krib does not
-         * know; version and ttl nullable. */
-        "{\"type\":\"record\",\"name\":\"Invalidation\",\"fields\":["
-        "{\"name\":\"entity\",\"type\":\"string\"},"
-        "{\"name\":\"action\",\"type\":{\"type\":\"enum\",\"name\":"
-        "\"Action\",\"symbols\":"
-        "[\"DELETE\",\"TRUNCATE\",\"UPSERT\",\"TAG\"]}},"
-        "{\"name\":\"keys\",\"type\":{\"type\":\"array\",\"items\":"
-        "\"string\"}},"
-        "{\"name\":\"version\",\"type\":" NULLABLE(
-                "{\"type\":\"map\",\"values\":\"long\"}") "},"
-                                                          "{\"name\":"
-                                                          "\"value\","
-                                                          "\"type\""
-                                                          ":" NULLABLE(
-                                                                  "\"bytes"
-                                                                  "\"") "},"
-                                                                        "{"
-                                                                        "\""
-                                                                        "na"
-                                                                        "me"
-                                                                        "\""
-                                                                        ":"
-                                                                        "\""
-                                                                        "tt"
-                                                                        "l_"
-                                                                        "ms"
-                                                                        "\""
-                                                                        ","
-                                                                        "\""
-                                                                        "ty"
-                                                                        "pe"
-                                                                        "\""
-                                                                        ":" NULLABLE(
-                                                                                "\"long\"") "},"
-                                                                                            "{\"nam"
-                                                                                            "e\":"
-                                                                                            "\"ts_"
-                                                                                            "ms\","
-                                                                                            "\"type"
-                                                                                            "\":"
-                                                                                            "\"long"
-                                                                                            "\"},"
-                                                                                            "{\"nam"
-                                                                                            "e\":"
-                                                                                            "\"tags"
-                                                                                            "\","
-                                                                                            "\"type"
-                                                                                            "\""
-                                                                                            ":" NULLABLE(
-                                                                                                    "{\"type\":\"array\",\"items\":\"string\"}") "}"
-                                                                                                                                                 "]}",
+        SCHEMA,
+        KRIB_SOURCE_DIR "/tests/unit/schemas/writer-oldest.avsc",
+        KRIB_SOURCE_DIR "/tests/unit/schemas/writer-before-actions.avsc",
+        KRIB_SOURCE_DIR "/tests/unit/schemas/writer-newer.avsc",
+        KRIB_SOURCE_DIR "/tests/unit/schemas/writer-enum-reordered.avsc",
 };
 
 START_TEST(plan_agrees_with_avro_c) {
@@ -916,9 +682,8 @@ START_TEST(plan_agrees_with_avro_c) {
         krib_event_reset(&b);
         for (size_t si = 0; si < nschemas; si++) {
                 size_t jlen;
-                char *json = writer_schemas[si] ? strdup(writer_schemas[si])
-                                                : krib_util_slurp(SCHEMA, &jlen, err, sizeof(err));
-                ck_assert_ptr_nonnull(json);
+                char *json = krib_util_slurp(writer_schemas[si], &jlen, err, sizeof(err));
+                ck_assert_msg(json != NULL, "%s", err);
                 krib_decode_t *plan = krib_decode_new_json(json, strlen(json), err, sizeof(err));
                 ck_assert_msg(plan != NULL, "schema %zu: %s", si, err);
                 oracle_t o;
