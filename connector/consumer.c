@@ -8,14 +8,14 @@
 
 #include "log.h"
 #include "route.h"
+#include "util.h"
 
 #include <jansson.h>
 
-#define LAG_MAX 256
-
 struct krib_consumer {
         rd_kafka_t *rk;
-        krib_partition_lag_t lag[LAG_MAX];
+        krib_partition_lag_t *lag, *lag_next; /* the last statistics; the next being parsed */
+        size_t lag_cap, lag_next_cap;
         int nlag;
         const krib_conf_t *conf;
         krib_consumer_hooks_t hooks;
@@ -28,7 +28,8 @@ struct krib_consumer {
         int wake[2];
 };
 
-int krib_consumer_parse_stats(const char *json, size_t len, krib_partition_lag_t *out, int max) {
+int krib_consumer_parse_stats(const char *json, size_t len, krib_partition_lag_t **out,
+                              size_t *cap) {
         json_error_t err;
         json_t *root = json_loadb(json, len, 0, &err);
         if (!root)
@@ -44,9 +45,13 @@ int krib_consumer_parse_stats(const char *json, size_t len, krib_partition_lag_t
                         json_int_t id = json_integer_value(json_object_get(p, "partition"));
                         const char *state = json_string_value(json_object_get(p, "fetch_state"));
                         /* -1 is librdkafka's internal UA partition. */
-                        if (id < 0 || !state || !strcmp(state, "none") || n >= max)
+                        if (id < 0 || !state || !strcmp(state, "none"))
                                 continue;
-                        krib_partition_lag_t *l = &out[n++];
+                        if (krib_util_grow(out, cap, (size_t)n + 1, sizeof(**out))) {
+                                json_decref(root);
+                                return -1;
+                        }
+                        krib_partition_lag_t *l = &(*out)[n++];
                         snprintf(l->topic, sizeof(l->topic), "%s", tname);
                         l->partition = (int32_t)id;
                         l->lag = json_integer_value(json_object_get(p, "consumer_lag"));
@@ -63,16 +68,22 @@ int krib_consumer_parse_stats(const char *json, size_t len, krib_partition_lag_t
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
         (void)rk;
         krib_consumer_t *c = opaque;
-        int n = krib_consumer_parse_stats(json, len, c->lag, LAG_MAX);
-        if (n >= 0)
+        int n = krib_consumer_parse_stats(json, len, &c->lag_next, &c->lag_next_cap);
+        if (n >= 0) { /* a document that cannot be read keeps the last one */
+                krib_partition_lag_t *t = c->lag;
+                size_t tc = c->lag_cap;
+                c->lag = c->lag_next;
+                c->lag_cap = c->lag_next_cap;
+                c->lag_next = t;
+                c->lag_next_cap = tc;
                 c->nlag = n;
+        }
         return 0; /* librdkafka frees json */
 }
 
-int krib_consumer_lag(const krib_consumer_t *c, krib_partition_lag_t *out, int max) {
-        int n = c->nlag < max ? c->nlag : max;
-        memcpy(out, c->lag, (size_t)n * sizeof(*out));
-        return n;
+int krib_consumer_lag(const krib_consumer_t *c, const krib_partition_lag_t **out) {
+        *out = c->lag;
+        return c->nlag;
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
@@ -358,6 +369,8 @@ void krib_consumer_close(krib_consumer_t *c) {
         rd_kafka_destroy(c->rk);
         close(c->wake[0]);
         close(c->wake[1]);
+        free(c->lag);
+        free(c->lag_next);
         free(c);
 }
 

@@ -69,21 +69,24 @@ void krib_consumer_close(krib_consumer_t *c);
 rd_kafka_t *krib_consumer_handle(krib_consumer_t *c);
 
 typedef struct {
-        char topic[96];
+        char topic[256]; /* Kafka allows 249 */
         int32_t partition;
         int64_t lag;       /* consumer_lag from librdkafka statistics; -1 unknown */
         int64_t committed; /* committed_offset; -1 none */
         int64_t log_end;   /* hi_offset */
 } krib_partition_lag_t;
 
-/* Parses a librdkafka statistics JSON document into out[0..max) (assigned
- * partitions only, i.e. those with a fetch state other than "none").
- * Returns the number of entries, or -1 for a document it cannot read. Pure. */
-int krib_consumer_parse_stats(const char *json, size_t len, krib_partition_lag_t *out, int max);
+/* Parses a librdkafka statistics JSON document into *out (assigned
+ * partitions only, i.e. those with a fetch state other than "none"),
+ * growing it (*cap entries) as needed: no partition is left out. Returns
+ * the number of entries, or -1 for a document it cannot read (or out of
+ * memory). Pure. */
+int krib_consumer_parse_stats(const char *json, size_t len, krib_partition_lag_t **out,
+                              size_t *cap);
 
 /* The last statistics seen (statistics.interval.ms, default 5 s here):
- * copies up to max entries and returns how many. */
-int krib_consumer_lag(const krib_consumer_t *c, krib_partition_lag_t *out, int max);
+ * *out points at them until the next consumer poll; returns how many. */
+int krib_consumer_lag(const krib_consumer_t *c, const krib_partition_lag_t **out);
 
 /* Count of rebalance callbacks served (assign + revoke). */
 unsigned long krib_consumer_rebalances(const krib_consumer_t *c);

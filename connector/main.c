@@ -12,8 +12,7 @@
 #include "conf.h"
 #include "log.h"
 #include "pipeline.h"
-
-#define KRIB_VERSION "0.1.0"
+#include "version.h"
 
 extern char **environ;
 

@@ -10,7 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dirent.h>
+#include <hiredis.h>
+#include <librdkafka/rdkafka.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include "clock.h"
+#include "util.h"
+#include "version.h"
 
 const double krib_metrics_latency_bounds_s[KRIB_METRICS_LATENCY_BUCKETS] = {
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
@@ -32,30 +40,42 @@ void krib_metrics_latency(krib_metrics_snapshot_t *s, const krib_hist_t *h) {
                 s->latency_le[b] = below;
 }
 
+/* The exposition grows as it is written: no node or partition is ever
+ * left out for want of room. */
 typedef struct {
         char *buf;
         size_t size, len;
-        int overflow;
+        int failed; /* out of memory */
 } out_t;
 
 static void emit(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void emit(out_t *o, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->buf + o->len, o->len < o->size ? o->size - o->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0 || o->len + (size_t)n >= o->size)
-                o->overflow = 1;
-        else
-                o->len += (size_t)n;
+        for (int attempt = 0; attempt < 2 && !o->failed; attempt++) {
+                va_list ap;
+                va_start(ap, fmt);
+                int n = vsnprintf(o->buf + o->len, o->size - o->len, fmt, ap);
+                va_end(ap);
+                if (n < 0) {
+                        o->failed = 1;
+                        return;
+                }
+                if (o->len + (size_t)n < o->size) {
+                        o->len += (size_t)n;
+                        return;
+                }
+                if (krib_util_grow(&o->buf, &o->size, o->len + (size_t)n + 1, 1))
+                        o->failed = 1;
+        }
 }
 
 static void family(out_t *o, const char *name, const char *type, const char *help) {
         emit(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size) {
-        out_t o = {buf, size, 0, 0};
+char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len) {
+        out_t o = {malloc(16384), 16384, 0, 0};
+        if (!o.buf)
+                return NULL;
         const krib_pipeline_stats_t *p = &s->pipeline;
         const krib_writer_stats_t *w = &s->writer;
 
@@ -265,7 +285,71 @@ int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size
                              s->lag[i].topic, (int)s->lag[i].partition, s->lag[i].committed);
         family(&o, "krib_start_time_seconds", "gauge", "Start of this process (Unix time).");
         emit(&o, "krib_start_time_seconds %.3f\n", (double)s->started_ms / 1000.0);
-        return o.overflow ? -1 : (int)o.len;
+        family(&o, "krib_build_info", "gauge", "krib's version and the libraries it runs on.");
+        emit(&o, "krib_build_info{version=\"%s\",librdkafka=\"%s\",hiredis=\"%d.%d.%d\"} 1\n",
+             KRIB_VERSION, rd_kafka_version_str(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+        /* The standard process_* names, so stock dashboards find them. */
+        const krib_metrics_process_t *pr = &s->process;
+        family(&o, "process_cpu_seconds_total", "counter", "User and system CPU time.");
+        emit(&o, "process_cpu_seconds_total %.2f\n", pr->cpu_s);
+        family(&o, "process_resident_memory_bytes", "gauge", "Resident memory.");
+        emit(&o, "process_resident_memory_bytes %" PRIu64 "\n", pr->rss_bytes);
+        family(&o, "process_virtual_memory_bytes", "gauge", "Virtual memory.");
+        emit(&o, "process_virtual_memory_bytes %" PRIu64 "\n", pr->virtual_bytes);
+        if (pr->open_fds >= 0) {
+                family(&o, "process_open_fds", "gauge", "Open file descriptors.");
+                emit(&o, "process_open_fds %ld\n", pr->open_fds);
+        }
+        if (pr->max_fds >= 0) {
+                family(&o, "process_max_fds", "gauge", "Limit on open file descriptors.");
+                emit(&o, "process_max_fds %ld\n", pr->max_fds);
+        }
+        family(&o, "process_start_time_seconds", "gauge", "Start of this process (Unix time).");
+        emit(&o, "process_start_time_seconds %.3f\n", (double)s->started_ms / 1000.0);
+        if (o.failed) {
+                free(o.buf);
+                return NULL;
+        }
+        *len = o.len;
+        return o.buf;
+}
+
+void krib_metrics_process(krib_metrics_process_t *out) {
+        memset(out, 0, sizeof(*out));
+        out->open_fds = out->max_fds = -1;
+        FILE *f = fopen("/proc/self/stat", "r");
+        if (f) {
+                /* Fields 14-15 (utime, stime, ticks), 23 (vsize, bytes), 24
+                 * (rss, pages); the command name (2) may hold spaces, so
+                 * parsing starts after its closing parenthesis. */
+                char line[1024];
+                if (fgets(line, sizeof(line), f)) {
+                        char *p = strrchr(line, ')');
+                        unsigned long ut = 0, st = 0, vsize = 0;
+                        long rss = 0;
+                        if (p && sscanf(p + 2,
+                                        "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d "
+                                        "%*d %*d %*d %*d %*d %*u %lu %ld",
+                                        &ut, &st, &vsize, &rss) == 4) {
+                                long hz = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+                                out->cpu_s = (double)(ut + st) / (double)(hz > 0 ? hz : 100);
+                                out->virtual_bytes = vsize;
+                                out->rss_bytes = (uint64_t)rss * (uint64_t)(page > 0 ? page : 4096);
+                        }
+                }
+                fclose(f);
+        }
+        DIR *d = opendir("/proc/self/fd");
+        if (d) {
+                long n = 0;
+                for (struct dirent *e; (e = readdir(d));)
+                        n += e->d_name[0] != '.';
+                closedir(d);
+                out->open_fds = n - 1; /* the directory's own descriptor */
+        }
+        struct rlimit rl;
+        if (!getrlimit(RLIMIT_NOFILE, &rl))
+                out->max_fds = rl.rlim_cur == RLIM_INFINITY ? -1 : (long)rl.rlim_cur;
 }
 
 int krib_metrics_live(const krib_metrics_snapshot_t *s, int64_t now_ms, int64_t stall_ms) {
@@ -279,7 +363,11 @@ int krib_metrics_ready(const krib_metrics_snapshot_t *s, int64_t now_ms, int64_t
 struct krib_metrics {
         struct MHD_Daemon *daemon;
         pthread_mutex_t lock;
-        krib_metrics_snapshot_t snap;
+        krib_metrics_snapshot_t snap; /* its arrays point at the two below */
+        krib_writer_node_t *nodes;
+        size_t nodes_cap;
+        krib_partition_lag_t *lag;
+        size_t lag_cap;
 };
 
 #define STALL_MS 30000
@@ -306,18 +394,35 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         krib_metrics_t *m = cls;
         if (strcmp(method, "GET") && strcmp(method, "HEAD"))
                 return reply(c, 405, "text/plain", "method not allowed\n", 19);
-        krib_metrics_snapshot_t s;
-        pthread_mutex_lock(&m->lock);
-        s = m->snap;
-        pthread_mutex_unlock(&m->lock);
         int64_t now = krib_clock_wall_ms();
         if (!strcmp(url, "/metrics")) {
-                static __thread char buf[65536];
-                int n = krib_metrics_render(&s, buf, sizeof(buf));
-                if (n < 0)
-                        return reply(c, 500, "text/plain", "metrics too large\n", 18);
-                return reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", buf, (size_t)n);
+                krib_metrics_process_t proc;
+                krib_metrics_process(&proc);
+                size_t len = 0;
+                /* Rendered under the lock: the arrays belong to the snapshot
+                 * the next publish overwrites. */
+                pthread_mutex_lock(&m->lock);
+                m->snap.process = proc;
+                char *text = krib_metrics_render(&m->snap, &len);
+                pthread_mutex_unlock(&m->lock);
+                if (!text)
+                        return reply(c, 500, "text/plain", "out of memory\n", 14);
+                struct MHD_Response *r =
+                        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+                if (!r) {
+                        free(text);
+                        return MHD_NO;
+                }
+                MHD_add_response_header(r, "Content-Type",
+                                        "text/plain; version=0.0.4; charset=utf-8");
+                enum MHD_Result ret = MHD_queue_response(c, 200, r);
+                MHD_destroy_response(r);
+                return ret;
         }
+        krib_metrics_snapshot_t s;
+        pthread_mutex_lock(&m->lock);
+        s = m->snap; /* only its scalars are read below */
+        pthread_mutex_unlock(&m->lock);
         if (!strcmp(url, "/healthz")) {
                 int ok = krib_metrics_live(&s, now, STALL_MS);
                 return ok ? reply(c, 200, "text/plain", "ok\n", 3)
@@ -382,6 +487,21 @@ void krib_metrics_publish(krib_metrics_t *m, const krib_metrics_snapshot_t *s) {
         int64_t started = m->snap.started_ms;
         m->snap = *s;
         m->snap.started_ms = started;
+        /* Deep copies, grown as the cluster or the assignment grows; out of
+         * memory keeps what fits rather than nothing. */
+        size_t nn = s->nnodes > 0 ? (size_t)s->nnodes : 0, nl = s->nlag > 0 ? (size_t)s->nlag : 0;
+        if (krib_util_grow(&m->nodes, &m->nodes_cap, nn, sizeof(*m->nodes)))
+                nn = m->nodes_cap;
+        if (krib_util_grow(&m->lag, &m->lag_cap, nl, sizeof(*m->lag)))
+                nl = m->lag_cap;
+        if (nn)
+                memcpy(m->nodes, s->nodes, nn * sizeof(*m->nodes));
+        if (nl)
+                memcpy(m->lag, s->lag, nl * sizeof(*m->lag));
+        m->snap.nodes = m->nodes;
+        m->snap.nnodes = (int)nn;
+        m->snap.lag = m->lag;
+        m->snap.nlag = (int)nl;
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -391,5 +511,7 @@ void krib_metrics_destroy(krib_metrics_t *m) {
         if (m->daemon)
                 MHD_stop_daemon(m->daemon);
         pthread_mutex_destroy(&m->lock);
+        free(m->nodes);
+        free(m->lag);
         free(m);
 }

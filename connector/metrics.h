@@ -22,6 +22,13 @@
 
 #define KRIB_METRICS_LATENCY_BUCKETS 15
 
+/* The process as the kernel sees it (read by the HTTP thread per scrape). */
+typedef struct {
+        double cpu_s;
+        uint64_t rss_bytes, virtual_bytes;
+        long open_fds, max_fds; /* -1: unknown */
+} krib_metrics_process_t;
+
 typedef struct {
         krib_pipeline_stats_t pipeline;
         krib_writer_stats_t writer;
@@ -36,10 +43,13 @@ typedef struct {
         uint64_t latency_le[KRIB_METRICS_LATENCY_BUCKETS];
         uint64_t latency_count;
         double latency_sum_s;
-        krib_writer_node_t nodes[16];
+        /* Every Redis node and every assigned partition: arrays owned by
+         * whoever filled the snapshot (the server keeps its own copies). */
+        const krib_writer_node_t *nodes;
         int nnodes;
-        krib_partition_lag_t lag[64]; /* per assigned partition, from librdkafka stats */
+        const krib_partition_lag_t *lag; /* from librdkafka stats */
         int nlag;
+        krib_metrics_process_t process;
         int64_t loop_at_ms; /* wall clock of the last publish */
         int64_t started_ms;
 } krib_metrics_snapshot_t;
@@ -49,9 +59,12 @@ extern const double krib_metrics_latency_bounds_s[KRIB_METRICS_LATENCY_BUCKETS];
 /* Fills the latency fields of s from h. */
 void krib_metrics_latency(krib_metrics_snapshot_t *s, const krib_hist_t *h);
 
-/* Prometheus text exposition of s into buf. Returns the length, or -1 when
- * buf is too small. */
-int krib_metrics_render(const krib_metrics_snapshot_t *s, char *buf, size_t size);
+/* Prometheus text exposition of s, however many nodes and partitions: a
+ * malloc'd string (caller frees) of *len bytes, or NULL out of memory. */
+char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len);
+
+/* Reads this process's CPU time, memory and descriptors from /proc. */
+void krib_metrics_process(krib_metrics_process_t *out);
 
 /* Liveness: the loop published within stall_ms. Readiness: live, joined the
  * group, and Redis answering. */

@@ -123,6 +123,8 @@ struct krib_pipeline {
         krib_hist_t lat_kafka, lat_queue, lat_admit_us, lat_redis;
         int64_t late_logged_ms; /* debug: a message taken >250 ms after its timestamp */
         krib_metrics_t *metrics;
+        krib_writer_node_t *nodes; /* scratch for the snapshot */
+        size_t nodes_cap;
         int64_t published_at_ms;
         int assigned, joined;
 
@@ -201,8 +203,10 @@ static void publish(krib_pipeline_t *p, int force) {
         s.rebalances = p->consumer ? krib_consumer_rebalances(p->consumer) : 0;
         krib_metrics_latency(&s, &p->latency);
         if (p->consumer)
-                s.nlag = krib_consumer_lag(p->consumer, s.lag, 64);
-        s.nnodes = krib_writer_nodes(p->writer, s.nodes, 16);
+                s.nlag = krib_consumer_lag(p->consumer, &s.lag);
+        int nn = krib_writer_nodes(p->writer, &p->nodes, &p->nodes_cap);
+        s.nodes = p->nodes;
+        s.nnodes = nn > 0 ? nn : 0;
         s.loop_at_ms = now;
         krib_metrics_publish(p->metrics, &s);
 }
@@ -1379,5 +1383,6 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         for (size_t k = 0; k < p->nbatches; k++)
                 batch_free(&p->batches[k]);
         free(p->stash);
+        free(p->nodes);
         free(p);
 }

@@ -10,8 +10,8 @@
 
 typedef struct {
         char **patterns;
-        size_t npatterns, pattern; /* current pattern */
-        char (*nodes)[80];         /* masters of the current pattern; NULL: resolve */
+        size_t npatterns, pattern;    /* current pattern */
+        char (*nodes)[KRIB_ADDR_MAX]; /* masters of the current pattern; NULL: resolve */
         int nnodes, node;
         char cursor[32];
         char *topic;
@@ -197,9 +197,11 @@ static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
         const char *pat = w->patterns[w->pattern];
         if (!w->nodes) {
                 int slot = krib_sweep_pattern_slot(pat, strlen(pat));
-                if (!(w->nodes = calloc(64, sizeof(*w->nodes))))
+                /* Every master, however many: none may be left unswept. */
+                int all = krib_writer_masters(s->w, -1, NULL, 0);
+                if (all > 0 && !(w->nodes = calloc((size_t)all, sizeof(*w->nodes))))
                         return 0;
-                w->nnodes = krib_writer_masters(s->w, slot, w->nodes, 64);
+                w->nnodes = all > 0 ? krib_writer_masters(s->w, slot, w->nodes, all) : all;
                 if (w->nnodes <= 0) {
                         sweep_failed(w, "no slot map");
                         return 0;

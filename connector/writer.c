@@ -168,7 +168,7 @@ static int conn_get(krib_writer_t *w, const char *announced, int announced_port)
         memset(c, 0, sizeof(*c));
         snprintf(c->addr.host, sizeof(c->addr.host), "%s", host);
         c->addr.port = port;
-        snprintf(c->m.addr, sizeof(c->m.addr), "%.64s:%d", host, port);
+        snprintf(c->m.addr, sizeof(c->m.addr), "%.260s:%d", host, port);
         krib_breaker_init(&c->br);
         return (int)w->conn_count++;
 }
@@ -552,7 +552,7 @@ void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t
         w->drain_us = drain_ms * 1000;
 }
 
-int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[80], int max) {
+int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[KRIB_ADDR_MAX], int max) {
         if (w->conf->redis_mode == KRIB_REDIS_CLUSTER &&
             (w->need_refresh || !w->topo.master_count)) {
                 char err[256];
@@ -561,11 +561,12 @@ int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[80], int max) 
         if (!w->topo.master_count)
                 return -1;
         int n = 0;
-        for (size_t m = 0; m < w->topo.master_count && n < max; m++) {
+        for (size_t m = 0; m < w->topo.master_count && (!addrs || n < max); m++) {
                 if (slot >= 0 && w->topo.slot_owner[slot] != (int32_t)m)
                         continue;
-                const conn_t *c = &w->conns[w->master_conn[m]];
-                snprintf(addrs[n++], 80, "%s", c->m.addr);
+                if (addrs)
+                        snprintf(addrs[n], KRIB_ADDR_MAX, "%s", w->conns[w->master_conn[m]].m.addr);
+                n++;
         }
         return n;
 }
@@ -611,16 +612,16 @@ int krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor, con
         return 0;
 }
 
-int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t *out, int max) {
-        int n = 0;
-        for (size_t i = 0; i < w->conn_count && n < max; i++) {
-                out[n] = w->conns[i].m;
-                out[n].breaker = w->conns[i].br.state;
-                memcpy(out[n].breaker_entered, w->conns[i].br.entered,
-                       sizeof(out[n].breaker_entered));
-                n++;
+int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t **out, size_t *cap) {
+        if (krib_util_grow(out, cap, w->conn_count ? w->conn_count : 1, sizeof(**out)))
+                return -1;
+        for (size_t i = 0; i < w->conn_count; i++) {
+                krib_writer_node_t *o = &(*out)[i];
+                *o = w->conns[i].m;
+                o->breaker = w->conns[i].br.state;
+                memcpy(o->breaker_entered, w->conns[i].br.entered, sizeof(o->breaker_entered));
         }
-        return n;
+        return (int)w->conn_count;
 }
 
 void krib_writer_set_tick(krib_writer_t *w, krib_writer_tick_cb *cb, void *opaque) {

@@ -88,10 +88,13 @@ typedef struct {
 #define KRIB_WRITER_RT_BUCKETS 10
 extern const double krib_writer_rt_bounds_s[KRIB_WRITER_RT_BUCKETS];
 
+/* A node's "host:port": a DNS name (up to 253) and a port, with room. */
+#define KRIB_ADDR_MAX 272
+
 /* Per Redis node: round trips, error replies and connection failures, and
  * round-trip time (flush start to last reply) as cumulative buckets. */
 typedef struct {
-        char addr[80];
+        char addr[KRIB_ADDR_MAX];
         uint64_t round_trips, errors, conn_failures;
         uint64_t rt_le[KRIB_WRITER_RT_BUCKETS];
         double rt_sum_s;
@@ -99,8 +102,9 @@ typedef struct {
         uint64_t breaker_entered[3];
 } krib_writer_node_t;
 
-/* Copies up to max nodes' counters; returns how many. */
-int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t *out, int max);
+/* Copies every node's counters into *out (grown as needed, *cap entries);
+ * returns how many, or -1 out of memory. */
+int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t **out, size_t *cap);
 
 /* Connects lazily; conf is borrowed for the writer's lifetime. Returns NULL
  * with errstr only for invalid settings: an unreachable Redis is retried. */
@@ -164,8 +168,8 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
 /* Masters a key pattern can live on: the owner of its slot when slot >= 0,
  * else every master (standalone: the one node). Copies up to max
  * "host:port" names (as krib connects to them) into addrs; returns how many,
- * or -1 when no slot map is known yet. */
-int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[80], int max);
+ * or -1 when no slot map is known yet. addrs NULL: only counts them. */
+int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[KRIB_ADDR_MAX], int max);
 
 /* One SCAN step on node addr ("host:port" from krib_writer_masters()):
  * SCAN cursor MATCH pattern COUNT count. On success returns 0, writes the
