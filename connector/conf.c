@@ -1,5 +1,7 @@
 #include "conf.h"
 
+#include <librdkafka/rdkafka.h>
+
 #include "route.h"
 #include "topo.h"
 
@@ -628,6 +630,9 @@ static int secret_property(const char *entry) {
         return 0;
 }
 
+const char *const krib_conf_kafka_owned[] = {"enable.auto.offset.store", "group.id",
+                                             "bootstrap.servers", NULL};
+
 int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
         if (!conf->kafka_topics.n && !krib_routes_count(conf->routes)) {
                 errf(errstr, errstr_size, "kafka.topics: at least one topic is required");
@@ -696,13 +701,36 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                 errf(errstr, errstr_size, "redis.nodes: standalone mode takes exactly one node");
                 return -1;
         }
+        /* librdkafka judges the properties on a scratch configuration, as
+         * start-up would: an unknown name or a bad value fails the check,
+         * not the first connection. */
+        rd_kafka_conf_t *scratch = rd_kafka_conf_new();
         for (size_t i = 0; i < conf->kafka_properties.n; i++) {
-                const char *p = conf->kafka_properties.v[i];
-                if (!strchr(p, '=') || *p == '=') {
+                const char *p = conf->kafka_properties.v[i], *eq = strchr(p, '=');
+                if (!eq || *p == '=') {
                         errf(errstr, errstr_size, "kafka.properties: '%s' is not name=value", p);
+                        rd_kafka_conf_destroy(scratch);
+                        return -1;
+                }
+                char name[256], why[512];
+                snprintf(name, sizeof(name), "%.*s", (int)(eq - p), p);
+                for (int j = 0; krib_conf_kafka_owned[j]; j++)
+                        if (!strcmp(name, krib_conf_kafka_owned[j])) {
+                                errf(errstr, errstr_size,
+                                     "kafka.properties: %s is set by krib and cannot be "
+                                     "overridden",
+                                     name);
+                                rd_kafka_conf_destroy(scratch);
+                                return -1;
+                        }
+                if (rd_kafka_conf_set(scratch, name, eq + 1, why, sizeof(why)) !=
+                    RD_KAFKA_CONF_OK) {
+                        errf(errstr, errstr_size, "kafka.properties: %s: %s", name, why);
+                        rd_kafka_conf_destroy(scratch);
                         return -1;
                 }
         }
+        rd_kafka_conf_destroy(scratch);
         char **paths[] = {&conf->decode_schema_file, &conf->decode_schema_dir,
                           &conf->redis_tls_ca_file, &conf->redis_tls_cert_file,
                           &conf->redis_tls_key_file};

@@ -103,6 +103,10 @@ int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t 
 /* Cross-key checks; run once after all sources. */
 int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size);
 
+/* librdkafka properties krib's correctness rests on: kafka.properties may
+ * not set them (NULL-terminated). */
+extern const char *const krib_conf_kafka_owned[];
+
 /* Frees what conf owns; conf itself is the caller's. Safe on a zeroed or
  * half-initialised conf. */
 void krib_conf_destroy(krib_conf_t *conf);

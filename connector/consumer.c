@@ -176,10 +176,6 @@ static int set(rd_kafka_conf_t *kc, const char *name, const char *value, char *e
         return 0;
 }
 
-/* Properties krib's correctness rests on: a user value is refused. */
-static const char *const owned[] = {"enable.auto.offset.store", "group.id", "bootstrap.servers",
-                                    NULL};
-
 krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_hooks_t *hooks,
                                    char *errstr, size_t errstr_size) {
         krib_consumer_t *c = calloc(1, sizeof(*c));
@@ -211,8 +207,8 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
                 char name[256];
                 const char *p = conf->kafka_properties.v[i], *eq = strchr(p, '=');
                 snprintf(name, sizeof(name), "%.*s", (int)(eq - p), p);
-                for (int j = 0; owned[j]; j++)
-                        if (!strcmp(name, owned[j])) {
+                for (int j = 0; krib_conf_kafka_owned[j]; j++)
+                        if (!strcmp(name, krib_conf_kafka_owned[j])) {
                                 snprintf(errstr, errstr_size,
                                          "kafka.properties: %s is set by krib and cannot be "
                                          "overridden",
