@@ -155,9 +155,19 @@ START_TEST(kill_9_mid_stream_loses_nothing) {
         itest_names(&nm, "kill9");
         itest_create_and_fill(&nm, itest_redis_seed(), parts, n, 1, 0);
         /* Small batches, five in flight: the kill finds several batches on
-         * the wire, and the stream lasts long enough to be cut. */
-        pid_t pid = start_krib(nm.log, "KRIB_PIPELINE_BATCH_MAX_EVENTS=200",
-                               "KRIB_PIPELINE_MAX_IN_FLIGHT_EVENTS=1000");
+         * the wire. Commits every 200 ms: krib drains 200k events in about
+         * two seconds, so a 1 s commit cadence could leave nothing between
+         * "a fifth committed" and "all committed" for the test to see. */
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
+                             "KRIB_LOG_STATS_INTERVAL_MS=500",
+                             "KRIB_PIPELINE_BATCH_MAX_EVENTS=200",
+                             "KRIB_PIPELINE_MAX_IN_FLIGHT_EVENTS=1000",
+                             "KRIB_KAFKA_PROPERTIES=auto.commit.interval.ms=200",
+                             NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
         /* Kill once a real part of the stream is committed, not before. */
         int64_t sum = 0;
         for (int i = 0; i < 600 && sum < n / 5; i++) {
@@ -165,6 +175,7 @@ START_TEST(kill_9_mid_stream_loses_nothing) {
                 sum = itest_committed_sum(nm.group, nm.topic, parts);
         }
         ck_assert_int_eq(itest_krib_stop(pid, SIGKILL, 10), 128 + SIGKILL);
+        fprintf(stderr, "kill -9 at committed=%lld of %ld\n", (long long)sum, n);
         ck_assert_msg(sum >= n / 5 && sum < n, "killed at committed=%lld of %ld", (long long)sum,
                       n);
         char log2[300];
