@@ -203,18 +203,13 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
             set(kc, "queued.max.messages.kbytes", "16384", errstr, errstr_size) ||
             set(kc, "fetch.max.bytes", "8388608", errstr, errstr_size))
                 goto fail;
+        /* krib_conf_finalize() has checked these (librdkafka's verdict,
+         * krib-owned names refused); krib's own values are set after them
+         * in any case. */
         for (size_t i = 0; i < conf->kafka_properties.n; i++) {
                 char name[256];
                 const char *p = conf->kafka_properties.v[i], *eq = strchr(p, '=');
                 snprintf(name, sizeof(name), "%.*s", (int)(eq - p), p);
-                for (int j = 0; krib_conf_kafka_owned[j]; j++)
-                        if (!strcmp(name, krib_conf_kafka_owned[j])) {
-                                snprintf(errstr, errstr_size,
-                                         "kafka.properties: %s is set by krib and cannot be "
-                                         "overridden",
-                                         name);
-                                goto fail;
-                        }
                 if (set(kc, name, eq + 1, errstr, errstr_size))
                         goto fail;
         }
