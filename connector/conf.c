@@ -10,9 +10,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libconfig.h>
+#include <regex.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef enum { T_STR, T_INT, T_BOOL, T_LIST, T_ENUM } row_type_t;
 
@@ -32,6 +34,7 @@ static const char *const formats[] = {"auto", "avro-raw", "avro-single-object", 
 static const char *const fence_modes[] = {"all", "upserts", "versioned", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
+static const char *const tolerances[] = {"none", "all", NULL};
 
 #define F(field) offsetof(krib_conf_t, field)
 
@@ -44,7 +47,13 @@ static const row_t rows[] = {
         {"kafka.topics", T_LIST, F(kafka_topics), "", 0, 0, NULL,
          "Topics to consume; an entry starting with '^' is a regex.", 0},
         {"kafka.properties", T_LIST, F(kafka_properties), "", 0, 0, NULL,
-         "Extra librdkafka consumer properties as \"name=value\" strings.", 0},
+         "Extra librdkafka consumer properties as \"name=value\" strings, checked by librdkafka "
+         "at load time. They override krib's consumer defaults (client.id=krib, "
+         "auto.offset.reset=earliest, auto.commit.interval.ms=1000, "
+         "partition.assignment.strategy=cooperative-sticky, ...: --print-config lists them); "
+         "bootstrap.servers, group.id, enable.auto.commit and enable.auto.offset.store are "
+         "krib's.",
+         0},
         {"kafka.sasl_password", T_STR, F(kafka_sasl_password), "", 0, 0, NULL,
          "librdkafka sasl.password (SASL PLAIN/SCRAM), kept out of kafka.properties so that it "
          "can come from the environment or a file.",
@@ -138,6 +147,16 @@ static const row_t rows[] = {
          0},
         {"redis.tls_verify", T_BOOL, F(redis_tls_verify), "true", 0, 0, NULL,
          "Verify the server's certificate chain and name. Turn off only to debug.", 0},
+        {"redis.health_interval_ms", T_INT, F(redis_health_interval_ms), "5000", 0, 3600000, NULL,
+         "Period of the INFO poll of every master, on connections of its own in a thread of its "
+         "own (memory, evictions, ops, clients, keys; the skew gauges and the memory guard "
+         "read it). 0: never.",
+         0},
+        {"redis.memory_guard_percent", T_INT, F(redis_memory_guard_percent), "90", 0, 100, NULL,
+         "Pause consumption while a master's used_memory is above this share of its maxmemory "
+         "and its maxmemory-policy can answer OOM (noeviction, volatile-*); with allkeys-* "
+         "policies Redis evicts instead and nothing pauses. 0: no guard.",
+         0},
         {"registry.url", T_STR, F(registry_url), "", 0, 0, NULL,
          "Confluent Schema Registry base URL for routes with format debezium-avro (writer "
          "schemas by id, cached).",
@@ -150,6 +169,11 @@ static const row_t rows[] = {
          "Dead-letter topic for records krib cannot apply (undecodable, template failures, keys "
          "Redis refuses for good), with Kafka Connect's __connect.errors.* headers; the offset "
          "moves only after the broker acknowledged the copy. Empty: log and skip them.",
+         0},
+        {"errors.tolerance", T_ENUM, F(errors_tolerance), "all", 0, 0, tolerances,
+         "As in Kafka Connect. all: a record krib cannot apply is dead-lettered (dlq.topic) or "
+         "logged, and consumption goes on. none: krib stops on it, finishes and commits what "
+         "came before, leaves its offset uncommitted and exits with status 3.",
          0},
         {"decode.format", T_ENUM, F(decode_format), "auto", 0, 0, formats,
          "Wire format of event values: avro-raw (Avro binary in decode.schema_file), "
@@ -246,6 +270,35 @@ static int list_push(krib_strlist_t *l, const char *s, size_t len) {
         return 0;
 }
 
+/* Appends the comma-separated entries of val ("\," a literal comma; empty
+ * entries dropped). */
+static int list_split(krib_strlist_t *l, const char *val) {
+        size_t n = strlen(val), k = 0;
+        char *buf = malloc(n + 1);
+        if (!buf)
+                return -1;
+        for (const char *s = val;; s++) {
+                if (*s == '\\' && s[1] == ',') {
+                        buf[k++] = ',';
+                        s++;
+                        continue;
+                }
+                if (*s && *s != ',') {
+                        buf[k++] = *s;
+                        continue;
+                }
+                if (k && list_push(l, buf, k)) {
+                        free(buf);
+                        return -1;
+                }
+                k = 0;
+                if (!*s)
+                        break;
+        }
+        free(buf);
+        return 0;
+}
+
 /* Sets a row from its textual form (defaults and the environment use it). */
 static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *errstr, size_t size) {
         void *p = (char *)conf + r->offset;
@@ -303,14 +356,8 @@ static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *er
         case T_LIST: {
                 krib_strlist_t *l = p;
                 list_clear(l);
-                const char *s = val;
-                while (*s) {
-                        const char *c = strchr(s, ',');
-                        size_t n = c ? (size_t)(c - s) : strlen(s);
-                        if (n && list_push(l, s, n))
-                                goto oom;
-                        s += n + (c ? 1 : 0);
-                }
+                if (list_split(l, val))
+                        goto oom;
                 return 0;
         }
         }
@@ -323,7 +370,8 @@ oom:
 int krib_conf_init(krib_conf_t *conf) {
         char errstr[256];
         memset(conf, 0, sizeof(*conf));
-        if (!(conf->routes = krib_routes_empty()))
+        if (!(conf->routes = krib_routes_empty()) ||
+            !(conf->origins = calloc(ROW_COUNT, sizeof(*conf->origins))))
                 return -1;
         for (size_t i = 0; i < ROW_COUNT; i++)
                 if (set_text(conf, &rows[i], rows[i].def, errstr, sizeof(errstr)))
@@ -344,6 +392,11 @@ void krib_conf_destroy(krib_conf_t *conf) {
         }
         free(conf->source_dir);
         conf->source_dir = NULL;
+        for (size_t i = 0; conf->origins && i < ROW_COUNT; i++)
+                free(conf->origins[i]);
+        free(conf->origins);
+        conf->origins = NULL;
+        list_clear(&conf->notes);
         krib_routes_destroy(conf->routes);
         conf->routes = NULL;
 }
@@ -353,6 +406,32 @@ static const row_t *row_find(const char *name) {
                 if (!strcmp(rows[i].name, name))
                         return &rows[i];
         return NULL;
+}
+
+static void origin_set(krib_conf_t *conf, const row_t *r, const char *fmt, ...) {
+        char buf[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
+        size_t i = (size_t)(r - rows);
+        char *copy = strdup(buf);
+        if (!copy || !conf->origins)
+                return free(copy); /* a message loses its source, nothing else */
+        free(conf->origins[i]);
+        conf->origins[i] = copy;
+}
+
+/* "key (file:line)" / "key (environment KRIB_X)" / "key": the prefix of an
+ * error about one key, written into buf. */
+static const char *where(const krib_conf_t *conf, const char *name, char *buf, size_t size) {
+        const row_t *r = row_find(name);
+        const char *o = r && conf->origins ? conf->origins[r - rows] : NULL;
+        if (o)
+                snprintf(buf, size, "%s (%s)", name, o);
+        else
+                snprintf(buf, size, "%s", name);
+        return buf;
 }
 
 /* libconfig 1.5 reads an integer literal that does not fit in 32 bits (and
@@ -456,6 +535,7 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
                                 return -1;
                         }
                 }
+                origin_set(conf, r, "%s:%d", file, line);
                 return 0;
         }
         }
@@ -463,6 +543,7 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
                 errf(errstr, size, "%s:%d: %s", file, line, sub);
                 return -1;
         }
+        origin_set(conf, r, "%s:%d", file, line);
         return 0;
 wrong_type : {
         static const char *tn[] = {"a string", "an integer", "a boolean", "a list of strings",
@@ -549,12 +630,105 @@ static void env_name(const char *row, char *out, size_t size) {
         out[n] = '\0';
 }
 
+static int secret_property(const char *entry);
+static void row_print(const krib_conf_t *conf, const row_t *r, FILE *fp);
+
+static void note(krib_conf_t *conf, const char *fmt, ...) {
+        char buf[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
+        list_push(&conf->notes, buf, strlen(buf)); /* a lost note loses a log line only */
+}
+
+/* One row's value as --print-config shows it (secrets redacted). */
+static void row_text(const krib_conf_t *conf, const row_t *r, char *out, size_t size) {
+        out[0] = '\0';
+        FILE *fp = fmemopen(out, size, "w");
+        if (!fp)
+                return;
+        row_print(conf, r, fp);
+        fclose(fp);
+        out[size - 1] = '\0';
+        size_t n = strlen(out);
+        while (n && (out[n - 1] == '\n' || out[n - 1] == ';'))
+                out[--n] = '\0';
+}
+
+static const char *redacted(const char *entry, char *buf, size_t size) {
+        if (!secret_property(entry))
+                return entry;
+        snprintf(buf, size, "%.*s=<redacted>", (int)strcspn(entry, "="), entry);
+        return buf;
+}
+
+/* Lists of name=value entries: the environment's entries replace the
+ * file's of the same name and add the others, so that one variable set by a
+ * deployment cannot silently drop what the config file says. */
+static int keyed_list(const row_t *r) {
+        return !strcmp(r->name, "kafka.properties") || !strcmp(r->name, "redis.address_map");
+}
+
+static int list_merge(krib_conf_t *conf, const row_t *r, const char *var, const char *val) {
+        krib_strlist_t add = {0}, *l = (krib_strlist_t *)((char *)conf + r->offset);
+        const char *from = conf->origins[r - rows] ? conf->origins[r - rows] : "default";
+        if (list_split(&add, val))
+                goto oom;
+        for (size_t i = 0; i < add.n; i++) {
+                char *a = add.v[i], b1[256], b2[256];
+                size_t n = strcspn(a, "=");
+                size_t j = 0;
+                while (j < l->n && !(!strncmp(l->v[j], a, n) && l->v[j][n] == '='))
+                        j++;
+                if (j < l->n) {
+                        if (strcmp(l->v[j], a))
+                                note(conf, "%s: %s: %s (%s) replaced by %s", var, r->name,
+                                     redacted(l->v[j], b1, sizeof(b1)), from,
+                                     redacted(a, b2, sizeof(b2)));
+                        free(l->v[j]);
+                        l->v[j] = a;
+                } else {
+                        char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+                        if (!v)
+                                goto oom;
+                        l->v = v;
+                        v[l->n++] = a;
+                        note(conf, "%s: %s: %s added", var, r->name, redacted(a, b1, sizeof(b1)));
+                }
+                add.v[i] = NULL;
+        }
+        list_clear(&add);
+        return 0;
+oom:
+        add.n = add.v ? add.n : 0;
+        for (size_t i = 0; i < add.n; i++)
+                free(add.v[i]);
+        free(add.v);
+        return -1;
+}
+
+#define REPLACE_VAR "KRIB_KAFKA_PROPERTIES_REPLACE"
+
 int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t warn_size,
                        char *errstr, size_t errstr_size) {
         if (warn && warn_size)
                 warn[0] = '\0';
+        int replace = 0;
+        for (char *const *e = envp; e && *e; e++)
+                if (!strncmp(*e, REPLACE_VAR "=", sizeof(REPLACE_VAR))) {
+                        const char *v = *e + sizeof(REPLACE_VAR);
+                        if (strcmp(v, "true") && strcmp(v, "false") && strcmp(v, "1") &&
+                            strcmp(v, "0") && *v) {
+                                errf(errstr, errstr_size,
+                                     "environment %s: '%s' is not true or false", REPLACE_VAR, v);
+                                return -1;
+                        }
+                        replace = !strcmp(v, "true") || !strcmp(v, "1");
+                }
         for (; envp && *envp; envp++) {
-                if (strncmp(*envp, "KRIB_", 5))
+                if (strncmp(*envp, "KRIB_", 5) ||
+                    !strncmp(*envp, REPLACE_VAR "=", sizeof(REPLACE_VAR)))
                         continue;
                 const char *eq = strchr(*envp, '=');
                 if (!eq)
@@ -578,11 +752,31 @@ int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t 
                         }
                         continue;
                 }
-                char sub[256];
+                char var[128];
+                snprintf(var, sizeof(var), "environment %.*s", (int)nlen, *envp);
+                if (keyed_list(r) && !(replace && !strcmp(r->name, "kafka.properties"))) {
+                        if (list_merge(conf, r, var, eq + 1)) {
+                                errf(errstr, errstr_size, "%s: out of memory", var);
+                                return -1;
+                        }
+                        char both[600];
+                        snprintf(both, sizeof(both), "%s%s%s",
+                                 conf->origins[r - rows] ? conf->origins[r - rows] : "",
+                                 conf->origins[r - rows] ? " merged with " : "", var);
+                        origin_set(conf, r, "%s", both);
+                        continue;
+                }
+                char before[512], after[512], sub[256];
+                row_text(conf, r, before, sizeof(before));
+                const char *from = conf->origins[r - rows] ? conf->origins[r - rows] : "default";
                 if (set_text(conf, r, eq + 1, sub, sizeof(sub))) {
-                        errf(errstr, errstr_size, "environment %.*s: %s", (int)nlen, *envp, sub);
+                        errf(errstr, errstr_size, "%s: %s", var, sub);
                         return -1;
                 }
+                row_text(conf, r, after, sizeof(after));
+                if (strcmp(before, after))
+                        note(conf, "%s: %s = %s (%s was %s)", var, r->name, after, from, before);
+                origin_set(conf, r, "%s", var);
         }
         return 0;
 }
@@ -630,39 +824,86 @@ static int secret_property(const char *entry) {
         return 0;
 }
 
-const char *const krib_conf_kafka_owned[] = {"enable.auto.offset.store", "group.id",
-                                             "bootstrap.servers", NULL};
+const char *const krib_conf_kafka_owned[] = {"enable.auto.offset.store", "enable.auto.commit",
+                                             "group.id", "bootstrap.servers", NULL};
+
+const char *const krib_conf_kafka_defaults[][3] = {
+        {"client.id", "krib", "names krib in broker logs and quotas"},
+        {"partition.assignment.strategy", "cooperative-sticky",
+         "a rebalance moves only the partitions that change owner"},
+        {"auto.offset.reset", "earliest",
+         "a new group starts at the oldest retained event: no invalidation skipped (KEDA's "
+         "offsetResetPolicy must match)"},
+        {"auto.commit.interval.ms", "1000",
+         "how often stored offsets (acknowledged by Redis) are committed"},
+        {"fetch.wait.max.ms", "100", "bounds the added latency of an idle partition"},
+        {"statistics.interval.ms", "5000", "consumer lag and committed offsets for /metrics"},
+        {"queued.min.messages", "200000",
+         "prefetch: more than a second of work, or krib starves between batches (bench/)"},
+        {"queued.max.messages.kbytes", "16384", "prefetch bound in bytes"},
+        {"fetch.max.bytes", "8388608", "one fetch response"},
+        {NULL, NULL, NULL},
+};
+
+/* Files librdkafka opens at start-up: unreadable ones fail the check, not
+ * the first connection ("probe" asks librdkafka to look for a CA store). */
+static int kafka_file_property(const char *name) {
+        static const char *const files[] = {"ssl.ca.location",     "ssl.certificate.location",
+                                            "ssl.key.location",    "ssl.keystore.location",
+                                            "ssl.crl.location",    "sasl.kerberos.keytab",
+                                            "ssl.engine.location", NULL};
+        for (int i = 0; files[i]; i++)
+                if (!strcmp(files[i], name))
+                        return 1;
+        return 0;
+}
 
 int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
+        char w[600];
+#define WHERE(key) where(conf, key, w, sizeof(w))
         if (!conf->kafka_topics.n && !krib_routes_count(conf->routes)) {
-                errf(errstr, errstr_size, "kafka.topics: at least one topic is required");
+                errf(errstr, errstr_size, "%s: at least one topic (or a route) is required",
+                     WHERE("kafka.topics"));
                 return -1;
         }
+        for (size_t i = 0; i < conf->kafka_topics.n; i++) {
+                const char *t = conf->kafka_topics.v[i];
+                regex_t re;
+                if (t[0] != '^')
+                        continue;
+                if (regcomp(&re, t, REG_EXTENDED | REG_NOSUB)) {
+                        errf(errstr, errstr_size, "%s: '%s' is not a valid regex",
+                             WHERE("kafka.topics"), t);
+                        return -1;
+                }
+                regfree(&re);
+        }
         if (!*conf->kafka_brokers) {
-                errf(errstr, errstr_size, "kafka.brokers: must not be empty");
+                errf(errstr, errstr_size, "%s: must not be empty", WHERE("kafka.brokers"));
                 return -1;
         }
         if (!*conf->kafka_group_id) {
-                errf(errstr, errstr_size, "kafka.group_id: must not be empty");
+                errf(errstr, errstr_size, "%s: must not be empty", WHERE("kafka.group_id"));
                 return -1;
         }
         if (!conf->redis_nodes.n) {
-                errf(errstr, errstr_size, "redis.nodes: at least one node is required");
+                errf(errstr, errstr_size, "%s: at least one node is required",
+                     WHERE("redis.nodes"));
                 return -1;
         }
         unsigned char ip[16];
         if (inet_pton(AF_INET, conf->metrics_address, ip) != 1 &&
             inet_pton(AF_INET6, conf->metrics_address, ip) != 1) {
-                errf(errstr, errstr_size, "metrics.address: '%s' is not an IPv4 or IPv6 address",
-                     conf->metrics_address);
+                errf(errstr, errstr_size, "%s: '%s' is not an IPv4 or IPv6 address",
+                     WHERE("metrics.address"), conf->metrics_address);
                 return -1;
         }
         if (conf->redis_wait_replicas &&
             conf->redis_wait_timeout_ms >= conf->redis_command_timeout_ms) {
                 errf(errstr, errstr_size,
-                     "redis.wait_timeout_ms (%lld) must be below redis.command_timeout_ms (%lld): "
-                     "a WAIT would otherwise look like a dead connection",
-                     (long long)conf->redis_wait_timeout_ms,
+                     "%s: %lld must be below redis.command_timeout_ms (%lld): a WAIT would "
+                     "otherwise look like a dead connection",
+                     WHERE("redis.wait_timeout_ms"), (long long)conf->redis_wait_timeout_ms,
                      (long long)conf->redis_command_timeout_ms);
                 return -1;
         }
@@ -671,34 +912,55 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                 char *end;
                 long port = c ? strtol(c + 1, &end, 10) : 0;
                 if (!c || c == conf->redis_nodes.v[i] || *end || port < 1 || port > 65535) {
-                        errf(errstr, errstr_size, "redis.nodes: '%s' is not host:port",
+                        errf(errstr, errstr_size, "%s: '%s' is not host:port", WHERE("redis.nodes"),
                              conf->redis_nodes.v[i]);
                         return -1;
                 }
         }
-        if (read_secret(&conf->redis_password, conf->redis_password_file, "redis.password", errstr,
-                        errstr_size) ||
-            read_secret(&conf->kafka_sasl_password, conf->kafka_sasl_password_file,
-                        "kafka.sasl_password", errstr, errstr_size))
+        char sub[400];
+        if (read_secret(&conf->redis_password, conf->redis_password_file, "redis.password", sub,
+                        sizeof(sub))) {
+                errf(errstr, errstr_size, "%s: %s", WHERE("redis.password_file"), sub);
                 return -1;
+        }
+        if (read_secret(&conf->kafka_sasl_password, conf->kafka_sasl_password_file,
+                        "kafka.sasl_password", sub, sizeof(sub))) {
+                errf(errstr, errstr_size, "%s: %s", WHERE("kafka.sasl_password_file"), sub);
+                return -1;
+        }
         for (size_t i = 0; i < conf->redis_address_map.n; i++) {
                 krib_addr_t from, to;
                 if (krib_addr_map_parse(conf->redis_address_map.v[i], &from, &to)) {
-                        errf(errstr, errstr_size,
-                             "redis.address_map: '%s' is not host:port=host:port",
-                             conf->redis_address_map.v[i]);
+                        errf(errstr, errstr_size, "%s: '%s' is not host:port=host:port",
+                             WHERE("redis.address_map"), conf->redis_address_map.v[i]);
                         return -1;
                 }
         }
-        if (conf->redis_retry_cap_ms < conf->redis_retry_base_ms ||
-            conf->redis_breaker_open_max_ms < conf->redis_breaker_open_ms) {
-                errf(errstr, errstr_size,
-                     "redis.retry_cap_ms / redis.breaker_open_max_ms must not be below their "
-                     "base");
+        if (conf->redis_retry_cap_ms < conf->redis_retry_base_ms) {
+                errf(errstr, errstr_size, "%s: must not be below redis.retry_base_ms",
+                     WHERE("redis.retry_cap_ms"));
+                return -1;
+        }
+        if (conf->redis_breaker_open_max_ms < conf->redis_breaker_open_ms) {
+                errf(errstr, errstr_size, "%s: must not be below redis.breaker_open_ms",
+                     WHERE("redis.breaker_open_max_ms"));
                 return -1;
         }
         if (conf->redis_mode == KRIB_REDIS_STANDALONE && conf->redis_nodes.n != 1) {
-                errf(errstr, errstr_size, "redis.nodes: standalone mode takes exactly one node");
+                errf(errstr, errstr_size, "%s: standalone mode takes exactly one node",
+                     WHERE("redis.nodes"));
+                return -1;
+        }
+        if (krib_routes_need_registry(conf->routes) && !*conf->registry_url) {
+                errf(errstr, errstr_size,
+                     "%s: a route reads debezium-avro (route %s), so a schema registry is needed",
+                     WHERE("registry.url"), krib_routes_need_registry_name(conf->routes));
+                return -1;
+        }
+        if (*conf->registry_url && strncmp(conf->registry_url, "http://", 7) &&
+            strncmp(conf->registry_url, "https://", 8)) {
+                errf(errstr, errstr_size, "%s: '%s' is not an http:// or https:// URL",
+                     WHERE("registry.url"), conf->registry_url);
                 return -1;
         }
         /* librdkafka judges the properties on a scratch configuration, as
@@ -707,30 +969,40 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
         rd_kafka_conf_t *scratch = rd_kafka_conf_new();
         for (size_t i = 0; i < conf->kafka_properties.n; i++) {
                 const char *p = conf->kafka_properties.v[i], *eq = strchr(p, '=');
-                if (!eq || *p == '=') {
-                        errf(errstr, errstr_size, "kafka.properties: '%s' is not name=value", p);
-                        rd_kafka_conf_destroy(scratch);
-                        return -1;
-                }
                 char name[256], why[512];
-                snprintf(name, sizeof(name), "%.*s", (int)(eq - p), p);
-                for (int j = 0; krib_conf_kafka_owned[j]; j++)
+                snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - p) : 0, p);
+                int bad = 0;
+                if (!eq || *p == '=') {
+                        errf(errstr, errstr_size, "%s: '%s' is not name=value",
+                             WHERE("kafka.properties"), p);
+                        bad = 1;
+                }
+                for (int j = 0; !bad && krib_conf_kafka_owned[j]; j++)
                         if (!strcmp(name, krib_conf_kafka_owned[j])) {
                                 errf(errstr, errstr_size,
-                                     "kafka.properties: %s is set by krib and cannot be "
-                                     "overridden",
-                                     name);
-                                rd_kafka_conf_destroy(scratch);
-                                return -1;
+                                     "%s: %s is set by krib and cannot be overridden",
+                                     WHERE("kafka.properties"), name);
+                                bad = 1;
                         }
-                if (rd_kafka_conf_set(scratch, name, eq + 1, why, sizeof(why)) !=
-                    RD_KAFKA_CONF_OK) {
-                        errf(errstr, errstr_size, "kafka.properties: %s: %s", name, why);
+                if (!bad && rd_kafka_conf_set(scratch, name, eq + 1, why, sizeof(why)) !=
+                                    RD_KAFKA_CONF_OK) {
+                        errf(errstr, errstr_size, "%s: %s: %s", WHERE("kafka.properties"), name,
+                             why);
+                        bad = 1;
+                }
+                if (!bad && kafka_file_property(name) && strcmp(eq + 1, "probe") &&
+                    access(eq + 1, R_OK)) {
+                        errf(errstr, errstr_size, "%s: %s: cannot read %s: %s",
+                             WHERE("kafka.properties"), name, eq + 1, strerror(errno));
+                        bad = 1;
+                }
+                if (bad) {
                         rd_kafka_conf_destroy(scratch);
                         return -1;
                 }
         }
         rd_kafka_conf_destroy(scratch);
+#undef WHERE
         char **paths[] = {&conf->decode_schema_file, &conf->decode_schema_dir,
                           &conf->redis_tls_ca_file, &conf->redis_tls_cert_file,
                           &conf->redis_tls_key_file};
@@ -774,39 +1046,45 @@ void krib_conf_print_help(FILE *fp) {
                 }
                 fprintf(fp, " env=%s%s\n    %s\n", env, r->secret ? " (secret)" : "", r->doc);
         }
+        krib_routes_print_help(fp);
+}
+
+static void row_print(const krib_conf_t *conf, const row_t *r, FILE *fp) {
+        const void *p = (const char *)conf + r->offset;
+        switch (r->type) {
+        case T_STR:
+                fprintf(fp, "\"%s\";\n",
+                        r->secret && **(char *const *)p ? "<redacted>" : *(char *const *)p);
+                break;
+        case T_INT:
+                fprintf(fp, "%" PRId64 ";\n", *(const int64_t *)p);
+                break;
+        case T_BOOL:
+                fprintf(fp, "%s;\n", *(const int64_t *)p ? "true" : "false");
+                break;
+        case T_ENUM:
+                fprintf(fp, "\"%s\";\n", r->enums[*(const int64_t *)p]);
+                break;
+        case T_LIST: {
+                const krib_strlist_t *l = p;
+                char b[512];
+                fprintf(fp, "[");
+                for (size_t j = 0; j < l->n; j++)
+                        fprintf(fp, "%s\"%s\"", j ? ", " : "", redacted(l->v[j], b, sizeof(b)));
+                fprintf(fp, "];\n");
+                break;
+        }
+        }
 }
 
 void krib_conf_print(const krib_conf_t *conf, FILE *fp) {
         for (size_t i = 0; i < ROW_COUNT; i++) {
-                const row_t *r = &rows[i];
-                const void *p = (const char *)conf + r->offset;
-                fprintf(fp, "%s = ", r->name);
-                switch (r->type) {
-                case T_STR:
-                        fprintf(fp, "\"%s\";\n",
-                                r->secret && **(char *const *)p ? "<redacted>" : *(char *const *)p);
-                        break;
-                case T_INT:
-                        fprintf(fp, "%" PRId64 ";\n", *(const int64_t *)p);
-                        break;
-                case T_BOOL:
-                        fprintf(fp, "%s;\n", *(const int64_t *)p ? "true" : "false");
-                        break;
-                case T_ENUM:
-                        fprintf(fp, "\"%s\";\n", r->enums[*(const int64_t *)p]);
-                        break;
-                case T_LIST: {
-                        const krib_strlist_t *l = p;
-                        fprintf(fp, "[");
-                        for (size_t j = 0; j < l->n; j++)
-                                if (secret_property(l->v[j]))
-                                        fprintf(fp, "%s\"%.*s=<redacted>\"", j ? ", " : "",
-                                                (int)(strchr(l->v[j], '=') - l->v[j]), l->v[j]);
-                                else
-                                        fprintf(fp, "%s\"%s\"", j ? ", " : "", l->v[j]);
-                        fprintf(fp, "];\n");
-                        break;
-                }
-                }
+                fprintf(fp, "%s = ", rows[i].name);
+                row_print(conf, &rows[i], fp);
         }
+        fprintf(fp, "# librdkafka consumer defaults (kafka.properties overrides them):\n");
+        for (int i = 0; krib_conf_kafka_defaults[i][0]; i++)
+                fprintf(fp, "#   %s=%s  (%s)\n", krib_conf_kafka_defaults[i][0],
+                        krib_conf_kafka_defaults[i][1], krib_conf_kafka_defaults[i][2]);
+        krib_routes_print(conf->routes, fp);
 }

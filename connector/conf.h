@@ -4,7 +4,10 @@
  *
  * Sources, later wins: table defaults < config file < environment
  * (KRIB_<NAME> with '.' -> '_' and upper case, e.g. KRIB_REDIS_NODES; list
- * values in the environment are comma-separated).
+ * values in the environment are comma-separated, "\," is a literal comma).
+ * kafka.properties and redis.address_map from the environment merge with the
+ * file's per name (the part before '='); KRIB_KAFKA_PROPERTIES_REPLACE=true
+ * replaces the file's list instead. Every change is noted for the log.
  */
 #ifndef KRIB_CONF_H
 #define KRIB_CONF_H
@@ -27,6 +30,11 @@ typedef enum {
         KRIB_FENCE_UPSERTS = 1,
         KRIB_FENCE_VERSIONED = 2
 } krib_fence_mode_t;
+
+/* errors.tolerance, named after Kafka Connect's: on a record krib cannot
+ * apply, stop (none: exit non-zero, its offset not committed) or dead-letter
+ * (or log) it and go on (all). */
+typedef enum { KRIB_TOLERANCE_NONE = 0, KRIB_TOLERANCE_ALL = 1 } krib_tolerance_t;
 
 typedef struct krib_conf {
         char *kafka_brokers;
@@ -80,7 +88,18 @@ typedef struct krib_conf {
         int64_t log_format; /* krib_log_format_t */
         int64_t log_stats_interval_ms;
 
+        int64_t errors_tolerance;           /* krib_tolerance_t */
+        int64_t redis_health_interval_ms;   /* INFO of every master (0: never) */
+        int64_t redis_memory_guard_percent; /* 0: no guard */
+
         struct krib_routes *routes; /* the `routes` list (route.h); never NULL after init */
+
+        /* Where each row's value came from ("file:line", "environment
+         * KRIB_X"; NULL: the default), for messages that name the source. */
+        char **origins;
+        /* What the environment changed over the file, for the log once it
+         * is set up ("KRIB_X: name: old -> new"). */
+        krib_strlist_t notes;
 
         char *source_dir; /* directory of the config file, for relative paths */
 } krib_conf_t;
@@ -107,6 +126,10 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size);
  * not set them (NULL-terminated). */
 extern const char *const krib_conf_kafka_owned[];
 
+/* krib's consumer defaults, {name, value, why} rows ending in {NULL}:
+ * kafka.properties overrides any of them. */
+extern const char *const krib_conf_kafka_defaults[][3];
+
 /* Frees what conf owns; conf itself is the caller's. Safe on a zeroed or
  * half-initialised conf. */
 void krib_conf_destroy(krib_conf_t *conf);
@@ -114,7 +137,7 @@ void krib_conf_destroy(krib_conf_t *conf);
 /* Prints the table (name, type, default, bounds, env name, description). */
 void krib_conf_print_help(FILE *fp);
 
-/* Prints the effective configuration, secrets redacted. */
+/* Prints the effective configuration, secrets redacted, routes included. */
 void krib_conf_print(const krib_conf_t *conf, FILE *fp);
 
 /* Number of rows and the name of row i, for tests over every row. */

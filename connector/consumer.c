@@ -187,22 +187,12 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
         if (hooks)
                 c->hooks = *hooks;
         rd_kafka_conf_t *kc = rd_kafka_conf_new();
-        if (set(kc, "client.id", "krib", errstr, errstr_size) ||
-            set(kc, "partition.assignment.strategy", "cooperative-sticky", errstr, errstr_size) ||
-            set(kc, "auto.offset.reset", "earliest", errstr, errstr_size) ||
-            set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
-            set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
-            set(kc, "fetch.wait.max.ms", "100", errstr, errstr_size) ||
-            /* Consumer lag and committed offsets for /metrics. */
-            set(kc, "statistics.interval.ms", "5000", errstr, errstr_size) ||
-            /* Prefetch bound. librdkafka 2.0 counts these over the one
-             * consumer queue, and once they are exceeded it re-checks only
-             * about once a second: the queue must hold more than a second of
-             * work or krib starves between batches (measured in bench/). */
-            set(kc, "queued.min.messages", "200000", errstr, errstr_size) ||
-            set(kc, "queued.max.messages.kbytes", "16384", errstr, errstr_size) ||
-            set(kc, "fetch.max.bytes", "8388608", errstr, errstr_size))
-                goto fail;
+        /* krib's defaults first (conf.c lists them with the reasons), then
+         * kafka.properties over them. */
+        for (int i = 0; krib_conf_kafka_defaults[i][0]; i++)
+                if (set(kc, krib_conf_kafka_defaults[i][0], krib_conf_kafka_defaults[i][1], errstr,
+                        errstr_size))
+                        goto fail;
         /* krib_conf_finalize() has checked these (librdkafka's verdict,
          * krib-owned names refused); krib's own values are set after them
          * in any case. */
@@ -218,6 +208,7 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
                 goto fail;
         if (set(kc, "bootstrap.servers", conf->kafka_brokers, errstr, errstr_size) ||
             set(kc, "group.id", conf->kafka_group_id, errstr, errstr_size) ||
+            set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
             set(kc, "enable.auto.offset.store", "false", errstr, errstr_size))
                 goto fail;
         rd_kafka_conf_set_log_cb(kc, log_cb);

@@ -12,6 +12,7 @@
 #include "conf.h"
 #include "log.h"
 #include "pipeline.h"
+#include "preflight.h"
 #include "version.h"
 
 extern char **environ;
@@ -99,7 +100,8 @@ int main(int argc, char **argv) {
         if (krib_conf_load_file(&conf, path, errstr, sizeof(errstr)) ||
             krib_conf_load_env(&conf, environ, unknown_env, sizeof(unknown_env), errstr,
                                sizeof(errstr)) ||
-            krib_conf_finalize(&conf, errstr, sizeof(errstr))) {
+            krib_conf_finalize(&conf, errstr, sizeof(errstr)) ||
+            krib_preflight_check(&conf, errstr, sizeof(errstr))) {
                 fprintf(stderr, "krib: configuration error: %s\n", errstr);
                 krib_conf_destroy(&conf);
                 return 2;
@@ -111,6 +113,9 @@ int main(int argc, char **argv) {
                               "msg=\"environment variables match no configuration key\" "
                               "names=\"%s\"",
                               unknown_env);
+        for (size_t i = 0; i < conf.notes.n; i++)
+                krib_log_info("conf", "msg=\"environment override\" change=\"%s\"",
+                              krib_log_esc(conf.notes.v[i], strlen(conf.notes.v[i])));
         if (print)
                 krib_conf_print(&conf, stdout);
         if (check_only || print) {

@@ -366,12 +366,7 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
                 goto fail;
         if (*conf->dlq_topic && !(p->dlq = krib_dlq_new(conf, errstr, errstr_size)))
                 goto fail;
-        if (krib_routes_need_registry(conf->routes)) {
-                if (!*conf->registry_url) {
-                        snprintf(errstr, errstr_size,
-                                 "a route reads debezium-avro but registry.url is not set");
-                        goto fail;
-                }
+        if (krib_routes_need_registry(conf->routes)) { /* registry.url: checked by conf */
                 if (!(p->registry = krib_registry_new(conf->registry_url, conf->registry_timeout_ms,
                                                       errstr, errstr_size)))
                         goto fail;

@@ -274,6 +274,32 @@ static void route_free(krib_route_t *r) {
         free(r->origin);
 }
 
+/* The keys of one route, with what they mean (--help-config prints them). */
+static const char *const route_keys[][3] = {
+        {"name", "string", "Name in logs, metrics and dead letters (default: routes[i])."},
+        {"topics", "list",
+         "Topics of this route; an entry starting with '^' is a regex. The first "
+         "route that matches a topic takes it."},
+        {"format", "string",
+         "debezium-json (default; with or without schemas.enable) or "
+         "debezium-avro (needs registry.url)."},
+        {"keys", "list", "Key templates over the row: ${col}, ${key.col}, ${source.x}, $$."},
+        {"version", "string",
+         "source.lsn (default), source.ts_ms, ts_ms, column:<name> or none "
+         "(no version: plain UNLINK; not with write-through)."},
+        {"origin", "string", "Version vector origin (default: the record's source.name)."},
+        {"action", "string",
+         "invalidate (default), write-through (SET the row as the value, "
+         "version-gated) or sweep (the templates are patterns to unlink)."},
+        {"columns", "list", "write-through: the columns written (default: all)."},
+        {"ttl_ms", "integer", "write-through: expiry of the value (0: none)."},
+        {"publish", "string", "Pub/Sub channel template: a message per change (fan-out)."},
+        {"stream", "string", "Stream key template: an XADD per change (fan-out)."},
+        {"stream_maxlen", "integer", "Approximate MAXLEN of those streams (default 100000)."},
+        {"write_as", "string", "write-through: json (default, one string) or hash (HSET)."},
+        {NULL, NULL, NULL},
+};
+
 static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index, const char *file,
                        char *errstr, size_t size) {
         int gline = config_setting_source_line(g);
@@ -282,14 +308,11 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                      index);
                 return -1;
         }
-        static const char *const known[] = {
-                "name",    "topics", "format",  "keys",   "version",       "origin",   "action",
-                "columns", "ttl_ms", "publish", "stream", "stream_maxlen", "write_as", NULL};
         for (int i = 0; i < config_setting_length(g); i++) {
                 const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
                 int ok = 0;
-                for (int k = 0; known[k] && !ok; k++)
-                        ok = !strcmp(known[k], config_setting_name(s));
+                for (int k = 0; route_keys[k][0] && !ok; k++)
+                        ok = !strcmp(route_keys[k][0], config_setting_name(s));
                 if (!ok) {
                         errf(errstr, size, "%s:%d: routes[%zu]: unknown key '%s'", file,
                              config_setting_source_line(s), index, config_setting_name(s));
@@ -399,6 +422,14 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                              r->name, str);
                         return -1;
                 }
+        }
+        if (r->act == ACT_WRITE_THROUGH && r->ver == VER_NONE) {
+                errf(errstr, size,
+                     "%s:%d: %s: write-through needs a version (the value in Redis must never go "
+                     "back to an older row); version = \"none\" is for invalidate and sweep only",
+                     file, config_setting_source_line(config_setting_get_member(g, "version")),
+                     r->name);
+                return -1;
         }
         s = config_setting_get_member(g, "columns");
         if (s && strlist(s, &r->columns, &r->ncolumns, file, "columns", errstr, size))
@@ -527,6 +558,66 @@ const krib_route_t *krib_routes_match(const krib_routes_t *rs, const char *topic
                                 return &rs->r[i];
                 }
         return NULL;
+}
+
+const char *krib_routes_need_registry_name(const krib_routes_t *rs) {
+        for (size_t i = 0; rs && i < rs->n; i++)
+                if (rs->r[i].avro)
+                        return rs->r[i].name;
+        return NULL;
+}
+
+static const char *ver_name(const krib_route_t *r) {
+        static const char *const n[] = {"source.lsn", "ts_ms", "source.ts_ms", "column:", "none"};
+        return n[r->ver];
+}
+
+static void print_list(FILE *fp, const char *key, char *const *v, size_t n) {
+        fprintf(fp, "    %s = [", key);
+        for (size_t i = 0; i < n; i++)
+                fprintf(fp, "%s\"%s\"", i ? ", " : "", v[i]);
+        fprintf(fp, "];\n");
+}
+
+void krib_routes_print(const krib_routes_t *rs, FILE *fp) {
+        static const char *const acts[] = {"invalidate", "write-through", "sweep"};
+        fprintf(fp, "routes = (");
+        for (size_t i = 0; rs && i < rs->n; i++) {
+                const krib_route_t *r = &rs->r[i];
+                fprintf(fp, "%s\n  {\n    name = \"%s\";\n", i ? "," : "", r->name);
+                print_list(fp, "topics", r->topics, r->ntopics);
+                fprintf(fp, "    format = \"%s\";\n", r->avro ? "debezium-avro" : "debezium-json");
+                fprintf(fp, "    keys = [");
+                for (size_t k = 0; k < r->nkeys; k++)
+                        fprintf(fp, "%s\"%s\"", k ? ", " : "", r->keys[k].spec);
+                fprintf(fp, "];\n    version = \"%s%s\";\n", ver_name(r),
+                        r->ver == VER_COLUMN ? r->ver_column : "");
+                if (r->origin)
+                        fprintf(fp, "    origin = \"%s\";\n", r->origin);
+                fprintf(fp, "    action = \"%s\";\n", acts[r->act]);
+                if (r->ncolumns)
+                        print_list(fp, "columns", r->columns, r->ncolumns);
+                if (r->act == ACT_WRITE_THROUGH)
+                        fprintf(fp, "    ttl_ms = %lld;\n    write_as = \"%s\";\n",
+                                (long long)r->ttl_ms, r->hash ? "hash" : "json");
+                if (r->publish)
+                        fprintf(fp, "    publish = \"%s\";\n", r->publish->spec);
+                if (r->stream)
+                        fprintf(fp, "    stream = \"%s\";\n    stream_maxlen = %lld;\n",
+                                r->stream->spec, (long long)r->stream_maxlen);
+                fprintf(fp, "  }");
+        }
+        fprintf(fp, "%s);\n", rs && rs->n ? "\n" : "");
+}
+
+void krib_routes_print_help(FILE *fp) {
+        fprintf(fp,
+                "%-30s %-8s (a list of groups; docs/CDC.md)\n    CDC records to cache work, "
+                "one group per route; each group takes these keys:\n",
+                "routes", "list");
+        for (int i = 0; route_keys[i][0]; i++)
+                fprintf(fp, "routes[].%-21s %-8s\n    %s\n", route_keys[i][0], route_keys[i][1],
+                        route_keys[i][2]);
 }
 
 int krib_routes_need_registry(const krib_routes_t *rs) {

@@ -30,6 +30,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "event.h"
 
@@ -71,8 +72,15 @@ typedef struct {
         char op; /* 'c' 'u' 'd' 'r' 't' 'm', 0 for a tombstone */
 } krib_route_info_t;
 
-/* Whether any route reads Avro (needs a schema registry). */
+/* Whether any route reads Avro (needs a schema registry); the first such. */
 int krib_routes_need_registry(const krib_routes_t *rs);
+const char *krib_routes_need_registry_name(const krib_routes_t *rs);
+
+/* The routes as a libconfig `routes` list (--print-config). */
+void krib_routes_print(const krib_routes_t *rs, FILE *fp);
+
+/* Every key a route takes, with its meaning (--help-config). */
+void krib_routes_print_help(FILE *fp);
 
 /* Decodes one record (key/value may be NULL) into ev via route r; reg
  * decodes Confluent-framed Avro (format debezium-avro). */

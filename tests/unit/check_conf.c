@@ -5,6 +5,7 @@
 
 #include "check_main.h"
 #include "conf.h"
+#include "preflight.h"
 
 static char path[64];
 static krib_conf_t conf;
@@ -184,14 +185,18 @@ START_TEST(finalize_checks) {
                 const char *env, *refusal; /* NULL: accepted */
         } props[] = {
                 {"KRIB_KAFKA_PROPERTIES=no.such.property=1",
-                 "kafka.properties: no.such.property: "},
-                {"KRIB_KAFKA_PROPERTIES=fetch.wait.max.ms=soon",
-                 "kafka.properties: fetch.wait.max.ms: "},
+                 "kafka.properties (environment KRIB_KAFKA_PROPERTIES): no.such.property: "},
+                {"KRIB_KAFKA_PROPERTIES=fetch.wait.max.ms=soon", "fetch.wait.max.ms: "},
                 {"KRIB_KAFKA_PROPERTIES=group.id=other", "group.id is set by krib"},
+                {"KRIB_KAFKA_PROPERTIES=enable.auto.commit=false",
+                 "enable.auto.commit is set by krib"},
+                {"KRIB_KAFKA_PROPERTIES=ssl.ca.location=/no/such/ca.pem",
+                 "ssl.ca.location: cannot read /no/such/ca.pem"},
+                {"KRIB_KAFKA_PROPERTIES=ssl.ca.location=probe", NULL},
                 {"KRIB_KAFKA_PROPERTIES=fetch.wait.max.ms=50", NULL},
         };
         for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++) {
-                char *envp[] = {(char *)props[i].env, NULL};
+                char *envp[] = {(char *)props[i].env, "KRIB_KAFKA_PROPERTIES_REPLACE=true", NULL};
                 krib_conf_load_env(&conf, envp, NULL, 0, err, sizeof(err));
                 int rc = krib_conf_finalize(&conf, err, sizeof(err));
                 if (props[i].refusal)
@@ -201,12 +206,131 @@ START_TEST(finalize_checks) {
                         ck_assert_msg(rc == 0, "%s: %s", props[i].env, err);
         }
         /* metrics.address: IPv4 or IPv6 ("::" too), never a name. */
-        char *env4[] = {"KRIB_KAFKA_PROPERTIES=", "KRIB_METRICS_ADDRESS=localhost", NULL};
+        char *env4[] = {"KRIB_KAFKA_PROPERTIES=", "KRIB_KAFKA_PROPERTIES_REPLACE=1",
+                        "KRIB_METRICS_ADDRESS=localhost", NULL};
         krib_conf_load_env(&conf, env4, NULL, 0, err, sizeof(err));
         ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
-        ck_assert_ptr_nonnull(strstr(err, "metrics.address: 'localhost'"));
-        char *env5[] = {"KRIB_METRICS_ADDRESS=::", NULL};
+        ck_assert_msg(
+                strstr(err, "metrics.address (environment KRIB_METRICS_ADDRESS): 'localhost'"),
+                "%s", err);
+        char *env5[] = {"KRIB_METRICS_ADDRESS=::", "KRIB_KAFKA_TOPICS=t", NULL};
         krib_conf_load_env(&conf, env5, NULL, 0, err, sizeof(err));
+        ck_assert_msg(krib_conf_finalize(&conf, err, sizeof(err)) == 0, "%s", err);
+        /* Topic regexes compile; avro routes have a registry. */
+        char *env6[] = {"KRIB_KAFKA_TOPICS=ok,^bad((", NULL};
+        krib_conf_load_env(&conf, env6, NULL, 0, err, sizeof(err));
+        ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
+        ck_assert_msg(strstr(err, "'^bad((' is not a valid regex"), "%s", err);
+}
+END_TEST
+
+/* A file's key names its line; the environment names its variable. */
+START_TEST(errors_name_their_source) {
+        ck_assert_int_eq(load("kafka = { topics = [\"a\"];\n"
+                              "  brokers = \"\"; };\n"),
+                         0);
+        ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
+        char want[128];
+        snprintf(want, sizeof(want), "kafka.brokers (%s:2): must not be empty", path);
+        ck_assert_msg(!strcmp(err, want), "%s", err);
+        char *env[] = {"KRIB_KAFKA_BROKERS=b:1", "KRIB_REDIS_RETRY_CAP_MS=1",
+                       "KRIB_REDIS_RETRY_BASE_MS=5", NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
+        ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
+        ck_assert_str_eq(err, "redis.retry_cap_ms (environment KRIB_REDIS_RETRY_CAP_MS): must not "
+                              "be below redis.retry_base_ms");
+}
+END_TEST
+
+/* KRIB_KAFKA_PROPERTIES (set by the StatefulSet) merges with the file's
+ * list per name, each change noted; _REPLACE=true replaces the list. */
+START_TEST(env_merges_keyed_lists) {
+        ck_assert_int_eq(load("kafka = { topics = [\"a\"];\n"
+                              "  properties = [\"security.protocol=SASL_SSL\", "
+                              "\"client.id=file\", \"sasl.jaas.config=secret\"]; };\n"),
+                         0);
+        char *env[] = {"KRIB_KAFKA_PROPERTIES=client.id=env,ssl.cipher.suites=A\\,B,"
+                       "sasl.jaas.config=other",
+                       NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
+        ck_assert_uint_eq(conf.kafka_properties.n, 4);
+        ck_assert_str_eq(conf.kafka_properties.v[0], "security.protocol=SASL_SSL");
+        ck_assert_str_eq(conf.kafka_properties.v[1], "client.id=env");
+        ck_assert_str_eq(conf.kafka_properties.v[2], "sasl.jaas.config=other");
+        ck_assert_str_eq(conf.kafka_properties.v[3], "ssl.cipher.suites=A,B");
+        ck_assert_uint_eq(conf.notes.n, 3);
+        ck_assert_msg(strstr(conf.notes.v[0], "client.id=file (") &&
+                              strstr(conf.notes.v[0], ") replaced by client.id=env"),
+                      "%s", conf.notes.v[0]);
+        ck_assert_msg(strstr(conf.notes.v[1], "ssl.cipher.suites=A,B added"), "%s",
+                      conf.notes.v[1]);
+        ck_assert_msg(strstr(conf.notes.v[2], "sasl.jaas.config=<redacted>") &&
+                              !strstr(conf.notes.v[2], "secret") &&
+                              !strstr(conf.notes.v[2], "other"),
+                      "%s", conf.notes.v[2]);
+        char *env2[] = {"KRIB_KAFKA_PROPERTIES=fetch.wait.max.ms=7",
+                        "KRIB_KAFKA_PROPERTIES_REPLACE=true", "KRIB_LOG_LEVEL=debug", NULL};
+        char warn[128];
+        ck_assert_int_eq(krib_conf_load_env(&conf, env2, warn, sizeof(warn), err, sizeof(err)), 0);
+        ck_assert_str_eq(warn, "");
+        ck_assert_uint_eq(conf.kafka_properties.n, 1);
+        ck_assert_str_eq(conf.kafka_properties.v[0], "fetch.wait.max.ms=7");
+        ck_assert_msg(strstr(conf.notes.v[conf.notes.n - 1],
+                             "KRIB_LOG_LEVEL: log.level = \"debug\" (default was \"info\")"),
+                      "%s", conf.notes.v[conf.notes.n - 1]);
+        char *env3[] = {"KRIB_KAFKA_PROPERTIES_REPLACE=maybe", NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env3, NULL, 0, err, sizeof(err)), -1);
+}
+END_TEST
+
+/* What start-up refuses without a network, the check refuses too. */
+START_TEST(preflight_reads_what_startup_reads) {
+        char *env[] = {"KRIB_KAFKA_TOPICS=t",
+                       "KRIB_DECODE_SCHEMA_FILE=" KRIB_SOURCE_DIR "/schemas/invalidation.avsc",
+                       NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
+        ck_assert_msg(krib_conf_finalize(&conf, err, sizeof(err)) == 0, "%s", err);
+        ck_assert_msg(krib_preflight_check(&conf, err, sizeof(err)) == 0, "%s", err);
+        write_conf("{ \"type\": \"record\", \"name\": ");
+        static const struct {
+                const char *var, *want;
+        } cases[] = {
+                {"KRIB_DECODE_SCHEMA_FILE=/no/such.avsc", "decode.schema_file"},
+                {"KRIB_DECODE_SCHEMA_FILE=", "decode.schema_file"},
+                {"KRIB_REDIS_TLS=true", "redis.tls"},
+        };
+        char bad[96], ca[96];
+        snprintf(bad, sizeof(bad), "KRIB_DECODE_SCHEMA_FILE=%s", path);
+        snprintf(ca, sizeof(ca), "KRIB_REDIS_TLS_CA_FILE=%s", path);
+        for (size_t i = 0; i < 3; i++) {
+                krib_conf_t c;
+                ck_assert_int_eq(krib_conf_init(&c), 0);
+                char *e1[] = {"KRIB_KAFKA_TOPICS=t", (char *)cases[i].var, NULL};
+                char *e2[] = {i == 0 ? bad : i == 1 ? "KRIB_LOG_LEVEL=info" : ca, NULL};
+                ck_assert_int_eq(krib_conf_load_env(&c, e1, NULL, 0, err, sizeof(err)), 0);
+                if (i != 1)
+                        ck_assert_int_eq(krib_conf_load_env(&c, e2, NULL, 0, err, sizeof(err)), 0);
+                ck_assert_msg(krib_conf_finalize(&c, err, sizeof(err)) == 0, "%s", err);
+                ck_assert_int_eq(krib_preflight_check(&c, err, sizeof(err)), -1);
+                ck_assert_msg(strstr(err, cases[i].want), "%s: %s", cases[i].var, err);
+                krib_conf_destroy(&c);
+        }
+}
+END_TEST
+
+START_TEST(avro_routes_need_a_registry) {
+        ck_assert_int_eq(load("routes = ( { name = \"r\"; topics = [\"t\"]; keys = [\"${id}\"];\n"
+                              "  format = \"debezium-avro\"; } );\n"),
+                         0);
+        ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
+        ck_assert_msg(strstr(err, "registry.url: a route reads debezium-avro (route r)"), "%s",
+                      err);
+        char *env[] = {"KRIB_REGISTRY_URL=registry:8081", NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
+        ck_assert_int_eq(krib_conf_finalize(&conf, err, sizeof(err)), -1);
+        ck_assert_msg(strstr(err, "is not an http:// or https:// URL"), "%s", err);
+        char *env2[] = {"KRIB_REGISTRY_URL=http://registry:8081", NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env2, NULL, 0, err, sizeof(err)), 0);
         ck_assert_msg(krib_conf_finalize(&conf, err, sizeof(err)) == 0, "%s", err);
 }
 END_TEST
@@ -292,6 +416,10 @@ Suite *make_suite(void) {
         tcase_add_test(tc, env_overrides_file);
         tcase_add_test(tc, env_unknown_and_bad_values);
         tcase_add_test(tc, finalize_checks);
+        tcase_add_test(tc, errors_name_their_source);
+        tcase_add_test(tc, env_merges_keyed_lists);
+        tcase_add_test(tc, preflight_reads_what_startup_reads);
+        tcase_add_test(tc, avro_routes_need_a_registry);
         tcase_add_test(tc, every_row_round_trips_through_env);
         tcase_add_test(tc, secrets_are_redacted);
         suite_add_tcase(s, tc);

@@ -352,6 +352,9 @@ START_TEST(config_errors_name_file_and_line) {
                 {"routes = ( { name = \"a\"; topics = [\"^pg[.].*\"]; keys = [\"${id}\"]; },\n"
                  "  { name = \"b\"; topics = [\"pg.users\"]; keys = [\"${id}\"]; } );",
                  "topic pg.users is already claimed by route a"},
+                {"routes = ( { topics = [\"t\"]; keys = [\"${id}\"]; action = \"write-through\";\n"
+                 "  version = \"none\"; } );",
+                 "krib.conf:2: routes[0]: write-through needs a version"},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
                 char err[512] = "";
@@ -360,6 +363,29 @@ START_TEST(config_errors_name_file_and_line) {
                 ck_assert_msg(strstr(err, cases[i].want) != NULL, "%s: got '%s'", cases[i].text,
                               err);
         }
+}
+END_TEST
+
+/* --print-config shows the routes as a `routes` list that parses back to
+ * the same routes. */
+START_TEST(printed_routes_parse_back) {
+        char *a = NULL, *b = NULL, err[256];
+        size_t na = 0, nb = 0;
+        FILE *fp = open_memstream(&a, &na);
+        krib_routes_print(rs, fp);
+        fclose(fp);
+        ck_assert_msg(strstr(a, "version = \"column:version\";") &&
+                              strstr(a, "origin = \"db1\";") && strstr(a, "ttl_ms = 60000;"),
+                      "%s", a);
+        krib_routes_t *again = parse(a, err, sizeof(err));
+        ck_assert_msg(again != NULL, "%s\n%s", err, a);
+        fp = open_memstream(&b, &nb);
+        krib_routes_print(again, fp);
+        fclose(fp);
+        ck_assert_str_eq(a, b);
+        krib_routes_destroy(again);
+        free(a);
+        free(b);
 }
 END_TEST
 
@@ -397,6 +423,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, write_through_without_a_value_still_invalidates);
         tcase_add_test(tc, config_errors_name_file_and_line);
         tcase_add_test(tc, dollars_escape);
+        tcase_add_test(tc, printed_routes_parse_back);
         suite_add_tcase(s, tc);
         return s;
 }
