@@ -145,6 +145,13 @@ int main(int argc, char **argv) {
                 return 1;
         }
         int rc = krib_pipeline_run(p);
+        if (rc == -3) { /* errors.tolerance=none stopped on a record: logged above */
+                krib_pipeline_destroy(p);
+                krib_log_error("main", "msg=\"stopped on a record krib cannot apply "
+                                       "(errors.tolerance=none); exit 3\"");
+                krib_conf_destroy(&conf);
+                return 3;
+        }
         /* Interrupted without a stop signal: the pipeline gave up (out of
          * memory). A supervisor must see a failure, not a clean exit. */
         int fatal = rc && !stop_requested;

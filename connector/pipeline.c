@@ -136,6 +136,7 @@ struct krib_pipeline {
         int stalled;            /* no answer for REDIS_STALL_US and no master usable */
         int64_t bound_since_us; /* at the in-flight bound since; 0 not */
         int interrupted;
+        int halted; /* errors.tolerance=none met a record it cannot apply */
         krib_pipeline_stats_t stats;
         int64_t stats_at_us;
 };
@@ -487,6 +488,20 @@ static const krib_route_t *route_of(krib_pipeline_t *p, const rd_kafka_topic_t *
 static int reject(krib_pipeline_t *p, batch_t *b, size_t i, const char *stage, const char *cls,
                   const char *why) {
         rd_kafka_message_t *m = b->msgs[i];
+        if (p->conf->errors_tolerance == KRIB_TOLERANCE_NONE) {
+                /* Connect's errors.tolerance=none: the record stays
+                 * unfinished, so its offset (and every later one of its
+                 * partition) is never stored; the rest drains and krib
+                 * exits non-zero for someone to look. */
+                krib_log_error("pipeline",
+                               "msg=\"stopping on a record krib cannot apply "
+                               "(errors.tolerance=none); its offset is not committed\" stage=%s "
+                               "class=%s " MSG_FMT " error=\"%s\"",
+                               stage, cls, MSG_ARGS(m), krib_log_esc(why, strlen(why)));
+                b->ev_state[i] = EV_ABANDONED;
+                p->halted = 1;
+                return 0;
+        }
         krib_log_error("pipeline",
                        "msg=\"rejected event\" stage=%s class=%s " MSG_FMT " error=\"%s\"%s", stage,
                        cls, MSG_ARGS(m), krib_log_esc(why, strlen(why)),
@@ -807,6 +822,11 @@ static void finalize(krib_pipeline_t *p, batch_t *b) {
                                  "log line)",
                                  b->events[i].entity.s);
                         if (reject(p, b, i, "write", "krib.RedisError", why))
+                                krib_log_error("pipeline", "msg=\"out of memory\"");
+                } else if (b->ev_state[i] == EV_FAILED &&
+                           p->conf->errors_tolerance == KRIB_TOLERANCE_NONE) {
+                        if (reject(p, b, i, "write", "krib.RedisError",
+                                   "redis refused a key for good (see the writer's log line)"))
                                 krib_log_error("pipeline", "msg=\"out of memory\"");
                 } else if (b->ev_state[i] == EV_FAILED) {
                         krib_log_error(
@@ -1326,7 +1346,7 @@ static void turn(krib_pipeline_t *p, int draining) {
 }
 
 int krib_pipeline_run(krib_pipeline_t *p) {
-        while (!*p->stop)
+        while (!*p->stop && !p->halted)
                 turn(p, 0);
         /* Drain: nothing new is read; what was read still gets its window. */
         int64_t deadline = krib_clock_mono_us() + p->conf->pipeline_shutdown_timeout_ms * 1000;
@@ -1341,7 +1361,7 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                               "msg=\"shutdown deadline passed with unacknowledged work; its "
                               "offsets were not stored\" in_flight=%zu",
                               krib_offsets_in_flight(p->offsets));
-        return p->interrupted ? -1 : 0;
+        return p->halted ? -3 : p->interrupted ? -1 : 0;
 }
 
 const krib_pipeline_stats_t *krib_pipeline_stats(const krib_pipeline_t *p) {

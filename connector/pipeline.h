@@ -60,8 +60,10 @@ typedef struct {
 krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_t *stop,
                                    char *errstr, size_t errstr_size);
 
-/* Runs until *stop. Returns 0 when everything polled was finished, or -1 when
- * the drain deadline left work unacknowledged (its offsets were not stored). */
+/* Runs until *stop. Returns 0 when everything polled was finished, -1 when
+ * the drain deadline left work unacknowledged (its offsets were not stored),
+ * or -3 when errors.tolerance=none met a record it cannot apply (after
+ * draining the rest; that record's offset is not stored). */
 int krib_pipeline_run(krib_pipeline_t *p);
 
 const krib_pipeline_stats_t *krib_pipeline_stats(const krib_pipeline_t *p);

@@ -351,6 +351,62 @@ START_TEST(write_through_defect_invalidates_then_dead_letters) {
 }
 END_TEST
 
+/* errors.tolerance=none (Kafka Connect's name): the poison record stops
+ * krib with status 3, everything before it is applied and committed, its
+ * own offset is not, and nothing is dead-lettered. With all, the same record
+ * is dead-lettered and the rest flows. */
+START_TEST(tolerance_none_stops_on_a_poison_record) {
+        start("tolnone");
+        char k[5][160];
+        for (int i = 0; i < 5; i++) {
+                snprintf(k[i], sizeof(k[i]), "%s:{%d}", nm.prefix, i);
+                set(k[i], "cached");
+        }
+        for (int i = 0; i < 5; i++) {
+                if (i == 3) {
+                        itest_produce_raw(nm.topic, 0, "poison", 6, "\x02not avro", 9);
+                        continue;
+                }
+                char ent[64];
+                snprintf(ent, sizeof(ent), "user:%d", i);
+                const char *keys[] = {k[i], NULL};
+                itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_DELETE, "db=1", NULL);
+        }
+        static char e_metrics[64];
+        snprintf(e_metrics, sizeof(e_metrics), "KRIB_METRICS_PORT=%d", itest_metrics_port());
+        const char *env[] = {e_metrics, "KRIB_ERRORS_TOLERANCE=none", NULL};
+        pid_t pid = itest_krib_start_conf(conf, env, nm.log);
+        int rc = itest_wait(pid, 60);
+        ck_assert_msg(rc == 3, "krib exited with %d, want 3 (log %s)", rc, nm.log);
+        for (int i = 0; i < 3; i++)
+                expect(k[i], NULL);
+        /* k[4], after the poison, may have been applied with its batch;
+         * what matters is that the commit stops at the poison. */
+        int64_t com[1];
+        ck_assert_int_eq(itest_committed(nm.group, nm.topic, 1, com), 0);
+        ck_assert_msg(com[0] == 3, "committed %lld, want 3: the poison record's offset",
+                      (long long)com[0]);
+        const char *why[] = {"errors.tolerance=none", "offset=3", "krib.DecodeError", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, why), 1);
+        const char *exit3[] = {"exit 3", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, exit3), 1);
+        int64_t dl[1];
+        ck_assert_int_eq(itest_log_end(dlq, 1, dl), 0);
+        ck_assert_int_eq(dl[0], 0);
+        /* The operator decides to let it through: all dead-letters it. */
+        set(k[4], "cached");
+        pid = run_krib();
+        caught_up();
+        expect(k[4], NULL); /* re-read from the poison on: applied again */
+        ck_assert_int_eq(itest_log_end(dlq, 1, dl), 0);
+        ck_assert_int_eq(dl[0], 1);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        unlink(nm.log);
+        unlink(body);
+        unlink(conf);
+}
+END_TEST
+
 /* ---- the fence script on a real master ---------------------------------- */
 
 static redisContext *master_of(const char *key) {
@@ -474,6 +530,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, hostile_records_are_dead_lettered_without_stalling);
         tcase_add_test(tc, fence_script_rules_on_a_real_master);
         tcase_add_test(tc, write_through_defect_invalidates_then_dead_letters);
+        tcase_add_test(tc, tolerance_none_stops_on_a_poison_record);
         suite_add_tcase(s, tc);
         return s;
 }
