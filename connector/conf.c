@@ -152,10 +152,13 @@ static const row_t rows[] = {
          "own (memory, evictions, ops, clients, keys; the skew gauges and the memory guard "
          "read it). 0: never.",
          0},
-        {"redis.memory_guard_percent", T_INT, F(redis_memory_guard_percent), "90", 0, 100, NULL,
+        {"redis.memory_guard_percent", T_INT, F(redis_memory_guard_percent), "0", 0, 100, NULL,
          "Pause consumption while a master's used_memory is above this share of its maxmemory "
          "and its maxmemory-policy can answer OOM (noeviction, volatile-*); with allkeys-* "
-         "policies Redis evicts instead and nothing pauses. 0: no guard.",
+         "policies Redis evicts instead and nothing pauses. 0 (default): no guard. Set it (e.g. "
+         "90) when krib writes values (write-through, fence = all, streams); an "
+         "invalidation-only deployment is better off without: UNLINK is allowed even at OOM, "
+         "and pausing would leave stale values cached.",
          0},
         {"registry.url", T_STR, F(registry_url), "", 0, 0, NULL,
          "Confluent Schema Registry base URL for routes with format debezium-avro (writer "

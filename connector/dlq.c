@@ -33,6 +33,7 @@ struct krib_dlq {
         rec_t **recs; /* each record allocated alone: delivery reports point at it */
         size_t n, cap;
         unsigned long acked;
+        unsigned long failures; /* attempts refused or timed out */
         int64_t warned_at_us;
 };
 
@@ -248,6 +249,7 @@ size_t krib_dlq_poll(krib_dlq_t *d, krib_dlq_acked_cb *acked, void *opaque) {
                         continue;
                 }
                 if (r->state == -1 && r->retry_at_us == 0) {
+                        d->failures++;
                         /* Just failed: a smaller copy goes out at once, others
                          * after a backoff. */
                         int64_t wait_ms = 100LL << (r->attempt < 5 ? r->attempt : 5);
@@ -287,6 +289,10 @@ void krib_dlq_forget(krib_dlq_t *d) {
 
 unsigned long krib_dlq_acked(const krib_dlq_t *d) {
         return d ? d->acked : 0;
+}
+
+unsigned long krib_dlq_failures(const krib_dlq_t *d) {
+        return d ? d->failures : 0;
 }
 
 void krib_dlq_destroy(krib_dlq_t *d) {

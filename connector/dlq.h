@@ -48,6 +48,9 @@ void krib_dlq_forget(krib_dlq_t *d);
 /* Records acknowledged by the broker, ever. */
 unsigned long krib_dlq_acked(const krib_dlq_t *d);
 
+/* Produce attempts that failed (each is produced again), ever. */
+unsigned long krib_dlq_failures(const krib_dlq_t *d);
+
 void krib_dlq_destroy(krib_dlq_t *d);
 
 #endif

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "retry.h"
 #include "util.h"
 #include "version.h"
 
@@ -70,6 +71,81 @@ static void emit(out_t *o, const char *fmt, ...) {
 
 static void family(out_t *o, const char *name, const char *type, const char *help) {
         emit(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Redis as INFO reports it, per master, and the skew across masters. */
+static void masters(out_t *o, const krib_metrics_snapshot_t *s) {
+        static const struct {
+                const char *name, *type, *help;
+                size_t off;
+        } g[] = {
+                {"krib_redis_used_memory_bytes", "gauge", "INFO used_memory per master.",
+                 offsetof(krib_health_master_t, used_memory)},
+                {"krib_redis_maxmemory_bytes", "gauge", "INFO maxmemory per master (0: none).",
+                 offsetof(krib_health_master_t, maxmemory)},
+                {"krib_redis_evicted_keys_total", "counter", "INFO evicted_keys per master.",
+                 offsetof(krib_health_master_t, evicted_keys)},
+                {"krib_redis_expired_keys_total", "counter", "INFO expired_keys per master.",
+                 offsetof(krib_health_master_t, expired_keys)},
+                {"krib_redis_ops_per_second", "gauge", "INFO instantaneous_ops_per_sec per master.",
+                 offsetof(krib_health_master_t, ops_per_sec)},
+                {"krib_redis_rejected_connections_total", "counter",
+                 "INFO rejected_connections per master (maxclients reached).",
+                 offsetof(krib_health_master_t, rejected_connections)},
+                {"krib_redis_connected_clients", "gauge", "INFO connected_clients per master.",
+                 offsetof(krib_health_master_t, connected_clients)},
+                {"krib_redis_blocked_clients", "gauge", "INFO blocked_clients per master.",
+                 offsetof(krib_health_master_t, blocked_clients)},
+                {"krib_redis_tracking_clients", "gauge",
+                 "INFO tracking_clients per master (client-side caching).",
+                 offsetof(krib_health_master_t, tracking_clients)},
+                {"krib_redis_tracking_keys", "gauge",
+                 "INFO tracking_total_keys per master: keys the server remembers for client-side "
+                 "caching (its memory grows with them).",
+                 offsetof(krib_health_master_t, tracking_total_keys)},
+                {"krib_redis_pubsub_channels", "gauge", "INFO pubsub_channels per master.",
+                 offsetof(krib_health_master_t, pubsub_channels)},
+                {"krib_redis_keys", "gauge", "Keys per master (INFO keyspace, every db).",
+                 offsetof(krib_health_master_t, keys)},
+        };
+        family(o, "krib_redis_master_up", "gauge",
+               "Whether the master answered the last INFO poll (redis.health_interval_ms).");
+        for (int i = 0; i < s->nmasters; i++)
+                emit(o, "krib_redis_master_up{node=\"%s\"} %d\n", s->masters[i].addr,
+                     s->masters[i].up ? 1 : 0);
+        for (size_t k = 0; k < sizeof(g) / sizeof(*g); k++) {
+                family(o, g[k].name, g[k].type, g[k].help);
+                for (int i = 0; i < s->nmasters; i++)
+                        if (s->masters[i].polled_ms)
+                                emit(o, "%s{node=\"%s\"} %" PRIu64 "\n", g[k].name,
+                                     s->masters[i].addr,
+                                     *(const uint64_t *)((const char *)&s->masters[i] + g[k].off));
+        }
+        family(o, "krib_redis_slots", "gauge", "Hash slots owned per master (the slot map).");
+        for (int i = 0; i < s->nmasters; i++)
+                emit(o, "krib_redis_slots{node=\"%s\"} %d\n", s->masters[i].addr,
+                     s->masters[i].slots);
+        family(o, "krib_redis_maxmemory_policy", "gauge",
+               "The master's maxmemory-policy, as a label (value 1).");
+        for (int i = 0; i < s->nmasters; i++)
+                if (s->masters[i].polled_ms)
+                        emit(o, "krib_redis_maxmemory_policy{node=\"%s\",policy=\"%s\"} 1\n",
+                             s->masters[i].addr, s->masters[i].policy);
+        krib_health_skew_t sk;
+        krib_health_skew(s->masters, s->nmasters > 0 ? (size_t)s->nmasters : 0, &sk);
+        family(o, "krib_redis_skew_ratio", "gauge",
+               "How far the busiest master is above the mean of the masters (max/mean - 1) for "
+               "used memory, ops/s, keys and slots; the alert fires above 0.15.");
+        emit(o, "krib_redis_skew_ratio{resource=\"memory\"} %.4f\n", sk.memory);
+        emit(o, "krib_redis_skew_ratio{resource=\"ops\"} %.4f\n", sk.ops);
+        emit(o, "krib_redis_skew_ratio{resource=\"keys\"} %.4f\n", sk.keys);
+        emit(o, "krib_redis_skew_ratio{resource=\"slots\"} %.4f\n", sk.slots);
+        family(o, "krib_redis_memory_guard_paused", "gauge",
+               "1 while the memory guard (redis.memory_guard_percent) holds consumption.");
+        emit(o, "krib_redis_memory_guard_paused %d\n", s->guarded ? 1 : 0);
+        family(o, "krib_redis_memory_guard_pauses_total", "counter",
+               "Times the memory guard paused consumption.");
+        emit(o, "krib_redis_memory_guard_pauses_total %" PRIu64 "\n", s->pipeline.guard_pauses);
 }
 
 char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len) {
@@ -191,6 +267,19 @@ char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len) {
         for (int i = 0; i < s->nnodes; i++)
                 emit(&o, "krib_redis_node_errors_total{node=\"%s\"} %" PRIu64 "\n",
                      s->nodes[i].addr, s->nodes[i].errors);
+        family(&o, "krib_redis_node_error_replies_total", "counter",
+               "Error replies and connection failures per Redis node by class: conn, busy "
+               "(TRYAGAIN, CLUSTERDOWN, LOADING, ...), redirect (MOVED/ASK), oom, auth, final "
+               "(not retried).");
+        for (int i = 0; i < s->nnodes; i++)
+                for (int k = 0; k <= KRIB_ERR_CLASSES; k++)
+                        emit(&o,
+                             "krib_redis_node_error_replies_total{node=\"%s\",class=\"%s\"} "
+                             "%" PRIu64 "\n",
+                             s->nodes[i].addr,
+                             krib_retry_class_name(k < KRIB_ERR_CLASSES ? (krib_err_class_t)k
+                                                                        : KRIB_ERR_FINAL),
+                             s->nodes[i].err_class[k]);
         family(&o, "krib_redis_node_connection_failures_total", "counter",
                "Failed connects and lost connections per Redis node.");
         for (int i = 0; i < s->nnodes; i++)
@@ -237,6 +326,21 @@ char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len) {
                              "\n",
                              s->nodes[i].addr, to[k], s->nodes[i].breaker_entered[k]);
 
+        masters(&o, s);
+        family(&o, "krib_dead_letters_total", "counter",
+               "Records krib could not apply, by source topic, route (\"\" for krib's own "
+               "events), error class, and where they went: dlq (the dead-letter topic) or log.");
+        for (int i = 0; i < s->nrejects; i++) {
+                const krib_metrics_reject_t *r = &s->rejects[i];
+                emit(&o,
+                     "krib_dead_letters_total{topic=\"%s\",route=\"%s\",class=\"%s\",to=\"%s\"} "
+                     "%" PRIu64 "\n",
+                     r->topic, r->route, r->cls, r->dlq ? "dlq" : "log", r->n);
+        }
+        family(&o, "krib_dead_letter_produce_failures_total", "counter",
+               "Dead-letter copies the broker refused or that timed out (each is produced "
+               "again; the source offset waits).");
+        emit(&o, "krib_dead_letter_produce_failures_total %" PRIu64 "\n", s->dlq_failures);
         family(&o, "krib_in_flight_events", "gauge", "Events read and not yet finished.");
         emit(&o, "krib_in_flight_events %zu\n", s->in_flight);
         family(&o, "krib_assigned_partitions", "gauge", "Partitions assigned to this member.");
@@ -368,6 +472,10 @@ struct krib_metrics {
         size_t nodes_cap;
         krib_partition_lag_t *lag;
         size_t lag_cap;
+        krib_health_master_t *masters;
+        size_t masters_cap;
+        krib_metrics_reject_t *rejects;
+        size_t rejects_cap;
 };
 
 #define STALL_MS 30000
@@ -502,6 +610,20 @@ void krib_metrics_publish(krib_metrics_t *m, const krib_metrics_snapshot_t *s) {
         m->snap.nnodes = (int)nn;
         m->snap.lag = m->lag;
         m->snap.nlag = (int)nl;
+        size_t nm = s->nmasters > 0 ? (size_t)s->nmasters : 0;
+        size_t nr = s->nrejects > 0 ? (size_t)s->nrejects : 0;
+        if (krib_util_grow(&m->masters, &m->masters_cap, nm, sizeof(*m->masters)))
+                nm = m->masters_cap;
+        if (krib_util_grow(&m->rejects, &m->rejects_cap, nr, sizeof(*m->rejects)))
+                nr = m->rejects_cap;
+        if (nm)
+                memcpy(m->masters, s->masters, nm * sizeof(*m->masters));
+        if (nr)
+                memcpy(m->rejects, s->rejects, nr * sizeof(*m->rejects));
+        m->snap.masters = m->masters;
+        m->snap.nmasters = (int)nm;
+        m->snap.rejects = m->rejects;
+        m->snap.nrejects = (int)nr;
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -513,5 +635,7 @@ void krib_metrics_destroy(krib_metrics_t *m) {
         pthread_mutex_destroy(&m->lock);
         free(m->nodes);
         free(m->lag);
+        free(m->masters);
+        free(m->rejects);
         free(m);
 }

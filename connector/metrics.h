@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "consumer.h"
+#include "health.h"
 #include "hist.h"
 #include "pipeline.h"
 #include "reorder.h"
@@ -28,6 +29,16 @@ typedef struct {
         uint64_t rss_bytes, virtual_bytes;
         long open_fds, max_fds; /* -1: unknown */
 } krib_metrics_process_t;
+
+/* Records krib could not apply, by source topic, route and error class;
+ * dlq: copied to the dead-letter topic (else only logged). */
+typedef struct {
+        char topic[256];
+        char route[64];
+        char cls[32];
+        int dlq;
+        uint64_t n;
+} krib_metrics_reject_t;
 
 typedef struct {
         krib_pipeline_stats_t pipeline;
@@ -49,6 +60,12 @@ typedef struct {
         int nnodes;
         const krib_partition_lag_t *lag; /* from librdkafka stats */
         int nlag;
+        const krib_health_master_t *masters; /* INFO figures (health.h) */
+        int nmasters;
+        int guarded; /* the memory guard holds consumption */
+        const krib_metrics_reject_t *rejects;
+        int nrejects;
+        uint64_t dlq_failures; /* dead-letter produce attempts that failed */
         krib_metrics_process_t process;
         int64_t loop_at_ms; /* wall clock of the last publish */
         int64_t started_ms;

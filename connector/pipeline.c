@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "offsets.h"
 #include "dlq.h"
+#include "health.h"
 #include "registry.h"
 #include "sweep.h"
 #include "reorder.h"
@@ -137,6 +138,18 @@ struct krib_pipeline {
         int64_t bound_since_us; /* at the in-flight bound since; 0 not */
         int interrupted;
         int halted; /* errors.tolerance=none met a record it cannot apply */
+        /* Redis health (INFO poller) and the memory guard. */
+        krib_health_t *health;
+        krib_health_master_t *hm;
+        size_t hm_cap;
+        int nhm;
+        char (*maddrs)[KRIB_ADDR_MAX];
+        int *mslots;
+        size_t maddrs_cap;
+        int64_t masters_at_us, health_at_us;
+        int guarded;                    /* a master is over redis.memory_guard_percent */
+        krib_metrics_reject_t *rejects; /* by topic, route, class */
+        size_t nrejects, rejects_cap;
         krib_pipeline_stats_t stats;
         int64_t stats_at_us;
 };
@@ -178,6 +191,47 @@ static void key_stats(krib_pipeline_t *p) {
         p->stats.fence_invalidated = ws->fence_concurrent;
 }
 
+/* Tells the poller which masters exist (every health interval), reads its
+ * figures back and judges the memory guard (every publish). */
+static void health_step(krib_pipeline_t *p) {
+        if (!p->health)
+                return;
+        int64_t now = krib_clock_mono_us();
+        if (now - p->masters_at_us >= p->conf->redis_health_interval_ms * 1000) {
+                p->masters_at_us = now;
+                int n = krib_writer_masters(p->writer, -1, NULL, 0);
+                if (n > 0 && (size_t)n > p->maddrs_cap) {
+                        size_t c1 = p->maddrs_cap, c2 = p->maddrs_cap;
+                        if (krib_util_grow(&p->maddrs, &c1, (size_t)n, sizeof(*p->maddrs)) ||
+                            krib_util_grow(&p->mslots, &c2, (size_t)n, sizeof(*p->mslots)))
+                                n = -1;
+                        else
+                                p->maddrs_cap = c1 < c2 ? c1 : c2;
+                }
+                if (n > 0)
+                        n = krib_writer_master_slots(p->writer, p->maddrs, p->mslots, n);
+                if (n > 0)
+                        krib_health_set_masters(p->health, (const char(*)[KRIB_ADDR_MAX])p->maddrs,
+                                                p->mslots, (size_t)n);
+        }
+        int n = krib_health_snapshot(p->health, &p->hm, &p->hm_cap);
+        p->nhm = n > 0 ? n : 0;
+        int g = krib_health_guard(p->hm, (size_t)p->nhm, p->conf->redis_memory_guard_percent);
+        if (g >= 0 && !p->guarded)
+                krib_log_warn("pipeline",
+                              "msg=\"memory guard: a master is above redis.memory_guard_percent "
+                              "of maxmemory under a policy that answers OOM; consumption "
+                              "pauses\" node=%s used_memory=%" PRIu64 " maxmemory=%" PRIu64
+                              " policy=%s percent=%" PRId64,
+                              p->hm[g].addr, p->hm[g].used_memory, p->hm[g].maxmemory,
+                              p->hm[g].policy, p->conf->redis_memory_guard_percent);
+        else if (g < 0 && p->guarded)
+                krib_log_info("pipeline", "msg=\"memory guard released\"");
+        if (g >= 0 && !p->guarded)
+                p->stats.guard_pauses++;
+        p->guarded = g >= 0;
+}
+
 static void publish(krib_pipeline_t *p, int force) {
         key_stats(p);
         if (p->registry) {
@@ -208,6 +262,12 @@ static void publish(krib_pipeline_t *p, int force) {
         int nn = krib_writer_nodes(p->writer, &p->nodes, &p->nodes_cap);
         s.nodes = p->nodes;
         s.nnodes = nn > 0 ? nn : 0;
+        s.masters = p->hm;
+        s.nmasters = p->nhm;
+        s.guarded = p->guarded;
+        s.rejects = p->rejects;
+        s.nrejects = (int)p->nrejects;
+        s.dlq_failures = krib_dlq_failures(p->dlq);
         s.loop_at_ms = now;
         krib_metrics_publish(p->metrics, &s);
 }
@@ -372,6 +432,9 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
                                                       errstr, errstr_size)))
                         goto fail;
         }
+        errstr[0] = '\0';
+        if (!(p->health = krib_health_new(conf, errstr, errstr_size)) && errstr[0])
+                goto fail;
         if (!(p->sweeps = krib_sweeps_new(p->writer, conf->redis_sweep_count))) {
                 snprintf(errstr, errstr_size, "out of memory");
                 goto fail;
@@ -485,6 +548,31 @@ static const krib_route_t *route_of(krib_pipeline_t *p, const rd_kafka_topic_t *
 /* An event krib cannot apply: copied to the dead-letter topic when one is
  * set (finished once the broker acknowledged the copy), else logged and
  * finished. Returns -1 when it cannot even be queued. */
+/* Counts a rejected record for /metrics under its topic, route and class. */
+static void count_reject(krib_pipeline_t *p, const rd_kafka_message_t *m, const char *cls) {
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        const krib_route_t *r = route_of(p, m->rkt);
+        const char *route = r ? krib_route_name(r) : "";
+        int dlq = p->dlq != NULL;
+        for (size_t k = 0; k < p->nrejects; k++) {
+                krib_metrics_reject_t *x = &p->rejects[k];
+                if (x->dlq == dlq && !strcmp(x->cls, cls) && !strcmp(x->route, route) &&
+                    !strcmp(x->topic, topic)) {
+                        x->n++;
+                        return;
+                }
+        }
+        if (krib_util_grow(&p->rejects, &p->rejects_cap, p->nrejects + 1, sizeof(*p->rejects)))
+                return; /* the log line still says it */
+        krib_metrics_reject_t *x = &p->rejects[p->nrejects++];
+        memset(x, 0, sizeof(*x));
+        snprintf(x->topic, sizeof(x->topic), "%s", topic);
+        snprintf(x->route, sizeof(x->route), "%s", route);
+        snprintf(x->cls, sizeof(x->cls), "%s", cls);
+        x->dlq = dlq;
+        x->n = 1;
+}
+
 static int reject(krib_pipeline_t *p, batch_t *b, size_t i, const char *stage, const char *cls,
                   const char *why) {
         rd_kafka_message_t *m = b->msgs[i];
@@ -506,6 +594,7 @@ static int reject(krib_pipeline_t *p, batch_t *b, size_t i, const char *stage, c
                        "msg=\"rejected event\" stage=%s class=%s " MSG_FMT " error=\"%s\"%s", stage,
                        cls, MSG_ARGS(m), krib_log_esc(why, strlen(why)),
                        p->dlq ? " dead_letter=yes" : "");
+        count_reject(p, m, cls);
         if (p->dlq) {
                 if (krib_dlq_add(p->dlq, m, stage, cls, why, b->seq << 24 | i))
                         return -1;
@@ -835,6 +924,7 @@ static void finalize(krib_pipeline_t *p, batch_t *b) {
                                 MSG_ARGS(m),
                                 krib_log_esc(b->events[i].entity.s, b->events[i].entity.len));
                         p->stats.failed++;
+                        count_reject(p, m, "krib.RedisError");
                         finish(p, m);
                         b->ev_state[i] = EV_DONE;
                 }
@@ -1321,9 +1411,16 @@ static void turn(krib_pipeline_t *p, int draining) {
         } else if (now - p->progress_at_us >= REDIS_STALL_US && krib_writer_failing(p->writer)) {
                 p->stalled = 1;
         }
+        if (now - p->health_at_us >= 250000) {
+                p->health_at_us = now;
+                health_step(p);
+        }
         if (!p->paused && p->stalled)
                 pause_all(p, "redis is failing");
-        else if (p->paused && !p->stalled && !admitting(p) && (p->open || free_slots(p)) &&
+        else if (!p->paused && p->guarded)
+                pause_all(p, "redis memory guard");
+        else if (p->paused && !p->stalled && !p->guarded && !admitting(p) &&
+                 (p->open || free_slots(p)) &&
                  p->inflight_events < (size_t)p->conf->pipeline_max_in_flight_events / 2 + 1 &&
                  p->inflight_bytes < (size_t)p->conf->pipeline_max_in_flight_bytes / 2 + 1) {
                 resume_all(p);
@@ -1391,6 +1488,11 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         krib_sweeps_destroy(p->sweeps);
         krib_writer_destroy(p->writer);
         krib_dlq_destroy(p->dlq);
+        krib_health_destroy(p->health);
+        free(p->hm);
+        free(p->maddrs);
+        free(p->mslots);
+        free(p->rejects);
         krib_registry_destroy(p->registry);
         krib_schemas_destroy(p->decode);
         krib_offsets_destroy(p->offsets);

@@ -51,8 +51,9 @@ typedef struct {
         uint64_t abandoned;         /* events of revoked partitions dropped unfinished */
         uint64_t pauses;            /* times consumption was paused for Redis */
         uint64_t batches;
-        uint64_t poll_us;  /* time spent reading from the consumer */
-        uint64_t write_us; /* time spent in Redis writes (incl. retries) */
+        uint64_t poll_us;      /* time spent reading from the consumer */
+        uint64_t write_us;     /* time spent in Redis writes (incl. retries) */
+        uint64_t guard_pauses; /* times the memory guard paused consumption */
 } krib_pipeline_stats_t;
 
 /* conf and stop are borrowed for the pipeline's lifetime. Setting *stop makes

@@ -258,6 +258,7 @@ static void conn_drop_inflight(krib_writer_t *w, conn_t *c) {
 
 static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
         c->m.conn_failures++;
+        c->m.err_class[KRIB_ERR_CONN]++;
         if (c->c) {
                 krib_log_warn("writer", "msg=\"redis connection lost\" node=%s:%d error=\"%s\"",
                               c->addr.host, c->addr.port, why);
@@ -390,6 +391,7 @@ static void ctl_fail(krib_writer_t *w, conn_t *c) {
         c->ctl = NULL;
         int64_t now = krib_clock_mono_us();
         c->m.conn_failures++;
+        c->m.err_class[KRIB_ERR_CONN]++;
         breaker_note(w, c->m.addr, &c->br,
                      krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_CONN, now,
                                           krib_retry_rand(&w->rng)));
@@ -567,6 +569,18 @@ int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[KRIB_ADDR_MAX]
                 if (addrs)
                         snprintf(addrs[n], KRIB_ADDR_MAX, "%s", w->conns[w->master_conn[m]].m.addr);
                 n++;
+        }
+        return n;
+}
+
+int krib_writer_master_slots(krib_writer_t *w, char (*addrs)[KRIB_ADDR_MAX], int *slots, int max) {
+        int n = krib_writer_masters(w, -1, addrs, max);
+        for (int m = 0; m < n; m++)
+                slots[m] = 0;
+        for (int s = 0; n > 0 && s < KRIB_SLOT_COUNT; s++) {
+                int32_t o = w->topo.slot_owner[s];
+                if (o >= 0 && o < n)
+                        slots[o]++;
         }
         return n;
 }
@@ -1133,6 +1147,7 @@ static void fail_refs(krib_writer_t *w, conn_t *c, const uint32_t *refs, size_t 
                       const char *what) {
         w->stats.errors++;
         c->m.errors++;
+        c->m.err_class[KRIB_ERR_CLASSES]++;
         const krib_wop_t *op = &rec_of(w, refs[0])->op;
         krib_log_error("writer",
                        "msg=\"redis refused %s\" node=%s:%d key=\"%s\" keys=%zu error=\"%s\"",
@@ -1226,6 +1241,7 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, const uint32
         if (red != KRIB_REDIRECT_NONE && !to.host[0])
                 snprintf(to.host, sizeof(to.host), "%s", c->addr.host);
         if (red == KRIB_REDIRECT_MOVED || red == KRIB_REDIRECT_ASK) {
+                c->m.err_class[KRIB_ERR_REDIRECT]++;
                 krib_log_debug("writer",
                                "msg=\"redirected\" kind=%s slot=%d from=%s to=%s:%d keys=%zu",
                                red == KRIB_REDIRECT_MOVED ? "moved" : "ask", slot, c->m.addr,
@@ -1262,6 +1278,7 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, const uint32
         } else if ((cls = krib_retry_classify(r->str, r->len)) != KRIB_ERR_FINAL) {
                 w->stats.retries++;
                 c->m.errors++;
+                c->m.err_class[cls]++;
                 w->trouble = 1;
                 int64_t now = krib_clock_mono_us();
                 if (!strncmp(r->str, "READONLY", 8) || !strncmp(r->str, "CLUSTERDOWN", 11))

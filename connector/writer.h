@@ -100,6 +100,9 @@ typedef struct {
         double rt_sum_s;
         uint8_t breaker; /* krib_breaker_state_t */
         uint64_t breaker_entered[3];
+        /* Error replies and connection failures by krib_err_class_t (retry.h;
+         * redirect counts MOVED/ASK replies), [KRIB_ERR_CLASSES]: final. */
+        uint64_t err_class[6];
 } krib_writer_node_t;
 
 /* Copies every node's counters into *out (grown as needed, *cap entries);
@@ -170,6 +173,10 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
  * "host:port" names (as krib connects to them) into addrs; returns how many,
  * or -1 when no slot map is known yet. addrs NULL: only counts them. */
 int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[KRIB_ADDR_MAX], int max);
+
+/* Every master (as krib_writer_masters(w, -1, ...)) with the number of
+ * hash slots it owns, in slots[]; returns how many, or -1. */
+int krib_writer_master_slots(krib_writer_t *w, char (*addrs)[KRIB_ADDR_MAX], int *slots, int max);
 
 /* One SCAN step on node addr ("host:port" from krib_writer_masters()):
  * SCAN cursor MATCH pattern COUNT count. On success returns 0, writes the

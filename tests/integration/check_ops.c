@@ -196,6 +196,168 @@ START_TEST(print_config_redacts_secrets) {
 }
 END_TEST
 
+/* ---- Redis health and the memory guard, on the real cluster ------------- */
+
+static int master_ports[3];
+
+static void masters_init(void) {
+        const char *p = itest_redis_nodes();
+        for (int i = 0; i < 3; i++) {
+                const char *c = strchr(p, ':');
+                ck_assert_ptr_nonnull(c);
+                master_ports[i] = atoi(c + 1);
+                p = strchr(c, ',');
+                if (!p)
+                        break;
+                p++;
+        }
+}
+
+/* The master that owns key (answers it without MOVED). */
+static int owner_port(const char *key) {
+        for (int i = 0; i < 3; i++) {
+                redisContext *c = itest_redis(master_ports[i]);
+                redisReply *r = redisCommand(c, "EXISTS %s", key);
+                int mine = r && r->type == REDIS_REPLY_INTEGER;
+                freeReplyObject(r);
+                redisFree(c);
+                if (mine)
+                        return master_ports[i];
+        }
+        ck_abort_msg("no master owns %s", key);
+        return -1;
+}
+
+static long long info_field(redisContext *c, const char *name) {
+        redisReply *r = redisCommand(c, "INFO memory");
+        ck_assert_ptr_nonnull(r);
+        char want[64];
+        snprintf(want, sizeof(want), "\n%s:", name);
+        const char *p = strstr(r->str, want);
+        long long v = p ? atoll(p + strlen(want)) : -1;
+        freeReplyObject(r);
+        return v;
+}
+
+/* Never leave a master with a maxmemory behind, even after a failure: the
+ * unchecked teardown runs in the test runner itself. */
+static void guard_cleanup(void) {
+        masters_init();
+        for (int i = 0; i < 3; i++) {
+                redisContext *c = itest_redis(master_ports[i]);
+                freeReplyObject(redisCommand(c, "CONFIG SET maxmemory 0"));
+                for (int k = 0; k < 64; k++)
+                        freeReplyObject(redisCommand(c, "UNLINK {krib-guard-fill}:%d", k));
+                redisFree(c);
+        }
+}
+
+static double metric_now(const char *body, const char *n1, const char *n2) {
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+        return itest_metric(body, n1, n2);
+}
+
+static int wait_metric(const char *body, const char *n1, const char *n2, double want, int ms) {
+        for (int t = 0; t <= ms; t += 100) {
+                if (metric_now(body, n1, n2) == want)
+                        return 1;
+                usleep(100000);
+        }
+        return 0;
+}
+
+static int cluster_has(const char *key) {
+        char got[64];
+        return itest_cluster_get(key, got, sizeof(got));
+}
+
+/* INFO figures per master reach /metrics; filling one master past
+ * redis.memory_guard_percent of its maxmemory (noeviction) pauses
+ * consumption before Redis would answer OOM, and emptying it resumes. */
+START_TEST(memory_guard_pauses_before_oom) {
+        masters_init();
+        itest_names(&nm, "guard");
+        char body[300];
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        char dlq[200], conf[300];
+        itest_topic_with_dlq(&nm, 1, dlq, sizeof(dlq), conf, sizeof(conf));
+        int port = owner_port("{krib-guard-fill}:0");
+        redisContext *m = itest_redis(port);
+        long long used = info_field(m, "used_memory");
+        ck_assert_int_gt(used, 0);
+        long long max = used + 8 * 1024 * 1024;
+        freeReplyObject(redisCommand(m, "CONFIG SET maxmemory %lld", max));
+        freeReplyObject(redisCommand(m, "CONFIG SET maxmemory-policy noeviction"));
+
+        char e_port[64];
+        snprintf(e_port, sizeof(e_port), "KRIB_METRICS_PORT=%d", itest_metrics_port());
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             e_port,
+                             "KRIB_REDIS_HEALTH_INTERVAL_MS=200",
+                             "KRIB_REDIS_MEMORY_GUARD_PERCENT=80",
+                             NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        char k1[160], k2[160], node[64];
+        snprintf(k1, sizeof(k1), "%s:{1}", nm.prefix);
+        snprintf(k2, sizeof(k2), "%s:{2}", nm.prefix);
+        snprintf(node, sizeof(node), "node=\"127.0.0.1:%d\"", port);
+        ck_assert_int_eq(itest_cluster_cmd("SET", k1, "cached", NULL, 0), 1);
+        const char *keys1[] = {k1, NULL};
+        itest_produce_event(nm.topic, 0, "guard:1", keys1, KRIB_ACTION_DELETE, "db=1", NULL);
+        for (int i = 0; i < 200 && cluster_has(k1); i++)
+                usleep(100000);
+        ck_assert_msg(!cluster_has(k1), "first event not applied (log %s)", nm.log);
+        ck_assert_msg(wait_metric(body, "krib_redis_master_up", node, 1, 5000), "log %s", nm.log);
+        ck_assert_msg(wait_metric(body, "krib_redis_maxmemory_bytes", node, (double)max, 5000),
+                      "maxmemory not reported");
+        ck_assert_int_eq(metric_now(body, "krib_redis_memory_guard_paused", NULL), 0);
+
+        /* Fill toward maxmemory: 256 KiB values on one slot of that master. */
+        static char big[256 * 1024];
+        memset(big, 'x', sizeof(big) - 1);
+        int filled = 0;
+        for (int k = 0; k < 64 && info_field(m, "used_memory") < max * 85 / 100; k++) {
+                redisReply *r = redisCommand(m, "SET {krib-guard-fill}:%d %s", k, big);
+                ck_assert_msg(r && r->type == REDIS_REPLY_STATUS, "fill: %s",
+                              r && r->type == REDIS_REPLY_ERROR ? r->str : "?");
+                freeReplyObject(r);
+                filled++;
+        }
+        ck_assert_int_ge(info_field(m, "used_memory"), max * 80 / 100);
+        ck_assert_msg(wait_metric(body, "krib_redis_memory_guard_paused", NULL, 1, 5000),
+                      "guard did not trip (log %s)", nm.log);
+        double used_seen = metric_now(body, "krib_redis_used_memory_bytes", node);
+        ck_assert_msg(used_seen >= (double)max * 0.8, "gauge %g", used_seen);
+        ck_assert_int_eq(metric_now(body, "krib_paused", NULL), 1);
+        /* While it holds, new work waits. */
+        ck_assert_int_eq(itest_cluster_cmd("SET", k2, "cached", NULL, 0), 1);
+        const char *keys2[] = {k2, NULL};
+        itest_produce_event(nm.topic, 0, "guard:2", keys2, KRIB_ACTION_DELETE, "db=1", NULL);
+        sleep(2);
+        ck_assert_msg(cluster_has(k2), "applied while the guard held (log %s)", nm.log);
+        /* Memory freed: the guard lets go and the event is applied. */
+        for (int k = 0; k < filled; k++)
+                freeReplyObject(redisCommand(m, "UNLINK {krib-guard-fill}:%d", k));
+        ck_assert_msg(wait_metric(body, "krib_redis_memory_guard_paused", NULL, 0, 5000),
+                      "guard did not release");
+        for (int i = 0; i < 100 && cluster_has(k2); i++)
+                usleep(100000);
+        ck_assert_msg(!cluster_has(k2), "not applied after the guard released (log %s)", nm.log);
+        ck_assert_int_eq(metric_now(body, "krib_redis_memory_guard_pauses_total", NULL), 1);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        char node_log[64];
+        snprintf(node_log, sizeof(node_log), "node=127.0.0.1:%d ", port);
+        const char *tripped[] = {"memory guard: a master is above", node_log, NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, tripped), 1);
+        freeReplyObject(redisCommand(m, "CONFIG SET maxmemory 0"));
+        redisFree(m);
+        unlink(body);
+        unlink(nm.log);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("ops");
         TCase *tc = tcase_create("acl");
@@ -205,6 +367,11 @@ Suite *make_suite(void) {
         tc = tcase_create("sasl");
         tcase_set_timeout(tc, 180);
         tcase_add_test(tc, kafka_sasl_ssl_scram);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("guard");
+        tcase_set_timeout(tc, 120);
+        tcase_add_unchecked_fixture(tc, NULL, guard_cleanup);
+        tcase_add_test(tc, memory_guard_pauses_before_oom);
         suite_add_tcase(s, tc);
         tc = tcase_create("cli");
         tcase_add_test(tc, print_config_redacts_secrets);

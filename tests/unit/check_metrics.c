@@ -68,10 +68,34 @@ START_TEST(large_clusters_and_assignments_render_whole) {
                 lag[i].lag = i;
                 lag[i].committed = 1000 + i;
         }
+        static krib_health_master_t masters[20];
+        memset(masters, 0, sizeof(masters));
+        for (int i = 0; i < 20; i++) {
+                memcpy(masters[i].addr, nodes[i].addr, sizeof(masters[i].addr));
+                masters[i].up = i != 7;
+                masters[i].polled_ms = 1;
+                masters[i].slots = 16384 / 20;
+                masters[i].used_memory = i == 3 ? 2000 : 1000;
+                snprintf(masters[i].policy, sizeof(masters[i].policy), "allkeys-lru");
+        }
+        nodes[2].err_class[2] = 9; /* redirects */
+        static krib_metrics_reject_t rejects[70];
+        for (int i = 0; i < 70; i++) {
+                snprintf(rejects[i].topic, sizeof(rejects[i].topic), "dbserver1.inventory.t%d", i);
+                snprintf(rejects[i].route, sizeof(rejects[i].route), "route-%d", i);
+                snprintf(rejects[i].cls, sizeof(rejects[i].cls), "krib.DecodeError");
+                rejects[i].dlq = i % 2;
+                rejects[i].n = (uint64_t)i + 1;
+        }
         s.nodes = nodes;
         s.nnodes = 20;
         s.lag = lag;
         s.nlag = 200;
+        s.masters = masters;
+        s.nmasters = 20;
+        s.rejects = rejects;
+        s.nrejects = 70;
+        s.dlq_failures = 3;
         size_t n = 0;
         char *buf = krib_metrics_render(&s, &n);
         ck_assert_ptr_nonnull(buf);
@@ -81,6 +105,21 @@ START_TEST(large_clusters_and_assignments_render_whole) {
                 strstr(buf, "krib_consumer_lag{topic=\"dbserver1.inventory.customer_addresses_"
                             "and_preferences\",partition=\"199\"} 199\n"));
         ck_assert_ptr_nonnull(strstr(buf, "partition=\"199\"} 1199\n"));
+        ck_assert_ptr_nonnull(
+                strstr(buf, "krib_redis_master_up{node=\"redis-cluster-7.redis-cluster-headless."
+                            "platform-cache-production.svc.cluster.local:6379\"} 0\n"));
+        ck_assert_ptr_nonnull(
+                strstr(buf, "krib_redis_used_memory_bytes{node=\"redis-cluster-19.redis-cluster-"
+                            "headless.platform-cache-production.svc.cluster.local:6379\"} 1000\n"));
+        /* 19 answering masters, one at 2000 bytes: mean 1052.63, max/mean - 1. */
+        ck_assert_ptr_nonnull(strstr(buf, "krib_redis_skew_ratio{resource=\"memory\"} 0.9000\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_redis_skew_ratio{resource=\"slots\"} 0.0000\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "svc.cluster.local:6379\",class=\"redirect\"} 9\n"));
+        ck_assert_ptr_nonnull(
+                strstr(buf, "krib_dead_letters_total{topic=\"dbserver1.inventory.t69\",route="
+                            "\"route-69\",class=\"krib.DecodeError\",to=\"dlq\"} 70\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "to=\"log\"} 69\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_dead_letter_produce_failures_total 3\n"));
         free(buf);
 }
 END_TEST
