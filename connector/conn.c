@@ -328,7 +328,7 @@ static void io_error(krib_conn_t *c, const char *what, int e) {
 /* A TLS write or read failed with a reset or a bare syscall error. Under
  * TLS 1.3 a server that refuses the client (no certificate, say) sends its
  * alert after the handshake and closes: the alert may sit unread in the
- * socket. Read once more (the socket is non-blocking) so the log names the
+ * socket. Read once more (bounded by the I/O timeout) so the log names the
  * real cause instead of "Connection reset by peer". */
 static void tls_failure(krib_conn_t *c, const char *what) {
         ssl_err(c->err, sizeof(c->err), what);

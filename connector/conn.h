@@ -4,11 +4,15 @@
  * hiredis 0.14 formats commands and parses replies well but does its own
  * socket I/O and has no TLS; krib keeps hiredis's formatter
  * (redisFormatCommandArgv) and reader (redisReader) and does the I/O here,
- * so plain and TLS connections share one code path. The socket is
- * non-blocking; every wait is a poll() bounded by the connect or I/O
- * timeout, so a blackholed node costs at most one timeout per call.
+ * so plain and TLS connections share one code path. Connecting (and the
+ * TLS handshake) is non-blocking, bounded by poll() and the connect
+ * timeout; after that the socket is blocking with SO_RCVTIMEO/SO_SNDTIMEO
+ * set to the I/O timeout (one system call per read or write), and waits for
+ * readiness use poll(). A blackholed node costs at most one timeout per
+ * call.
  *
- * Owned by the writer (one per node); not thread-safe.
+ * Owned by its user (the writer: one per node; the health poller: its own);
+ * not thread-safe.
  */
 #ifndef KRIB_CONN_H
 #define KRIB_CONN_H

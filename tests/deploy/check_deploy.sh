@@ -32,11 +32,42 @@ done
 step "docker-compose config"
 (cd "$src" && docker-compose -f docker-compose.yml config -q) || fail=1
 
+step "docker-compose works as shipped: topics, healthchecks, job order, demo traffic, scrape job"
+python3 - "$src" <<'PY' || fail=1
+import os, sys, yaml
+src = sys.argv[1]
+dc = yaml.safe_load(open(os.path.join(src, "docker-compose.yml")))["services"]
+krib = dc["krib"]
+topics = krib["environment"]["KRIB_KAFKA_TOPICS"].split(",")
+create = " ".join(dc["kafka-topics-create"]["command"])
+for t in topics + [krib["environment"]["KRIB_DLQ_TOPIC"]]:
+    assert "--topic %s " % t in create, "topic %s is not created" % t
+assert "healthcheck" in dc["kafka"], "kafka has no healthcheck"
+for n in range(1, 7):
+    assert "healthcheck" in dc["redis-%d" % n], "redis-%d has no healthcheck" % n
+    assert dc["redis-cluster-create"]["depends_on"]["redis-%d" % n]["condition"] == "service_healthy"
+assert dc["kafka-topics-create"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+for job in ("kafka-topics-create", "redis-cluster-create"):
+    assert krib["depends_on"][job]["condition"] == "service_completed_successfully", job
+demo = " ".join(dc["demo-producer"]["command"])
+assert "--topic %s " % topics[0] in demo, "the demo producer does not feed krib's topic"
+assert dc["demo-producer"]["image"] == krib["image"]
+cmake = open(os.path.join(src, "CMakeLists.txt")).read()
+assert "install(TARGETS krib krib-loadgen" in cmake, "the image lacks krib-loadgen"
+prom = yaml.safe_load(open(os.path.join(src, "deploy", "prometheus", "prometheus-compose.yml")))
+jobs = [j["job_name"] for j in prom["scrape_configs"]]
+rules = yaml.safe_load(open(os.path.join(src, "deploy", "prometheus", "alerts.yml")))
+exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+assert 'job="%s"' % jobs[0] in exprs["KribDown"], "KribDown does not match the scrape job"
+assert "absent(" in exprs["KribAbsent"], "no alert for krib disappearing"
+print("docker-compose OK")
+PY
+
 step "kubernetes-validate --strict"
 out=$(python3 -m kubernetes_validate --strict "$src"/deploy/kubernetes/*.yaml 2>&1) || fail=1
 printf '%s\n' "$out"
 # Every built-in kind must have passed; only the CRD may lack a schema.
-if printf '%s\n' "$out" | grep -v 'kind ScaledObject' | grep -qE '^(WARN|ERROR)'; then fail=1; fi
+if printf '%s\n' "$out" | grep -vE 'kind (ScaledObject|TriggerAuthentication)' | grep -qE '^(WARN|ERROR)'; then fail=1; fi
 
 step "ScaledObject against its schema; krib config from ConfigMap + StatefulSet env"
 python3 - "$src" "$krib" <<'PY' || fail=1
@@ -49,24 +80,58 @@ jsonschema.validate(so, json.load(open(os.path.join(k8s, "schemas", "keda-scaled
 assert so["spec"]["scaleTargetRef"]["name"] == "krib"
 cm = yaml.safe_load(open(os.path.join(k8s, "configmap.yaml")))
 sts = yaml.safe_load(open(os.path.join(k8s, "statefulset.yaml")))
-c = sts["spec"]["template"]["spec"]["containers"][0]
+pdb = yaml.safe_load(open(os.path.join(k8s, "pdb.yaml")))
+ta = yaml.safe_load(open(os.path.join(k8s, "keda-triggerauthentication.yaml")))
+secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(open(os.path.join(k8s, "secret.yaml")))}
+pod = sts["spec"]["template"]["spec"]
+c = pod["containers"][0]
+# Consistency between the manifests, as an operator would check by hand.
+trig = so["spec"]["triggers"][0]
+assert sts["spec"]["replicas"] == so["spec"]["minReplicaCount"], "StatefulSet replicas != KEDA min"
+assert "topic" not in trig["metadata"], "a fixed KEDA topic misses the other topics krib reads"
+assert trig["metadata"]["offsetResetPolicy"] == "earliest", "KEDA must count lag as krib resets"
+assert trig["authenticationRef"]["name"] == ta["metadata"]["name"]
+for ref in ta["spec"]["secretTargetRef"]:
+    assert ref["key"] in secrets[ref["name"]]["stringData"], ref
+assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+assert pod["automountServiceAccountToken"] is False
+for e in c["env"]:
+    ref = e.get("valueFrom", {}).get("secretKeyRef")
+    if ref:
+        assert ref["key"] in secrets[ref["name"]]["stringData"], ref
+pod_env = {}
 env = {k: v for k, v in os.environ.items() if not k.startswith("KRIB_")}
 for e in c["env"]:
     if "value" in e:
-        env[e["name"]] = e["value"].replace("$(POD_NAME)", "krib-0")
-    elif e["name"].startswith("KRIB_"):
-        env[e["name"]] = "from-secret"
+        v = e["value"]
+        for k, x in pod_env.items():
+            v = v.replace("$(%s)" % k, x)
+        pod_env[e["name"]] = v
+    else:
+        pod_env[e["name"]] = "krib-0" if e["name"] == "POD_NAME" else "from-secret"
+env.update({k: v for k, v in pod_env.items() if k.startswith("KRIB_")})
 with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, "krib.conf")
     open(path, "w").write(cm["data"]["krib.conf"])
-    # The image's schema paths do not exist here: point them at the source tree.
+    # Paths of the image and the mounted secret do not exist here: point
+    # them at the source tree and a stand-in CA file (merged per name).
     env["KRIB_DECODE_SCHEMA_FILE"] = os.path.join(src, "schemas", "invalidation.avsc")
     env["KRIB_DECODE_SCHEMA_DIR"] = os.path.join(src, "schemas")
-    r = subprocess.run([krib, "--print-config", "-c", path], env=env, capture_output=True, text=True)
+    ca = os.path.join(d, "ca.crt")
+    open(ca, "w").write("stand-in\n")
+    env["KRIB_KAFKA_PROPERTIES"] += ",ssl.ca.location=" + ca
+    r = subprocess.run([krib, "--check-config", "-c", path], env=env, capture_output=True, text=True)
     print(r.stdout, r.stderr, sep="")
-    assert r.returncode == 0, "krib rejected the Kubernetes configuration"
-    assert 'kafka.properties = ["group.instance.id=krib-0", "session.timeout.ms=30000"];' in r.stdout
-    assert "from-secret" not in r.stdout.replace('redis.username = "from-secret"', ""), "secret printed"
+    assert r.returncode == 0 and "configuration OK" in r.stdout, "krib --check-config rejected the Kubernetes configuration"
+    r = subprocess.run([krib, "--print-config", "-c", path], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    want = ('kafka.properties = ["security.protocol=SASL_SSL", "sasl.mechanisms=SCRAM-SHA-512", '
+            '"ssl.ca.location=%s", "group.instance.id=krib-0", "session.timeout.ms=30000", '
+            '"sasl.username=from-secret"];' % ca)
+    assert want in r.stdout, r.stdout
+    # The StatefulSet's variable merged with the ConfigMap, and said so.
+    assert "KRIB_KAFKA_PROPERTIES: kafka.properties: group.instance.id=krib-0 added" in r.stderr, r.stderr
+    assert "from-secret" not in r.stdout.replace('redis.username = "from-secret"', "").replace("sasl.username=from-secret", ""), "secret printed"
     probe = c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"]
     assert probe == ("/healthz", "/readyz"), probe
 print("kubernetes configuration OK")

@@ -305,7 +305,11 @@ START_TEST(preflight_reads_what_startup_reads) {
         for (size_t i = 0; i < 3; i++) {
                 krib_conf_t c;
                 ck_assert_int_eq(krib_conf_init(&c), 0);
+                char *e0[] = {"KRIB_DECODE_SCHEMA_FILE=" KRIB_SOURCE_DIR
+                              "/schemas/invalidation.avsc",
+                              NULL};
                 char *e1[] = {"KRIB_KAFKA_TOPICS=t", (char *)cases[i].var, NULL};
+                ck_assert_int_eq(krib_conf_load_env(&c, e0, NULL, 0, err, sizeof(err)), 0);
                 char *e2[] = {i == 0 ? bad : i == 1 ? "KRIB_LOG_LEVEL=info" : ca, NULL};
                 ck_assert_int_eq(krib_conf_load_env(&c, e1, NULL, 0, err, sizeof(err)), 0);
                 if (i != 1)
