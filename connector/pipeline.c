@@ -199,7 +199,7 @@ static void health_step(krib_pipeline_t *p) {
         int64_t now = krib_clock_mono_us();
         if (now - p->masters_at_us >= p->conf->redis_health_interval_ms * 1000) {
                 p->masters_at_us = now;
-                int n = krib_writer_masters(p->writer, -1, NULL, 0);
+                int n = krib_writer_master_slots(p->writer, NULL, NULL, 0);
                 if (n > 0 && (size_t)n > p->maddrs_cap) {
                         size_t c1 = p->maddrs_cap, c2 = p->maddrs_cap;
                         if (krib_util_grow(&p->maddrs, &c1, (size_t)n, sizeof(*p->maddrs)) ||

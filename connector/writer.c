@@ -574,10 +574,16 @@ int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[KRIB_ADDR_MAX]
 }
 
 int krib_writer_master_slots(krib_writer_t *w, char (*addrs)[KRIB_ADDR_MAX], int *slots, int max) {
-        int n = krib_writer_masters(w, -1, addrs, max);
-        for (int m = 0; m < n; m++)
-                slots[m] = 0;
-        for (int s = 0; n > 0 && s < KRIB_SLOT_COUNT; s++) {
+        /* The map as it is: never a refresh from here (the health poller asks
+         * every few seconds, and a refresh blocks on an unreachable seed). */
+        int n = 0;
+        for (size_t m = 0; m < w->topo.master_count && (!addrs || n < max); m++, n++) {
+                if (addrs)
+                        snprintf(addrs[n], KRIB_ADDR_MAX, "%s", w->conns[w->master_conn[m]].m.addr);
+                if (slots)
+                        slots[n] = 0;
+        }
+        for (int s = 0; slots && n > 0 && s < KRIB_SLOT_COUNT; s++) {
                 int32_t o = w->topo.slot_owner[s];
                 if (o >= 0 && o < n)
                         slots[o]++;

@@ -174,8 +174,8 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
  * or -1 when no slot map is known yet. addrs NULL: only counts them. */
 int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[KRIB_ADDR_MAX], int max);
 
-/* Every master (as krib_writer_masters(w, -1, ...)) with the number of
- * hash slots it owns, in slots[]; returns how many, or -1. */
+/* Every master of the slot map as it is (no refresh), with the number of
+ * hash slots it owns in slots[]; addrs NULL: only counts them. */
 int krib_writer_master_slots(krib_writer_t *w, char (*addrs)[KRIB_ADDR_MAX], int *slots, int max);
 
 /* One SCAN step on node addr ("host:port" from krib_writer_masters()):
