@@ -198,24 +198,20 @@ END_TEST
 
 /* ---- Redis health and the memory guard, on the real cluster ------------- */
 
-static int master_ports[3];
+/* Every node of the 6-node cluster (ci/services: consecutive ports from the
+ * first seed); after the failover scenarios any of them may be a master. */
+static int master_ports[6];
 
 static void masters_init(void) {
-        const char *p = itest_redis_nodes();
-        for (int i = 0; i < 3; i++) {
-                const char *c = strchr(p, ':');
-                ck_assert_ptr_nonnull(c);
-                master_ports[i] = atoi(c + 1);
-                p = strchr(c, ',');
-                if (!p)
-                        break;
-                p++;
-        }
+        const char *c = strchr(itest_redis_seed(), ':');
+        ck_assert_ptr_nonnull(c);
+        for (int i = 0; i < 6; i++)
+                master_ports[i] = atoi(c + 1) + i;
 }
 
 /* The master that owns key (answers it without MOVED). */
 static int owner_port(const char *key) {
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 6; i++) {
                 redisContext *c = itest_redis(master_ports[i]);
                 redisReply *r = redisCommand(c, "EXISTS %s", key);
                 int mine = r && r->type == REDIS_REPLY_INTEGER;
@@ -243,7 +239,7 @@ static long long info_field(redisContext *c, const char *name) {
  * unchecked teardown runs in the test runner itself. */
 static void guard_cleanup(void) {
         masters_init();
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 6; i++) {
                 redisContext *c = itest_redis(master_ports[i]);
                 freeReplyObject(redisCommand(c, "CONFIG SET maxmemory 0"));
                 for (int k = 0; k < 64; k++)
