@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef enum { T_STR, T_INT, T_BOOL, T_LIST, T_ENUM } row_type_t;
+typedef enum { T_STR, T_INT, T_BOOL, T_LIST, T_ENUM, T_REAL } row_type_t;
 
 typedef struct {
         const char *name;
@@ -35,6 +35,7 @@ static const char *const fence_modes[] = {"all", "upserts", "versioned", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
 static const char *const tolerances[] = {"none", "all", NULL};
+static const char *const fill_kinds[] = {"unguarded", "guarded", NULL};
 
 #define F(field) offsetof(krib_conf_t, field)
 
@@ -224,6 +225,30 @@ static const row_t rows[] = {
          "Most entries of one event's version vector (its fence lines in Redis); beyond it the "
          "event is rejected.",
          0},
+        {"inspect.delays_ms", T_LIST, F(inspect_delays_ms), "1000,60000", 0, 0, NULL,
+         "krib inspect: after each of these delays from an event's ts_ms its keys are checked in "
+         "Redis (docs/CONSISTENCY.md). At most 8, each in 1..86400000.",
+         0},
+        {"inspect.sample_ratio", T_REAL, F(inspect_sample_ratio), "1", 0, 1, NULL,
+         "krib inspect: share of events checked (chosen by a hash of topic, partition and "
+         "offset, so reruns check the same ones); e.g. 0.01 in production.",
+         0},
+        {"inspect.budget_per_s", T_INT, F(inspect_budget_per_s), "2000", 1, 10000000, NULL,
+         "krib inspect: Redis commands per second at most (two per key checked), so the "
+         "inspector never competes with the writer; checks beyond it wait.",
+         0},
+        {"inspect.fills", T_ENUM, F(inspect_fills), "unguarded", 0, 0, fill_kinds,
+         "krib inspect: how applications fill the cache. guarded (krib_fill / "
+         "krib_fill_leased, redis/krib.lua): a value without a known version where the event "
+         "says there should be none or a newer one is stale. unguarded (plain SET): it is "
+         "unverifiable, counted apart, never as fresh.",
+         0},
+        {"inspect.window_s", T_INT, F(inspect_window_s), "600", 10, 86400, NULL,
+         "krib inspect: sliding window of the consistency nines gauge.", 0},
+        {"inspect.metrics_port", T_INT, F(inspect_metrics_port), "9465", 0, 65535, NULL,
+         "krib inspect: port of its /metrics, /healthz and /readyz (on metrics.address; 0: "
+         "none). Apart from krib's so both run side by side in one pod.",
+         0},
         {"metrics.address", T_STR, F(metrics_address), "127.0.0.1", 0, 0, NULL,
          "IPv4 or IPv6 address of the /metrics, /healthz and /readyz endpoints (\"::\" or "
          "\"0.0.0.0\": all; \"::\" serves IPv4 too).",
@@ -332,6 +357,18 @@ static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *er
                         return -1;
                 }
                 *(int64_t *)p = v;
+                return 0;
+        }
+        case T_REAL: {
+                char *end;
+                errno = 0;
+                double v = strtod(val, &end);
+                if (errno || end == val || *end || !(v >= (double)r->min && v <= (double)r->max)) {
+                        errf(errstr, size, "%s: '%s' is not a number in [%" PRId64 ", %" PRId64 "]",
+                             r->name, val, r->min, r->max);
+                        return -1;
+                }
+                *(double *)p = v;
                 return 0;
         }
         case T_BOOL:
@@ -515,6 +552,15 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
                                 snprintf(num, sizeof(num), "%lld", v);
                 }
                 break;
+        case T_REAL:
+                if (type == CONFIG_TYPE_FLOAT)
+                        snprintf(num, sizeof(num), "%.17g", config_setting_get_float(s));
+                else if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64)
+                        snprintf(num, sizeof(num), "%lld", config_setting_get_int64(s));
+                else
+                        goto wrong_type;
+                text = num;
+                break;
         case T_BOOL:
                 if (type != CONFIG_TYPE_BOOL)
                         goto wrong_type;
@@ -549,8 +595,8 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
         origin_set(conf, r, "%s:%d", file, line);
         return 0;
 wrong_type : {
-        static const char *tn[] = {"a string", "an integer", "a boolean", "a list of strings",
-                                   "a string"};
+        static const char *tn[] = {"a string",          "an integer", "a boolean",
+                                   "a list of strings", "a string",   "a number"};
         errf(errstr, size, "%s:%d: %s must be %s", file, line, r->name, tn[r->type]);
         return -1;
 }
@@ -954,6 +1000,20 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                      WHERE("redis.nodes"));
                 return -1;
         }
+        if (!conf->inspect_delays_ms.n || conf->inspect_delays_ms.n > 8) {
+                errf(errstr, errstr_size, "%s: 1 to 8 delays", WHERE("inspect.delays_ms"));
+                return -1;
+        }
+        for (size_t i = 0; i < conf->inspect_delays_ms.n; i++) {
+                char *end;
+                errno = 0;
+                long long d = strtoll(conf->inspect_delays_ms.v[i], &end, 10);
+                if (errno || *end || d < 1 || d > 86400000) {
+                        errf(errstr, errstr_size, "%s: '%s' is not a delay in 1..86400000 ms",
+                             WHERE("inspect.delays_ms"), conf->inspect_delays_ms.v[i]);
+                        return -1;
+                }
+        }
         if (krib_routes_need_registry(conf->routes) && !*conf->registry_url) {
                 errf(errstr, errstr_size,
                      "%s: a route reads debezium-avro (route %s), so a schema registry is needed",
@@ -1030,7 +1090,7 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
 }
 
 static const char *type_name(const row_t *r) {
-        static const char *tn[] = {"string", "integer", "boolean", "list", "enum"};
+        static const char *tn[] = {"string", "integer", "boolean", "list", "enum", "number"};
         return tn[r->type];
 }
 
@@ -1040,7 +1100,7 @@ void krib_conf_print_help(FILE *fp) {
                 char env[128];
                 env_name(r->name, env, sizeof(env));
                 fprintf(fp, "%-30s %-8s default=\"%s\"", r->name, type_name(r), r->def);
-                if (r->type == T_INT)
+                if (r->type == T_INT || r->type == T_REAL)
                         fprintf(fp, " range=[%" PRId64 ",%" PRId64 "]", r->min, r->max);
                 if (r->type == T_ENUM) {
                         fprintf(fp, " values=");
@@ -1061,6 +1121,9 @@ static void row_print(const krib_conf_t *conf, const row_t *r, FILE *fp) {
                 break;
         case T_INT:
                 fprintf(fp, "%" PRId64 ";\n", *(const int64_t *)p);
+                break;
+        case T_REAL:
+                fprintf(fp, "%g;\n", *(const double *)p);
                 break;
         case T_BOOL:
                 fprintf(fp, "%s;\n", *(const int64_t *)p ? "true" : "false");

@@ -81,6 +81,14 @@ typedef struct krib_conf {
         char *registry_url;
         int64_t registry_timeout_ms;
 
+        /* krib inspect (inspect.h) */
+        krib_strlist_t inspect_delays_ms; /* decimal ms, validated by finalize */
+        double inspect_sample_ratio;
+        int64_t inspect_budget_per_s;
+        int64_t inspect_fills; /* 0 unguarded, 1 guarded */
+        int64_t inspect_window_s;
+        int64_t inspect_metrics_port;
+
         char *metrics_address;
         int64_t metrics_port; /* 0: no HTTP server */
 

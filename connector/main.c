@@ -10,6 +10,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "conf.h"
+#include "inspect.h"
 #include "log.h"
 #include "pipeline.h"
 #include "preflight.h"
@@ -17,7 +18,12 @@
 
 extern char **environ;
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, end_requested;
+
+static void on_usr1(int sig) {
+        (void)sig;
+        end_requested = 1; /* krib inspect: read to the end as of now, then stop */
+}
 
 static struct timespec first_signal;
 
@@ -45,6 +51,13 @@ static void on_signal(int sig) {
 static void usage(FILE *fp) {
         fprintf(fp, "usage: krib [-c FILE] [--check-config] [--print-config] [--help-config] "
                     "[--version]\n"
+                    "       krib inspect [-c FILE] [--until-end] [--report]\n"
+                    "  inspect             check krib's work in Redis after inspect.delays_ms "
+                    "(docs/CONSISTENCY.md)\n"
+                    "  --until-end         inspect: stop at the end of the topics as of the start "
+                    "(SIGUSR1: as of then)\n"
+                    "  --report            inspect: print one summary line; exit 1 if a key was "
+                    "stale at the longest delay\n"
                     "  -c, --config FILE   libconfig file (default: $KRIB_CONFIG or "
                     "config/krib.conf)\n"
                     "  --check-config      validate the configuration and exit\n"
@@ -55,13 +68,22 @@ static void usage(FILE *fp) {
 
 int main(int argc, char **argv) {
         const char *path = getenv("KRIB_CONFIG") ? getenv("KRIB_CONFIG") : "config/krib.conf";
-        int check_only = 0, print = 0;
+        int check_only = 0, print = 0, inspect = 0;
+        krib_inspect_opts_t iopts = {0, 0};
+        if (argc > 1 && !strcmp(argv[1], "inspect")) {
+                inspect = 1;
+                argv[1] = argv[0];
+                argv++;
+                argc--;
+        }
         static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                              {"check-config", no_argument, NULL, 'k'},
                                              {"print-config", no_argument, NULL, 'p'},
                                              {"help-config", no_argument, NULL, 'H'},
                                              {"version", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, 'h'},
+                                             {"until-end", no_argument, NULL, 'U'},
+                                             {"report", no_argument, NULL, 'R'},
                                              {NULL, 0, NULL, 0}};
         int o;
         while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -84,6 +106,14 @@ int main(int argc, char **argv) {
                 case 'h':
                         usage(stdout);
                         return 0;
+                case 'U':
+                case 'R':
+                        if (!inspect) {
+                                usage(stderr);
+                                return 2;
+                        }
+                        *(o == 'U' ? &iopts.until_end : &iopts.report) = 1;
+                        break;
                 default:
                         usage(stderr);
                         return 2;
@@ -132,6 +162,18 @@ int main(int argc, char **argv) {
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         signal(SIGPIPE, SIG_IGN);
+        if (inspect) {
+                struct sigaction su;
+                memset(&su, 0, sizeof(su));
+                su.sa_handler = on_usr1;
+                sigemptyset(&su.sa_mask);
+                sigaction(SIGUSR1, &su, NULL);
+                krib_log_info("main", "msg=\"starting the inspector\" version=%s config=%s",
+                              KRIB_VERSION, path);
+                int irc = krib_inspect_run(&conf, &iopts, &stop_requested, &end_requested);
+                krib_conf_destroy(&conf);
+                return irc;
+        }
 
         krib_log_info("main",
                       "msg=\"starting\" version=%s config=%s brokers=%s group=%s "

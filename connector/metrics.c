@@ -73,6 +73,32 @@ static void family(out_t *o, const char *name, const char *type, const char *hel
         emit(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* Start time, build and the standard process_* names (so stock dashboards
+ * find them): on krib's page and the inspector's alike. */
+static void common(out_t *o, const krib_metrics_process_t *pr, int64_t started_ms) {
+        family(o, "krib_start_time_seconds", "gauge", "Start of this process (Unix time).");
+        emit(o, "krib_start_time_seconds %.3f\n", (double)started_ms / 1000.0);
+        family(o, "krib_build_info", "gauge", "krib's version and the libraries it runs on.");
+        emit(o, "krib_build_info{version=\"%s\",librdkafka=\"%s\",hiredis=\"%d.%d.%d\"} 1\n",
+             KRIB_VERSION, rd_kafka_version_str(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+        family(o, "process_cpu_seconds_total", "counter", "User and system CPU time.");
+        emit(o, "process_cpu_seconds_total %.2f\n", pr->cpu_s);
+        family(o, "process_resident_memory_bytes", "gauge", "Resident memory.");
+        emit(o, "process_resident_memory_bytes %" PRIu64 "\n", pr->rss_bytes);
+        family(o, "process_virtual_memory_bytes", "gauge", "Virtual memory.");
+        emit(o, "process_virtual_memory_bytes %" PRIu64 "\n", pr->virtual_bytes);
+        if (pr->open_fds >= 0) {
+                family(o, "process_open_fds", "gauge", "Open file descriptors.");
+                emit(o, "process_open_fds %ld\n", pr->open_fds);
+        }
+        if (pr->max_fds >= 0) {
+                family(o, "process_max_fds", "gauge", "Limit on open file descriptors.");
+                emit(o, "process_max_fds %ld\n", pr->max_fds);
+        }
+        family(o, "process_start_time_seconds", "gauge", "Start of this process (Unix time).");
+        emit(o, "process_start_time_seconds %.3f\n", (double)started_ms / 1000.0);
+}
+
 /* Redis as INFO reports it, per master, and the skew across masters. */
 static void masters(out_t *o, const krib_metrics_snapshot_t *s) {
         static const struct {
@@ -387,29 +413,7 @@ char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len) {
                         emit(&o,
                              "krib_committed_offset{topic=\"%s\",partition=\"%d\"} %" PRId64 "\n",
                              s->lag[i].topic, (int)s->lag[i].partition, s->lag[i].committed);
-        family(&o, "krib_start_time_seconds", "gauge", "Start of this process (Unix time).");
-        emit(&o, "krib_start_time_seconds %.3f\n", (double)s->started_ms / 1000.0);
-        family(&o, "krib_build_info", "gauge", "krib's version and the libraries it runs on.");
-        emit(&o, "krib_build_info{version=\"%s\",librdkafka=\"%s\",hiredis=\"%d.%d.%d\"} 1\n",
-             KRIB_VERSION, rd_kafka_version_str(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
-        /* The standard process_* names, so stock dashboards find them. */
-        const krib_metrics_process_t *pr = &s->process;
-        family(&o, "process_cpu_seconds_total", "counter", "User and system CPU time.");
-        emit(&o, "process_cpu_seconds_total %.2f\n", pr->cpu_s);
-        family(&o, "process_resident_memory_bytes", "gauge", "Resident memory.");
-        emit(&o, "process_resident_memory_bytes %" PRIu64 "\n", pr->rss_bytes);
-        family(&o, "process_virtual_memory_bytes", "gauge", "Virtual memory.");
-        emit(&o, "process_virtual_memory_bytes %" PRIu64 "\n", pr->virtual_bytes);
-        if (pr->open_fds >= 0) {
-                family(&o, "process_open_fds", "gauge", "Open file descriptors.");
-                emit(&o, "process_open_fds %ld\n", pr->open_fds);
-        }
-        if (pr->max_fds >= 0) {
-                family(&o, "process_max_fds", "gauge", "Limit on open file descriptors.");
-                emit(&o, "process_max_fds %ld\n", pr->max_fds);
-        }
-        family(&o, "process_start_time_seconds", "gauge", "Start of this process (Unix time).");
-        emit(&o, "process_start_time_seconds %.3f\n", (double)s->started_ms / 1000.0);
+        common(&o, &s->process, s->started_ms);
         if (o.failed) {
                 free(o.buf);
                 return NULL;
@@ -476,7 +480,27 @@ struct krib_metrics {
         size_t masters_cap;
         krib_metrics_reject_t *rejects;
         size_t rejects_cap;
+        /* Text mode (krib inspect): the page is the caller's text. */
+        int text_mode, text_ready;
+        char *text;
+        size_t text_len;
 };
+
+static char *render_text(krib_metrics_t *m, const krib_metrics_process_t *proc, size_t *len) {
+        out_t o = {malloc(m->text_len + 4096), m->text_len + 4096, 0, 0};
+        if (!o.buf)
+                return NULL;
+        memcpy(o.buf, m->text ? m->text : "", m->text_len);
+        o.len = m->text_len;
+        o.buf[o.len] = '\0';
+        common(&o, proc, m->snap.started_ms);
+        if (o.failed) {
+                free(o.buf);
+                return NULL;
+        }
+        *len = o.len;
+        return o.buf;
+}
 
 #define STALL_MS 30000
 
@@ -511,7 +535,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                  * the next publish overwrites. */
                 pthread_mutex_lock(&m->lock);
                 m->snap.process = proc;
-                char *text = krib_metrics_render(&m->snap, &len);
+                char *text = m->text_mode ? render_text(m, &proc, &len)
+                                          : krib_metrics_render(&m->snap, &len);
                 pthread_mutex_unlock(&m->lock);
                 if (!text)
                         return reply(c, 500, "text/plain", "out of memory\n", 14);
@@ -538,6 +563,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         }
         if (!strcmp(url, "/readyz")) {
                 char why[128];
+                if (m->text_mode)
+                        return krib_metrics_live(&s, now, STALL_MS) && m->text_ready
+                                       ? reply(c, 200, "text/plain", "ready\n", 6)
+                                       : reply(c, 503, "text/plain", "not ready\n", 10);
                 if (krib_metrics_ready(&s, now, STALL_MS))
                         return reply(c, 200, "text/plain", "ready\n", 6);
                 int n = snprintf(why, sizeof(why), "not ready: live=%d joined=%d redis_up=%d\n",
@@ -590,6 +619,29 @@ krib_metrics_t *krib_metrics_new(const char *address, int port, char *errstr, si
         return m;
 }
 
+krib_metrics_t *krib_metrics_new_text(const char *address, int port, char *errstr,
+                                      size_t errstr_size) {
+        krib_metrics_t *m = krib_metrics_new(address, port, errstr, errstr_size);
+        if (m)
+                m->text_mode = 1;
+        return m;
+}
+
+void krib_metrics_publish_text(krib_metrics_t *m, const char *text, size_t len, int ready) {
+        char *copy = malloc(len + 1);
+        if (!copy)
+                return; /* the last page stays; liveness shows the loop */
+        memcpy(copy, text, len);
+        copy[len] = '\0';
+        pthread_mutex_lock(&m->lock);
+        free(m->text);
+        m->text = copy;
+        m->text_len = len;
+        m->text_ready = ready;
+        m->snap.loop_at_ms = krib_clock_wall_ms();
+        pthread_mutex_unlock(&m->lock);
+}
+
 void krib_metrics_publish(krib_metrics_t *m, const krib_metrics_snapshot_t *s) {
         pthread_mutex_lock(&m->lock);
         int64_t started = m->snap.started_ms;
@@ -637,5 +689,6 @@ void krib_metrics_destroy(krib_metrics_t *m) {
         free(m->lag);
         free(m->masters);
         free(m->rejects);
+        free(m->text);
         free(m);
 }

@@ -94,6 +94,13 @@ typedef struct krib_metrics krib_metrics_t;
  * still works). NULL + errstr when the port cannot be bound. */
 krib_metrics_t *krib_metrics_new(const char *address, int port, char *errstr, size_t errstr_size);
 
+/* A server for another page (krib inspect): /metrics serves the text last
+ * published (plus the process metrics), /healthz whether it was published
+ * within the stall limit, /readyz that and the caller's ready flag. */
+krib_metrics_t *krib_metrics_new_text(const char *address, int port, char *errstr,
+                                      size_t errstr_size);
+void krib_metrics_publish_text(krib_metrics_t *m, const char *text, size_t len, int ready);
+
 /* Copies s as the snapshot served from now on (s borrowed until return). */
 void krib_metrics_publish(krib_metrics_t *m, const krib_metrics_snapshot_t *s);
 

@@ -52,6 +52,9 @@ for job in ("kafka-topics-create", "redis-cluster-create"):
 demo = " ".join(dc["demo-producer"]["command"])
 assert "--topic %s " % topics[0] in demo, "the demo producer does not feed krib's topic"
 assert dc["demo-producer"]["image"] == krib["image"]
+insp = dc["krib-inspect"]
+assert insp["image"] == krib["image"] and insp["command"][0] == "inspect", "no inspector beside krib"
+assert insp["environment"]["KRIB_KAFKA_TOPICS"] == krib["environment"]["KRIB_KAFKA_TOPICS"]
 cmake = open(os.path.join(src, "CMakeLists.txt")).read()
 assert "install(TARGETS krib krib-loadgen" in cmake, "the image lacks krib-loadgen"
 prom = yaml.safe_load(open(os.path.join(src, "deploy", "prometheus", "prometheus-compose.yml")))
@@ -59,6 +62,7 @@ jobs = [j["job_name"] for j in prom["scrape_configs"]]
 rules = yaml.safe_load(open(os.path.join(src, "deploy", "prometheus", "alerts.yml")))
 exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
 assert 'job="%s"' % jobs[0] in exprs["KribDown"], "KribDown does not match the scrape job"
+assert "krib-inspect" in jobs, "Prometheus does not scrape the inspector"
 assert "absent(" in exprs["KribAbsent"], "no alert for krib disappearing"
 print("docker-compose OK")
 PY
@@ -85,6 +89,13 @@ ta = yaml.safe_load(open(os.path.join(k8s, "keda-triggerauthentication.yaml")))
 secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(open(os.path.join(k8s, "secret.yaml")))}
 pod = sts["spec"]["template"]["spec"]
 c = pod["containers"][0]
+# The inspector beside krib: same image, `inspect`, same configuration and
+# Kafka/Redis environment, its own port (docs/CONSISTENCY.md).
+ic = [x for x in pod["containers"] if x["name"] == "krib-inspect"]
+assert ic and ic[0]["image"] == c["image"] and ic[0]["args"][0] == "inspect", "no inspector container"
+names = lambda x: {e["name"] for e in x["env"]}
+assert {"KRIB_KAFKA_BROKERS", "KRIB_KAFKA_PROPERTIES", "KRIB_REDIS_NODES", "KRIB_REDIS_PASSWORD"} <= names(ic[0])
+assert ic[0]["ports"][0]["containerPort"] != c["ports"][0]["containerPort"]
 # Consistency between the manifests, as an operator would check by hand.
 trig = so["spec"]["triggers"][0]
 assert sts["spec"]["replicas"] == so["spec"]["minReplicaCount"], "StatefulSet replicas != KEDA min"

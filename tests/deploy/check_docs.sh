@@ -3,7 +3,7 @@
 # - every key of `krib --help-config` (and every key of a route) is in
 #   config/krib.conf (the example that shows them all) and in
 #   docs/CONFIGURATION.md with the default the code has;
-# - every metric family krib serves (connector/metrics.c) is in
+# - every metric family krib serves (connector/metrics.c, inspect.c) is in
 #   docs/OPERATIONS.md, and so is every alert of deploy/prometheus/alerts.yml;
 # - every metric the alerts and the Grafana dashboard use exists (krib's or
 #   a named exporter's), and every dashboard query parses (promtool);
@@ -58,7 +58,7 @@ for rk in route_keys:
     if not re.search(r"(?m)^\| `routes\[\]\.%s` \|" % re.escape(rk), ref):
         fail.append("docs/CONFIGURATION.md has no row for routes[].%s" % rk)
 
-mc = open(os.path.join(src, "connector", "metrics.c")).read()
+mc = open(os.path.join(src, "connector", "metrics.c")).read() + open(os.path.join(src, "connector", "inspect.c")).read()
 families = set(re.sub(r"_(bucket|sum|count)$", "", n) for n in re.findall(r'"((?:krib|process)_[a-z0-9_]+)', mc))
 ops = open(os.path.join(src, "docs", "OPERATIONS.md")).read()
 for f in sorted(families):

@@ -130,6 +130,50 @@ pid_t itest_krib_start_conf(const char *conf, const char *const *env, const char
         return pid;
 }
 
+pid_t itest_inspect_start(const char *conf, const char *const *env, const char *log_path,
+                          const char *out_path) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                dup2(out, 1);
+                dup2(fd, 2);
+                putenv("KRIB_METRICS_PORT=0");
+                putenv("KRIB_INSPECT_METRICS_PORT=0");
+                for (; env && *env; env++)
+                        putenv((char *)*env);
+                execl(KRIB_BIN, "krib", "inspect", "-c",
+                      conf ? conf : KRIB_SOURCE_DIR "/config/krib.conf", "--report", (char *)NULL);
+                _exit(127);
+        }
+        remember(pid);
+        return pid;
+}
+
+int itest_inspect_finish(pid_t pid, const char *out_path, int timeout_s, itest_inspect_t *d,
+                         int nd) {
+        kill(pid, SIGUSR1);
+        int rc = wait_timeout(pid, timeout_s * 1000);
+        memset(d, 0, sizeof(*d) * (size_t)nd);
+        for (int i = 0; i < nd; i++)
+                d[i].checked = d[i].stale = d[i].unverifiable = -1;
+        FILE *fp = fopen(out_path, "r");
+        char line[4096] = "";
+        if (fp) {
+                if (!fgets(line, sizeof(line), fp))
+                        line[0] = '\0';
+                fclose(fp);
+        }
+        const char *p = line;
+        for (int i = 0; i < nd && (p = strstr(p, " delay=")); i++) {
+                sscanf(p, " delay=%15s checked=%ld stale=%ld unverifiable=%ld", d[i].delay,
+                       &d[i].checked, &d[i].stale, &d[i].unverifiable);
+                p++;
+        }
+        return rc;
+}
+
 int itest_krib_stop(pid_t pid, int sig, int timeout_s) {
         kill(pid, sig);
         return wait_timeout(pid, timeout_s * 1000);

@@ -32,6 +32,24 @@ pid_t itest_krib_start_conf(const char *conf, const char *const *env, const char
  * when it died of a signal, -1 on timeout (then it is killed). */
 int itest_krib_stop(pid_t pid, int sig, int timeout_s);
 
+/* `krib inspect --report` beside a test (conf NULL: config/krib.conf; env
+ * as for krib, KRIB_INSPECT_* too): its log to log_path, its report line to
+ * out_path. */
+pid_t itest_inspect_start(const char *conf, const char *const *env, const char *log_path,
+                          const char *out_path);
+
+/* One delay of an inspector's report. */
+typedef struct {
+        char delay[16];
+        long checked, stale, unverifiable; /* -1: not in the report */
+} itest_inspect_t;
+
+/* SIGUSR1 (read to the end as of now, check it all, stop), waits up to
+ * timeout_s, parses the report into d[0..nd). Returns the exit status
+ * (0: nothing stale at the longest delay, 1: stale, -1: timed out). */
+int itest_inspect_finish(pid_t pid, const char *out_path, int timeout_s, itest_inspect_t *d,
+                         int nd);
+
 /* Per-partition committed offsets of group (-1 when none) and log-end
  * offsets of topic. Return 0 on success. */
 int itest_committed(const char *group, const char *topic, int nparts, int64_t *out);
