@@ -512,3 +512,19 @@ void krib_conn_free(krib_conn_t *c) {
         free(c->obuf);
         free(c);
 }
+
+int krib_conn_auth(krib_conn_t *c, const char *username, const char *password, char *errstr,
+                   size_t errstr_size) {
+        if (!password || !*password)
+                return 0;
+        redisReply *r = username && *username
+                                ? krib_conn_command(c, "AUTH %s %s", username, password)
+                                : krib_conn_command(c, "AUTH %s", password);
+        int ok = r && r->type == REDIS_REPLY_STATUS;
+        if (!ok)
+                snprintf(errstr, errstr_size, "%s",
+                         r && r->type == REDIS_REPLY_ERROR ? r->str : krib_conn_errstr(c));
+        if (r)
+                freeReplyObject(r);
+        return ok ? 0 : -1;
+}

@@ -43,6 +43,11 @@ krib_conn_t *krib_conn_connect(const char *host, int port, int64_t connect_timeo
                                int64_t io_timeout_ms, krib_tls_t *tls, char *errstr,
                                size_t errstr_size);
 
+/* AUTH [username] password when password is non-empty (a synchronous
+ * command). 0, or -1 with Redis' refusal (or the I/O error) in errstr. */
+int krib_conn_auth(krib_conn_t *c, const char *username, const char *password, char *errstr,
+                   size_t errstr_size);
+
 /* Queues one command (RESP array of bulk strings); nothing is sent yet. */
 int krib_conn_append(krib_conn_t *c, int argc, const char **argv, const size_t *lens);
 int krib_conn_append_fmt(krib_conn_t *c, const char *fmt, ...);

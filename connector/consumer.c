@@ -1,5 +1,7 @@
 #include "consumer.h"
 
+#include "offsets.h"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -354,6 +356,19 @@ void krib_consumer_close(krib_consumer_t *c) {
         free(c->lag);
         free(c->lag_next);
         free(c);
+}
+
+void krib_consumer_store_finished(krib_consumer_t *c, krib_offsets_t *o) {
+        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
+        size_t cursor = 0;
+        const char *topic;
+        int32_t part;
+        int64_t off;
+        while (krib_offsets_take_dirty(o, &cursor, &topic, &part, &off))
+                rd_kafka_topic_partition_list_add(list, topic, part)->offset = off;
+        if (list->cnt)
+                krib_consumer_store(c, list);
+        rd_kafka_topic_partition_list_destroy(list);
 }
 
 rd_kafka_t *krib_consumer_handle(krib_consumer_t *c) {

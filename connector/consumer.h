@@ -59,6 +59,11 @@ void krib_consumer_revoke_done(krib_consumer_t *c);
 /* Stores offsets (list borrowed) for the background commit. */
 int krib_consumer_store(krib_consumer_t *c, rd_kafka_topic_partition_list_t *offsets);
 
+/* Stores the committable offset of every partition whose finished prefix
+ * moved (krib_offsets_take_dirty()). */
+struct krib_offsets;
+void krib_consumer_store_finished(krib_consumer_t *c, struct krib_offsets *o);
+
 /* Commits stored offsets synchronously. 0, or -1 after logging. */
 int krib_consumer_commit(krib_consumer_t *c);
 

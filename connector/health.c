@@ -169,19 +169,11 @@ static krib_conn_t *connect_to(krib_health_t *h, const char *addr) {
                 krib_log_debug("health", "msg=\"cannot connect\" node=%s error=\"%s\"", addr, err);
                 return NULL;
         }
-        if (*h->conf->redis_password) {
-                redisReply *r =
-                        *h->conf->redis_username
-                                ? krib_conn_command(c, "AUTH %s %s", h->conf->redis_username,
-                                                    h->conf->redis_password)
-                                : krib_conn_command(c, "AUTH %s", h->conf->redis_password);
-                int ok = r && r->type == REDIS_REPLY_STATUS;
-                if (r)
-                        freeReplyObject(r);
-                if (!ok) {
-                        krib_conn_free(c);
-                        return NULL;
-                }
+        if (krib_conn_auth(c, h->conf->redis_username, h->conf->redis_password, err, sizeof(err))) {
+                krib_log_debug("health", "msg=\"redis AUTH failed\" node=%s error=\"%s\"", addr,
+                               err);
+                krib_conn_free(c);
+                return NULL;
         }
         return c;
 }

@@ -254,16 +254,7 @@ static void item_free(item_t *it) {
 }
 
 static void store_offsets(insp_t *s) {
-        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
-        size_t cursor = 0;
-        const char *topic;
-        int32_t part;
-        int64_t off;
-        while (krib_offsets_take_dirty(s->offsets, &cursor, &topic, &part, &off))
-                rd_kafka_topic_partition_list_add(list, topic, part)->offset = off;
-        if (list->cnt)
-                krib_consumer_store(s->consumer, list);
-        rd_kafka_topic_partition_list_destroy(list);
+        krib_consumer_store_finished(s->consumer, s->offsets);
 }
 
 /* An event is done with once checked at every delay (or given up). */
@@ -330,21 +321,11 @@ static krib_conn_t *open_node(insp_t *s, const krib_addr_t *announced) {
                               a.host, a.port, err);
                 return NULL;
         }
-        if (*s->conf->redis_password) {
-                redisReply *r =
-                        *s->conf->redis_username
-                                ? krib_conn_command(c, "AUTH %s %s", s->conf->redis_username,
-                                                    s->conf->redis_password)
-                                : krib_conn_command(c, "AUTH %s", s->conf->redis_password);
-                int ok = r && r->type == REDIS_REPLY_STATUS;
-                if (r)
-                        freeReplyObject(r);
-                if (!ok) {
-                        krib_log_error("inspect", "msg=\"redis AUTH failed\" node=%s:%d", a.host,
-                                       a.port);
-                        krib_conn_free(c);
-                        return NULL;
-                }
+        if (krib_conn_auth(c, s->conf->redis_username, s->conf->redis_password, err, sizeof(err))) {
+                krib_log_error("inspect", "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
+                               a.host, a.port, err);
+                krib_conn_free(c);
+                return NULL;
         }
         return c;
 }

@@ -521,16 +521,7 @@ static void finish(krib_pipeline_t *p, rd_kafka_message_t *m) {
 }
 
 static void store_offsets(krib_pipeline_t *p) {
-        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
-        size_t cursor = 0;
-        const char *topic;
-        int32_t part;
-        int64_t off;
-        while (krib_offsets_take_dirty(p->offsets, &cursor, &topic, &part, &off))
-                rd_kafka_topic_partition_list_add(list, topic, part)->offset = off;
-        if (list->cnt)
-                krib_consumer_store(p->consumer, list);
-        rd_kafka_topic_partition_list_destroy(list);
+        krib_consumer_store_finished(p->consumer, p->offsets);
 }
 
 static const krib_route_t *route_of(krib_pipeline_t *p, const rd_kafka_topic_t *rkt) {
@@ -545,9 +536,6 @@ static const krib_route_t *route_of(krib_pipeline_t *p, const rd_kafka_topic_t *
         return r;
 }
 
-/* An event krib cannot apply: copied to the dead-letter topic when one is
- * set (finished once the broker acknowledged the copy), else logged and
- * finished. Returns -1 when it cannot even be queued. */
 /* Counts a rejected record for /metrics under its topic, route and class. */
 static void count_reject(krib_pipeline_t *p, const rd_kafka_message_t *m, const char *cls) {
         const char *topic = rd_kafka_topic_name(m->rkt);
@@ -573,6 +561,10 @@ static void count_reject(krib_pipeline_t *p, const rd_kafka_message_t *m, const 
         x->n = 1;
 }
 
+/* An event krib cannot apply: copied to the dead-letter topic when one is
+ * set (finished once the broker acknowledged the copy), else logged and
+ * finished; under errors.tolerance=none it stops krib instead. Returns -1
+ * when it cannot even be queued. */
 static int reject(krib_pipeline_t *p, batch_t *b, size_t i, const char *stage, const char *cls,
                   const char *why) {
         rd_kafka_message_t *m = b->msgs[i];

@@ -332,25 +332,13 @@ static krib_conn_t *open_conn(krib_writer_t *w, conn_t *c) {
                 conn_fail(w, c, "connect");
                 return NULL;
         }
-        if (*w->conf->redis_password) {
-                redisReply *r =
-                        *w->conf->redis_username
-                                ? krib_conn_command(rc, "AUTH %s %s", w->conf->redis_username,
-                                                    w->conf->redis_password)
-                                : krib_conn_command(rc, "AUTH %s", w->conf->redis_password);
-                int ok = r && r->type == REDIS_REPLY_STATUS;
-                if (!ok)
-                        krib_log_error(
-                                "writer", "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
-                                c->addr.host, c->addr.port,
-                                r && r->type == REDIS_REPLY_ERROR ? r->str : krib_conn_errstr(rc));
-                if (r)
-                        freeReplyObject(r);
-                if (!ok) {
-                        krib_conn_free(rc);
-                        conn_fail(w, c, "auth");
-                        return NULL;
-                }
+        if (krib_conn_auth(rc, w->conf->redis_username, w->conf->redis_password, err,
+                           sizeof(err))) {
+                krib_log_error("writer", "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
+                               c->addr.host, c->addr.port, err);
+                krib_conn_free(rc);
+                conn_fail(w, c, "auth");
+                return NULL;
         }
         return rc;
 }

@@ -158,6 +158,8 @@ START_TEST(kill_9_mid_stream_loses_nothing) {
          * the wire. Commits every 200 ms: krib drains 200k events in about
          * two seconds, so a 1 s commit cadence could leave nothing between
          * "a fifth committed" and "all committed" for the test to see. */
+        char ilog[300], iout[300];
+        pid_t inspector = itest_inspect_beside(&nm, "0.2", ilog, sizeof(ilog), iout, sizeof(iout));
         const char *env[] = {nm.env_topic,
                              nm.env_group,
                              nm.env_brokers,
@@ -184,8 +186,12 @@ START_TEST(kill_9_mid_stream_loses_nothing) {
         caught_up(parts);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
         ck_assert_int_eq(itest_count_keys(&nm, itest_redis_seed(), n, 1), 0);
+        itest_inspect_t d[2];
+        itest_inspect_nothing_stale(inspector, ilog, iout, d);
         unlink(log2);
         unlink(nm.log);
+        unlink(ilog);
+        unlink(iout);
 }
 END_TEST
 
@@ -206,6 +212,8 @@ START_TEST(rebalance_hands_over_without_loss_or_rewind) {
         snprintf(la, sizeof(la), "%s.a", nm.log);
         snprintf(lb, sizeof(lb), "%s.b", nm.log);
         snprintf(lc, sizeof(lc), "%s.c", nm.log);
+        char ilog[300], iout[300];
+        pid_t inspector = itest_inspect_beside(&nm, "0.2", ilog, sizeof(ilog), iout, sizeof(iout));
         pid_t a = start_krib(la, NULL, NULL), b = start_krib(lb, NULL, NULL);
         /* Both members own partitions before the stream starts. */
         const char *assigned[] = {"partitions assigned", NULL};
@@ -275,9 +283,13 @@ START_TEST(rebalance_hands_over_without_loss_or_rewind) {
         const char *c_idle[] = {"module=stats", "applied=0 ", NULL};
         const char *c_all[] = {"module=stats", NULL};
         ck_assert_int_gt(itest_log_count(lc, c_all), itest_log_count(lc, c_idle));
+        itest_inspect_t d[2];
+        itest_inspect_nothing_stale(inspector, ilog, iout, d);
         unlink(la);
         unlink(lb);
         unlink(lc);
+        unlink(ilog);
+        unlink(iout);
 }
 END_TEST
 

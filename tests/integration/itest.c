@@ -174,6 +174,34 @@ int itest_inspect_finish(pid_t pid, const char *out_path, int timeout_s, itest_i
         return rc;
 }
 
+pid_t itest_inspect_beside(const itest_names_t *n, const char *sample_ratio, char *log,
+                           size_t log_size, char *out, size_t out_size) {
+        static char ratio[64];
+        snprintf(log, log_size, "%s.inspect", n->log);
+        snprintf(out, out_size, "%s.report", n->log);
+        snprintf(ratio, sizeof(ratio), "KRIB_INSPECT_SAMPLE_RATIO=%s", sample_ratio);
+        const char *env[] = {n->env_topic, n->env_group, n->env_brokers, n->env_nodes,
+#ifdef KRIB_SANITIZE
+                             /* The sanitizer run looks for memory errors; the
+                              * plain run holds the 60 s line. */
+                             "KRIB_INSPECT_DELAYS_MS=1000,15000",
+#else
+                             "KRIB_INSPECT_DELAYS_MS=1000,60000",
+#endif
+                             "KRIB_INSPECT_FILLS=guarded", "KRIB_INSPECT_BUDGET_PER_S=50000", ratio,
+                             NULL};
+        return itest_inspect_start(NULL, env, log, out);
+}
+
+void itest_inspect_nothing_stale(pid_t pid, const char *log, const char *out, itest_inspect_t *d) {
+        int rc = itest_inspect_finish(pid, out, 150, d, 2);
+        ck_assert_msg(rc == 0 && d[1].checked > 0 && d[1].stale == 0,
+                      "the inspector found %ld of %ld keys stale at %s (exit %d; see %s)",
+                      d[1].stale, d[1].checked, d[1].delay, rc, log);
+        fprintf(stderr, "inspector: at %s %ld of %ld keys stale, at %s %ld of %ld\n", d[0].delay,
+                d[0].stale, d[0].checked, d[1].delay, d[1].stale, d[1].checked);
+}
+
 int itest_krib_stop(pid_t pid, int sig, int timeout_s) {
         kill(pid, sig);
         return wait_timeout(pid, timeout_s * 1000);

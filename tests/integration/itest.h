@@ -50,6 +50,18 @@ typedef struct {
 int itest_inspect_finish(pid_t pid, const char *out_path, int timeout_s, itest_inspect_t *d,
                          int nd);
 
+struct itest_names;
+/* The inspector the way the fault tests run it beside krib: straight to
+ * Kafka and Redis (never through a fault), guarded fills, checks at 1 s
+ * and 60 s (15 s under the sanitizers). log/out get its file names. */
+pid_t itest_inspect_beside(const struct itest_names *n, const char *sample_ratio, char *log,
+                           size_t log_size, char *out, size_t out_size);
+
+/* Finishes it (itest_inspect_finish) and fails the test unless something
+ * was checked and nothing was stale at the longer delay. d[2] gets the
+ * report. */
+void itest_inspect_nothing_stale(pid_t pid, const char *log, const char *out, itest_inspect_t *d);
+
 /* Per-partition committed offsets of group (-1 when none) and log-end
  * offsets of topic. Return 0 on success. */
 int itest_committed(const char *group, const char *topic, int nparts, int64_t *out);
@@ -121,7 +133,7 @@ void itest_write_conf(const char *path, const char *group, const char *avro_topi
 double itest_metric(const char *path, const char *n1, const char *n2);
 
 /* Names unique to one test run and the environment that points krib at them. */
-typedef struct {
+typedef struct itest_names {
         char topic[100], group[128], prefix[128], log[256];
         char env_topic[200], env_group[200], env_brokers[300], env_nodes[600];
 } itest_names_t;
