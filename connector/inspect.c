@@ -97,6 +97,9 @@ typedef struct {
         double tokens;
         int64_t tokens_at_us;
 
+        char **topics; /* interned topic names */
+        size_t ntopics, topics_cap;
+
         /* until-end */
         rd_kafka_topic_partition_list_t *ends; /* offset = end to reach */
         int end_wanted;
@@ -241,16 +244,23 @@ static due_t heap_pop(insp_t *s) {
 
 /* ---- items ---------------------------------------------------------------- */
 
+/* An item is one allocation (arrays and strings after the struct). */
 static void item_free(item_t *it) {
-        for (size_t k = 0; it->keys && k < it->nkeys; k++)
-                free(it->keys[k]);
-        free(it->keys);
-        free(it->key_lens);
-        for (size_t v = 0; it->vv && v < it->nvv; v++)
-                free((char *)it->vv[v].origin.s);
-        free(it->vv);
-        free(it->topic);
         free(it);
+}
+
+/* Topic names are few: one copy each, shared by the items. */
+static const char *topic_intern(insp_t *s, const char *topic) {
+        for (size_t i = 0; i < s->ntopics; i++)
+                if (!strcmp(s->topics[i], topic))
+                        return s->topics[i];
+        char *copy = strdup(topic);
+        if (!copy || krib_util_grow(&s->topics, &s->topics_cap, s->ntopics + 1, sizeof(char *))) {
+                free(copy);
+                return NULL;
+        }
+        s->topics[s->ntopics++] = copy;
+        return copy;
 }
 
 static void store_offsets(insp_t *s) {
@@ -269,41 +279,47 @@ static void item_done(insp_t *s, item_t *it) {
 
 static item_t *item_from(insp_t *s, const rd_kafka_message_t *m, const krib_event_t *ev,
                          int64_t ts) {
-        item_t *it = calloc(1, sizeof(*it));
+        const char *topic = topic_intern(s, rd_kafka_topic_name(m->rkt));
+        size_t nk = ev->key_count, nv = ev->version_count, bytes = 0;
+        for (size_t k = 0; k < nk; k++)
+                bytes += ev->keys[k].len + 1;
+        for (size_t v = 0; v < nv; v++)
+                bytes += ev->version[v].origin.len + 1;
+        size_t size = sizeof(item_t) + nk * (sizeof(char *) + sizeof(size_t)) +
+                      nv * sizeof(krib_vv_entry_t) + bytes;
+        item_t *it = topic ? malloc(size) : NULL;
         if (!it)
                 return NULL;
-        it->topic = strdup(rd_kafka_topic_name(m->rkt));
+        memset(it, 0, sizeof(*it));
+        it->keys = (char **)(it + 1);
+        it->key_lens = (size_t *)(it->keys + nk);
+        it->vv = (krib_vv_entry_t *)(it->key_lens + nk);
+        char *b = (char *)(it->vv + nv);
+        it->topic = (char *)topic;
         it->partition = m->partition;
         it->offset = m->offset;
         it->ts_ms = ts;
         it->seq = ++s->seq;
         it->action = ev->action;
-        it->nkeys = ev->key_count;
-        it->keys = calloc(it->nkeys ? it->nkeys : 1, sizeof(*it->keys));
-        it->key_lens = calloc(it->nkeys ? it->nkeys : 1, sizeof(*it->key_lens));
-        it->nvv = ev->version_count;
-        it->vv = calloc(it->nvv ? it->nvv : 1, sizeof(*it->vv));
-        if (!it->topic || !it->keys || !it->key_lens || !it->vv)
-                goto oom;
-        for (size_t k = 0; k < it->nkeys; k++) {
+        it->nkeys = nk;
+        it->nvv = nv;
+        for (size_t k = 0; k < nk; k++) {
                 it->key_lens[k] = ev->keys[k].len;
-                if (!(it->keys[k] = malloc(ev->keys[k].len + 1)))
-                        goto oom;
-                memcpy(it->keys[k], ev->keys[k].s, ev->keys[k].len + 1);
+                it->keys[k] = b;
+                memcpy(b, ev->keys[k].s, ev->keys[k].len);
+                b[ev->keys[k].len] = '\0';
+                b += ev->keys[k].len + 1;
         }
-        for (size_t v = 0; v < it->nvv; v++) {
-                char *o = strndup(ev->version[v].origin.s, ev->version[v].origin.len);
-                if (!o)
-                        goto oom;
-                it->vv[v].origin.s = o;
+        for (size_t v = 0; v < nv; v++) {
+                memcpy(b, ev->version[v].origin.s, ev->version[v].origin.len);
+                b[ev->version[v].origin.len] = '\0';
+                it->vv[v].origin.s = b;
                 it->vv[v].origin.len = ev->version[v].origin.len;
                 it->vv[v].counter = ev->version[v].counter;
+                b += ev->version[v].origin.len + 1;
         }
         it->left = s->ndelays;
         return it;
-oom: /* item_free copes with what is still NULL */
-        item_free(it);
-        return NULL;
 }
 
 /* ---- Redis ---------------------------------------------------------------- */
@@ -989,6 +1005,9 @@ out:
         krib_event_destroy(&s->ev);
         for (int d = 0; d < s->ndelays; d++)
                 krib_nines_free(&s->pd[d].nines);
+        for (size_t i = 0; i < s->ntopics; i++)
+                free(s->topics[i]);
+        free(s->topics);
         free(s->group);
         free(s);
         return rc;
