@@ -180,15 +180,14 @@ pid_t itest_inspect_beside(const itest_names_t *n, const char *sample_ratio, cha
         snprintf(log, log_size, "%s.inspect", n->log);
         snprintf(out, out_size, "%s.report", n->log);
         snprintf(ratio, sizeof(ratio), "KRIB_INSPECT_SAMPLE_RATIO=%s", sample_ratio);
-        const char *env[] = {n->env_topic, n->env_group, n->env_brokers, n->env_nodes,
-#ifdef KRIB_SANITIZE
-                             /* The sanitizer run looks for memory errors; the
-                              * plain run holds the 60 s line. */
-                             "KRIB_INSPECT_DELAYS_MS=1000,15000",
-#else
+        const char *env[] = {n->env_topic,
+                             n->env_group,
+                             n->env_brokers,
+                             n->env_nodes,
                              "KRIB_INSPECT_DELAYS_MS=1000,60000",
-#endif
-                             "KRIB_INSPECT_FILLS=guarded", "KRIB_INSPECT_BUDGET_PER_S=50000", ratio,
+                             "KRIB_INSPECT_FILLS=guarded",
+                             "KRIB_INSPECT_BUDGET_PER_S=50000",
+                             ratio,
                              NULL};
         return itest_inspect_start(NULL, env, log, out);
 }

@@ -53,7 +53,7 @@ int itest_inspect_finish(pid_t pid, const char *out_path, int timeout_s, itest_i
 struct itest_names;
 /* The inspector the way the fault tests run it beside krib: straight to
  * Kafka and Redis (never through a fault), guarded fills, checks at 1 s
- * and 60 s (15 s under the sanitizers). log/out get its file names. */
+ * and 60 s. log/out get its file names. */
 pid_t itest_inspect_beside(const struct itest_names *n, const char *sample_ratio, char *log,
                            size_t log_size, char *out, size_t out_size);
 
