@@ -383,6 +383,11 @@ static void ctl_fail(krib_writer_t *w, conn_t *c) {
         breaker_note(w, c->m.addr, &c->br,
                      krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_CONN, now,
                                           krib_retry_rand(&w->rng)));
+        /* A control exchange blocks up to the command timeout, and an outage
+         * can chain several in one step: the caller gets to publish what it
+         * knows (breakers opened, liveness) between them. */
+        if (w->tick)
+                w->tick(w->tick_opaque);
 }
 
 static int refresh_from(krib_writer_t *w, int ci, char *errstr, size_t size) {
