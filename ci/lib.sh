@@ -11,10 +11,24 @@
 #   Toxiproxy API 19140 with proxies for Redis nodes 19200-19205 and for a
 #   second Kafka listener (proxy 19094 -> broker listener 19095, which
 #   advertises the proxy's port so that clients stay behind the proxy).
-KAFKA_VERSION=3.9.1
+# The broker line: KAFKA_VERSION=4.4.0 ci/services up runs Kafka 4 (log4j2
+# instead of reload4j); ci/test runs the plain build's tests on the newest
+# 4.x line and the sanitizer build's on 3.9.1. Connect (CDC) keeps 3.9.1
+# jars on its own classpath whatever the broker.
+KAFKA_LINES=(3.9.1 4.4.0)
 KRIB_ROOT=${KRIB_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-KAFKA_LIBS=${KRIB_KAFKA_LIBS:-$KRIB_ROOT/.cache/kafka-$KAFKA_VERSION/libs}
 export KRIB_RUN=${KRIB_RUN:-$KRIB_ROOT/.run}
+# Unset: the line of the broker `ci/services up` formatted last (a restart
+# or a test must not start other jars on its data); a new broker: 3.9.1.
+KAFKA_VERSION_ASKED=${KAFKA_VERSION:-}
+export KAFKA_VERSION=${KAFKA_VERSION:-$(cat "$KRIB_RUN/kafka/version" 2>/dev/null || echo 3.9.1)}
+kafka_libs() { echo "$KRIB_ROOT/.cache/kafka-$1/libs"; }
+KAFKA_LIBS=${KRIB_KAFKA_LIBS:-$(kafka_libs "$KAFKA_VERSION")}
+CONNECT_KAFKA_LIBS=$(kafka_libs 3.9.1)
+# A librdkafka newer than Debian 12's 2.0.2, built from Debian's source
+# package (ci/librdkafka.pin says which and why in docs/OPERATIONS.md).
+read -r LIBRDKAFKA_VERSION LIBRDKAFKA_DEBVER _ < <(grep -v '^#' "$KRIB_ROOT/ci/librdkafka.pin")
+LIBRDKAFKA_PREFIX=$KRIB_ROOT/.cache/librdkafka-$LIBRDKAFKA_VERSION
 export KRIB_TLS_DIR=$KRIB_RUN/tls
 KRIB_BUILD=${KRIB_BUILD:-$KRIB_ROOT/build}
 export KRIB_PORT_BASE=${KRIB_PORT_BASE:-19000}

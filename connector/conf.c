@@ -437,6 +437,7 @@ void krib_conf_destroy(krib_conf_t *conf) {
         free(conf->origins);
         conf->origins = NULL;
         list_clear(&conf->notes);
+        list_clear(&conf->warnings);
         krib_routes_destroy(conf->routes);
         conf->routes = NULL;
 }
@@ -894,6 +895,28 @@ const char *const krib_conf_kafka_defaults[][3] = {
         {NULL, NULL, NULL},
 };
 
+/* librdkafka refuses these in rd_kafka_new() under group.protocol=consumer
+ * (rdkafka_conf.c); the check says so before start-up does. */
+static const char *const classic_only[] = {"partition.assignment.strategy", "session.timeout.ms",
+                                           "heartbeat.interval.ms", "group.protocol.type", NULL};
+
+int krib_conf_kafka_consumer_protocol(const krib_conf_t *conf) {
+        const char *v = NULL;
+        for (size_t i = 0; i < conf->kafka_properties.n; i++)
+                if (!strncmp(conf->kafka_properties.v[i], "group.protocol=", 15))
+                        v = conf->kafka_properties.v[i] + 15;
+        return v && !strcasecmp(v, "consumer");
+}
+
+int krib_conf_kafka_property_applies(const krib_conf_t *conf, const char *name) {
+        if (!krib_conf_kafka_consumer_protocol(conf))
+                return 1;
+        for (int i = 0; classic_only[i]; i++)
+                if (!strcmp(name, classic_only[i]))
+                        return 0;
+        return 1;
+}
+
 /* Files librdkafka opens at start-up: unreadable ones fail the check, not
  * the first connection ("probe" asks librdkafka to look for a CA store). */
 static int kafka_file_property(const char *name) {
@@ -1030,6 +1053,7 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
          * start-up would: an unknown name or a bad value fails the check,
          * not the first connection. */
         rd_kafka_conf_t *scratch = rd_kafka_conf_new();
+        list_clear(&conf->warnings);
         for (size_t i = 0; i < conf->kafka_properties.n; i++) {
                 const char *p = conf->kafka_properties.v[i], *eq = strchr(p, '=');
                 char name[256], why[512];
@@ -1052,6 +1076,18 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                         errf(errstr, errstr_size, "%s: %s: %s", WHERE("kafka.properties"), name,
                              why);
                         bad = 1;
+                }
+                if (!bad && !krib_conf_kafka_property_applies(conf, name)) {
+                        char wb[1024];
+                        snprintf(wb, sizeof(wb),
+                                 "%s: %s=%s is left out: it belongs to the classic group "
+                                 "protocol, and with group.protocol=consumer the broker decides "
+                                 "it (%s)",
+                                 WHERE("kafka.properties"), name, eq + 1,
+                                 strcmp(name, "partition.assignment.strategy")
+                                         ? "group.consumer.* broker settings"
+                                         : "group.remote.assignor names the assignor");
+                        list_push(&conf->warnings, wb, strlen(wb));
                 }
                 if (!bad && kafka_file_property(name) && strcmp(eq + 1, "probe") &&
                     access(eq + 1, R_OK)) {
@@ -1150,7 +1186,8 @@ void krib_conf_print(const krib_conf_t *conf, FILE *fp) {
         }
         fprintf(fp, "# librdkafka consumer defaults (kafka.properties overrides them):\n");
         for (int i = 0; krib_conf_kafka_defaults[i][0]; i++)
-                fprintf(fp, "#   %s=%s  (%s)\n", krib_conf_kafka_defaults[i][0],
-                        krib_conf_kafka_defaults[i][1], krib_conf_kafka_defaults[i][2]);
+                if (krib_conf_kafka_property_applies(conf, krib_conf_kafka_defaults[i][0]))
+                        fprintf(fp, "#   %s=%s  (%s)\n", krib_conf_kafka_defaults[i][0],
+                                krib_conf_kafka_defaults[i][1], krib_conf_kafka_defaults[i][2]);
         krib_routes_print(conf->routes, fp);
 }

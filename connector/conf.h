@@ -108,6 +108,9 @@ typedef struct krib_conf {
         /* What the environment changed over the file, for the log once it
          * is set up ("KRIB_X: name: old -> new"). */
         krib_strlist_t notes;
+        /* Settings krib leaves out, with why (logged as warnings, printed
+         * by --check-config). */
+        krib_strlist_t warnings;
 
         char *source_dir; /* directory of the config file, for relative paths */
 } krib_conf_t;
@@ -137,6 +140,16 @@ extern const char *const krib_conf_kafka_owned[];
 /* krib's consumer defaults, {name, value, why} rows ending in {NULL}:
  * kafka.properties overrides any of them. */
 extern const char *const krib_conf_kafka_defaults[][3];
+
+/* 1 when kafka.properties chooses the KIP-848 consumer group protocol
+ * (group.protocol=consumer): the broker assigns partitions and owns the
+ * session and heartbeat timing, so the classic protocol's properties
+ * (krib's partition.assignment.strategy default, a session.timeout.ms from
+ * the shipped file) are left out, with a warning for those that were set. */
+int krib_conf_kafka_consumer_protocol(const krib_conf_t *conf);
+
+/* Whether the librdkafka property `name` is passed on under conf (above). */
+int krib_conf_kafka_property_applies(const krib_conf_t *conf, const char *name);
 
 /* Frees what conf owns; conf itself is the caller's. Safe on a zeroed or
  * half-initialised conf. */

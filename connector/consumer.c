@@ -192,7 +192,8 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
         /* krib's defaults first (conf.c lists them with the reasons), then
          * kafka.properties over them. */
         for (int i = 0; krib_conf_kafka_defaults[i][0]; i++)
-                if (set(kc, krib_conf_kafka_defaults[i][0], krib_conf_kafka_defaults[i][1], errstr,
+                if (krib_conf_kafka_property_applies(conf, krib_conf_kafka_defaults[i][0]) &&
+                    set(kc, krib_conf_kafka_defaults[i][0], krib_conf_kafka_defaults[i][1], errstr,
                         errstr_size))
                         goto fail;
         /* krib_conf_finalize() has checked these (librdkafka's verdict,
@@ -202,7 +203,8 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
                 char name[256];
                 const char *p = conf->kafka_properties.v[i], *eq = strchr(p, '=');
                 snprintf(name, sizeof(name), "%.*s", (int)(eq - p), p);
-                if (set(kc, name, eq + 1, errstr, errstr_size))
+                if (krib_conf_kafka_property_applies(conf, name) &&
+                    set(kc, name, eq + 1, errstr, errstr_size))
                         goto fail;
         }
         if (*conf->kafka_sasl_password &&

@@ -146,6 +146,12 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < conf.notes.n; i++)
                 krib_log_info("conf", "msg=\"environment override\" change=\"%s\"",
                               krib_log_esc(conf.notes.v[i], strlen(conf.notes.v[i])));
+        for (size_t i = 0; i < conf.warnings.n; i++) {
+                krib_log_warn("conf", "msg=\"setting left out\" why=\"%s\"",
+                              krib_log_esc(conf.warnings.v[i], strlen(conf.warnings.v[i])));
+                if (check_only)
+                        printf("warning: %s\n", conf.warnings.v[i]);
+        }
         if (print)
                 krib_conf_print(&conf, stdout);
         if (check_only || print) {

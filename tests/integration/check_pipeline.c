@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "check_main.h"
 #include "clock.h"
 #include "itest.h"
@@ -195,10 +197,33 @@ START_TEST(kill_9_mid_stream_loses_nothing) {
 }
 END_TEST
 
+/* The group protocols a test runs under: _i 0 is classic with krib's
+ * cooperative-sticky default, 1 is KIP-848's consumer protocol (Kafka 4 and
+ * librdkafka >= 2.10; skipped, and said so, against older ones). */
+static const char *group_protocol(int i, const char *extra) {
+        static char env[300];
+        if (i == 0) {
+                snprintf(env, sizeof(env), "KRIB_KAFKA_PROPERTIES=%s", extra ? extra : "");
+                return env;
+        }
+        if (itest_kafka_major() < 4 || rd_kafka_version() < 0x020a0000) {
+                printf("skipped: group.protocol=consumer needs Kafka 4 (broker line %d) and "
+                       "librdkafka >= 2.10 (%s)\n",
+                       itest_kafka_major(), rd_kafka_version_str());
+                return NULL;
+        }
+        snprintf(env, sizeof(env), "KRIB_KAFKA_PROPERTIES=group.protocol=consumer%s%s",
+                 extra ? "," : "", extra ? extra : "");
+        return env;
+}
+
 START_TEST(rebalance_hands_over_without_loss_or_rewind) {
         const long n = 150000;
         const int parts = 12;
-        itest_names(&nm, "rebal");
+        const char *proto = group_protocol(_i, NULL);
+        if (!proto)
+                return;
+        itest_names(&nm, _i ? "rebal848" : "rebal");
         char ns[32];
         snprintf(ns, sizeof(ns), "%ld", n);
         const char *create[] = {"create", "--topic", nm.topic, "--partitions", "12", NULL};
@@ -214,7 +239,7 @@ START_TEST(rebalance_hands_over_without_loss_or_rewind) {
         snprintf(lc, sizeof(lc), "%s.c", nm.log);
         char ilog[300], iout[300];
         pid_t inspector = itest_inspect_beside(&nm, "0.2", ilog, sizeof(ilog), iout, sizeof(iout));
-        pid_t a = start_krib(la, NULL, NULL), b = start_krib(lb, NULL, NULL);
+        pid_t a = start_krib(la, proto, NULL), b = start_krib(lb, proto, NULL);
         /* Both members own partitions before the stream starts. */
         const char *assigned[] = {"partitions assigned", NULL};
         for (int i = 0;
@@ -260,7 +285,7 @@ START_TEST(rebalance_hands_over_without_loss_or_rewind) {
                                 ck_assert_msg(sum < n * 2 / 3, "stream too fast to stop A mid-way");
                                 ck_assert_int_eq(itest_krib_stop(a, SIGTERM, 30), 0);
                                 stopped_a = 1;
-                                c = start_krib(lc, NULL, NULL);
+                                c = start_krib(lc, proto, NULL);
                                 for (int k = 0; k < 300 && itest_log_count(lc, assigned) < 1; k++)
                                         usleep(100000);
                                 ck_assert_msg(itest_committed_sum(nm.group, nm.topic, parts) < n,
@@ -290,6 +315,84 @@ START_TEST(rebalance_hands_over_without_loss_or_rewind) {
         unlink(lc);
         unlink(ilog);
         unlink(iout);
+}
+END_TEST
+
+/* Rebalance callbacks that moved partitions in a krib log. */
+static int moves(const char *log) {
+        const char *assigned[] = {"partitions assigned", NULL},
+                   *revoked[] = {"partitions revoked", NULL},
+                   *a0[] = {"partitions assigned", "count=0 ", NULL},
+                   *r0[] = {"partitions revoked", "count=0 ", NULL};
+        return itest_log_count(log, assigned) - itest_log_count(log, a0) +
+               itest_log_count(log, revoked) - itest_log_count(log, r0);
+}
+
+/* Static membership (group.instance.id, the StatefulSet's pod name): a
+ * member restarted within the session timeout gets its partitions back
+ * and the other member sees no rebalance at all. Without the instance id
+ * the restart moves partitions to A and back (the test would fail). */
+START_TEST(static_member_restart_causes_no_rebalance) {
+        const long n = 20000;
+        const int parts = 6;
+        char ida[200], idb[200];
+        itest_names(&nm, _i ? "static848" : "static");
+        snprintf(ida, sizeof(ida), "group.instance.id=%s-a%s", nm.group,
+                 _i ? "" : ",session.timeout.ms=30000");
+        snprintf(idb, sizeof(idb), "group.instance.id=%s-b%s", nm.group,
+                 _i ? "" : ",session.timeout.ms=30000");
+        char pa[300], pb[300];
+        const char *p = group_protocol(_i, ida);
+        if (!p)
+                return;
+        snprintf(pa, sizeof(pa), "%s", p);
+        snprintf(pb, sizeof(pb), "%s", group_protocol(_i, idb));
+        char ns[32];
+        snprintf(ns, sizeof(ns), "%ld", n);
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "6", NULL};
+        itest_loadgen(create);
+        const char *populate[] = {"populate", "--redis", itest_redis_seed(),
+                                  "--prefix", nm.prefix, "--count",
+                                  ns,         NULL};
+        itest_loadgen(populate);
+        char la[300], lb[300], lb2[300];
+        snprintf(la, sizeof(la), "%s.a", nm.log);
+        snprintf(lb, sizeof(lb), "%s.b", nm.log);
+        snprintf(lb2, sizeof(lb2), "%s.b2", nm.log);
+        pid_t a = start_krib(la, pa, NULL), b = start_krib(lb, pb, NULL);
+        for (int i = 0; i < 300 && (moves(la) < 1 || moves(lb) < 1); i++)
+                usleep(100000);
+        ck_assert_msg(moves(la) >= 1 && moves(lb) >= 1,
+                      "the two members never shared the partitions");
+        /* Settled: no partition moved for 3 s before the restart. */
+        int before = -1;
+        for (int i = 0; i < 10 && moves(la) + moves(lb) != before; i++) {
+                before = moves(la) + moves(lb);
+                sleep(3);
+        }
+        before = moves(la);
+        ck_assert_int_eq(itest_krib_stop(b, SIGTERM, 30), 0);
+        b = start_krib(lb2, pb, NULL);
+        for (int i = 0; i < 300 && moves(lb2) < 1; i++)
+                usleep(100000);
+        ck_assert_msg(moves(lb2) >= 1, "the restarted member got no partitions back (%s)", lb2);
+        const char *produce[] = {
+                "produce",  "--topic",  nm.topic,
+                "--prefix", nm.prefix,  "--count",
+                ns,         "--schema", KRIB_SOURCE_DIR "/schemas/invalidation.avsc",
+                NULL};
+        itest_loadgen(produce);
+        caught_up(parts);
+        ck_assert_int_eq(itest_count_keys(&nm, itest_redis_seed(), n, 1), 0);
+        ck_assert_msg(moves(la) == before,
+                      "member A saw %d rebalance callbacks moving partitions when B restarted "
+                      "(%s)",
+                      moves(la) - before, la);
+        ck_assert_int_eq(itest_krib_stop(a, SIGTERM, 30), 0);
+        ck_assert_int_eq(itest_krib_stop(b, SIGTERM, 30), 0);
+        unlink(la);
+        unlink(lb);
+        unlink(lb2);
 }
 END_TEST
 
@@ -516,7 +619,8 @@ Suite *make_suite(void) {
         suite_add_tcase(s, tc);
         tc = tcase_create("rebalance");
         tcase_set_timeout(tc, 300);
-        tcase_add_test(tc, rebalance_hands_over_without_loss_or_rewind);
+        tcase_add_loop_test(tc, rebalance_hands_over_without_loss_or_rewind, 0, 2);
+        tcase_add_loop_test(tc, static_member_restart_causes_no_rebalance, 0, 2);
         tcase_add_test(tc, revoke_during_outage_and_sweep_is_not_held);
         suite_add_tcase(s, tc);
         tc = tcase_create("shutdown");

@@ -27,6 +27,20 @@ const char *itest_brokers(void) {
         return env_or("KRIB_KAFKA_BROKERS", "127.0.0.1:19092");
 }
 
+int itest_kafka_major(void) {
+        /* ci/services records the line it formatted the broker's data with. */
+        char path[512], v[32] = "";
+        const char *run = getenv("KRIB_RUN");
+        snprintf(path, sizeof(path), "%s/kafka/version", run ? run : KRIB_SOURCE_DIR "/.run");
+        FILE *fp = fopen(path, "r");
+        if (fp) {
+                if (!fgets(v, sizeof(v), fp))
+                        v[0] = '\0';
+                fclose(fp);
+        }
+        return atoi(v);
+}
+
 const char *itest_redis_nodes(void) {
         return env_or("KRIB_REDIS_NODES", "127.0.0.1:19100,127.0.0.1:19101,127.0.0.1:19102");
 }

@@ -12,6 +12,8 @@
 #include "event.h"
 
 const char *itest_brokers(void);
+/* Major version of the broker ci/services runs (3 or 4), 0 if unknown. */
+int itest_kafka_major(void);
 const char *itest_redis_seed(void);  /* first cluster node, host:port */
 const char *itest_redis_nodes(void); /* all cluster seeds, comma-separated */
 int itest_standalone_port(void);

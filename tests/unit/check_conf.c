@@ -1,3 +1,4 @@
+#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,8 +195,22 @@ START_TEST(finalize_checks) {
                  "ssl.ca.location: cannot read /no/such/ca.pem"},
                 {"KRIB_KAFKA_PROPERTIES=ssl.ca.location=probe", NULL},
                 {"KRIB_KAFKA_PROPERTIES=fetch.wait.max.ms=50", NULL},
+                /* KIP-848: the broker owns the session, heartbeats and the
+                 * assignor (librdkafka >= 2.10; rd_kafka_new() refuses these). */
+                {"KRIB_KAFKA_PROPERTIES=group.protocol=consumer,session.timeout.ms=30000", NULL},
+                {"KRIB_KAFKA_PROPERTIES=partition.assignment.strategy=range,group.protocol="
+                 "consumer",
+                 NULL},
+                {"KRIB_KAFKA_PROPERTIES=group.protocol=consumer,group.remote.assignor=uniform",
+                 NULL},
+                {"KRIB_KAFKA_PROPERTIES=group.protocol=classic,session.timeout.ms=30000", NULL},
         };
         for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++) {
+                if (strstr(props[i].env, "group.protocol") && rd_kafka_version() < 0x020a0000) {
+                        printf("skipped %s: librdkafka %s predates KIP-848\n", props[i].env,
+                               rd_kafka_version_str());
+                        continue;
+                }
                 char *envp[] = {(char *)props[i].env, "KRIB_KAFKA_PROPERTIES_REPLACE=true", NULL};
                 krib_conf_load_env(&conf, envp, NULL, 0, err, sizeof(err));
                 int rc = krib_conf_finalize(&conf, err, sizeof(err));
@@ -204,6 +219,21 @@ START_TEST(finalize_checks) {
                                       props[i].env, err);
                 else
                         ck_assert_msg(rc == 0, "%s: %s", props[i].env, err);
+                /* The consumer leaves out the classic-only defaults under KIP-848. */
+                int kip848 = strstr(props[i].env, "protocol=consumer") != NULL;
+                ck_assert_int_eq(krib_conf_kafka_consumer_protocol(&conf), kip848);
+                ck_assert_int_eq(
+                        krib_conf_kafka_property_applies(&conf, "partition.assignment.strategy"),
+                        !kip848);
+                ck_assert_int_eq(krib_conf_kafka_property_applies(&conf, "client.id"), 1);
+                ck_assert_int_eq(krib_conf_kafka_property_applies(&conf, "session.timeout.ms"),
+                                 !kip848);
+                /* What was left out is said, with where it came from. */
+                int warned = 0;
+                for (size_t k = 0; k < conf.warnings.n; k++)
+                        warned |= strstr(conf.warnings.v[k], "is left out") &&
+                                  strstr(conf.warnings.v[k], "environment KRIB_KAFKA_PROPERTIES");
+                ck_assert_int_eq(warned, kip848 && strstr(props[i].env, "assignor") == NULL);
         }
         /* metrics.address: IPv4 or IPv6 ("::" too), never a name. */
         char *env4[] = {"KRIB_KAFKA_PROPERTIES=", "KRIB_KAFKA_PROPERTIES_REPLACE=1",
