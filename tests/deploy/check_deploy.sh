@@ -14,20 +14,47 @@ step "Dockerfile installs every library krib builds with and links to"
 # Build stage: the -dev package of every pkg-config module in CMakeLists.txt.
 build_stage=$(sed -n '/^FROM .* AS build/,/^FROM /p' "$src/Dockerfile")
 runtime_stage=$(sed -n '/^FROM debian:12-slim$/,$p' "$src/Dockerfile")
+# The librdkafka ci/librdkafka builds (no Debian package owns it): the build
+# stage must build it the same way, the runtime stage must carry it.
+rdkafka_prefix=$(sed -n 's/^KRIB_RDKAFKA_PREFIX:PATH=//p' "$(dirname "$krib")/CMakeCache.txt" 2>/dev/null || true)
 for m in $(sed -n 's/^pkg_check_modules([A-Z]* REQUIRED IMPORTED_TARGET \([^)]*\))/\1/p' "$src/CMakeLists.txt"); do
   [ "$m" = check ] && continue # tests only (KRIB_TESTS=OFF in the image)
-  pkg=$(dpkg -S "$(pkg-config --variable=pcfiledir "$m")/$m.pc" | cut -d: -f1)
+  pcdir=$(PKG_CONFIG_PATH=${rdkafka_prefix:+$rdkafka_prefix/lib/pkgconfig} pkg-config --variable=pcfiledir "$m")
+  if [ -n "$rdkafka_prefix" ] && [ "$pcdir" = "$rdkafka_prefix/lib/pkgconfig" ]; then
+    grep -q '^RUN ci/librdkafka /usr/local' <<<"$build_stage" ||
+      { echo "Dockerfile build stage does not build librdkafka with ci/librdkafka"; fail=1; }
+    continue
+  fi
+  pkg=$(dpkg -S "$pcdir/$m.pc" | cut -d: -f1)
   grep -qw -- "$pkg" <<<"$build_stage" || { echo "Dockerfile build stage lacks $pkg (pkg-config $m)"; fail=1; }
 done
-# Runtime stage: the package of every shared library the binary names (NEEDED).
-for so in $(objdump -p "$krib" | awk '$1 == "NEEDED" {print $2}'); do
-  path=$(ldd "$krib" | awk -v so="$so" '$1 == so {print $3}')
-  pkg=$({ dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null || true; } |
-        cut -d: -f1 | head -n1)
-  # The C library is in the base image; sanitizer runtimes only in test builds.
-  case "$pkg" in libc6 | libasan* | libubsan* | liblsan* | libtsan* | libgcc-s1 | "") continue ;; esac
-  grep -qw -- "$pkg" <<<"$runtime_stage" || { echo "Dockerfile runtime stage lacks $pkg ($so)"; fail=1; }
-done
+# Runtime stage: the package of every shared library the binary names
+# (NEEDED), and of those the built librdkafka names in turn.
+needed() { objdump -p "$1" | awk '$1 == "NEEDED" {print $2}'; }
+check_needed() {
+  local bin=$1 so path pkg
+  for so in $(needed "$bin"); do
+    path=$(ldd "$bin" | awk -v so="$so" '$1 == so {print $3}')
+    if [ -n "$rdkafka_prefix" ] && [ "${path#"$rdkafka_prefix"/}" != "$path" ]; then
+      grep -q "^COPY --from=build /usr/local/lib/$so /usr/local/lib/" <<<"$runtime_stage" ||
+        { echo "Dockerfile runtime stage does not copy the built $so"; fail=1; }
+      check_needed "$path"
+      continue
+    fi
+    pkg=$({ dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null || true; } |
+          cut -d: -f1 | head -n1)
+    # The C library is in the base image; sanitizer runtimes only in test builds.
+    case "$pkg" in libc6 | libasan* | libubsan* | liblsan* | libtsan* | libgcc-s1 | "") continue ;; esac
+    grep -qw -- "${pkg%%:*}" <<<"$runtime_stage" || { echo "Dockerfile runtime stage lacks $pkg ($so, needed by $(basename "$bin"))"; fail=1; }
+  done
+}
+check_needed "$krib"
+# The image's librdkafka is the one CI tests with.
+if [ -n "$rdkafka_prefix" ]; then
+  lib=$(ldd "$krib" | awk '$1 == "librdkafka.so.1" {print $3}')
+  [ "${lib#"$rdkafka_prefix"/}" != "$lib" ] ||
+    { echo "krib links $lib, not the librdkafka of ci/librdkafka.pin ($rdkafka_prefix)"; fail=1; }
+fi
 
 step "docker-compose config"
 (cd "$src" && docker-compose -f docker-compose.yml config -q) || fail=1
