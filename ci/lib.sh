@@ -7,7 +7,7 @@
 #   schema registry 19143,
 #   krib metrics 19120 (demo) and 19121 (tests), Prometheus 19130 (demo),
 #   Kafka SASL_SSL/SCRAM listener 19096, PostgreSQL 19054 and Kafka Connect
-#   REST 19083 (Debezium, `ci/services cdc-up`), TLS Redis Cluster 19161-19163 (plain 19111-19113),
+#   REST 19083 (Debezium, `ci/services cdc-up`), MariaDB 19033 (cdc-up too), TLS Redis Cluster 19161-19163 (plain 19111-19113),
 #   Toxiproxy API 19140 with proxies for Redis nodes 19200-19205 and for a
 #   second Kafka listener (proxy 19094 -> broker listener 19095, which
 #   advertises the proxy's port so that clients stay behind the proxy).
@@ -46,8 +46,13 @@ export TLS_CLUSTER_PLAIN_PORTS="$((KRIB_PORT_BASE + 111)) $((KRIB_PORT_BASE + 11
 export KRIB_METRICS_PORT=$((KRIB_PORT_BASE + 120))
 export METRICS_TEST_PORT=$((KRIB_PORT_BASE + 121))
 PROMETHEUS_PORT=$((KRIB_PORT_BASE + 130))
-CDC_LIBS=${KRIB_CDC_LIBS:-$KRIB_ROOT/.cache/cdc/libs}
+CDC_LIBS=${KRIB_CDC_LIBS:-$KRIB_ROOT/.cache/cdc/connect-libs}
 export PG_PORT=$((KRIB_PORT_BASE + 54)) CONNECT_PORT=$((KRIB_PORT_BASE + 83))
+# MariaDB for the MySQL/MariaDB CDC tests (ci/services cdc-up); Debezium's
+# MariaDB connector lives on Connect's plugin.path with its own Debezium.
+export MARIADB_PORT=$((KRIB_PORT_BASE + 33)) MARIADB_CDC_PASSWORD=krib-dbz-test-pw
+CDC_PLUGINS=${KRIB_CDC_PLUGINS:-$KRIB_ROOT/.cache/cdc/plugins}
+CONNECT_VERSION=3.9.1 DEBEZIUM_POSTGRES_VERSION=3.6.1.Final DEBEZIUM_MARIADB_VERSION=3.5.0.Final
 TOXIPROXY_BIN=$KRIB_ROOT/.cache/bin/toxiproxy-server
 TOXIPROXY_VERSION=v2.12.0
 export TOXIPROXY_PORT=$((KRIB_PORT_BASE + 140))

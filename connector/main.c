@@ -14,6 +14,7 @@
 #include "log.h"
 #include "pipeline.h"
 #include "preflight.h"
+#include "route.h"
 #include "version.h"
 
 extern char **environ;
@@ -151,6 +152,13 @@ int main(int argc, char **argv) {
                               krib_log_esc(conf.warnings.v[i], strlen(conf.warnings.v[i])));
                 if (check_only)
                         printf("warning: %s\n", conf.warnings.v[i]);
+        }
+        for (size_t i = 0; i < krib_routes_count(conf.routes); i++) {
+                char vt[512];
+                krib_routes_version_text(conf.routes, i, vt, sizeof(vt));
+                krib_log_info("conf", "msg=\"%s\"", krib_log_esc(vt, strlen(vt)));
+                if (check_only)
+                        printf("%s\n", vt);
         }
         if (print)
                 krib_conf_print(&conf, stdout);

@@ -1,5 +1,7 @@
 #include "route.h"
 
+#include "cdcver.h"
+
 #include "registry.h"
 #include "validate.h"
 
@@ -26,7 +28,16 @@ typedef struct {
         char *spec;
 } tmpl_t;
 
-typedef enum { VER_LSN = 0, VER_TS = 1, VER_SOURCE_TS = 2, VER_COLUMN = 3, VER_NONE = 4 } ver_t;
+typedef enum {
+        VER_LSN = 0,
+        VER_TS = 1,
+        VER_SOURCE_TS = 2,
+        VER_COLUMN = 3,
+        VER_NONE = 4,
+        VER_AUTO = 5, /* by source.connector: postgresql lsn, mysql/mariadb binlog */
+        VER_GTID = 6,
+        VER_BINLOG = 7,
+} ver_t;
 typedef enum { ACT_INVALIDATE = 0, ACT_WRITE_THROUGH = 1, ACT_SWEEP = 2 } act_t;
 
 struct krib_route {
@@ -285,8 +296,13 @@ static const char *const route_keys[][3] = {
          "debezium-avro (needs registry.url)."},
         {"keys", "list", "Key templates over the row: ${col}, ${key.col}, ${source.x}, $$."},
         {"version", "string",
-         "source.lsn (default), source.ts_ms, ts_ms, column:<name> or none "
-         "(no version: plain UNLINK; not with write-through)."},
+         "auto (default: source.lsn for PostgreSQL, source.binlog for MySQL and MariaDB, "
+         "by the record's source.connector), source.lsn, source.binlog (file sequence, "
+         "position and row, per server), source.gtid (per GTID domain or server uuid, "
+         "ordered within a transaction by the binlog), source.ts_ms or ts_ms (in "
+         "microseconds where the record has ts_us; ties broken by the lsn or binlog "
+         "position), column:<name> or none (no version: plain UNLINK; not with "
+         "write-through). docs/CDC.md says which is safe where."},
         {"origin", "string", "Version vector origin (default: the record's source.name)."},
         {"action", "string",
          "invalidate (default), write-through (SET the row as the value, "
@@ -383,10 +399,16 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 }
         }
         strv_free(specs, nspecs);
-        r->ver = VER_LSN;
+        r->ver = VER_AUTO;
         if (config_setting_lookup_string(g, "version", &str)) {
                 if (!strcmp(str, "source.lsn"))
                         r->ver = VER_LSN;
+                else if (!strcmp(str, "auto"))
+                        r->ver = VER_AUTO;
+                else if (!strcmp(str, "source.gtid"))
+                        r->ver = VER_GTID;
+                else if (!strcmp(str, "source.binlog"))
+                        r->ver = VER_BINLOG;
                 else if (!strcmp(str, "ts_ms"))
                         r->ver = VER_TS;
                 else if (!strcmp(str, "source.ts_ms"))
@@ -398,8 +420,8 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                         r->ver_column = strdup(str + 7);
                 } else {
                         errf(errstr, size,
-                             "%s:%d: %s: version '%s' is not source.lsn, source.ts_ms, ts_ms, "
-                             "column:<name> or none",
+                             "%s:%d: %s: version '%s' is not auto, source.lsn, source.binlog, "
+                             "source.gtid, source.ts_ms, ts_ms, column:<name> or none",
                              file,
                              config_setting_source_line(config_setting_get_member(g, "version")),
                              r->name, str);
@@ -568,8 +590,27 @@ const char *krib_routes_need_registry_name(const krib_routes_t *rs) {
 }
 
 static const char *ver_name(const krib_route_t *r) {
-        static const char *const n[] = {"source.lsn", "ts_ms", "source.ts_ms", "column:", "none"};
+        static const char *const n[] = {"source.lsn", "ts_ms", "source.ts_ms", "column:",
+                                        "none",       "auto",  "source.gtid",  "source.binlog"};
         return n[r->ver];
+}
+
+const char *krib_routes_version_text(const krib_routes_t *rs, size_t i, char *buf, size_t size) {
+        const krib_route_t *r = &rs->r[i];
+        static const char *const what[] = {
+                [VER_LSN] = "PostgreSQL's commit order",
+                [VER_TS] = "Debezium's read time, ties broken by the lsn or binlog position",
+                [VER_SOURCE_TS] = "the commit time, ties broken by the lsn or binlog position",
+                [VER_COLUMN] = "the row's own counter",
+                [VER_NONE] = "unversioned: every event applied",
+                [VER_AUTO] = "by source.connector: postgresql source.lsn, mysql and mariadb "
+                             "source.binlog",
+                [VER_GTID] = "per GTID domain or server uuid, then the binlog position",
+                [VER_BINLOG] = "binlog file, position and row, per server",
+        };
+        snprintf(buf, size, "route %s: version %s%s (%s)", r->name, ver_name(r),
+                 r->ver == VER_COLUMN ? r->ver_column : "", what[r->ver]);
+        return buf;
 }
 
 static void print_list(FILE *fp, const char *key, char *const *v, size_t n) {
@@ -662,6 +703,206 @@ static int int_of(const json_t *v, int64_t *out) {
         if (json_is_string(v))
                 return krib_validate_counter(json_string_value(v), json_string_length(v), out);
         return -1;
+}
+
+/* Which position a change carries: the connector's own word when it gives
+ * one, else what the source block holds. */
+typedef enum { POS_NONE, POS_LSN, POS_BINLOG } pos_kind_t;
+
+static pos_kind_t position_kind(const json_t *source) {
+        const char *c = json_string_value(json_object_get(source, "connector"));
+        if (c && !strcmp(c, "postgresql"))
+                return POS_LSN;
+        if (c && (!strcmp(c, "mysql") || !strcmp(c, "mariadb")))
+                return POS_BINLOG;
+        if (json_object_get(source, "lsn"))
+                return POS_LSN;
+        if (json_object_get(source, "file") && json_object_get(source, "pos"))
+                return POS_BINLOG;
+        return POS_NONE;
+}
+
+/* One vector entry: origin "<prefix><suffix>" -> counter. */
+static int vv_add(krib_event_t *ev, size_t cap, const char *prefix, const char *suffix,
+                  int64_t counter) {
+        if (!ev->version) {
+                ev->version = krib_event_alloc(ev, cap * sizeof(krib_vv_entry_t));
+                if (!ev->version)
+                        return -2;
+        }
+        char o[512];
+        int n = snprintf(o, sizeof(o), "%s%s", prefix, suffix);
+        if (n < 0 || (size_t)n >= sizeof(o))
+                n = (int)sizeof(o) - 1;
+        krib_vv_entry_t *e = &ev->version[ev->version_count];
+        if (krib_event_strdup(ev, &e->origin, o, (size_t)n))
+                return -2;
+        e->counter = counter;
+        ev->version_count++;
+        return 0;
+}
+
+/* The binlog counter of a MySQL/MariaDB change (cdcver.h), per server. */
+static int binlog_entry(const json_t *source, krib_event_t *ev, size_t cap, const char *prefix,
+                        char *why, size_t size) {
+        int64_t pos, row = -1, server, counter;
+        const char *file = json_string_value(json_object_get(source, "file"));
+        if (int_of(json_object_get(source, "pos"), &pos)) {
+                snprintf(why, size, "version source.binlog: no binlog position (source.pos)");
+                return -1;
+        }
+        if (json_object_get(source, "row") && int_of(json_object_get(source, "row"), &row)) {
+                snprintf(why, size, "version source.binlog: source.row is not a row number");
+                return -1;
+        }
+        char err[200];
+        if (krib_cdcver_binlog(file, pos, row, &counter, err, sizeof(err))) {
+                snprintf(why, size, "version source.binlog: %s", err);
+                return -1;
+        }
+        char suffix[48] = "/binlog";
+        if (!int_of(json_object_get(source, "server_id"), &server))
+                snprintf(suffix, sizeof(suffix), "/server-%lld", (long long)server);
+        return vv_add(ev, cap, prefix, suffix, counter);
+}
+
+/* The event's version vector by the route's version source. Two entries
+ * where one alone could tie: a GTID (shared by a transaction's changes) or
+ * a timestamp (one-second resolution on MySQL/MariaDB) is paired with the
+ * change's position, so an equal GTID or timestamp never makes a real
+ * change look stale. 0, -1 with why, -2 out of memory. */
+static int event_version(const krib_route_t *r, const json_t *env, const json_t *source,
+                         const json_t *row, char op, const char *topic, krib_event_t *ev, char *why,
+                         size_t size) {
+        ver_t ver = r->ver;
+        pos_kind_t pk = position_kind(source);
+        /* A slot the caller reuses may hold an earlier record's vector. */
+        ev->version = NULL;
+        ev->version_count = 0;
+        if (ver == VER_NONE)
+                return 0;
+        if (ver == VER_AUTO) {
+                if (pk == POS_NONE) {
+                        const char *c = json_string_value(json_object_get(source, "connector"));
+                        snprintf(why, size,
+                                 "version auto: connector '%s' gives no lsn or binlog position; "
+                                 "set this route's version",
+                                 c ? c : "(none)");
+                        return -1;
+                }
+                ver = pk == POS_LSN ? VER_LSN : VER_BINLOG;
+        }
+        const char *prefix =
+                r->origin ? r->origin : json_string_value(json_object_get(source, "name"));
+        if (!prefix)
+                prefix = topic;
+        int64_t counter = 0;
+        switch (ver) {
+        case VER_LSN:
+                if (int_of(json_object_get(source, "lsn"), &counter)) {
+                        snprintf(why, size, "version source.lsn: no integer in 0..2^63-1 there%s",
+                                 pk == POS_BINLOG ? " (a MySQL/MariaDB record: use version "
+                                                    "auto or source.binlog)"
+                                                  : "");
+                        return -1;
+                }
+                return vv_add(ev, 1, prefix, "", counter);
+        case VER_BINLOG:
+                return binlog_entry(source, ev, 1, prefix, why, size);
+        case VER_GTID: {
+                const char *g = json_string_value(json_object_get(source, "gtid"));
+                char domain[64], err[200], suffix[80];
+                if (!g) {
+                        snprintf(why, size,
+                                 "version source.gtid: the record has no GTID (a snapshot read, "
+                                 "or gtid_mode off on MySQL): use version auto or source.binlog");
+                        return -1;
+                }
+                if (krib_cdcver_gtid(g, domain, sizeof(domain), &counter, err, sizeof(err))) {
+                        snprintf(why, size, "version source.gtid: %s", err);
+                        return -1;
+                }
+                snprintf(suffix, sizeof(suffix), "/gtid-%s", domain);
+                int rc = vv_add(ev, 2, prefix, suffix, counter);
+                if (rc)
+                        return rc;
+                /* A transaction's changes share its GTID: the binlog
+                 * position orders them. */
+                return binlog_entry(source, ev, 2, prefix, why, size);
+        }
+        case VER_TS:
+        case VER_SOURCE_TS: {
+                /* Microseconds where the record has ts_us, so that one
+                 * origin never mixes units. */
+                const json_t *blk = ver == VER_TS ? env : source;
+                const char *name = ver == VER_TS ? "ts_ms" : "source.ts_ms";
+                int64_t us;
+                if (!int_of(json_object_get(blk, "ts_us"), &us))
+                        counter = us;
+                else if (!int_of(json_object_get(blk, "ts_ms"), &counter) &&
+                         counter <= INT64_MAX / 1000)
+                        counter *= 1000;
+                else {
+                        snprintf(why, size, "version %s: no integer in 0..2^63-1 there", name);
+                        return -1;
+                }
+                int rc = vv_add(ev, 2, prefix, "", counter);
+                if (rc || pk == POS_NONE)
+                        return rc;
+                /* Ties (same second on MySQL/MariaDB, same microsecond
+                 * elsewhere) go to the later position. */
+                if (pk == POS_LSN) {
+                        int64_t lsn;
+                        if (int_of(json_object_get(source, "lsn"), &lsn))
+                                return 0;
+                        return vv_add(ev, 2, prefix, "/lsn", lsn);
+                }
+                return binlog_entry(source, ev, 2, prefix, why, size);
+        }
+        case VER_COLUMN:
+                if (int_of(json_object_get(row, r->ver_column), &counter)) {
+                        snprintf(why, size, "version %s: no integer in 0..2^63-1 there",
+                                 r->ver_column);
+                        return -1;
+                }
+                /* A delete carries the version of the last write, yet comes
+                 * after it: order it just past that write. */
+                if (op == 'd') {
+                        if (counter == INT64_MAX) {
+                                snprintf(why, size,
+                                         "version %s: %lld leaves no room to order the delete "
+                                         "after it",
+                                         r->ver_column, (long long)counter);
+                                return -1;
+                        }
+                        counter++;
+                }
+                return vv_add(ev, 1, prefix, "", counter);
+        default:
+                return 0;
+        }
+}
+
+/* When the change was committed, in ms, for end-to-end latency: the
+ * source's finest clock (ts_ns, ts_us, ts_ms). MySQL and MariaDB stamp
+ * whole seconds; then Debezium's own read time (the envelope's ts_ms, at
+ * most a second later and never before the commit) is the closer bound. */
+static int64_t commit_ms(const json_t *env, const json_t *source) {
+        int64_t t = 0, ns, us, ms, env_ms;
+        if (!int_of(json_object_get(source, "ts_ns"), &ns))
+                t = ns / 1000000;
+        else if (!int_of(json_object_get(source, "ts_us"), &us))
+                t = us / 1000;
+        else if (!int_of(json_object_get(source, "ts_ms"), &ms))
+                t = ms;
+        else if (!int_of(json_object_get(env, "ts_ms"), &env_ms))
+                return env_ms;
+        else
+                return 0;
+        if (t % 1000 == 0 && position_kind(source) == POS_BINLOG &&
+            !int_of(json_object_get(env, "ts_ms"), &env_ms) && env_ms >= t && env_ms < t + 1000)
+                return env_ms;
+        return t;
 }
 
 /* The write-through value of row: the selected columns (or the whole row)
@@ -842,7 +1083,10 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
         ev->key_count = r->nkeys;
 
         /* Entity: the table and the primary key (the Kafka key), else the first key. */
+        /* PostgreSQL names a schema; MySQL and MariaDB a database. */
         const char *schema = json_string_value(json_object_get(source, "schema"));
+        if (!schema)
+                schema = json_string_value(json_object_get(source, "db"));
         const char *table = json_string_value(json_object_get(source, "table"));
         char *kjson = kobj ? json_dumps(kobj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
         int el = kjson ? snprintf(buf, sizeof(buf), "%s.%s/%s", schema ? schema : "",
@@ -854,62 +1098,17 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                 goto oom;
 
         /* Version. */
-        int64_t counter = 0;
-        int have = 1;
-        switch (r->ver) {
-        case VER_LSN:
-                have = !int_of(json_object_get(source, "lsn"), &counter);
-                break;
-        case VER_TS:
-                have = !int_of(json_object_get(env, "ts_ms"), &counter);
-                break;
-        case VER_SOURCE_TS:
-                have = !int_of(json_object_get(source, "ts_ms"), &counter);
-                break;
-        case VER_COLUMN:
-                have = !int_of(json_object_get(row, r->ver_column), &counter);
-                /* A delete carries the version of the last write, yet comes
-                 * after it: order it just past that write. */
-                if (have && op[0] == 'd') {
-                        if (counter == INT64_MAX) {
-                                errf(errstr, errstr_size,
-                                     "version %s: %lld leaves no room to order the delete after "
-                                     "it",
-                                     r->ver_column, (long long)counter);
-                                goto done;
-                        }
-                        counter++;
-                }
-                break;
-        case VER_NONE:
-                break;
-        }
-        if (!have) {
-                errf(errstr, errstr_size, "version %s: no integer in 0..2^63-1 there",
-                     r->ver == VER_LSN         ? "source.lsn"
-                     : r->ver == VER_TS        ? "ts_ms"
-                     : r->ver == VER_SOURCE_TS ? "source.ts_ms"
-                                               : r->ver_column);
-                goto done;
-        }
-        if (r->ver != VER_NONE) {
-                const char *origin =
-                        r->origin ? r->origin : json_string_value(json_object_get(source, "name"));
-                if (!origin)
-                        origin = topic;
-                ev->version = krib_event_alloc(ev, sizeof(krib_vv_entry_t));
-                if (!ev->version ||
-                    krib_event_strdup(ev, &ev->version[0].origin, origin, strlen(origin)))
+        {
+                char why[300];
+                int vr = event_version(r, env, source, row, op[0], topic, ev, why, sizeof(why));
+                if (vr == -2)
                         goto oom;
-                ev->version[0].counter = counter;
-                ev->version_count = 1;
+                if (vr) {
+                        errf(errstr, errstr_size, "%s", why);
+                        goto done;
+                }
         }
-
-        /* Commit time in the database: end-to-end latency counts from there. */
-        int64_t ts = 0;
-        if (!int_of(json_object_get(source, "ts_ms"), &ts) ||
-            !int_of(json_object_get(env, "ts_ms"), &ts))
-                ev->ts_ms = ts;
+        ev->ts_ms = commit_ms(env, source);
 
         ev->action = KRIB_ACTION_DELETE;
         ev->ttl_ms = -1;

@@ -58,6 +58,10 @@ krib_routes_t *krib_routes_empty(void);
 
 size_t krib_routes_count(const krib_routes_t *rs);
 
+/* "route <name>: version <source> (<what it means>)" for route i, as
+ * --check-config prints it and start-up logs it. */
+const char *krib_routes_version_text(const krib_routes_t *rs, size_t i, char *buf, size_t size);
+
 /* Adds every route's topic patterns to out (strdup'ed strings, *n grown);
  * the consumer subscribes to them besides kafka.topics. */
 int krib_routes_topics(const krib_routes_t *rs, char ***out, size_t *n);

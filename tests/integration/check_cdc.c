@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check_main.h"
@@ -188,6 +189,243 @@ START_TEST(postgres_changes_reach_redis_through_debezium) {
 }
 END_TEST
 
+/* ---- MySQL/MariaDB -------------------------------------------------------- */
+
+static void mdb_sql(const char *stmt) {
+        char port[16], out[2048];
+        const char *p = getenv("MARIADB_PORT");
+        const char *b = getenv("KRIB_PORT_BASE");
+        snprintf(port, sizeof(port), "%d", p ? atoi(p) : (b ? atoi(b) : 19000) + 33);
+        char *argv[] = {"/usr/bin/mariadb",
+                        "--no-defaults",
+                        "-h",
+                        "127.0.0.1",
+                        "-P",
+                        port,
+                        "-u",
+                        "root",
+                        "-D",
+                        "krib",
+                        "-e",
+                        (char *)stmt,
+                        NULL};
+        int rc = itest_run(argv, 60, out, sizeof(out));
+        ck_assert_msg(rc == 0, "mariadb failed (%d): %s: %s", rc, stmt, out);
+}
+
+#define MDB_TOPIC "mdb.krib.users"
+
+static void mdb_fill_cache(long from, long to) {
+        char key[96];
+        for (long id = from; id <= to; id++) {
+                snprintf(key, sizeof(key), "muser:{%ld}:profile", id);
+                itest_cluster_cmd("SET", key, "cached", NULL, 0);
+        }
+}
+
+static long mdb_cached(long from, long to) {
+        char key[96];
+        long n = 0;
+        for (long id = from; id <= to; id++) {
+                snprintf(key, sizeof(key), "muser:{%ld}:profile", id);
+                n += itest_cluster_cmd("EXISTS", key, NULL, NULL, 0) == 1;
+        }
+        return n;
+}
+
+static pid_t mdb_krib(itest_names_t *nm, char *e_metrics, size_t size) {
+        snprintf(e_metrics, size, "KRIB_METRICS_PORT=%d", itest_metrics_port());
+        const char *env[] = {nm->env_group, nm->env_brokers, nm->env_nodes, e_metrics, NULL};
+        return itest_krib_start_conf(CDC_CONF, env, nm->log);
+}
+
+static void mdb_caught_up(const itest_names_t *nm) {
+        ck_assert_msg(itest_wait_caught_up(nm->group, MDB_TOPIC, 3, 60) == 0,
+                      "krib did not catch up on " MDB_TOPIC " (log %s)", nm->log);
+}
+
+/* MariaDB 10.11 -> Debezium's MariaDB connector 3.5.0 -> krib with the
+ * route's default version (auto: the binlog position): inserts, updates,
+ * deletes, a multi-statement transaction, a rollback (nothing invalidated),
+ * ALTER TABLE ADD COLUMN mid-stream, and commit-to-invalidation latency. */
+START_TEST(mariadb_changes_reach_redis_through_debezium) {
+        long base = 500000000L + (long)(getpid() % 100000) * 1000;
+        itest_names_t nm;
+        itest_names(&nm, "mdb");
+        char e_metrics[64], stmt[512];
+        pid_t pid = mdb_krib(&nm, e_metrics, sizeof(e_metrics));
+        int64_t j0 = log_end_sum(MDB_TOPIC, 3);
+        snprintf(stmt, sizeof(stmt),
+                 "INSERT INTO users (id, name, email) SELECT seq, CONCAT('name', seq), "
+                 "CONCAT('u', seq, '@example.com') FROM seq_%ld_to_%ld",
+                 base, base + 199);
+        mdb_sql(stmt);
+        wait_published(MDB_TOPIC, j0, 200);
+        mdb_caught_up(&nm);
+        mdb_fill_cache(base, base + 199);
+        j0 = log_end_sum(MDB_TOPIC, 3);
+        /* 0..49 updated, 50..99 deleted, 100..119 changed twice in one
+         * transaction, 120..139 changed in a transaction rolled back. */
+        snprintf(stmt, sizeof(stmt),
+                 "UPDATE users SET version = version + 1 WHERE id BETWEEN %ld AND %ld", base,
+                 base + 49);
+        mdb_sql(stmt);
+        snprintf(stmt, sizeof(stmt), "DELETE FROM users WHERE id BETWEEN %ld AND %ld", base + 50,
+                 base + 99);
+        mdb_sql(stmt);
+        snprintf(stmt, sizeof(stmt),
+                 "BEGIN; UPDATE users SET name = 'x' WHERE id BETWEEN %ld AND %ld; "
+                 "UPDATE users SET name = 'y' WHERE id BETWEEN %ld AND %ld; COMMIT",
+                 base + 100, base + 119, base + 100, base + 119);
+        mdb_sql(stmt);
+        snprintf(stmt, sizeof(stmt),
+                 "BEGIN; UPDATE users SET name = 'z' WHERE id BETWEEN %ld AND %ld; ROLLBACK",
+                 base + 120, base + 139);
+        mdb_sql(stmt);
+        /* The table changes shape mid-stream; later changes still count. */
+        snprintf(stmt, sizeof(stmt),
+                 "ALTER TABLE users ADD COLUMN IF NOT EXISTS nick_%d varchar(20)",
+                 (int)(getpid() % 100000));
+        mdb_sql(stmt);
+        snprintf(stmt, sizeof(stmt), "UPDATE users SET nick_%d = 'n' WHERE id BETWEEN %ld AND %ld",
+                 (int)(getpid() % 100000), base + 140, base + 159);
+        mdb_sql(stmt);
+        wait_published(MDB_TOPIC, j0, 50 + 2 * 50 + 40 + 20); /* deletes add tombstones */
+        mdb_caught_up(&nm);
+        ck_assert_int_eq(mdb_cached(base, base + 119), 0);
+        ck_assert_int_eq(mdb_cached(base + 140, base + 159), 0);
+        ck_assert_msg(mdb_cached(base + 120, base + 139) == 20,
+                      "a rolled-back transaction invalidated %ld keys",
+                      20 - mdb_cached(base + 120, base + 139));
+        ck_assert_int_eq(mdb_cached(base + 160, base + 199), 40);
+
+        /* Commit-to-invalidation latency, one UPDATE at a time. */
+        const int samples = 50;
+        int64_t lat_us[50];
+        char key[96];
+        for (int s = 0; s < samples; s++) {
+                long id = base + 160 + (s % 40);
+                snprintf(key, sizeof(key), "muser:{%ld}:profile", id);
+                itest_cluster_cmd("SET", key, "cached", NULL, 0);
+                snprintf(stmt, sizeof(stmt),
+                         "UPDATE users SET version = version + 1 WHERE id = %ld", id);
+                mdb_sql(stmt);
+                int64_t t0 = krib_clock_mono_us();
+                while (itest_cluster_cmd("EXISTS", key, NULL, NULL, 0)) {
+                        ck_assert_msg(krib_clock_mono_us() - t0 < 20000000,
+                                      "%s not invalidated within 20 s", key);
+                        usleep(500);
+                }
+                lat_us[s] = krib_clock_mono_us() - t0;
+        }
+        qsort(lat_us, samples, sizeof(*lat_us), cmp_i64);
+        double p50 = (double)lat_us[samples / 2] / 1000.0;
+        double p99 = (double)lat_us[samples - 1 - samples / 100] / 1000.0;
+        fprintf(stderr,
+                "MariaDB CDC commit-to-invalidation latency over %d updates: p50 %.1f ms, p99 %.1f "
+                "ms, max %.1f ms\n",
+                samples, p50, p99, (double)lat_us[samples - 1] / 1000.0);
+        const char *out = getenv("KRIB_CDC_OUT");
+        FILE *fp = out ? fopen(out, "a") : NULL;
+        if (fp) {
+                fprintf(fp,
+                        "database=mariadb latency_updates=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f\n",
+                        samples, p50, p99, (double)lat_us[samples - 1] / 1000.0);
+                fclose(fp);
+        }
+        char body[300];
+        snprintf(body, sizeof(body), "%s.metrics", nm.log);
+        ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        ck_assert_int_eq(itest_metric(body, "krib_events_total{outcome=\"dead_lettered\"}", NULL),
+                         0);
+        ck_assert_int_eq(itest_metric(body, "krib_events_total{outcome=\"rejected\"}", NULL), 0);
+        unlink(body);
+        unlink(nm.log);
+}
+END_TEST
+
+/* Two changes of one row within the same second, the application refilling
+ * the key in between: MariaDB stamps both with the same whole-second ts_ms,
+ * and the second invalidation must still win (an equal timestamp dropped it
+ * for 39 of 40 keys before). Then a kill -9 of krib mid-stream loses none. */
+START_TEST(mariadb_same_second_refill_and_kill_9) {
+        long base = 600000000L + (long)(getpid() % 100000) * 10000;
+        itest_names_t nm;
+        itest_names(&nm, "mdbk");
+        char e_metrics[64], stmt[512], key[96];
+        pid_t pid = mdb_krib(&nm, e_metrics, sizeof(e_metrics));
+        const int pairs = 40;
+        int64_t j0 = log_end_sum(MDB_TOPIC, 3);
+        snprintf(stmt, sizeof(stmt),
+                 "INSERT INTO users (id, name) SELECT seq, 'n' FROM seq_%ld_to_%ld", base,
+                 base + pairs - 1);
+        mdb_sql(stmt);
+        wait_published(MDB_TOPIC, j0, pairs);
+        j0 = log_end_sum(MDB_TOPIC, 3);
+        int same_second = 0;
+        for (int i = 0; i < pairs; i++) {
+                long id = base + i;
+                snprintf(key, sizeof(key), "muser:{%ld}:profile", id);
+                itest_cluster_cmd("SET", key, "v0", NULL, 0);
+                time_t s0 = time(NULL);
+                snprintf(stmt, sizeof(stmt), "UPDATE users SET name = 'a' WHERE id = %ld", id);
+                mdb_sql(stmt);
+                int64_t t0 = krib_clock_mono_us();
+                while (itest_cluster_cmd("EXISTS", key, NULL, NULL, 0)) {
+                        ck_assert_msg(krib_clock_mono_us() - t0 < 20000000,
+                                      "%s: first change not invalidated within 20 s", key);
+                        usleep(500);
+                }
+                itest_cluster_cmd("SET", key, "v1-refilled", NULL, 0);
+                snprintf(stmt, sizeof(stmt), "UPDATE users SET name = 'b' WHERE id = %ld", id);
+                mdb_sql(stmt);
+                same_second += time(NULL) == s0;
+        }
+        wait_published(MDB_TOPIC, j0, 2 * pairs);
+        mdb_caught_up(&nm);
+        ck_assert_msg(mdb_cached(base, base + pairs - 1) == 0,
+                      "%ld of %d refilled keys stayed stale (%d pairs within one second)",
+                      mdb_cached(base, base + pairs - 1), pairs, same_second);
+        fprintf(stderr, "same-second refill: %d of %d pairs within one second, none stale\n",
+                same_second, pairs);
+        ck_assert_int_ge(same_second, pairs / 2);
+
+        /* kill -9 while Debezium publishes 6000 updates in 30 statements. */
+        const long n = 6000;
+        long kb = base + 1000;
+        j0 = log_end_sum(MDB_TOPIC, 3);
+        snprintf(stmt, sizeof(stmt),
+                 "INSERT INTO users (id, name) SELECT seq, 'k' FROM seq_%ld_to_%ld", kb,
+                 kb + n - 1);
+        mdb_sql(stmt);
+        wait_published(MDB_TOPIC, j0, n);
+        mdb_caught_up(&nm);
+        mdb_fill_cache(kb, kb + n - 1);
+        j0 = log_end_sum(MDB_TOPIC, 3);
+        int killed = 0;
+        for (int b = 0; b < 30; b++) {
+                snprintf(stmt, sizeof(stmt),
+                         "UPDATE users SET name = 'u' WHERE id BETWEEN %ld AND %ld", kb + b * 200,
+                         kb + b * 200 + 199);
+                mdb_sql(stmt);
+                if (b == 10) {
+                        ck_assert_int_eq(itest_krib_stop(pid, SIGKILL, 10), 128 + SIGKILL);
+                        killed = 1;
+                        pid = mdb_krib(&nm, e_metrics, sizeof(e_metrics));
+                }
+        }
+        ck_assert(killed);
+        wait_published(MDB_TOPIC, j0, n);
+        mdb_caught_up(&nm);
+        ck_assert_msg(mdb_cached(kb, kb + n - 1) == 0,
+                      "%ld of %ld keys survived their change across a kill -9",
+                      mdb_cached(kb, kb + n - 1), n);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        unlink(nm.log);
+}
+END_TEST
+
 /* ---- dead letters -------------------------------------------------------- */
 
 static const char *header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size) {
@@ -360,6 +598,11 @@ Suite *make_suite(void) {
         TCase *tc = tcase_create("debezium");
         tcase_set_timeout(tc, 300);
         tcase_add_test(tc, postgres_changes_reach_redis_through_debezium);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("mariadb");
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, mariadb_changes_reach_redis_through_debezium);
+        tcase_add_test(tc, mariadb_same_second_refill_and_kill_9);
         suite_add_tcase(s, tc);
         tc = tcase_create("dead_letters");
         tcase_set_timeout(tc, 180);

@@ -8,6 +8,7 @@
 
 #include "check_main.h"
 #include "event.h"
+#include "reorder.h"
 #include "route.h"
 
 static krib_routes_t *parse(const char *text, char *err, size_t size) {
@@ -408,6 +409,129 @@ START_TEST(dollars_escape) {
 }
 END_TEST
 
+/* A change as Debezium's MariaDB connector 3.5.0 writes it (a real record's
+ * source block: whole-second ts_ms, the transaction's GTID, the row event's
+ * binlog position). */
+static const char *mariadb(const char *op, const char *gtid, long pos, int row, long ts_s,
+                           long env_ms) {
+        static char buf[2][2048];
+        static int k;
+        k ^= 1;
+        snprintf(buf[k], sizeof(buf[k]),
+                 "{\"before\":%s,\"after\":%s,\"source\":{\"version\":\"3.5.0.Final\","
+                 "\"connector\":\"mariadb\",\"name\":\"mdb\",\"ts_ms\":%ld000,\"snapshot\":"
+                 "\"false\",\"db\":\"krib\",\"sequence\":null,\"ts_us\":%ld000000,\"ts_ns\":"
+                 "%ld000000000,\"table\":\"users\",\"server_id\":1,\"gtid\":%s%s%s,\"file\":"
+                 "\"binlog.000001\",\"pos\":%ld,\"row\":%d,\"thread\":null,\"query\":null},"
+                 "\"transaction\":null,\"op\":\"%s\",\"ts_ms\":%ld}",
+                 op[0] == 'd' ? ROW : "null", op[0] == 'd' ? "null" : ROW, ts_s, ts_s, ts_s,
+                 gtid ? "\"" : "", gtid ? gtid : "null", gtid ? "\"" : "", pos, row, op, env_ms);
+        return buf[k];
+}
+
+/* Decodes value under a one-route config with this version ("" = none
+ * given) into *out (its vector copied into vv). */
+static krib_route_result_t mdb_decode(const char *version, const char *value, krib_vv_entry_t *vv,
+                                      size_t *nvv, char *err, size_t size) {
+        char conf[512];
+        snprintf(conf, sizeof(conf),
+                 "routes = ( { name = \"m\"; topics = [ \"mdb.krib.users\" ]; keys = [ "
+                 "\"user:${id}\" ]; %s%s%s } );\n",
+                 *version ? "version = \"" : "", version, *version ? "\";" : "");
+        krib_routes_t *one = parse(conf, err, size);
+        ck_assert_msg(one != NULL, "%s", err);
+        krib_event_reset(&ev);
+        krib_route_info_t info;
+        krib_route_result_t rc =
+                krib_route_decode(krib_routes_match(one, "mdb.krib.users"), NULL, "mdb.krib.users",
+                                  "{\"id\":7}", 8, value, strlen(value), &ev, &info, err, size);
+        *nvv = ev.version_count;
+        for (size_t i = 0; i < ev.version_count && i < 2; i++) {
+                vv[i] = ev.version[i];
+                static char origins[4][128];
+                static int o;
+                o = (o + 1) % 4;
+                snprintf(origins[o], sizeof(origins[o]), "%s", ev.version[i].origin.s);
+                vv[i].origin.s = origins[o];
+        }
+        krib_routes_destroy(one);
+        return rc;
+}
+
+/* MySQL/MariaDB: the default version is the binlog position per server,
+ * the entity is named by source.db, and neither a GTID shared by one
+ * transaction nor a whole-second timestamp makes a later change stale. */
+START_TEST(mariadb_changes_are_ordered_by_the_binlog) {
+        char err[256];
+        krib_vv_entry_t a[2], b[2];
+        size_t na, nb;
+        /* Default (auto): one entry, origin per server. */
+        ck_assert_int_eq(mdb_decode("", mariadb("u", "0-1-6", 1588, 0, 1796059958, 1796059958353),
+                                    a, &na, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_str_eq(ev.entity.s, "krib.users/{\"id\":7}");
+        ck_assert_uint_eq(na, 1);
+        ck_assert_str_eq(a[0].origin.s, "mdb/server-1");
+        /* Latency from Debezium's read time: the source clock has whole seconds. */
+        ck_assert_int_eq(ev.ts_ms, 1796059958353);
+        /* The second update of the row in the same transaction (same GTID,
+         * same second): newer under every version source. */
+        static const char *const versions[] = {
+                "", "auto", "source.binlog", "source.gtid", "source.ts_ms", "ts_ms"};
+        for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+                ck_assert_int_eq(
+                        mdb_decode(versions[i],
+                                   mariadb("u", "0-1-6", 1588, 0, 1796059958, 1796059958353), a,
+                                   &na, err, sizeof(err)),
+                        KRIB_ROUTE_OK);
+                ck_assert_int_eq(
+                        mdb_decode(versions[i],
+                                   mariadb("u", "0-1-6", 1789, 0, 1796059958, 1796059958353), b,
+                                   &nb, err, sizeof(err)),
+                        KRIB_ROUTE_OK);
+                ck_assert_msg(krib_vv_compare(b, nb, a, na) == KRIB_VV_NEWER,
+                              "version '%s': the later change is not newer", versions[i]);
+                ck_assert_msg(krib_vv_compare(a, na, a, na) == KRIB_VV_EQUAL, "%s", versions[i]);
+                /* The next transaction, a second later. */
+                ck_assert_int_eq(
+                        mdb_decode(versions[i],
+                                   mariadb("d", "0-1-7", 2055, 0, 1796059959, 1796059959001), a,
+                                   &na, err, sizeof(err)),
+                        KRIB_ROUTE_OK);
+                ck_assert_msg(krib_vv_compare(a, na, b, nb) == KRIB_VV_NEWER, "%s", versions[i]);
+        }
+        /* source.gtid: the domain, then the binlog tie-breaker. */
+        ck_assert_int_eq(mdb_decode("source.gtid",
+                                    mariadb("u", "0-1-6", 1588, 0, 1796059958, 1796059958353), a,
+                                    &na, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_uint_eq(na, 2);
+        ck_assert_str_eq(a[0].origin.s, "mdb/gtid-0");
+        ck_assert_int_eq(a[0].counter, 6);
+        ck_assert_str_eq(a[1].origin.s, "mdb/server-1");
+        /* What cannot be versioned says why. */
+        ck_assert_int_eq(mdb_decode("source.gtid",
+                                    mariadb("r", NULL, 1588, 0, 1796059958, 1796059958353), a, &na,
+                                    err, sizeof(err)),
+                         KRIB_ROUTE_ERROR);
+        ck_assert_msg(strstr(err, "no GTID"), "%s", err);
+        ck_assert_int_eq(mdb_decode("source.lsn",
+                                    mariadb("u", "0-1-6", 1588, 0, 1796059958, 1796059958353), a,
+                                    &na, err, sizeof(err)),
+                         KRIB_ROUTE_ERROR);
+        ck_assert_msg(strstr(err, "use version auto or source.binlog"), "%s", err);
+        ck_assert_int_eq(mdb_decode("", mariadb("u", "0-1-6", 5000000000L, 0, 1796059958, 0), a,
+                                    &na, err, sizeof(err)),
+                         KRIB_ROUTE_ERROR);
+        ck_assert_msg(strstr(err, "position 5000000000 in binlog.000001 is outside"), "%s", err);
+        const char *other = "{\"after\":{\"id\":7},\"source\":{\"connector\":\"sqlserver\","
+                            "\"name\":\"s\",\"ts_ms\":1},\"op\":\"c\",\"ts_ms\":2}";
+        ck_assert_int_eq(mdb_decode("", other, a, &na, err, sizeof(err)), KRIB_ROUTE_ERROR);
+        ck_assert_msg(strstr(err, "connector 'sqlserver' gives no lsn or binlog position"), "%s",
+                      err);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("route");
         TCase *tc = tcase_create("debezium");
@@ -424,6 +548,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, config_errors_name_file_and_line);
         tcase_add_test(tc, dollars_escape);
         tcase_add_test(tc, printed_routes_parse_back);
+        tcase_add_test(tc, mariadb_changes_are_ordered_by_the_binlog);
         suite_add_tcase(s, tc);
         return s;
 }
