@@ -776,9 +776,6 @@ static int event_version(const krib_route_t *r, const json_t *env, const json_t 
                          size_t size) {
         ver_t ver = r->ver;
         pos_kind_t pk = position_kind(source);
-        /* A slot the caller reuses may hold an earlier record's vector. */
-        ev->version = NULL;
-        ev->version_count = 0;
         if (ver == VER_NONE)
                 return 0;
         if (ver == VER_AUTO) {
@@ -1002,6 +999,10 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                                       const void *value, size_t value_len, krib_event_t *ev,
                                       krib_route_info_t *info, char *errstr, size_t errstr_size) {
         info->op = 0;
+        /* The pipeline reuses its event slots: nothing of the record decoded
+         * there before (a defect, a value, a vector) may carry over, and the
+         * arena starts over (krib_decode_event() does the same). */
+        krib_event_reset(ev);
         if (!value || !value_len)
                 return KRIB_ROUTE_SKIP; /* tombstone after a delete */
         json_error_t je;

@@ -263,6 +263,23 @@ START_TEST(write_through_without_a_value_still_invalidates) {
                          KRIB_ROUTE_OK);
         ck_assert_int_eq(ev.action, KRIB_ACTION_UPSERT);
         ck_assert_ptr_null(ev.defect.s);
+        /* The pipeline decodes into a reused slot without resetting it:
+         * the earlier record's defect must not come along. */
+        const krib_route_t *r = krib_routes_match(rs, "pg.public.card_1");
+        const char *bad = "{\"op\":\"u\",\"after\":{\"id\":7,\"email\":\"e\",\"version\":12},"
+                          "\"source\":{\"name\":\"pg\"}}",
+                   *good = "{\"op\":\"u\",\"after\":{\"id\":7,\"name\":\"n\",\"email\":\"e\","
+                           "\"version\":13},\"source\":{\"name\":\"pg\"}}";
+        ck_assert_int_eq(krib_route_decode(r, NULL, "pg.public.card_1", "{\"id\":7}", 8, bad,
+                                           strlen(bad), &ev, &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_ptr_nonnull(ev.defect.s);
+        ck_assert_int_eq(krib_route_decode(r, NULL, "pg.public.card_1", "{\"id\":7}", 8, good,
+                                           strlen(good), &ev, &info, err, sizeof(err)),
+                         KRIB_ROUTE_OK);
+        ck_assert_ptr_null(ev.defect.s);
+        ck_assert_uint_eq(ev.version_count, 1);
+        ck_assert_int_eq(ev.version[0].counter, 13);
 }
 END_TEST
 
