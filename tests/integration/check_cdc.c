@@ -73,6 +73,47 @@ static int cmp_i64(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
+/* Commit-to-invalidation latency over ids from..from+n-1: one UPDATE at a
+ * time, the clock starting when the database client returns (the commit is
+ * done) and stopping when the key (key_fmt over the id) is gone from Redis.
+ * Printed, and appended to $KRIB_CDC_OUT for docs/CDC.md. */
+static void commit_to_invalidation(const char *db, void (*run_sql)(const char *),
+                                   const char *key_fmt, long from, int n) {
+        enum { SAMPLES = 50 };
+        int64_t lat_us[SAMPLES];
+        char key[96], stmt[160];
+        for (int s = 0; s < SAMPLES; s++) {
+                long id = from + s % n;
+                snprintf(key, sizeof(key), key_fmt, id);
+                itest_cluster_cmd("SET", key, "cached", NULL, 0);
+                snprintf(stmt, sizeof(stmt),
+                         "UPDATE users SET version = version + 1 WHERE id = %ld", id);
+                run_sql(stmt);
+                int64_t t0 = krib_clock_mono_us();
+                while (itest_cluster_cmd("EXISTS", key, NULL, NULL, 0)) {
+                        ck_assert_msg(krib_clock_mono_us() - t0 < 20000000,
+                                      "%s not invalidated within 20 s", key);
+                        usleep(500);
+                }
+                lat_us[s] = krib_clock_mono_us() - t0;
+        }
+        qsort(lat_us, SAMPLES, sizeof(*lat_us), cmp_i64);
+        double p50 = (double)lat_us[SAMPLES / 2] / 1000.0,
+               p99 = (double)lat_us[SAMPLES - 1 - SAMPLES / 100] / 1000.0,
+               max = (double)lat_us[SAMPLES - 1] / 1000.0;
+        fprintf(stderr,
+                "%s CDC commit-to-invalidation latency over %d updates: p50 %.1f ms, p99 %.1f "
+                "ms, max %.1f ms\n",
+                db, SAMPLES, p50, p99, max);
+        const char *out = getenv("KRIB_CDC_OUT");
+        FILE *fp = out ? fopen(out, "a") : NULL;
+        if (fp) {
+                fprintf(fp, "database=%s latency_updates=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f\n",
+                        db, SAMPLES, p50, p99, max);
+                fclose(fp);
+        }
+}
+
 START_TEST(postgres_changes_reach_redis_through_debezium) {
         const int n = 200;
         long base = (long)(getpid() % 100000) * 1000 + 1;
@@ -140,40 +181,8 @@ START_TEST(postgres_changes_reach_redis_through_debezium) {
                 }
         }
 
-        /* Commit-to-invalidation latency: one UPDATE at a time, the clock
-         * starting when psql returns (the commit is done), stopping when the
-         * key is gone from Redis. */
-        const int samples = 50;
-        int64_t lat_us[50];
-        for (int s = 0; s < samples; s++) {
-                long id = base + 150 + s;
-                snprintf(key, sizeof(key), "user:{%ld}:profile", id);
-                itest_cluster_cmd("SET", key, "cached", NULL, 0);
-                snprintf(stmt, sizeof(stmt),
-                         "UPDATE users SET version = version + 1 WHERE id = %ld", id);
-                sql(stmt);
-                int64_t t0 = krib_clock_mono_us();
-                while (itest_cluster_cmd("EXISTS", key, NULL, NULL, 0)) {
-                        ck_assert_msg(krib_clock_mono_us() - t0 < 20000000,
-                                      "%s not invalidated within 20 s", key);
-                        usleep(500);
-                }
-                lat_us[s] = krib_clock_mono_us() - t0;
-        }
-        qsort(lat_us, samples, sizeof(*lat_us), cmp_i64);
-        double p50 = (double)lat_us[samples / 2] / 1000.0;
-        double p99 = (double)lat_us[samples - 1 - samples / 100] / 1000.0;
-        fprintf(stderr,
-                "CDC commit-to-invalidation latency over %d updates: p50 %.1f ms, p99 %.1f ms, "
-                "max %.1f ms\n",
-                samples, p50, p99, (double)lat_us[samples - 1] / 1000.0);
-        const char *out = getenv("KRIB_CDC_OUT");
-        FILE *fp = out ? fopen(out, "a") : NULL;
-        if (fp) {
-                fprintf(fp, "latency_updates=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f\n", samples,
-                        p50, p99, (double)lat_us[samples - 1] / 1000.0);
-                fclose(fp);
-        }
+        /* Commit-to-invalidation latency, one UPDATE at a time. */
+        commit_to_invalidation("postgresql", sql, "user:{%ld}:profile", base + 150, 50);
 
         char body[300];
         snprintf(body, sizeof(body), "%s.metrics", nm.log);
@@ -300,39 +309,8 @@ START_TEST(mariadb_changes_reach_redis_through_debezium) {
         ck_assert_int_eq(mdb_cached(base + 160, base + 199), 40);
 
         /* Commit-to-invalidation latency, one UPDATE at a time. */
-        const int samples = 50;
-        int64_t lat_us[50];
-        char key[96];
-        for (int s = 0; s < samples; s++) {
-                long id = base + 160 + (s % 40);
-                snprintf(key, sizeof(key), "muser:{%ld}:profile", id);
-                itest_cluster_cmd("SET", key, "cached", NULL, 0);
-                snprintf(stmt, sizeof(stmt),
-                         "UPDATE users SET version = version + 1 WHERE id = %ld", id);
-                mdb_sql(stmt);
-                int64_t t0 = krib_clock_mono_us();
-                while (itest_cluster_cmd("EXISTS", key, NULL, NULL, 0)) {
-                        ck_assert_msg(krib_clock_mono_us() - t0 < 20000000,
-                                      "%s not invalidated within 20 s", key);
-                        usleep(500);
-                }
-                lat_us[s] = krib_clock_mono_us() - t0;
-        }
-        qsort(lat_us, samples, sizeof(*lat_us), cmp_i64);
-        double p50 = (double)lat_us[samples / 2] / 1000.0;
-        double p99 = (double)lat_us[samples - 1 - samples / 100] / 1000.0;
-        fprintf(stderr,
-                "MariaDB CDC commit-to-invalidation latency over %d updates: p50 %.1f ms, p99 %.1f "
-                "ms, max %.1f ms\n",
-                samples, p50, p99, (double)lat_us[samples - 1] / 1000.0);
-        const char *out = getenv("KRIB_CDC_OUT");
-        FILE *fp = out ? fopen(out, "a") : NULL;
-        if (fp) {
-                fprintf(fp,
-                        "database=mariadb latency_updates=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f\n",
-                        samples, p50, p99, (double)lat_us[samples - 1] / 1000.0);
-                fclose(fp);
-        }
+        commit_to_invalidation("mariadb", mdb_sql, "muser:{%ld}:profile", base + 160, 40);
+
         char body[300];
         snprintf(body, sizeof(body), "%s.metrics", nm.log);
         ck_assert_int_eq(itest_http_get(itest_metrics_port(), "/metrics", body), 200);
