@@ -56,7 +56,29 @@ typedef struct {
         long upsert_mod, passes;
         long linger_ms; /* produce: the producer's linger.ms */
         long expect;    /* drain: follow the topic until this many arrived */
+        /* --property k=v (repeatable): set on the producer (produce) or the
+         * bare consumer (drain) after the built-in settings, so a run can
+         * state every property it depends on. */
+        const char *props[64];
+        int nprops;
+        const char *series; /* "produced_ms latency_ms partition" per message */
+        int warm;           /* create: write and delete one record per partition */
 } opts_t;
+
+static void die(const char *fmt, const char *arg);
+
+static void apply_props(const opts_t *o, rd_kafka_conf_t *c) {
+        char err[512], kv[1024];
+        for (int i = 0; i < o->nprops; i++) {
+                snprintf(kv, sizeof(kv), "%s", o->props[i]);
+                char *eq = strchr(kv, '=');
+                if (!eq)
+                        die("--property %s: expected name=value", o->props[i]);
+                *eq = '\0';
+                if (rd_kafka_conf_set(c, kv, eq + 1, err, sizeof(err)))
+                        die("%s", err);
+        }
+}
 
 static void die(const char *fmt, const char *arg) {
         fprintf(stderr, "krib-loadgen: ");
@@ -85,6 +107,7 @@ static rd_kafka_conf_t *producer_conf(const opts_t *o) {
             rd_kafka_conf_set(c, "compression.codec", "lz4", err, sizeof(err)) ||
             rd_kafka_conf_set(c, "enable.idempotence", "true", err, sizeof(err)))
                 die("%s", err);
+        apply_props(o, c);
         return c;
 }
 
@@ -96,11 +119,11 @@ static rd_kafka_t *producer(const opts_t *o) {
         return rk;
 }
 
-static int cmd_create(const opts_t *o) {
-        rd_kafka_t *rk = producer(o);
+/* Creates TOPIC (an existing one is fine); 0 on success. */
+static int create_topic(rd_kafka_t *rk, const char *topic, long partitions) {
         char err[512];
         rd_kafka_NewTopic_t *nt =
-                rd_kafka_NewTopic_new(o->topic, (int)o->partitions, 1, err, sizeof(err));
+                rd_kafka_NewTopic_new(topic, (int)partitions, 1, err, sizeof(err));
         if (!nt)
                 die("%s", err);
         rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
@@ -116,26 +139,133 @@ static int cmd_create(const opts_t *o) {
                 rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
                 if (!e && n == 1)
                         e = rd_kafka_topic_result_error(res[0]);
-                if (!e || e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-                        printf("topic %s ready (%ld partitions)\n", o->topic, o->partitions);
+                if (!e || e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
                         rc = 0;
-                } else
-                        fprintf(stderr, "krib-loadgen: create %s: %s\n", o->topic,
+                else
+                        fprintf(stderr, "krib-loadgen: create %s: %s\n", topic,
                                 rd_kafka_err2str(e));
                 rd_kafka_event_destroy(ev);
         }
         rd_kafka_NewTopic_destroy(nt);
         rd_kafka_queue_destroy(q);
+        return rc;
+}
+
+/* create --warm: one record to every partition, then the records deleted
+ * (DeleteRecords to the high watermark: consumers start after them). The
+ * first append to a new partition is slow on this broker (Kafka writes the
+ * partition's leader-epoch checkpoint then): produced at 80k msg/s into a
+ * fresh topic, acknowledgements stalled up to ~500 ms in the first half
+ * second in most runs, and never in a second pass over the same topic
+ * (bench/README.md). A topic in production took its first write long ago;
+ * a fresh topic per bench run should not measure that. */
+static void warm_topic(rd_kafka_t *rk, const opts_t *o) {
+        for (long p = 0; p < o->partitions; p++) {
+                rd_kafka_resp_err_t e = rd_kafka_producev(
+                        rk, RD_KAFKA_V_TOPIC(o->topic), RD_KAFKA_V_PARTITION((int32_t)p),
+                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE("warmup", 6),
+                        RD_KAFKA_V_END);
+                if (e)
+                        die("warm-up produce: %s", rd_kafka_err2str(e));
+        }
+        if (rd_kafka_flush(rk, 30000) || rd_kafka_outq_len(rk))
+                die("warm-up of %s not delivered in 30 s", o->topic);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)o->partitions);
+        for (long p = 0; p < o->partitions; p++)
+                rd_kafka_topic_partition_list_add(l, o->topic, (int32_t)p)->offset =
+                        RD_KAFKA_OFFSET_END;
+        rd_kafka_DeleteRecords_t *dr = rd_kafka_DeleteRecords_new(l);
+        rd_kafka_topic_partition_list_destroy(l);
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_DeleteRecords(rk, &dr, 1, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+        if (!ev || rd_kafka_event_error(ev))
+                die("DeleteRecords on %s failed", o->topic);
+        const rd_kafka_topic_partition_list_t *res =
+                rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+        for (int i = 0; res && i < res->cnt; i++)
+                if (res->elems[i].err)
+                        die("DeleteRecords: %s", rd_kafka_err2str(res->elems[i].err));
+        rd_kafka_event_destroy(ev);
+        rd_kafka_DeleteRecords_destroy(dr);
+        rd_kafka_queue_destroy(q);
+}
+
+static int cmd_create(const opts_t *o) {
+        rd_kafka_t *rk = producer(o);
+        int rc = create_topic(rk, o->topic, o->partitions);
+        if (!rc && o->warm)
+                warm_topic(rk, o);
+        if (!rc)
+                printf("topic %s ready (%ld partitions%s)\n", o->topic, o->partitions,
+                       o->warm ? ", warmed" : "");
         rd_kafka_destroy(rk);
         return rc;
 }
 
+/* Brings a new producer to where a long-running one (Debezium's) already is
+ * before the first measured event: connected, the topic's leaders known and,
+ * with enable.idempotence, its producer id assigned. librdkafka 2.14 asks for
+ * the id only on a 500 ms timer when no broker is up yet at start-up
+ * ("Starting PID FSM timer: Coordinator not up" in debug=eos), and every
+ * message produced meanwhile waits: that was the whole latency tail of the
+ * first half second of every latency run (bench/README.md). One message to
+ * "<topic>.warmup", flushed, passes through all three. */
+static void producer_warm_up(rd_kafka_t *rk, const opts_t *o) {
+        char topic[512];
+        snprintf(topic, sizeof(topic), "%s.warmup", o->topic);
+        if (create_topic(rk, topic, 1))
+                die("cannot create %s", topic);
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, o->topic, NULL);
+        const struct rd_kafka_metadata *md = NULL;
+        if (!rkt || rd_kafka_metadata(rk, 0, rkt, &md, 10000))
+                die("cannot read the metadata of %s", o->topic);
+        rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(rkt);
+        rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                                  RD_KAFKA_V_VALUE("warmup", 6), RD_KAFKA_V_END);
+        if (e)
+                die("warm-up produce: %s", rd_kafka_err2str(e));
+        if (rd_kafka_flush(rk, 30000) || rd_kafka_outq_len(rk))
+                die("%s", "warm-up message not delivered in 30 s");
+}
+
+static int cmp_i32(const void *a, const void *b) {
+        int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+        return (x > y) - (x < y);
+}
+
+/* produce: delivery reports. The broker's acknowledgement time of every
+ * message (produce() -> delivery report) tells the producer's share of an
+ * end-to-end latency from the consumer's. */
+typedef struct {
+        long failed;
+        int32_t *ack_ms;
+        long acked, cap;
+        FILE *series;
+        int64_t first_ts;
+        const char *topic; /* the measured topic (not the warm-up's) */
+} delivery_t;
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
         (void)rk;
-        long *failed = opaque;
+        delivery_t *d = opaque;
         if (m->err) {
-                (*failed)++;
+                d->failed++;
                 fprintf(stderr, "krib-loadgen: delivery failed: %s\n", rd_kafka_err2str(m->err));
+                return;
+        }
+        if (strcmp(rd_kafka_topic_name(m->rkt), d->topic))
+                return;
+        int64_t ts = rd_kafka_message_timestamp(m, NULL), ms = krib_clock_wall_ms() - ts;
+        if (d->acked < d->cap)
+                d->ack_ms[d->acked++] = (int32_t)(ms < 0 ? 0 : ms > INT32_MAX ? INT32_MAX : ms);
+        if (d->series) {
+                if (d->first_ts < 0)
+                        d->first_ts = ts;
+                fprintf(d->series, "%" PRId64 " %" PRId64 " %" PRId32 "\n", ts - d->first_ts, ms,
+                        m->partition);
         }
 }
 
@@ -147,14 +277,20 @@ static int cmd_produce(const opts_t *o) {
         rd_kafka_t *rk;
         {
                 rd_kafka_conf_t *c = producer_conf(o);
-                static long failed;
+                static delivery_t dv = {.first_ts = -1};
+                dv.cap = o->count * o->passes + o->malformed;
+                dv.topic = o->topic;
+                dv.ack_ms = malloc((size_t)(dv.cap ? dv.cap : 1) * sizeof(*dv.ack_ms));
+                if (o->series && !(dv.series = fopen(o->series, "w")))
+                        die("cannot write %s", o->series);
                 rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
-                rd_kafka_conf_set_opaque(c, &failed);
+                rd_kafka_conf_set_opaque(c, &dv);
                 rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
                 if (!rk)
                         die("%s", err);
         }
-        long *failed = rd_kafka_opaque(rk);
+        delivery_t *dv = rd_kafka_opaque(rk);
+        producer_warm_up(rk, o);
         /* --single-object: 0xC3 0x01 + CRC-64-AVRO of the schema's canonical form. */
         unsigned char header[10];
         size_t hlen = 0;
@@ -261,11 +397,20 @@ static int cmd_produce(const opts_t *o) {
         double secs = (double)(krib_clock_mono_us() - t0) / 1e6;
         printf("produced %ld events + %ld malformed to %s in %.2fs (%.0f msg/s)\n", i, bad,
                o->topic, secs, secs > 0 ? (double)total / secs : 0.0);
+        if (dv->acked) {
+                qsort(dv->ack_ms, (size_t)dv->acked, sizeof(*dv->ack_ms), cmp_i32);
+                printf("acked p50_ms=%" PRId32 " p99_ms=%" PRId32 " max_ms=%" PRId32 "\n",
+                       dv->ack_ms[dv->acked / 2], dv->ack_ms[(dv->acked * 99) / 100],
+                       dv->ack_ms[dv->acked - 1]);
+        }
+        if (dv->series)
+                fclose(dv->series);
+        free(dv->ack_ms);
         krib_event_destroy(&ev);
         krib_encode_destroy(enc);
         rd_kafka_destroy(rk);
-        if (left || *failed) {
-                fprintf(stderr, "krib-loadgen: %ld undelivered, %ld failed\n", left, *failed);
+        if (left || dv->failed) {
+                fprintf(stderr, "krib-loadgen: %ld undelivered, %ld failed\n", left, dv->failed);
                 return 1;
         }
         return 0;
@@ -424,11 +569,6 @@ static int cmd_verify(const opts_t *o) {
         return 0;
 }
 
-static int cmp_i32(const void *a, const void *b) {
-        int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-        return (x > y) - (x < y);
-}
-
 /* drain: a bare librdkafka consumer (library defaults, fresh group) reading
  * the whole topic: the Kafka side's speed limit on this machine. */
 static int cmd_drain(const opts_t *o) {
@@ -440,6 +580,7 @@ static int cmd_drain(const opts_t *o) {
             rd_kafka_conf_set(c, "auto.offset.reset", "earliest", err, sizeof(err)) ||
             rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof(err)))
                 die("%s", err);
+        apply_props(o, c);
         rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
         if (!rk)
                 die("%s", err);
@@ -460,6 +601,10 @@ static int cmd_drain(const opts_t *o) {
         /* --expect: message timestamp (the producer's clock at produce())
          * -> received, per message: Kafka's own share of krib's latency. */
         int32_t *lat = o->expect > 0 ? malloc((size_t)total * sizeof(*lat)) : NULL;
+        FILE *series = lat && o->series ? fopen(o->series, "w") : NULL;
+        if (lat && o->series && !series)
+                die("cannot write %s", o->series);
+        int64_t first_ts = -1;
         int64_t got = 0, bytes = 0, t0 = 0;
         int64_t give_up = krib_clock_mono_us() + 300 * 1000000LL;
         int ready = 0;
@@ -481,8 +626,14 @@ static int cmd_drain(const opts_t *o) {
                         if (!got)
                                 t0 = krib_clock_mono_us();
                         if (lat) {
-                                int64_t d =
-                                        krib_clock_wall_ms() - rd_kafka_message_timestamp(m, NULL);
+                                int64_t ts = rd_kafka_message_timestamp(m, NULL);
+                                int64_t d = krib_clock_wall_ms() - ts;
+                                if (series) {
+                                        if (first_ts < 0)
+                                                first_ts = ts;
+                                        fprintf(series, "%" PRId64 " %" PRId64 " %" PRId32 "\n",
+                                                ts - first_ts, d, m->partition);
+                                }
                                 lat[got] = (int32_t)(d < 0 ? 0 : d > INT32_MAX ? INT32_MAX : d);
                         }
                         got++;
@@ -490,6 +641,8 @@ static int cmd_drain(const opts_t *o) {
                 }
                 rd_kafka_message_destroy(m);
         }
+        if (series)
+                fclose(series);
         if (lat && got) {
                 qsort(lat, (size_t)got, sizeof(*lat), cmp_i32);
                 printf("latency p50_ms=%" PRId32 " p99_ms=%" PRId32 " max_ms=%" PRId32 "\n",
@@ -655,6 +808,9 @@ int main(int argc, char **argv) {
                                            {"passes", required_argument, NULL, 'P'},
                                            {"linger-ms", required_argument, NULL, 'L'},
                                            {"expect", required_argument, NULL, 'E'},
+                                           {"property", required_argument, NULL, 'X'},
+                                           {"series", required_argument, NULL, 'D'},
+                                           {"warm", no_argument, NULL, 'W'},
                                            {NULL, 0, NULL, 0}};
         int c;
         optind = 2;
@@ -713,6 +869,17 @@ int main(int argc, char **argv) {
                         break;
                 case 'E':
                         o.expect = atol(optarg);
+                        break;
+                case 'W':
+                        o.warm = 1;
+                        break;
+                case 'D':
+                        o.series = optarg;
+                        break;
+                case 'X':
+                        if (o.nprops == (int)(sizeof(o.props) / sizeof(o.props[0])))
+                                die("%s", "too many --property options");
+                        o.props[o.nprops++] = optarg;
                         break;
                 default:
                         return 2;

@@ -207,6 +207,11 @@ static const row_t rows[] = {
         {"pipeline.max_in_flight_bytes", T_INT, F(pipeline_max_in_flight_bytes), "16777216", 1024,
          68719476736, NULL, "Message bytes read and not yet finished, over all batches in flight.",
          0},
+        {"pipeline.latency_trace_file", T_STR, F(pipeline_latency_trace_file), "", 0, 0, NULL,
+         "Diagnostics: appends \"<acknowledged wall ms> <latency ms>\" per applied event to "
+         "this file (empty: off). For latency over time in benchmarks (bench/run); costs a "
+         "buffered write per event.",
+         0},
         {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0,
          3600000, NULL, "On SIGTERM, how long unacknowledged writes may still be retried.", 0},
         {"reorder.max_entities", T_INT, F(reorder_max_entities), "262144", 1, 1000000000, NULL,

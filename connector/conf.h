@@ -71,6 +71,7 @@ typedef struct krib_conf {
 
         int64_t pipeline_batch_max_events;
         int64_t pipeline_linger_ms;
+        char *pipeline_latency_trace_file; /* "": off */
         int64_t pipeline_max_in_flight_events, pipeline_max_in_flight_bytes;
         int64_t pipeline_batch_max_bytes;
         int64_t pipeline_shutdown_timeout_ms;

@@ -24,21 +24,31 @@
 const double krib_metrics_latency_bounds_s[KRIB_METRICS_LATENCY_BUCKETS] = {
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 
-void krib_metrics_latency(krib_metrics_snapshot_t *s, const krib_hist_t *h) {
-        memset(s->latency_le, 0, sizeof(s->latency_le));
-        s->latency_count = h->count;
-        s->latency_sum_s = (double)h->sum / 1000.0;
-        /* Overflow samples (> 60 s) count only towards +Inf. */
+const char *const krib_metrics_stage_names[KRIB_STAGES] = {"kafka", "queue", "admit", "redis"};
+
+void krib_metrics_hist_fill(krib_metrics_hist_t *out, const krib_hist_t *h, double unit_s) {
+        memset(out->le, 0, sizeof(out->le));
+        out->count = h->count;
+        out->sum_s = (double)h->sum * unit_s;
+        /* Overflow samples (past the histogram's range) count only towards +Inf. */
         int b = 0;
         uint64_t below = 0;
         for (int64_t v = 0; v <= KRIB_HIST_MAX_MS && b < KRIB_METRICS_LATENCY_BUCKETS; v++) {
                 while (b < KRIB_METRICS_LATENCY_BUCKETS &&
-                       (double)v / 1000.0 > krib_metrics_latency_bounds_s[b])
-                        s->latency_le[b++] = below;
+                       (double)v * unit_s > krib_metrics_latency_bounds_s[b] * (1 + 1e-9))
+                        out->le[b++] = below;
                 below += h->bucket[v];
         }
         for (; b < KRIB_METRICS_LATENCY_BUCKETS; b++)
-                s->latency_le[b] = below;
+                out->le[b] = below;
+}
+
+void krib_metrics_latency(krib_metrics_snapshot_t *s, const krib_hist_t *h) {
+        krib_metrics_hist_t m;
+        krib_metrics_hist_fill(&m, h, 1e-3);
+        memcpy(s->latency_le, m.le, sizeof(s->latency_le));
+        s->latency_count = m.count;
+        s->latency_sum_s = m.sum_s;
 }
 
 /* The exposition grows as it is written: no node or partition is ever
@@ -399,6 +409,35 @@ char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len) {
              s->latency_count);
         emit(&o, "krib_end_to_end_latency_seconds_sum %.3f\n", s->latency_sum_s);
         emit(&o, "krib_end_to_end_latency_seconds_count %" PRIu64 "\n", s->latency_count);
+
+        family(&o, "krib_latency_stage_seconds", "histogram",
+               "Where an applied event's time went: kafka (message timestamp to taken from the "
+               "consumer), queue (taken to its batch's admission), admit (its batch's decode, "
+               "reorder and coalescing), redis (submitted to its own keys acknowledged).");
+        for (int st = 0; st < KRIB_STAGES; st++) {
+                const krib_metrics_hist_t *h = &s->stage[st];
+                const char *n = krib_metrics_stage_names[st];
+                for (int b = 0; b < KRIB_METRICS_LATENCY_BUCKETS; b++)
+                        emit(&o,
+                             "krib_latency_stage_seconds_bucket{stage=\"%s\",le=\"%g\"} %" PRIu64
+                             "\n",
+                             n, krib_metrics_latency_bounds_s[b], h->le[b]);
+                emit(&o,
+                     "krib_latency_stage_seconds_bucket{stage=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", n,
+                     h->count);
+                emit(&o, "krib_latency_stage_seconds_sum{stage=\"%s\"} %.6f\n", n, h->sum_s);
+                emit(&o, "krib_latency_stage_seconds_count{stage=\"%s\"} %" PRIu64 "\n", n,
+                     h->count);
+        }
+        family(&o, "krib_loop_turn_seconds", "histogram",
+               "Time a loop turn spent away from poll() (intake, admission, writing, "
+               "bookkeeping): every partition waits that long.");
+        for (int b = 0; b < KRIB_METRICS_LATENCY_BUCKETS; b++)
+                emit(&o, "krib_loop_turn_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                     krib_metrics_latency_bounds_s[b], s->loop_turn.le[b]);
+        emit(&o, "krib_loop_turn_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", s->loop_turn.count);
+        emit(&o, "krib_loop_turn_seconds_sum %.6f\n", s->loop_turn.sum_s);
+        emit(&o, "krib_loop_turn_seconds_count %" PRIu64 "\n", s->loop_turn.count);
 
         family(&o, "krib_consumer_lag", "gauge",
                "Messages behind the log end per assigned partition (librdkafka statistics).");

@@ -40,6 +40,18 @@ typedef struct {
         uint64_t n;
 } krib_metrics_reject_t;
 
+/* A histogram over krib_metrics_latency_bounds_s: cumulative counts per
+ * upper bound (seconds), count and sum. */
+typedef struct {
+        uint64_t le[KRIB_METRICS_LATENCY_BUCKETS];
+        uint64_t count;
+        double sum_s;
+} krib_metrics_hist_t;
+
+/* Where an applied event's time went (krib_latency_stage_seconds). */
+enum { KRIB_STAGE_KAFKA = 0, KRIB_STAGE_QUEUE, KRIB_STAGE_ADMIT, KRIB_STAGE_REDIS, KRIB_STAGES };
+extern const char *const krib_metrics_stage_names[KRIB_STAGES];
+
 typedef struct {
         krib_pipeline_stats_t pipeline;
         krib_writer_stats_t writer;
@@ -54,6 +66,8 @@ typedef struct {
         uint64_t latency_le[KRIB_METRICS_LATENCY_BUCKETS];
         uint64_t latency_count;
         double latency_sum_s;
+        krib_metrics_hist_t stage[KRIB_STAGES];
+        krib_metrics_hist_t loop_turn; /* a loop turn's time away from poll() */
         /* Every Redis node and every assigned partition: arrays owned by
          * whoever filled the snapshot (the server keeps its own copies). */
         const krib_writer_node_t *nodes;
@@ -75,6 +89,9 @@ extern const double krib_metrics_latency_bounds_s[KRIB_METRICS_LATENCY_BUCKETS];
 
 /* Fills the latency fields of s from h. */
 void krib_metrics_latency(krib_metrics_snapshot_t *s, const krib_hist_t *h);
+
+/* Fills out from h, whose values count unit_s seconds each (1e-3: ms). */
+void krib_metrics_hist_fill(krib_metrics_hist_t *out, const krib_hist_t *h, double unit_s);
 
 /* Prometheus text exposition of s, however many nodes and partitions: a
  * malloc'd string (caller frees) of *len bytes, or NULL out of memory. */

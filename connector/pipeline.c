@@ -48,7 +48,12 @@ enum {
  * its dead letters (DLQ); FREE again once its offsets are stored. */
 enum { B_FREE = 0, B_OPEN, B_ADMIT, B_KEYS, B_FANOUT, B_DLQ };
 
-#define BATCHES_MAX 32
+/* Batch slots: their arrays grow with use (the in-flight bound, not the
+ * slot count, limits memory). Many, so that batches stuck on one frozen
+ * master (each batch has keys on every master) leave slots for seconds of
+ * the healthy masters' work; below half free, batches linger longer
+ * (linger_due_us) to stretch what is left. */
+#define BATCHES_MAX 512
 
 typedef struct {
         int state;
@@ -64,6 +69,10 @@ typedef struct {
         rd_kafka_message_t **msgs;
         krib_event_t *events;
         uint8_t *ev_state;
+        /* Per event: its keys' ops not answered yet. An event is finished as
+         * soon as its own keys are (finish_answered), not when the batch's
+         * last key is: one slow master delays only the events it owns. */
+        uint32_t *ev_left;
 
         /* One op per (partition, key); every event that named the key hangs
          * off it, so the newest op's acknowledgement also finishes the
@@ -72,7 +81,9 @@ typedef struct {
         int32_t *op_part;
         int32_t *op_links;
         uint8_t *op_status;
+        uint8_t *op_done; /* its answer was handed to its events */
         size_t op_cap, nops, nlinks;
+        size_t last_left; /* the writer's unanswered ops at the last look */
         link_t *links;
         size_t link_cap;
         int32_t *table; /* open addressing over ops by (partition, key); -1 empty */
@@ -122,7 +133,11 @@ struct krib_pipeline {
          * in-flight bound), admit (the batch's decode/reorder/coalescing,
          * µs) and redis (keys submitted -> every reply in). */
         krib_hist_t lat_kafka, lat_queue, lat_admit_us, lat_redis;
-        int64_t late_logged_ms; /* debug: a message taken >250 ms after its timestamp */
+        krib_hist_t lat_admit_ms; /* the same in ms, for /metrics (µs overflow at 60 ms) */
+        krib_hist_t loop_turn_us; /* a turn's time away from poll(), µs (>60 ms: overflow) */
+        krib_hist_t loop_turn_ms; /* the same in ms, for /metrics' long turns */
+        FILE *trace;              /* pipeline.latency_trace_file, or NULL */
+        int64_t late_logged_ms;   /* debug: a message taken >250 ms after its timestamp */
         krib_metrics_t *metrics;
         krib_writer_node_t *nodes; /* scratch for the snapshot */
         size_t nodes_cap;
@@ -160,6 +175,10 @@ struct krib_pipeline {
 /* How long a revoke lets the revoked partitions' work in flight finish
  * (the rest of the group waits meanwhile); what is left is given up. */
 #define REVOKE_GRACE_US 500000
+
+/* The longest a scarce batch slot makes the open batch linger (unless
+ * pipeline.linger_ms is longer itself). */
+#define LINGER_SCARCE_MAX_US 100000
 
 /* A loop turn busy this long is logged with its stages. */
 #define SLOW_TURN_US 200000
@@ -257,6 +276,18 @@ static void publish(krib_pipeline_t *p, int force) {
         s.redis_ok = s.writer.healthy;
         s.rebalances = p->consumer ? krib_consumer_rebalances(p->consumer) : 0;
         krib_metrics_latency(&s, &p->latency);
+        krib_metrics_hist_fill(&s.stage[KRIB_STAGE_KAFKA], &p->lat_kafka, 1e-3);
+        krib_metrics_hist_fill(&s.stage[KRIB_STAGE_QUEUE], &p->lat_queue, 1e-3);
+        krib_metrics_hist_fill(&s.stage[KRIB_STAGE_ADMIT], &p->lat_admit_ms, 1e-3);
+        krib_metrics_hist_fill(&s.stage[KRIB_STAGE_REDIS], &p->lat_redis, 1e-3);
+        /* Sub-millisecond turns from the µs histogram, longer ones from the ms one. */
+        krib_metrics_hist_t us, ms;
+        krib_metrics_hist_fill(&us, &p->loop_turn_us, 1e-6);
+        krib_metrics_hist_fill(&ms, &p->loop_turn_ms, 1e-3);
+        s.loop_turn = ms;
+        for (int b = 0; b < KRIB_METRICS_LATENCY_BUCKETS && krib_metrics_latency_bounds_s[b] < 0.05;
+             b++)
+                s.loop_turn.le[b] = us.le[b];
         if (p->consumer)
                 s.nlag = krib_consumer_lag(p->consumer, &s.lag);
         int nn = krib_writer_nodes(p->writer, &p->nodes, &p->nodes_cap);
@@ -356,9 +387,12 @@ static int batch_grow(batch_t *b, size_t cap) {
         if (st)
                 b->ev_state = st;
         int64_t *tk = st ? realloc(b->taken_us, want * sizeof(*tk)) : NULL;
-        if (!tk)
+        if (tk)
+                b->taken_us = tk;
+        uint32_t *el = tk ? realloc(b->ev_left, want * sizeof(*el)) : NULL;
+        if (!el)
                 return -1;
-        b->taken_us = tk;
+        b->ev_left = el;
         for (size_t i = b->acap; i < want; i++) {
                 memset(&b->events[i], 0, sizeof(b->events[i]));
                 krib_event_reset(&b->events[i]);
@@ -388,6 +422,8 @@ static void batch_free(batch_t *b) {
         free(b->msgs);
         free(b->ev_state);
         free(b->taken_us);
+        free(b->ev_left);
+        free(b->op_done);
         free(b->ops);
         free(b->op_part);
         free(b->op_links);
@@ -426,6 +462,12 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         }
         for (size_t i = 0; i < p->nbatches; i++)
                 p->batches[i].job = -1;
+        if (*conf->pipeline_latency_trace_file &&
+            !(p->trace = fopen(conf->pipeline_latency_trace_file, "a"))) {
+                snprintf(errstr, errstr_size, "pipeline.latency_trace_file: %s: cannot open",
+                         conf->pipeline_latency_trace_file);
+                goto fail;
+        }
         if (!(p->decode =
                       krib_schemas_new((krib_wire_t)conf->decode_format, conf->decode_schema_file,
                                        conf->decode_schema_dir, errstr, errstr_size)))
@@ -480,6 +522,9 @@ static int reserve_ops(batch_t *b, size_t n) {
                 return -1;
         c = b->op_cap;
         if (krib_util_grow(&b->op_status, &c, cap, sizeof(*b->op_status)))
+                return -1;
+        c = b->op_cap;
+        if (krib_util_grow(&b->op_done, &c, cap, sizeof(*b->op_done)))
                 return -1;
         b->op_cap = cap;
         return 0;
@@ -755,6 +800,7 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
                 b->links[b->nlinks].next = b->op_links[o];
                 b->op_links[o] = (int32_t)b->nlinks++;
         }
+        b->ev_left[i] = (uint32_t)ev->key_count; /* one link per key */
         b->ev_state[i] = EV_LIVE;
         return 0;
 }
@@ -810,7 +856,11 @@ static void admit_batch(krib_pipeline_t *p, batch_t *b) {
                 if (b->ev_state[i] == EV_LIVE) {
                         krib_hist_add(&p->lat_queue, (b->admit_us - b->taken_us[i]) / 1000);
                         krib_hist_add(&p->lat_admit_us, b->submit_us - b->admit_us);
+                        krib_hist_add(&p->lat_admit_ms, (b->submit_us - b->admit_us) / 1000);
                 }
+        if (b->nops)
+                memset(b->op_done, 0, b->nops);
+        b->last_left = b->nops;
         if (b->nops &&
             (b->job = krib_writer_submit(p->writer, b->ops, b->nops, b->op_status)) < 0) {
                 krib_log_error("pipeline", "msg=\"writer refused the batch (out of memory)\"");
@@ -858,6 +908,57 @@ static size_t fan_out(krib_pipeline_t *p, batch_t *b) {
         return nf;
 }
 
+/* Counts an event Redis acknowledged (its offset is finished by the caller). */
+static void applied(krib_pipeline_t *p, const krib_event_t *ev, int64_t acked_ms,
+                    int64_t redis_ms) {
+        p->stats.applied++;
+        krib_hist_add_since(&p->latency, acked_ms, ev->ts_ms);
+        krib_hist_add(&p->lat_redis, redis_ms);
+        if (p->trace)
+                fprintf(p->trace, "%" PRId64 " %" PRId64 "\n", acked_ms, acked_ms - ev->ts_ms);
+}
+
+/* Hands the ops answered since the last look to their events: an event
+ * whose every key is acknowledged (any final outcome but FAILED) is finished
+ * now, unless it still has work after its keys (a fan-out, a dead letter
+ * for its defect): those wait for the batch as before. A FAILED key marks
+ * its events failed (finalize dead-letters them). Per-key order is the
+ * writer's (an op waits for an earlier job's op on its key); the commit
+ * rule is the offsets tracker's (only a partition's finished prefix is
+ * stored), so finishing early changes neither. */
+static void finish_answered(krib_pipeline_t *p, batch_t *b) {
+        int64_t acked_ms = 0, redis_ms = 0;
+        size_t finished = 0;
+        for (size_t o = 0; o < b->nops; o++) {
+                uint8_t st = b->op_status[o];
+                if (b->op_done[o] || st == KRIB_WOP_PENDING)
+                        continue;
+                b->op_done[o] = 1;
+                for (int32_t l = b->op_links[o]; l >= 0; l = b->links[l].next) {
+                        uint32_t i = b->links[l].event;
+                        uint8_t *es = &b->ev_state[i];
+                        if (*es != EV_LIVE)
+                                continue;
+                        if (st == KRIB_WOP_FAILED) {
+                                *es = EV_FAILED;
+                                continue;
+                        }
+                        const krib_event_t *ev = &b->events[i];
+                        if (--b->ev_left[i] || ev->channel.s || ev->stream.s || ev->defect.s)
+                                continue;
+                        if (!finished++) {
+                                acked_ms = krib_clock_wall_ms();
+                                redis_ms = (krib_clock_mono_us() - b->submit_us) / 1000;
+                        }
+                        applied(p, ev, acked_ms, redis_ms);
+                        finish(p, b->msgs[i]);
+                        *es = EV_DONE;
+                }
+        }
+        if (finished)
+                store_offsets(p);
+}
+
 static void keys_answered(batch_t *b) {
         for (size_t o = 0; o < b->nops; o++) {
                 uint8_t st = b->op_status[o];
@@ -899,9 +1000,7 @@ static void finalize(krib_pipeline_t *p, batch_t *b) {
                         if (reject(p, b, i, "route", "krib.RouteError", b->events[i].defect.s))
                                 krib_log_error("pipeline", "msg=\"out of memory\"");
                 } else if (b->ev_state[i] == EV_LIVE) {
-                        p->stats.applied++;
-                        krib_hist_add_since(&p->latency, acked_ms, b->events[i].ts_ms);
-                        krib_hist_add(&p->lat_redis, redis_ms);
+                        applied(p, &b->events[i], acked_ms, redis_ms);
                         finish(p, m);
                         b->ev_state[i] = EV_DONE;
                 } else if (b->ev_state[i] == EV_FAILED && p->dlq) {
@@ -962,7 +1061,12 @@ static void progress(krib_pipeline_t *p) {
         for (size_t k = 0; k < p->nbatches; k++) {
                 batch_t *b = &p->batches[k];
                 if (b->state == B_KEYS) {
-                        if (b->job >= 0 && krib_writer_job_left(p->writer, b->job))
+                        size_t left = b->job >= 0 ? krib_writer_job_left(p->writer, b->job) : 0;
+                        if (left != b->last_left) {
+                                b->last_left = left;
+                                finish_answered(p, b);
+                        }
+                        if (left)
                                 continue;
                         keys_answered(b);
                         if (b->job >= 0)
@@ -1272,6 +1376,29 @@ static int admitting(const krib_pipeline_t *p) {
         return 0;
 }
 
+/* When the open batch b may go on lingering alone. With most slots taken
+ * (batches waiting for a frozen master, say) it lingers longer, doubling
+ * for each halving of the free slots: batches grow instead of using up the
+ * last slots, and events on the healthy masters still go out within a few
+ * lingers rather than waiting for a full batch. No free slot: never (the
+ * in-flight bound or a full batch sends it then). */
+static int64_t linger_due_us(const krib_pipeline_t *p, const batch_t *b) {
+        size_t free = free_slots(p);
+        if (!free)
+                return INT64_MAX;
+        int64_t linger = p->conf->pipeline_linger_ms * 1000;
+        if (free >= p->nbatches / 2)
+                return b->opened_us + linger;
+        if (linger < 1000)
+                linger = 1000; /* a 0 ms linger still doubles from 1 ms */
+        for (size_t f = free; f < p->nbatches / 2 && linger < LINGER_SCARCE_MAX_US; f *= 2)
+                linger *= 2;
+        if (linger > LINGER_SCARCE_MAX_US &&
+            p->conf->pipeline_linger_ms * 1000 < LINGER_SCARCE_MAX_US)
+                linger = LINGER_SCARCE_MAX_US;
+        return b->opened_us + linger;
+}
+
 /* Sends the open batch when it is full, or lingered long enough, or
  * nothing else is being written (then waiting would only add latency). */
 static void dispatch(krib_pipeline_t *p, int force) {
@@ -1282,8 +1409,7 @@ static void dispatch(krib_pipeline_t *p, int force) {
         /* With most slots taken (batches waiting for a failing master, say)
          * lingering no longer sends: batches fill up, so the in-flight
          * bound in events, not the slot count, is what stops intake. */
-        int lingered = now - b->opened_us >= p->conf->pipeline_linger_ms * 1000 &&
-                       free_slots(p) >= p->nbatches / 2;
+        int lingered = now >= linger_due_us(p, b);
         int ready = force || b->n == p->cap ||
                     b->bytes >= (size_t)p->conf->pipeline_batch_max_bytes || !writing(p) ||
                     lingered || at_bound(p) || !free_slots(p);
@@ -1328,8 +1454,11 @@ static void wait_for_work(krib_pipeline_t *p, int64_t max_us) {
                 if (due < until)
                         until = due;
         }
-        if (p->open && p->open->n && writing(p)) {
-                due = p->open->opened_us + p->conf->pipeline_linger_ms * 1000;
+        /* The open batch's linger, only when dispatch would send on it:
+         * a deadline dispatch refuses was a busy loop (poll(0) every turn
+         * while a frozen master held the batch slots). */
+        if (p->open && p->open->n && writing(p) && !admitting(p)) {
+                due = linger_due_us(p, p->open);
                 if (due < until)
                         until = due;
         }
@@ -1431,6 +1560,8 @@ static void turn(krib_pipeline_t *p, int draining) {
         /* A turn that long held every event behind it: say where it went
          * (the stages are meant to take microseconds to milliseconds). */
         int64_t busy = krib_clock_mono_us() - begin;
+        krib_hist_add(&p->loop_turn_us, busy);
+        krib_hist_add(&p->loop_turn_ms, busy / 1000);
         if (busy >= SLOW_TURN_US)
                 krib_log_warn("pipeline",
                               "msg=\"slow loop turn\" ms=%" PRId64 " revoke_ms=%" PRId64
@@ -1497,6 +1628,8 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         krib_schemas_destroy(p->decode);
         krib_offsets_destroy(p->offsets);
         krib_reorder_destroy(p->reorder);
+        if (p->trace)
+                fclose(p->trace);
         for (size_t k = 0; k < p->nbatches; k++)
                 batch_free(&p->batches[k]);
         free(p->stash);

@@ -20,12 +20,13 @@
 
 #define REFRESH_PERIOD_US 30000000 /* topology re-read even without MOVED */
 #define JOB_MAX           KRIB_WRITER_JOBS
-#define IDX_BITS          24
+#define IDX_BITS          22 /* 4M ops a job; 10 bits of job: JOB_MAX < 1024 */
 #define IDX_MAX           ((1u << IDX_BITS) - 1)
 #define NONE              UINT32_MAX
 #define REF(j, i)         ((uint32_t)(j) << IDX_BITS | (uint32_t)(i))
 #define REF_JOB(r)        ((r) >> IDX_BITS)
 #define REF_IDX(r)        ((r)&IDX_MAX)
+_Static_assert(JOB_MAX < (1 << (32 - IDX_BITS)) - 1, "a job id must fit its bits, NONE apart");
 
 const double krib_writer_rt_bounds_s[KRIB_WRITER_RT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                                 0.025,  0.05,  0.1,    0.5,   2};
@@ -390,6 +391,15 @@ static void ctl_fail(krib_writer_t *w, conn_t *c) {
                 w->tick(w->tick_opaque);
 }
 
+/* Whether c's oldest pipelined command has waited for its reply longer
+ * than any healthy node takes (loopback: well under a millisecond; a WAN
+ * link: tens of milliseconds). */
+#define OVERDUE_US 250000
+static int replies_overdue(const conn_t *c) {
+        return c->c && c->cq_head != c->cq_tail &&
+               krib_clock_mono_us() - c->cq[c->cq_head].sent_us > OVERDUE_US;
+}
+
 static int refresh_from(krib_writer_t *w, int ci, char *errstr, size_t size) {
         conn_t *c = &w->conns[ci];
         if (ctl_ensure(w, c)) {
@@ -446,15 +456,24 @@ int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
         int tried[64];
         size_t ntried = 0;
         snprintf(errstr, errstr_size, "every node's circuit breaker is open");
-        for (size_t i = 0; i < tries; i++) {
+        /* Nodes whose pipelined replies are overdue come last: a frozen
+         * master (SIGSTOP, a stalled VM) accepts the control connection and
+         * never answers, and CLUSTER SLOTS there blocks the loop a whole
+         * command timeout while a healthy node answers in a millisecond
+         * (the blocking itself is the cluster-client issue's). */
+        for (size_t i = 0; i < 2 * tries; i++) {
+                int last_round = i >= tries;
                 int ci;
-                if (i < w->topo.master_count)
-                        ci = w->master_conn[i];
+                size_t at = i % tries;
+                if (at < w->topo.master_count)
+                        ci = w->master_conn[at];
                 else {
                         krib_addr_t a;
-                        krib_addr_parse(w->conf->redis_nodes.v[i - w->topo.master_count], &a);
+                        krib_addr_parse(w->conf->redis_nodes.v[at - w->topo.master_count], &a);
                         ci = conn_get(w, a.host, a.port);
                 }
+                if (ci >= 0 && !last_round && replies_overdue(&w->conns[ci]))
+                        continue; /* tried in the second round, if at all */
                 int seen = ci < 0;
                 for (size_t k = 0; k < ntried && !seen; k++)
                         seen = tried[k] == ci;

@@ -114,7 +114,7 @@ int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t **out, size_t *
 krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t errstr_size);
 
 /* Jobs in flight at most (the pipeline's batches, their fan-out, sweeps). */
-#define KRIB_WRITER_JOBS 128
+#define KRIB_WRITER_JOBS 1000
 
 /* Submits ops[0..n) as one job; at most one UNLINK/DELETE/UPSERT op per key
  * within a job (the caller coalesces); PUBLISH/XADD ops are sent one
