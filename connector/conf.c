@@ -897,6 +897,10 @@ const char *const krib_conf_kafka_defaults[][3] = {
          "prefetch: more than a second of work, or krib starves between batches (bench/)"},
         {"queued.max.messages.kbytes", "16384", "prefetch bound in bytes"},
         {"fetch.max.bytes", "8388608", "one fetch response"},
+        {"fetch.queue.backoff.ms", "10",
+         "librdkafka >= 2.1 stops fetching for this long once the prefetch passes its bounds "
+         "(default 1000): after a burst or a backlog that is up to a second with nothing "
+         "fetched while krib empties the queue; 10 ms re-checks cheaply (bench/README.md)"},
         {NULL, NULL, NULL},
 };
 

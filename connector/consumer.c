@@ -191,11 +191,28 @@ krib_consumer_t *krib_consumer_new(const krib_conf_t *conf, const krib_consumer_
         rd_kafka_conf_t *kc = rd_kafka_conf_new();
         /* krib's defaults first (conf.c lists them with the reasons), then
          * kafka.properties over them. */
-        for (int i = 0; krib_conf_kafka_defaults[i][0]; i++)
-                if (krib_conf_kafka_property_applies(conf, krib_conf_kafka_defaults[i][0]) &&
-                    set(kc, krib_conf_kafka_defaults[i][0], krib_conf_kafka_defaults[i][1], errstr,
-                        errstr_size))
+        for (int i = 0; krib_conf_kafka_defaults[i][0]; i++) {
+                const char *name = krib_conf_kafka_defaults[i][0];
+                if (!krib_conf_kafka_property_applies(conf, name))
+                        continue;
+                /* A default newer than the linked librdkafka (Debian 12's
+                 * 2.0.2 lacks fetch.queue.backoff.ms) is only a tuning the
+                 * library does not have: skipped, said once. */
+                char sub[512];
+                rd_kafka_conf_res_t res = rd_kafka_conf_set(
+                        kc, name, krib_conf_kafka_defaults[i][1], sub, sizeof(sub));
+                if (res == RD_KAFKA_CONF_UNKNOWN) {
+                        krib_log_info("consumer",
+                                      "msg=\"librdkafka %s has no %s: krib's default for it is "
+                                      "skipped\"",
+                                      rd_kafka_version_str(), name);
+                        continue;
+                }
+                if (res != RD_KAFKA_CONF_OK) {
+                        snprintf(errstr, errstr_size, "kafka property %s: %s", name, sub);
                         goto fail;
+                }
+        }
         /* krib_conf_finalize() has checked these (librdkafka's verdict,
          * krib-owned names refused); krib's own values are set after them
          * in any case. */

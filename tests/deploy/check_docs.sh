@@ -14,6 +14,7 @@ src=$1 krib=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$krib" --help-config >"$tmp/help"
+"$krib" --print-config -c "$src/config/krib.conf" >"$tmp/printed" 2>/dev/null
 python3 - "$src" "$tmp" <<'PY'
 import glob, json, os, re, subprocess, sys
 import yaml
@@ -57,6 +58,12 @@ for k in keys:
 for rk in route_keys:
     if not re.search(r"(?m)^\| `routes\[\]\.%s` \|" % re.escape(rk), ref):
         fail.append("docs/CONFIGURATION.md has no row for routes[].%s" % rk)
+
+printed = open(os.path.join(tmp, "printed")).read()
+assert "fetch.wait.max.ms=" in printed, "could not read krib's librdkafka defaults"
+for name, value in re.findall(r"(?m)^#   ([a-z.]+)=(\S*)  \(", printed):
+    if not re.search(r"(?m)^\| `%s` \| `%s` \|" % (re.escape(name), re.escape(value)), ref):
+        fail.append("docs/CONFIGURATION.md does not give krib's librdkafka default %s=%s" % (name, value))
 
 mc = open(os.path.join(src, "connector", "metrics.c")).read() + open(os.path.join(src, "connector", "inspect.c")).read()
 families = set(re.sub(r"_(bucket|sum|count)$", "", n) for n in re.findall(r'"((?:krib|process)_[a-z0-9_]+)', mc))

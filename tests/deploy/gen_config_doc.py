@@ -57,4 +57,21 @@ these keys:
 |---|---|---|""")
 for n, t, d in route:
     out.append("| `%s` | %s | %s |" % (n, t, d.replace("|", "\\|")))
+# krib's librdkafka consumer defaults, with their reasons, as --print-config
+# lists them (conf.c's krib_conf_kafka_defaults).
+printed = subprocess.run([krib, "--print-config", "-c", src + "/config/krib.conf"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+out.append("""
+## librdkafka consumer defaults
+
+krib sets these on its consumer before `kafka.properties`, which overrides
+any of them (`krib --print-config` lists them; a property the linked
+librdkafka does not know is skipped with an info line):
+
+| Property | krib's value | Why |
+|---|---|---|""")
+for l in printed:
+    m = re.match(r"^#   ([a-z.]+)=(\S*)  \((.*)\)$", l)
+    if m:
+        out.append("| `%s` | `%s` | %s |" % (m.group(1), m.group(2), m.group(3).replace("|", "\\|")))
 open(src + "/docs/CONFIGURATION.md", "w").write("\n".join(out) + "\n")
