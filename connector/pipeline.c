@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "consumer.h"
 #include "decode.h"
+#include "dispatch.h"
 #include "schemas.h"
 #include "event.h"
 #include "hist.h"
@@ -52,7 +53,7 @@ enum { B_FREE = 0, B_OPEN, B_ADMIT, B_KEYS, B_FANOUT, B_DLQ };
  * slot count, limits memory). Many, so that batches stuck on one frozen
  * master (each batch has keys on every master) leave slots for seconds of
  * the healthy masters' work; below half free, batches linger longer
- * (linger_due_us) to stretch what is left. */
+ * (dispatch.h) to stretch what is left. */
 #define BATCHES_MAX 512
 
 typedef struct {
@@ -175,10 +176,6 @@ struct krib_pipeline {
 /* How long a revoke lets the revoked partitions' work in flight finish
  * (the rest of the group waits meanwhile); what is left is given up. */
 #define REVOKE_GRACE_US 500000
-
-/* The longest a scarce batch slot makes the open batch linger (unless
- * pipeline.linger_ms is longer itself). */
-#define LINGER_SCARCE_MAX_US 100000
 
 /* A loop turn busy this long is logged with its stages. */
 #define SLOW_TURN_US 200000
@@ -1376,27 +1373,10 @@ static int admitting(const krib_pipeline_t *p) {
         return 0;
 }
 
-/* When the open batch b may go on lingering alone. With most slots taken
- * (batches waiting for a frozen master, say) it lingers longer, doubling
- * for each halving of the free slots: batches grow instead of using up the
- * last slots, and events on the healthy masters still go out within a few
- * lingers rather than waiting for a full batch. No free slot: never (the
- * in-flight bound or a full batch sends it then). */
+/* When the open batch b may go on lingering alone (dispatch.h). */
 static int64_t linger_due_us(const krib_pipeline_t *p, const batch_t *b) {
-        size_t free = free_slots(p);
-        if (!free)
-                return INT64_MAX;
-        int64_t linger = p->conf->pipeline_linger_ms * 1000;
-        if (free >= p->nbatches / 2)
-                return b->opened_us + linger;
-        if (linger < 1000)
-                linger = 1000; /* a 0 ms linger still doubles from 1 ms */
-        for (size_t f = free; f < p->nbatches / 2 && linger < LINGER_SCARCE_MAX_US; f *= 2)
-                linger *= 2;
-        if (linger > LINGER_SCARCE_MAX_US &&
-            p->conf->pipeline_linger_ms * 1000 < LINGER_SCARCE_MAX_US)
-                linger = LINGER_SCARCE_MAX_US;
-        return b->opened_us + linger;
+        return krib_dispatch_linger_due_us(b->opened_us, p->conf->pipeline_linger_ms, free_slots(p),
+                                           p->nbatches);
 }
 
 /* Sends the open batch when it is full, or lingered long enough, or
