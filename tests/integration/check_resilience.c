@@ -54,7 +54,7 @@ struct run {
         int64_t t0_us, heal_us;
         uint64_t consumed_before; /* by krib processes killed along the way */
         long peak_rss_kb;
-        char metrics[300], note[200];
+        char metrics[300], note[400];
 };
 
 static int port_base(void) {
@@ -267,7 +267,7 @@ static void run_scenario(const scenario_t *sc) {
         long keys = -1, lost = -1, regressions = -1;
         ck_assert_int_eq(
                 sscanf(out, "keys=%ld lost=%ld regressions=%ld", &keys, &lost, &regressions), 3);
-        char row[512];
+        char row[1024];
         snprintf(row, sizeof(row),
                  "| %s | %ld | %ld | %ld | %lld | %.1f s | %.0f MB | %.0f s | %s | %ld | %s |\n",
                  sc->name, r.events, lost, regressions,
