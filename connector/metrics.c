@@ -43,6 +43,14 @@ void krib_metrics_hist_fill(krib_metrics_hist_t *out, const krib_hist_t *h, doub
                 out->le[b] = below;
 }
 
+void krib_metrics_hist_observe(krib_metrics_hist_t *h, double seconds, uint64_t n) {
+        for (int b = KRIB_METRICS_LATENCY_BUCKETS - 1;
+             b >= 0 && seconds <= krib_metrics_latency_bounds_s[b]; b--)
+                h->le[b] += n;
+        h->count += n;
+        h->sum_s += seconds * (double)n;
+}
+
 void krib_metrics_latency(krib_metrics_snapshot_t *s, const krib_hist_t *h) {
         krib_metrics_hist_t m;
         krib_metrics_hist_fill(&m, h, 1e-3);

@@ -93,6 +93,10 @@ void krib_metrics_latency(krib_metrics_snapshot_t *s, const krib_hist_t *h);
 /* Fills out from h, whose values count unit_s seconds each (1e-3: ms). */
 void krib_metrics_hist_fill(krib_metrics_hist_t *out, const krib_hist_t *h, double unit_s);
 
+/* Counts n samples of the given seconds into h directly (for figures krib
+ * keeps no 1 ms histogram of: sub-millisecond and minute-long alike). */
+void krib_metrics_hist_observe(krib_metrics_hist_t *h, double seconds, uint64_t n);
+
 /* Prometheus text exposition of s, however many nodes and partitions: a
  * malloc'd string (caller frees) of *len bytes, or NULL out of memory. */
 char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len);

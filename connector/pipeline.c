@@ -134,11 +134,10 @@ struct krib_pipeline {
          * in-flight bound), admit (the batch's decode/reorder/coalescing,
          * µs) and redis (keys submitted -> every reply in). */
         krib_hist_t lat_kafka, lat_queue, lat_admit_us, lat_redis;
-        krib_hist_t lat_admit_ms; /* the same in ms, for /metrics (µs overflow at 60 ms) */
-        krib_hist_t loop_turn_us; /* a turn's time away from poll(), µs (>60 ms: overflow) */
-        krib_hist_t loop_turn_ms; /* the same in ms, for /metrics' long turns */
-        FILE *trace;              /* pipeline.latency_trace_file, or NULL */
-        int64_t late_logged_ms;   /* debug: a message taken >250 ms after its timestamp */
+        krib_metrics_hist_t admit_s;   /* admit again, for /metrics (past 60 ms too) */
+        krib_metrics_hist_t loop_turn; /* a turn's time away from poll() */
+        FILE *trace;                   /* pipeline.latency_trace_file, or NULL */
+        int64_t late_logged_ms;        /* debug: a message taken >250 ms after its timestamp */
         krib_metrics_t *metrics;
         krib_writer_node_t *nodes; /* scratch for the snapshot */
         size_t nodes_cap;
@@ -275,16 +274,9 @@ static void publish(krib_pipeline_t *p, int force) {
         krib_metrics_latency(&s, &p->latency);
         krib_metrics_hist_fill(&s.stage[KRIB_STAGE_KAFKA], &p->lat_kafka, 1e-3);
         krib_metrics_hist_fill(&s.stage[KRIB_STAGE_QUEUE], &p->lat_queue, 1e-3);
-        krib_metrics_hist_fill(&s.stage[KRIB_STAGE_ADMIT], &p->lat_admit_ms, 1e-3);
+        s.stage[KRIB_STAGE_ADMIT] = p->admit_s;
         krib_metrics_hist_fill(&s.stage[KRIB_STAGE_REDIS], &p->lat_redis, 1e-3);
-        /* Sub-millisecond turns from the µs histogram, longer ones from the ms one. */
-        krib_metrics_hist_t us, ms;
-        krib_metrics_hist_fill(&us, &p->loop_turn_us, 1e-6);
-        krib_metrics_hist_fill(&ms, &p->loop_turn_ms, 1e-3);
-        s.loop_turn = ms;
-        for (int b = 0; b < KRIB_METRICS_LATENCY_BUCKETS && krib_metrics_latency_bounds_s[b] < 0.05;
-             b++)
-                s.loop_turn.le[b] = us.le[b];
+        s.loop_turn = p->loop_turn;
         if (p->consumer)
                 s.nlag = krib_consumer_lag(p->consumer, &s.lag);
         int nn = krib_writer_nodes(p->writer, &p->nodes, &p->nodes_cap);
@@ -849,12 +841,14 @@ static void admit_batch(krib_pipeline_t *p, batch_t *b) {
         }
         b->state = B_KEYS;
         b->submit_us = krib_clock_mono_us();
+        uint64_t live = 0;
         for (size_t i = 0; i < b->n; i++)
                 if (b->ev_state[i] == EV_LIVE) {
                         krib_hist_add(&p->lat_queue, (b->admit_us - b->taken_us[i]) / 1000);
                         krib_hist_add(&p->lat_admit_us, b->submit_us - b->admit_us);
-                        krib_hist_add(&p->lat_admit_ms, (b->submit_us - b->admit_us) / 1000);
+                        live++;
                 }
+        krib_metrics_hist_observe(&p->admit_s, (double)(b->submit_us - b->admit_us) / 1e6, live);
         if (b->nops)
                 memset(b->op_done, 0, b->nops);
         b->last_left = b->nops;
@@ -1387,8 +1381,8 @@ static void dispatch(krib_pipeline_t *p, int force) {
                 return;
         int64_t now = krib_clock_mono_us();
         /* With most slots taken (batches waiting for a failing master, say)
-         * lingering no longer sends: batches fill up, so the in-flight
-         * bound in events, not the slot count, is what stops intake. */
+         * batches linger longer and grow (dispatch.h); with none free the
+         * in-flight bound in events, not the slot count, stops intake. */
         int lingered = now >= linger_due_us(p, b);
         int ready = force || b->n == p->cap ||
                     b->bytes >= (size_t)p->conf->pipeline_batch_max_bytes || !writing(p) ||
@@ -1540,8 +1534,7 @@ static void turn(krib_pipeline_t *p, int draining) {
         /* A turn that long held every event behind it: say where it went
          * (the stages are meant to take microseconds to milliseconds). */
         int64_t busy = krib_clock_mono_us() - begin;
-        krib_hist_add(&p->loop_turn_us, busy);
-        krib_hist_add(&p->loop_turn_ms, busy / 1000);
+        krib_metrics_hist_observe(&p->loop_turn, (double)busy / 1e6, 1);
         if (busy >= SLOW_TURN_US)
                 krib_log_warn("pipeline",
                               "msg=\"slow loop turn\" ms=%" PRId64 " revoke_ms=%" PRId64

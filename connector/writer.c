@@ -391,14 +391,17 @@ static void ctl_fail(krib_writer_t *w, conn_t *c) {
                 w->tick(w->tick_opaque);
 }
 
-/* Whether c's oldest pipelined command has waited for its reply longer
- * than any healthy node takes (loopback: well under a millisecond; a WAN
- * link: tens of milliseconds). */
-#define OVERDUE_US 250000
-static int replies_overdue(const conn_t *c) {
-        return c->c && c->cq_head != c->cq_tail &&
-               krib_clock_mono_us() - c->cq[c->cq_head].sent_us > OVERDUE_US;
+/* How long c's oldest pipelined command has waited for its reply; 0 when
+ * none waits. */
+static int64_t oldest_reply_wait_us(const conn_t *c) {
+        if (!c->c || c->cq_head == c->cq_tail)
+                return 0;
+        return krib_clock_mono_us() - c->cq[c->cq_head].sent_us;
 }
+
+/* Longer than any healthy node takes to answer (loopback: well under a
+ * millisecond; a WAN link: tens of milliseconds). */
+#define OVERDUE_US 250000
 
 static int refresh_from(krib_writer_t *w, int ci, char *errstr, size_t size) {
         conn_t *c = &w->conns[ci];
@@ -472,7 +475,7 @@ int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
                         krib_addr_parse(w->conf->redis_nodes.v[at - w->topo.master_count], &a);
                         ci = conn_get(w, a.host, a.port);
                 }
-                if (ci >= 0 && !last_round && replies_overdue(&w->conns[ci]))
+                if (ci >= 0 && !last_round && oldest_reply_wait_us(&w->conns[ci]) > OVERDUE_US)
                         continue; /* tried in the second round, if at all */
                 int seen = ci < 0;
                 for (size_t k = 0; k < ntried && !seen; k++)
@@ -1520,9 +1523,7 @@ static void drain_conn(krib_writer_t *w, size_t ci) {
         }
         /* A node that stopped answering: its oldest command is overdue. */
         c = &w->conns[ci];
-        if (c->c && c->cq_head != c->cq_tail &&
-            krib_clock_mono_us() - c->cq[c->cq_head].sent_us >
-                    w->conf->redis_command_timeout_ms * 1000)
+        if (oldest_reply_wait_us(c) > w->conf->redis_command_timeout_ms * 1000)
                 conn_fail(w, c, "read timed out");
 }
 

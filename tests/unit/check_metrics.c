@@ -152,6 +152,44 @@ START_TEST(latency_buckets_are_cumulative) {
 }
 END_TEST
 
+/* Stage and loop-turn histograms: sub-millisecond and past-a-minute
+ * samples land where they belong, and the exposition carries them. */
+START_TEST(stage_and_loop_histograms) {
+        krib_metrics_snapshot_t t;
+        memset(&t, 0, sizeof(t));
+        krib_metrics_hist_observe(&t.loop_turn, 0.0004, 1); /* <= 1 ms */
+        krib_metrics_hist_observe(&t.loop_turn, 0.003, 2);  /* <= 5 ms */
+        krib_metrics_hist_observe(&t.loop_turn, 5.1, 1);    /* <= 10 s */
+        krib_metrics_hist_observe(&t.loop_turn, 90, 1);     /* +Inf only */
+        ck_assert_uint_eq(t.loop_turn.count, 5);
+        ck_assert_uint_eq(t.loop_turn.le[0], 1);
+        ck_assert_uint_eq(t.loop_turn.le[1], 1);  /* 2.5 ms */
+        ck_assert_uint_eq(t.loop_turn.le[2], 3);  /* 5 ms */
+        ck_assert_uint_eq(t.loop_turn.le[11], 3); /* 5 s */
+        ck_assert_uint_eq(t.loop_turn.le[12], 4); /* 10 s */
+        ck_assert_uint_eq(t.loop_turn.le[14], 4); /* 60 s */
+        ck_assert(t.loop_turn.sum_s > 95.1 && t.loop_turn.sum_s < 95.2);
+        static krib_hist_t h;
+        krib_hist_reset(&h);
+        krib_hist_add(&h, 1);
+        krib_hist_add(&h, 30);
+        krib_metrics_hist_fill(&t.stage[KRIB_STAGE_KAFKA], &h, 1e-3);
+        ck_assert_uint_eq(t.stage[KRIB_STAGE_KAFKA].le[0], 1); /* 1 ms */
+        ck_assert_uint_eq(t.stage[KRIB_STAGE_KAFKA].le[4], 1); /* 25 ms */
+        ck_assert_uint_eq(t.stage[KRIB_STAGE_KAFKA].le[5], 2); /* 50 ms */
+        size_t n = 0;
+        char *buf = krib_metrics_render(&t, &n);
+        ck_assert_ptr_nonnull(buf);
+        ck_assert_ptr_nonnull(strstr(buf, "# TYPE krib_latency_stage_seconds histogram\n"));
+        ck_assert_ptr_nonnull(
+                strstr(buf, "krib_latency_stage_seconds_bucket{stage=\"kafka\",le=\"0.05\"} 2\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_latency_stage_seconds_count{stage=\"redis\"} 0\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_loop_turn_seconds_bucket{le=\"0.005\"} 3\n"));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_loop_turn_seconds_bucket{le=\"+Inf\"} 5\n"));
+        free(buf);
+}
+END_TEST
+
 START_TEST(health_rules) {
         ck_assert(krib_metrics_live(&s, 1000500, 30000));
         ck_assert(krib_metrics_ready(&s, 1000500, 30000));
@@ -198,6 +236,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, large_clusters_and_assignments_render_whole);
         tcase_add_test(tc, process_figures_are_read);
         tcase_add_test(tc, latency_buckets_are_cumulative);
+        tcase_add_test(tc, stage_and_loop_histograms);
         tcase_add_test(tc, health_rules);
         tcase_add_test(tc, listens_on_ipv6);
         suite_add_tcase(su, tc);
