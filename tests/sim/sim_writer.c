@@ -1,0 +1,562 @@
+/* krib-sim: deterministic simulation of the writer (connector/writer.c)
+ * against a simulated Redis Cluster and network (tests/sim/README.md).
+ *
+ * A seeded scheduler submits jobs as the pipeline does (keys repeated
+ * inside a job, as two partitions' events on one key give), cancels jobs as
+ * a revoke does, and injects faults: error replies, frozen and refused
+ * nodes, cut connections, slot migrations, slow and reordered replies.
+ * Invariants, checked as it goes and at every quiescent point:
+ *   order   per key, what Redis holds comes from the last op krib finished
+ *           (or from a later op of a cancelled job), never an older one;
+ *   cancel  no fenced op is sent after its job was cancelled (and the
+ *           caller's memory of a cancelled job is freed at once, so a touch
+ *           is a sanitizer report);
+ *   final   an op no fault refused for good is not reported FAILED;
+ *   bounded queued and in-flight ops never exceed the ops of live jobs;
+ *   progress with faults off, every job finishes within 60 s of sim time.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "log.h"
+#include "sim.h"
+#include "writer.h"
+
+int64_t krib_sim_now_us = 1000000;
+static uint64_t rng_state;
+
+void sim_seed(uint64_t seed) {
+        rng_state = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
+        if (!rng_state)
+                rng_state = 1;
+}
+
+uint64_t sim_rand(void) {
+        uint64_t x = rng_state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        rng_state = x;
+        return x * 0x2545F4914F6CDD1DULL;
+}
+
+void sim_buf_put(sim_buf_t *b, const void *p, size_t n) {
+        if (b->n + n + 1 > b->cap) {
+                b->cap = (b->n + n + 1) * 2;
+                b->p = realloc(b->p, b->cap);
+                if (!b->p)
+                        abort();
+        }
+        memcpy(b->p + b->n, p, n);
+        b->n += n;
+        b->p[b->n] = 0;
+}
+
+void sim_buf_printf(sim_buf_t *b, const char *fmt, ...) {
+        char tmp[512];
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+        va_end(ap);
+        sim_buf_put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+/* ---- the trace: the last actions, printed when an invariant breaks ---- */
+
+#define TRACE_LINES 4096
+static char trace[TRACE_LINES][160];
+static uint64_t trace_n;
+static uint64_t step_no;
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...) {
+        char *l = trace[trace_n++ % TRACE_LINES];
+        int o = snprintf(l, 160, "%8" PRIu64 " t=%.3fms ", step_no,
+                         (double)krib_sim_now_us / 1000.0);
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(l + o, 160 - (size_t)o, fmt, ap);
+        va_end(ap);
+}
+
+/* ---- the model: every op ever submitted ---- */
+
+#define NKEYS 24
+#define MAX_LIVE 48
+
+enum { K_UNLINK = 0, K_DELETE = 1, K_UPSERT = 2 };
+static const char *const kind_name[] = {"UNLINK", "DELETE", "UPSERT"};
+
+typedef struct {
+        uint64_t seq; /* also the op's version counter and value "s<seq>" */
+        int key, kind;
+        uint32_t job; /* index into hjobs */
+        uint8_t status;
+} mop_t;
+
+typedef struct {
+        int wid; /* the writer's job id; -1 once released */
+        int cancelled;
+        size_t n;
+        uint32_t first; /* first mop */
+        /* The caller's memory, freed at release or cancel. */
+        krib_wop_t *ops;
+        krib_event_t *evs;
+        krib_vv_entry_t *vv;
+        char *vals;
+        uint8_t *status;
+} hjob_t;
+
+static mop_t *mops;
+static size_t nmops, cap_mops;
+static hjob_t *hjobs;
+static size_t nhjobs, cap_hjobs;
+static uint32_t live[MAX_LIVE]; /* hjob indexes with a writer job */
+static size_t nlive;
+static char keys[NKEYS][32];
+static size_t key_len[NKEYS];
+static uint64_t next_seq = 1;
+static int fence_mode;
+static const char *failure;
+static char failure_buf[512];
+static uint64_t stat_jobs, stat_ops, stat_cancels, stat_quiesce, stat_faults;
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...) {
+        if (failure)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(failure_buf, sizeof(failure_buf), fmt, ap);
+        va_end(ap);
+        failure = failure_buf;
+}
+
+static void free_caller(hjob_t *h) {
+        free(h->ops);
+        free(h->evs);
+        free(h->vv);
+        free(h->vals);
+        free(h->status);
+        h->ops = NULL;
+        h->evs = NULL;
+        h->vv = NULL;
+        h->vals = NULL;
+        h->status = NULL;
+}
+
+static void submit(krib_writer_t *w) {
+        size_t n = 1 + sim_below(sim_chance(100000) ? 40 : 6);
+        if (nhjobs == cap_hjobs) {
+                cap_hjobs = cap_hjobs ? 2 * cap_hjobs : 1024;
+                hjobs = realloc(hjobs, cap_hjobs * sizeof(*hjobs));
+        }
+        if (nmops + n > cap_mops) {
+                cap_mops = (nmops + n) * 2;
+                mops = realloc(mops, cap_mops * sizeof(*mops));
+        }
+        hjob_t *h = &hjobs[nhjobs];
+        memset(h, 0, sizeof(*h));
+        h->n = n;
+        h->first = (uint32_t)nmops;
+        h->ops = calloc(n, sizeof(*h->ops));
+        h->evs = calloc(n, sizeof(*h->evs));
+        h->vv = calloc(n, sizeof(*h->vv));
+        h->vals = calloc(n, 24);
+        h->status = calloc(n, 1);
+        /* Keys from a few hot tags, so commands carry several keys of a slot
+         * and a key repeats inside a job now and then. */
+        int hot = (int)sim_below(NKEYS);
+        for (size_t i = 0; i < n; i++) {
+                int k = sim_chance(300000) ? hot : (int)sim_below(NKEYS);
+                uint64_t roll = sim_below(10);
+                int kind = roll < 4 ? K_UPSERT : roll < 7 ? K_DELETE : K_UNLINK;
+                mop_t *m = &mops[nmops++];
+                *m = (mop_t){next_seq++, k, kind, (uint32_t)nhjobs, KRIB_WOP_PENDING};
+                krib_event_t *ev = &h->evs[i];
+                h->vv[i].origin = (krib_str_t){"o", 1};
+                h->vv[i].counter = (int64_t)m->seq;
+                ev->version = &h->vv[i];
+                ev->version_count = 1;
+                ev->ttl_ms = -1;
+                ev->action = kind == K_UPSERT ? KRIB_ACTION_UPSERT : KRIB_ACTION_DELETE;
+                char *v = h->vals + 24 * i;
+                int vl = snprintf(v, 24, "s%" PRIu64, m->seq);
+                ev->value = (krib_str_t){v, (size_t)vl};
+                h->ops[i].key = keys[k];
+                h->ops[i].len = key_len[k];
+                h->ops[i].ev = ev;
+                /* As the pipeline maps actions: a DELETE is fenced only in
+                 * redis.fence=all. */
+                h->ops[i].kind = kind == K_UPSERT                                 ? KRIB_WOP_UPSERT
+                                 : kind == K_DELETE && fence_mode == KRIB_FENCE_ALL ? KRIB_WOP_DELETE
+                                                                                    : KRIB_WOP_UNLINK;
+        }
+        h->wid = krib_writer_submit(w, h->ops, n, h->status);
+        if (h->wid < 0) {
+                nmops -= n;
+                next_seq -= n;
+                free_caller(h);
+                return;
+        }
+        live[nlive++] = (uint32_t)nhjobs;
+        note("submit job=%zu wid=%d ops=%zu first_seq=%" PRIu64, nhjobs, h->wid, n,
+             mops[h->first].seq);
+        nhjobs++;
+        stat_jobs++;
+        stat_ops += n;
+}
+
+/* Copies finished statuses into the model and releases finished jobs. */
+static void harvest(krib_writer_t *w) {
+        size_t keep = 0;
+        for (size_t i = 0; i < nlive; i++) {
+                hjob_t *h = &hjobs[live[i]];
+                if (h->cancelled) {
+                        /* The writer frees its slot when the last reply came. */
+                        continue;
+                }
+                for (size_t x = 0; x < h->n; x++)
+                        mops[h->first + x].status = h->status[x];
+                if (krib_writer_job_left(w, h->wid) == 0) {
+                        for (size_t x = 0; x < h->n; x++) {
+                                mop_t *m = &mops[h->first + x];
+                                if (m->status == KRIB_WOP_PENDING)
+                                        fail("job %u finished with op seq=%" PRIu64
+                                             " still PENDING",
+                                             live[i], m->seq);
+                                if (m->status == KRIB_WOP_FAILED)
+                                        fail("op seq=%" PRIu64 " key=%s reported FAILED, yet "
+                                             "no fault refuses it for good",
+                                             m->seq, keys[m->key]);
+                        }
+                        krib_writer_job_release(w, h->wid);
+                        note("finished job=%u wid=%d", live[i], h->wid);
+                        h->wid = -1;
+                        free_caller(h);
+                        continue;
+                }
+                live[keep++] = live[i];
+        }
+        nlive = keep;
+}
+
+static void cancel_one(krib_writer_t *w) {
+        if (!nlive)
+                return;
+        size_t i = sim_below(nlive);
+        hjob_t *h = &hjobs[live[i]];
+        krib_writer_job_cancel(w, h->wid);
+        h->cancelled = 1;
+        note("cancel job=%u wid=%d", live[i], h->wid);
+        free_caller(h); /* the writer must not touch it again */
+        live[i] = live[--nlive];
+        stat_cancels++;
+}
+
+/* A fenced command carries each op's version: none may belong to a job
+ * cancelled before now. */
+static void on_send(int node, int argc, char **argv, size_t *lens) {
+        (void)lens;
+        if (strcmp(argv[0], "EVALSHA") || argc < 3)
+                return;
+        int nk = atoi(argv[2]);
+        int a = 3 + nk + 2;
+        for (int i = 0; i < nk / 2 && a + 3 < argc; i++) {
+                int m = atoi(argv[a + 3]);
+                a += 4;
+                for (int v = 0; v < m && a + 1 < argc; v++, a += 2) {
+                        uint64_t seq = strtoull(argv[a + 1], NULL, 10);
+                        if (seq == 0 || seq >= next_seq)
+                                continue;
+                        /* mops are in seq order from 1 */
+                        const mop_t *op = &mops[seq - 1];
+                        if (hjobs[op->job].cancelled)
+                                fail("op seq=%" PRIu64 " key=%s sent to node %d after job %u "
+                                     "was cancelled",
+                                     seq, keys[op->key], node, op->job);
+                }
+        }
+        note("send node=%d %s keys=%d", node, argv[0], argc - 1);
+}
+
+static void on_exec(int node, int argc, char **argv, size_t *lens) {
+        (void)lens;
+        if (!strcmp(argv[0], "UNLINK") || !strcmp(argv[0], "EVALSHA"))
+                note("exec node=%d %s %s%s", node, argv[0],
+                     argc > 1 ? argv[!strcmp(argv[0], "EVALSHA") ? 3 : 1] : "",
+                     argc > 4 ? " ..." : "");
+}
+
+/* ---- the order invariant, at a quiescent point ---- */
+
+static void print_key_history(int k) {
+        fprintf(stdout, "  history of %s (submission order):\n", keys[k]);
+        for (size_t i = 0; i < nmops; i++) {
+                const mop_t *m = &mops[i];
+                if (m->key != k)
+                        continue;
+                fprintf(stdout, "    seq=%-6" PRIu64 " job=%-5u %-6s %s status=%u\n", m->seq,
+                        m->job, kind_name[m->kind], hjobs[m->job].cancelled ? "cancelled" : "",
+                        m->status);
+        }
+}
+
+static int bad_key = -1;
+
+static void check_keys(void) {
+        /* Last op per key from a job that was not cancelled. */
+        for (int k = 0; k < NKEYS && !failure; k++) {
+                const mop_t *last = NULL;
+                for (size_t i = 0; i < nmops; i++)
+                        if (mops[i].key == k && !hjobs[mops[i].job].cancelled)
+                                last = &mops[i];
+                if (!last)
+                        continue;
+                size_t vl;
+                const char *v = sim_cluster_get(keys[k], key_len[k], &vl);
+                int later_unlink = 0, ok = 0;
+                uint64_t held = v && v[0] == 's' ? strtoull(v + 1, NULL, 10) : 0;
+                for (size_t i = last->seq; i < nmops; i++) /* ops after last: cancelled */
+                        if (mops[i].key == k) {
+                                later_unlink |= mops[i].kind != K_UPSERT;
+                                ok |= v && mops[i].kind == K_UPSERT && mops[i].seq == held;
+                        }
+                if (!v)
+                        ok = last->kind != K_UPSERT || later_unlink;
+                else
+                        ok |= last->kind == K_UPSERT && held == last->seq;
+                if (!ok) {
+                        bad_key = k;
+                        fail("key %s holds %s after its last finished op seq=%" PRIu64
+                             " (%s): an older op overtook a newer one",
+                             keys[k], v ? v : "nothing", last->seq, kind_name[last->kind]);
+                }
+        }
+}
+
+/* ---- the scheduler ---- */
+
+static void advance(krib_writer_t *w, int64_t max_dt) {
+        int64_t next = sim_net_next_us();
+        int64_t due = krib_writer_due_us(w);
+        if (due < next)
+                next = due;
+        int64_t to = krib_sim_now_us + (int64_t)sim_below((uint64_t)max_dt + 1);
+        if (next > krib_sim_now_us && next < to)
+                to = next;
+        if (to > krib_sim_now_us)
+                krib_sim_now_us = to;
+        sim_net_run();
+}
+
+static void writer_step(krib_writer_t *w) {
+        if (krib_writer_step(w))
+                fail("krib_writer_step: out of memory");
+        harvest(w);
+        const krib_writer_stats_t *st = krib_writer_stats(w);
+        size_t ops_live = 0;
+        for (size_t i = 0; i < nlive; i++)
+                ops_live += hjobs[live[i]].n;
+        if (st->queued_ops + st->inflight_ops > ops_live + 2000)
+                fail("writer holds %" PRIu64 " ops for %zu ops of live jobs",
+                     st->queued_ops + st->inflight_ops, ops_live);
+        if (krib_writer_jobs_live(w) > KRIB_WRITER_JOBS)
+                fail("writer has %zu jobs live", krib_writer_jobs_live(w));
+}
+
+static void quiesce(krib_writer_t *w) {
+        sim_faults.err_ppm = 0;
+        for (int n = 0; n < SIM_NODES; n++)
+                sim_node[n] = (sim_node_state_t){0, 0};
+        sim_net_delay_min_us = 50;
+        sim_net_delay_max_us = 2000;
+        int64_t until = krib_sim_now_us + 60000000;
+        note("quiesce");
+        for (int i = 0; i < 2000000 && !failure; i++) {
+                if (nlive == 0 && krib_writer_jobs_live(w) == 0 && sim_net_on_wire() == 0)
+                        break;
+                if (krib_sim_now_us > until) {
+                        fail("no progress: %zu jobs live 60 s after faults stopped",
+                             krib_writer_jobs_live(w));
+                        break;
+                }
+                advance(w, 5000);
+                writer_step(w);
+        }
+        if (!failure && (nlive || krib_writer_jobs_live(w)))
+                fail("no progress: %zu jobs never finished", krib_writer_jobs_live(w));
+        if (sim_cluster_migrating() && !failure) {
+                /* Finish it, so the next round starts from a stable map. */
+                for (int i = 0; i < 100000 && sim_cluster_migrating(); i++)
+                        sim_cluster_migrate_step();
+        }
+        check_keys();
+        stat_quiesce++;
+}
+
+static void fault(void) {
+        stat_faults++;
+        switch (sim_below(7)) {
+        case 0:
+                sim_faults.err_ppm = sim_chance(500000) ? 0 : (unsigned)(10000 + sim_below(200000));
+                note("fault err_ppm=%u", sim_faults.err_ppm);
+                break;
+        case 1: {
+                int n = (int)sim_below(SIM_NODES);
+                sim_node[n].frozen_until_us = krib_sim_now_us + (int64_t)sim_below(3000000);
+                note("fault freeze node=%d for %.1fms", n,
+                     (double)(sim_node[n].frozen_until_us - krib_sim_now_us) / 1000);
+                break;
+        }
+        case 2: {
+                int n = (int)sim_below(SIM_NODES);
+                sim_node[n].down_until_us = krib_sim_now_us + (int64_t)sim_below(2000000);
+                note("fault refuse connects node=%d", n);
+                break;
+        }
+        case 3:
+                note("fault cut connection node=%d", sim_net_break_one());
+                break;
+        case 4:
+        case 5:
+                sim_cluster_migrate_step();
+                note("fault migrate step (migrating=%d)", sim_cluster_migrating());
+                break;
+        default:
+                sim_net_delay_min_us = 20 + (int64_t)sim_below(500);
+                sim_net_delay_max_us =
+                        sim_net_delay_min_us + (int64_t)sim_below(sim_chance(200000) ? 300000 : 5000);
+                note("fault delay %" PRId64 "..%" PRId64 "us", sim_net_delay_min_us,
+                     sim_net_delay_max_us);
+                break;
+        }
+}
+
+static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
+        sim_seed(seed);
+        fence_mode = mode;
+        krib_sim_now_us = 1000000;
+        failure = NULL;
+        bad_key = -1;
+        nmops = nhjobs = nlive = 0;
+        next_seq = 1;
+        trace_n = 0;
+        memset(&sim_faults, 0, sizeof(sim_faults));
+        sim_net_delay_min_us = 50;
+        sim_net_delay_max_us = 2000;
+        if (sim_cluster_init(KRIB_SIM_FENCE_LUA)) {
+                fprintf(stderr, "krib-sim: cannot read %s\n", KRIB_SIM_FENCE_LUA);
+                return 2;
+        }
+        for (int k = 0; k < NKEYS; k++)
+                key_len[k] = (size_t)snprintf(keys[k], sizeof(keys[k]), "{t%d}:k%d", k % 7, k);
+        krib_conf_t conf;
+        char err[256];
+        if (krib_conf_init(&conf))
+                return 2;
+        static char node0[] = "127.0.0.1:7001";
+        static char *nodes[] = {node0};
+        char **saved_nodes = conf.redis_nodes.v;
+        size_t saved_n = conf.redis_nodes.n;
+        conf.redis_nodes.v = nodes;
+        conf.redis_nodes.n = 1;
+        conf.redis_fence = mode;
+        conf.redis_max_keys_per_command = 4;
+        krib_writer_t *w = krib_writer_new(&conf, err, sizeof(err));
+        if (!w) {
+                fprintf(stderr, "krib-sim: %s\n", err);
+                return 2;
+        }
+        sim_on_send = on_send;
+        sim_on_exec = verbose > 1 ? on_exec : NULL;
+        for (step_no = 0; step_no < steps && !failure; step_no++) {
+                uint64_t roll = sim_below(1000);
+                if (roll < 300) {
+                        if (nlive < MAX_LIVE)
+                                submit(w);
+                } else if (roll < 310) {
+                        cancel_one(w);
+                } else if (roll < 318) {
+                        fault();
+                }
+                advance(w, 3000);
+                writer_step(w);
+                if (step_no % 5000 == 4999)
+                        quiesce(w);
+        }
+        if (!failure)
+                quiesce(w);
+        int rc = 0;
+        if (failure) {
+                rc = 1;
+                printf("FAIL seed=%" PRIu64 " step=%" PRIu64 " fence=%s: %s\n", seed, step_no,
+                       mode == KRIB_FENCE_ALL ? "all" : mode == KRIB_FENCE_UPSERTS ? "upserts" : "versioned",
+                       failure);
+                if (bad_key >= 0)
+                        print_key_history(bad_key);
+                uint64_t from = trace_n > 200 ? trace_n - 200 : 0;
+                printf("  last %" PRIu64 " actions:\n", trace_n - from);
+                for (uint64_t i = from; i < trace_n; i++)
+                        printf("  %s\n", trace[i % TRACE_LINES]);
+                printf("  replay: tests/sim/run --seed %" PRIu64 " --steps %" PRIu64
+                       " --fence %s\n",
+                       seed, step_no + 1, mode == KRIB_FENCE_ALL ? "all" : "upserts");
+        }
+        krib_writer_destroy(w);
+        for (size_t i = 0; i < nhjobs; i++)
+                free_caller(&hjobs[i]);
+        sim_net_free();
+        sim_cluster_free();
+        conf.redis_nodes.v = saved_nodes;
+        conf.redis_nodes.n = saved_n;
+        krib_conf_destroy(&conf);
+        return rc;
+}
+
+int main(int argc, char **argv) {
+        uint64_t seed = 1, steps = 200000, seeds = 1;
+        int verbose = 0, modes[2] = {KRIB_FENCE_UPSERTS, KRIB_FENCE_ALL}, nmodes = 2;
+        for (int i = 1; i < argc; i++) {
+                if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+                        seed = strtoull(argv[++i], NULL, 10);
+                else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
+                        steps = strtoull(argv[++i], NULL, 10);
+                else if (!strcmp(argv[i], "--seeds") && i + 1 < argc)
+                        seeds = strtoull(argv[++i], NULL, 10);
+                else if (!strcmp(argv[i], "--fence") && i + 1 < argc) {
+                        const char *f = argv[++i];
+                        nmodes = 1;
+                        modes[0] = !strcmp(f, "all") ? KRIB_FENCE_ALL : KRIB_FENCE_UPSERTS;
+                } else if (!strcmp(argv[i], "-v"))
+                        verbose++;
+                else {
+                        fprintf(stderr,
+                                "usage: krib-sim [--seed S] [--seeds K] [--steps N] "
+                                "[--fence all|upserts] [-v]\n");
+                        return 2;
+                }
+        }
+        if (verbose < 1 && !freopen("/dev/null", "w", stderr))
+                return 2;
+        krib_log_set_level(KRIB_LOG_ERROR);
+        for (uint64_t s = seed; s < seed + seeds; s++)
+                for (int m = 0; m < nmodes; m++) {
+                        stat_jobs = stat_ops = stat_cancels = stat_quiesce = stat_faults = 0;
+                        int rc = run(s, steps, modes[m], verbose);
+                        if (rc)
+                                return rc;
+                        printf("ok seed=%" PRIu64 " fence=%s steps=%" PRIu64 " jobs=%" PRIu64
+                               " ops=%" PRIu64 " cancels=%" PRIu64 " faults=%" PRIu64
+                               " quiescent_checks=%" PRIu64 " sim_time=%.1fs\n",
+                               s, modes[m] == KRIB_FENCE_ALL ? "all" : "upserts", steps, stat_jobs,
+                               stat_ops, stat_cancels, stat_faults, stat_quiesce,
+                               (double)krib_sim_now_us / 1e6);
+                        fflush(stdout);
+                }
+        return 0;
+}
