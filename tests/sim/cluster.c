@@ -354,6 +354,12 @@ int sim_cluster_exec(int n, int asking, int argc, char **argv, size_t *lens, sim
                 bulk(o, sha, 40);
                 return 0;
         }
+        if (!strcasecmp(cmd, "INFO")) {
+                static const char info[] = "# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\n"
+                                           "maxmemory_policy:noeviction\r\n";
+                bulk(o, info, sizeof(info) - 1);
+                return 0;
+        }
         if (!strcasecmp(cmd, "WAIT")) {
                 sim_buf_printf(o, ":0\r\n");
                 return 0;

@@ -355,7 +355,19 @@ int krib_conn_read(krib_conn_t *c, redisReply **out) {
                         return got > 0 ? 0 : -1;
                 if (!c->alive)
                         return -1;
-                int64_t next = sim_net_next_us();
+                /* What this wait needs: a command to reach its node, or
+                 * this connection's reply (others' replies wait for krib). */
+                int64_t next = INT64_MAX;
+                for (size_t i = 0; i < nconns; i++) {
+                        krib_conn_t *o = conns[i];
+                        if (o->head < o->sent) {
+                                int64_t at = node_ready(o->node, o->q[o->head].at_us);
+                                if (at < next)
+                                        next = at;
+                        }
+                }
+                if (c->rhead < c->rn && c->r[c->rhead].at_us < next)
+                        next = c->r[c->rhead].at_us;
                 if (next == INT64_MAX || next - krib_sim_now_us > c->io_timeout_us) {
                         krib_sim_now_us += c->io_timeout_us;
                         snprintf(c->err, sizeof(c->err), "read timed out (simulated)");
@@ -372,14 +384,23 @@ int krib_conn_read(krib_conn_t *c, redisReply **out) {
 }
 
 redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...) {
-        if (!c->alive || c->inflight)
+        if (!c->alive)
                 return NULL;
+        if (c->inflight) {
+                snprintf(c->err, sizeof(c->err), "synchronous command with %llu replies pending",
+                         (unsigned long long)c->inflight);
+                return NULL;
+        }
         va_list ap;
         va_start(ap, fmt);
         int rc = vappend(c, fmt, ap);
         va_end(ap);
         redisReply *r = NULL;
-        if (rc || krib_conn_flush(c) || krib_conn_read(c, &r))
+        if (rc) {
+                snprintf(c->err, sizeof(c->err), "cannot format the command");
+                return NULL;
+        }
+        if (krib_conn_flush(c) || krib_conn_read(c, &r))
                 return NULL;
         return r;
 }

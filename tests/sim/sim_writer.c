@@ -295,8 +295,11 @@ static void on_exec(int node, int argc, char **argv, size_t *lens) {
 /* ---- the order invariant, at a quiescent point ---- */
 
 static void print_key_history(int k) {
-        fprintf(stdout, "  history of %s (submission order):\n", keys[k]);
-        for (size_t i = 0; i < nmops; i++) {
+        size_t from = nmops, shown = 0;
+        while (from > 0 && shown < 12)
+                shown += mops[--from].key == k;
+        fprintf(stdout, "  history of %s (submission order, its last %zu ops):\n", keys[k], shown);
+        for (size_t i = from; i < nmops; i++) {
                 const mop_t *m = &mops[i];
                 if (m->key != k)
                         continue;
@@ -381,8 +384,13 @@ static void quiesce(krib_writer_t *w) {
                 if (nlive == 0 && krib_writer_jobs_live(w) == 0 && sim_net_on_wire() == 0)
                         break;
                 if (krib_sim_now_us > until) {
-                        fail("no progress: %zu jobs live 60 s after faults stopped",
-                             krib_writer_jobs_live(w));
+                        const krib_writer_stats_t *st = krib_writer_stats(w);
+                        fail("no progress: %zu jobs live 60 s after faults stopped (writer: "
+                             "%" PRIu64 " ops queued, %" PRIu64 " in flight, %zu on the wire, "
+                             "cluster breaker %u, next due in %" PRId64 " us)",
+                             krib_writer_jobs_live(w), st->queued_ops, st->inflight_ops,
+                             sim_net_on_wire(), st->cluster_breaker,
+                             krib_writer_due_us(w) - krib_sim_now_us);
                         break;
                 }
                 advance(w, 5000);
@@ -543,7 +551,7 @@ int main(int argc, char **argv) {
         }
         if (verbose < 1 && !freopen("/dev/null", "w", stderr))
                 return 2;
-        krib_log_set_level(KRIB_LOG_ERROR);
+        krib_log_set_level(verbose ? KRIB_LOG_INFO : KRIB_LOG_ERROR);
         for (uint64_t s = seed; s < seed + seeds; s++)
                 for (int m = 0; m < nmodes; m++) {
                         stat_jobs = stat_ops = stat_cancels = stat_quiesce = stat_faults = 0;
