@@ -984,7 +984,8 @@ void krib_writer_job_cancel(krib_writer_t *w, int job) {
                 if (REF_JOB(w->fresh[i]) != (uint32_t)job)
                         w->fresh[keep++] = w->fresh[i];
         w->nfresh = keep;
-        if (!j->left) {
+        /* complete() already freed the slot when it ended the last op. */
+        if (j->used && !j->left) {
                 j->used = 0;
                 w->jobs_live--;
         }
