@@ -121,6 +121,7 @@ static char keys[NKEYS][32];
 static size_t key_len[NKEYS];
 static uint64_t next_seq = 1;
 static int fence_mode;
+static int no_cancel, no_repeat; /* isolate one kind of trouble */
 static const char *failure;
 static char failure_buf[512];
 static uint64_t stat_jobs, stat_ops, stat_cancels, stat_quiesce, stat_faults;
@@ -151,6 +152,8 @@ static void free_caller(hjob_t *h) {
 
 static void submit(krib_writer_t *w) {
         size_t n = 1 + sim_below(sim_chance(100000) ? 40 : 6);
+        if (no_repeat && n > NKEYS)
+                n = NKEYS;
         if (nhjobs == cap_hjobs) {
                 cap_hjobs = cap_hjobs ? 2 * cap_hjobs : 1024;
                 hjobs = realloc(hjobs, cap_hjobs * sizeof(*hjobs));
@@ -173,6 +176,11 @@ static void submit(krib_writer_t *w) {
         int hot = (int)sim_below(NKEYS);
         for (size_t i = 0; i < n; i++) {
                 int k = sim_chance(300000) ? hot : (int)sim_below(NKEYS);
+                for (size_t x = 0; no_repeat && x < i; x++)
+                        if (h->ops[x].key == keys[k]) {
+                                k = (k + 1) % NKEYS;
+                                x = (size_t)-1; /* again from the first */
+                        }
                 uint64_t roll = sim_below(10);
                 int kind = roll < 4 ? K_UPSERT : roll < 7 ? K_DELETE : K_UNLINK;
                 mop_t *m = &mops[nmops++];
@@ -378,7 +386,9 @@ static void quiesce(krib_writer_t *w) {
                 sim_node[n] = (sim_node_state_t){0, 0};
         sim_net_delay_min_us = 50;
         sim_net_delay_max_us = 2000;
-        int64_t until = krib_sim_now_us + 60000000;
+        /* A migration always ends (multi-key commands get TRYAGAIN until
+         * it does): one key moves every 10 ms of sim time from here on. */
+        int64_t until = krib_sim_now_us + 60000000, migrate_at = krib_sim_now_us;
         note("quiesce");
         for (int i = 0; i < 2000000 && !failure; i++) {
                 if (nlive == 0 && krib_writer_jobs_live(w) == 0 && sim_net_on_wire() == 0)
@@ -393,16 +403,15 @@ static void quiesce(krib_writer_t *w) {
                              krib_writer_due_us(w) - krib_sim_now_us);
                         break;
                 }
+                if (sim_cluster_migrating() && krib_sim_now_us >= migrate_at) {
+                        sim_cluster_migrate_step();
+                        migrate_at = krib_sim_now_us + 10000;
+                }
                 advance(w, 5000);
                 writer_step(w);
         }
         if (!failure && (nlive || krib_writer_jobs_live(w)))
                 fail("no progress: %zu jobs never finished", krib_writer_jobs_live(w));
-        if (sim_cluster_migrating() && !failure) {
-                /* Finish it, so the next round starts from a stable map. */
-                for (int i = 0; i < 100000 && sim_cluster_migrating(); i++)
-                        sim_cluster_migrate_step();
-        }
         check_keys();
         stat_quiesce++;
 }
@@ -488,7 +497,8 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
                         if (nlive < MAX_LIVE)
                                 submit(w);
                 } else if (roll < 310) {
-                        cancel_one(w);
+                        if (!no_cancel)
+                                cancel_one(w);
                 } else if (roll < 318) {
                         fault();
                 }
@@ -540,12 +550,16 @@ int main(int argc, char **argv) {
                         const char *f = argv[++i];
                         nmodes = 1;
                         modes[0] = !strcmp(f, "all") ? KRIB_FENCE_ALL : KRIB_FENCE_UPSERTS;
-                } else if (!strcmp(argv[i], "-v"))
+                } else if (!strcmp(argv[i], "--no-cancel"))
+                        no_cancel = 1;
+                else if (!strcmp(argv[i], "--no-repeat"))
+                        no_repeat = 1;
+                else if (!strcmp(argv[i], "-v"))
                         verbose++;
                 else {
                         fprintf(stderr,
                                 "usage: krib-sim [--seed S] [--seeds K] [--steps N] "
-                                "[--fence all|upserts] [-v]\n");
+                                "[--fence all|upserts] [--no-cancel] [--no-repeat] [-v]\n");
                         return 2;
                 }
         }
