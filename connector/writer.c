@@ -60,6 +60,11 @@ typedef struct {
         size_t left;     /* ops not final */
         char *fkeys;     /* fence key names, at recs[i].fkey_off */
         size_t fkeys_cap;
+        /* Keys of a cancelled job's ops not final yet: they stay in the key
+         * table (later ops on their keys keep waiting) after the caller's
+         * memory is gone. */
+        char *kcopy;
+        size_t kcopy_cap;
 } job_t;
 
 typedef struct {
@@ -691,6 +696,7 @@ void krib_writer_destroy(krib_writer_t *w) {
         for (int j = 0; j < JOB_MAX; j++) {
                 free(w->jobs[j].recs);
                 free(w->jobs[j].fkeys);
+                free(w->jobs[j].kcopy);
         }
         free(w->fresh);
         free(w->queue);
@@ -868,6 +874,10 @@ static int name_fence(krib_writer_t *w, job_t *j, rec_t *r, size_t *at) {
         return 0;
 }
 
+static int is_fanout(const krib_wop_t *op) {
+        return op->kind == KRIB_WOP_PUBLISH || op->kind == KRIB_WOP_XADD;
+}
+
 int krib_writer_submit(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t *status) {
         if (n > IDX_MAX)
                 return -1;
@@ -916,17 +926,21 @@ int krib_writer_submit(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_
                         complete(w, ref, KRIB_WOP_FAILED);
                         continue;
                 }
-                /* Order per key across jobs: an op waits until the earlier
-                 * job's op on its key is final. Within a job the caller
-                 * coalesced (fan-out keeps its order inside a command run). */
+                /* Order per key: an op waits until the op before it on its
+                 * key is final, in submission order, within a job too (the
+                 * pipeline coalesces per partition, so two partitions'
+                 * events name one key in one job). Fan-out ops of one job
+                 * are not chained: they keep their order inside a command
+                 * run, and a chain would cost a round trip each. */
                 uint32_t prev = ktab_find(w, r->hash, ops[i].key, ops[i].len);
-                if (prev != NONE && REF_JOB(prev) != (uint32_t)id) {
+                int chain = prev != NONE && (REF_JOB(prev) != (uint32_t)id || !is_fanout(&ops[i]));
+                if (chain) {
                         rec_t *pr = rec_of(w, prev);
                         pr->succ = ref;
                         r->after = 1;
                         ktab_remove(w, prev);
                 }
-                if (prev == NONE || REF_JOB(prev) != (uint32_t)id)
+                if (prev == NONE || chain)
                         ktab_insert(w, ref);
                 if (r->after) {
                         w->queue[w->nqueue++] = ref;
@@ -963,20 +977,43 @@ void krib_writer_job_cancel(krib_writer_t *w, int job) {
         job_t *j = &w->jobs[job];
         j->cancelled = 1;
         j->status = NULL;
-        /* Ops not on the wire end now; ops on the wire end with their reply
-         * (the job's slot is reused only then). Nothing of the caller's is
-         * read again: keys were copied into the commands when sent. */
+        /* Ops that stay (see below) keep their keys in the key table: copy
+         * them, the caller's memory is not read again. Without the memory,
+         * they leave the table as before (order then rests on the fence). */
+        size_t need = 0, at = 0;
+        for (size_t i = 0; i < j->n; i++)
+                if (j->recs[i].state != R_FINAL)
+                        need += j->recs[i].op.len;
+        int copied = krib_util_grow(&j->kcopy, &j->kcopy_cap, need ? need : 1, 1) == 0;
+        /* Ops on the wire end with their reply; queued ops waiting for an
+         * earlier op on their key stay as placeholders until it is final
+         * (release_queue ends them then), so the chain of ops on that key
+         * is never cut and no later op overtakes the earlier one; other
+         * queued ops end now. The slot is reused only when all have ended. */
         for (size_t i = 0; i < j->n; i++) {
                 rec_t *r = &j->recs[i];
-                if (r->state == R_QUEUED)
+                if (r->state == R_FINAL)
+                        continue;
+                if (r->state == R_QUEUED && !r->after) {
                         complete(w, REF(job, i), KRIB_WOP_PENDING);
-                else
+                        continue;
+                }
+                if (!copied) {
                         ktab_remove(w, REF(job, i));
+                        if (r->state == R_QUEUED)
+                                complete(w, REF(job, i), KRIB_WOP_PENDING);
+                        continue;
+                }
+                memcpy(j->kcopy + at, r->op.key, r->op.len);
+                r->op.key = j->kcopy + at;
+                r->op.ev = NULL;
+                at += r->op.len;
         }
-        /* Its refs leave the send lists now: the slot may be reused. */
+        /* Its ended refs leave the send lists now; placeholders stay queued. */
         size_t keep = 0;
         for (size_t i = 0; i < w->nqueue; i++)
-                if (REF_JOB(w->queue[i]) != (uint32_t)job)
+                if (REF_JOB(w->queue[i]) != (uint32_t)job ||
+                    rec_of(w, w->queue[i])->state != R_FINAL)
                         w->queue[keep++] = w->queue[i];
         w->nqueue = keep;
         keep = 0;
@@ -1537,8 +1574,13 @@ static void release_queue(krib_writer_t *w, int64_t now) {
         for (size_t i = 0; i < w->nqueue; i++) {
                 uint32_t ref = w->queue[i];
                 rec_t *r = rec_of(w, ref);
-                if (w->jobs[REF_JOB(ref)].cancelled || r->state == R_FINAL)
+                if (r->state == R_FINAL)
                         continue; /* cancel already completed it */
+                if (w->jobs[REF_JOB(ref)].cancelled && !r->after) {
+                        /* A placeholder whose predecessor is final. */
+                        complete(w, ref, KRIB_WOP_PENDING);
+                        continue;
+                }
                 if (r->after || r->due_us > now) {
                         if (!r->after && r->due_us < next)
                                 next = r->due_us;
