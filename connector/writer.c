@@ -49,6 +49,9 @@ typedef struct {
         uint16_t attempt, redirects;
         uint8_t after; /* an earlier job's op on this key is not final yet */
         uint8_t solo;  /* sent in a command of its own (its chunk failed) */
+        /* A fenced op Redis refused for good, now a plain UNLINK of its key
+         * (fail safe: the key goes, the op still ends FAILED). */
+        uint8_t fallback;
         uint8_t state, result, in_table;
 } rec_t;
 
@@ -813,6 +816,8 @@ static void complete(krib_writer_t *w, uint32_t ref, uint8_t result) {
         if (r->state == R_FINAL)
                 return;
         r->state = R_FINAL;
+        if (r->fallback && result != KRIB_WOP_PENDING)
+                result = KRIB_WOP_FAILED; /* its key was unlinked, its own work refused */
         r->result = result;
         if (j->status)
                 j->status[REF_IDX(ref)] = result;
@@ -836,6 +841,17 @@ static void complete(krib_writer_t *w, uint32_t ref, uint8_t result) {
                 j->used = 0;
                 w->jobs_live--;
         }
+}
+
+/* Turns a fenced op into a plain UNLINK of its key, sent alone: with
+ * redis.fence=versioned its fence key goes too (a fill's lease must not
+ * survive), otherwise the fence stays (it still orders older writes). */
+static void to_fallback(krib_writer_t *w, rec_t *r) {
+        r->fallback = 1;
+        r->solo = 1;
+        r->op.kind = KRIB_WOP_UNLINK;
+        if (w->conf->redis_fence != KRIB_FENCE_VERSIONED)
+                r->fkey_len = 0;
 }
 
 static int name_fence(krib_writer_t *w, job_t *j, rec_t *r, size_t *at) {
@@ -922,10 +938,8 @@ int krib_writer_submit(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_
                 r->slot = (uint16_t)krib_slot_of(ops[i].key, ops[i].len);
                 r->hash = key_hash(ops[i].key, ops[i].len);
                 r->state = R_QUEUED;
-                if (name_fence(w, j, r, &at)) {
-                        complete(w, ref, KRIB_WOP_FAILED);
-                        continue;
-                }
+                if (name_fence(w, j, r, &at))
+                        to_fallback(w, r);
                 /* Order per key: an op waits until the op before it on its
                  * key is final, in submission order, within a job too (the
                  * pipeline coalesces per partition, so two partitions'
@@ -1219,6 +1233,17 @@ static void fail_refs(krib_writer_t *w, conn_t *c, const uint32_t *refs, size_t 
                        n, krib_log_esc(what, strlen(what)));
         for (size_t y = 0; y < n; y++) {
                 rec_t *r = rec_of(w, refs[y]);
+                if (is_fenced(&r->op) && !w->jobs[REF_JOB(refs[y])].cancelled) {
+                        /* Fail safe: the key is unlinked before the op is
+                         * reported FAILED, so no older value stays cached. */
+                        krib_log_warn("writer",
+                                      "msg=\"fenced write refused for good: unlinking the key "
+                                      "instead\" key=\"%s\"",
+                                      krib_log_esc(r->op.key, r->op.len));
+                        to_fallback(w, r);
+                        requeue(w, refs[y], -1);
+                        continue;
+                }
                 if (r->state == R_SENT || r->state == R_ACKED)
                         w->inflight_ops--;
                 complete(w, refs[y], KRIB_WOP_FAILED);
@@ -1359,15 +1384,18 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, const uint32
                                       c->addr.host, c->addr.port, krib_retry_class_name(cls),
                                       r->str);
                 requeue_refs(w, refs, n, (int)cls);
-        } else if (cmd->mode == MODE_FENCED && n > 1) {
+        } else if ((cmd->mode == MODE_FENCED || cmd->mode == MODE_PLAIN) && n > 1) {
                 /* A script error (one key's bad value, say) aborts the whole
-                 * call: resend its keys one per call so only the offender
-                 * fails. The script is atomic per call, so a key it had
-                 * already handled is only compared again. */
+                 * call, and a refusal for good (NOPERM for one key of an
+                 * ACL'd user) the whole UNLINK: resend the keys one per
+                 * command so only the offender fails and its error names
+                 * it. The script is atomic per call, so a key it had already
+                 * handled is only compared again; UNLINK is idempotent. */
                 krib_log_warn("writer",
-                              "msg=\"fence script failed for a chunk: retrying its keys one by "
+                              "msg=\"%s refused for a chunk: retrying its keys one by "
                               "one\" node=%s keys=%zu error=\"%s\"",
-                              c->m.addr, n, krib_log_esc(r->str, r->len));
+                              cmd->mode == MODE_FENCED ? "fence script" : "UNLINK", c->m.addr, n,
+                              krib_log_esc(r->str, r->len));
                 w->stats.splits++;
                 for (size_t y = 0; y < n; y++) {
                         rec_of(w, refs[y])->solo = 1;

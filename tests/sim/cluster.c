@@ -107,6 +107,10 @@ const char *sim_cluster_get(const char *key, size_t len, size_t *vlen) {
         return NULL;
 }
 
+void sim_cluster_script_flush(int n) {
+        nodes[n].script = 0;
+}
+
 int sim_cluster_slot_owner(unsigned slot) {
         return owner[slot & 16383];
 }
@@ -262,8 +266,7 @@ static void run_script(int n, int argc, char **argv, size_t *lens, sim_buf_t *o)
                 lua_rawseti(L, -2, i - 2 - (int)nk);
         }
         lua_setglobal(L, "ARGV");
-        if (luaL_loadbuffer(L, script_src, strlen(script_src), "@fence") ||
-            lua_pcall(L, 0, 1, 0)) {
+        if (luaL_loadbuffer(L, script_src, strlen(script_src), "@fence") || lua_pcall(L, 0, 1, 0)) {
                 err(o, "ERR Error running script: %s", lua_tostring(L, -1));
                 lua_pop(L, 1);
                 return;
@@ -349,6 +352,11 @@ int sim_cluster_exec(int n, int asking, int argc, char **argv, size_t *lens, sim
                 bulk(o, "cluster_state:ok\r\n", 18);
                 return 0;
         }
+        if (!strcasecmp(cmd, "SCRIPT") && argc == 3 && !strcasecmp(argv[1], "LOAD") &&
+            sim_faults.script_refused_node == n) {
+                err(o, "NOPERM User krib has no permissions to run the 'script|load' command");
+                return 0;
+        }
         if (!strcasecmp(cmd, "SCRIPT") && argc == 3 && !strcasecmp(argv[1], "LOAD")) {
                 nodes[n].script = 1;
                 bulk(o, sha, 40);
@@ -373,6 +381,11 @@ int sim_cluster_exec(int n, int asking, int argc, char **argv, size_t *lens, sim
         for (int i = first + 1; i < end; i++)
                 if (krib_slot_of(argv[i], lens[i]) != slot) {
                         err(o, "CROSSSLOT Keys in request don't hash to the same slot");
+                        return 0;
+                }
+        for (int i = first; sim_faults.acl_refused_key && i < end; i++)
+                if (!strcmp(argv[i], sim_faults.acl_refused_key)) {
+                        err(o, "NOPERM No permissions to access a key");
                         return 0;
                 }
         if (sim_faults.err_ppm && sim_chance(sim_faults.err_ppm)) {

@@ -45,6 +45,11 @@ typedef struct {
 /* Faults the scheduler turns on and off (per million commands). */
 typedef struct {
         unsigned err_ppm; /* TRYAGAIN, LOADING, BUSY, OOM, NOSCRIPT, MASTERDOWN */
+        /* Refusals for good, as an ACL'd user gets them: every command
+         * naming this key is NOPERM (NULL: none), and SCRIPT LOAD on this
+         * node (-1: none). */
+        const char *acl_refused_key;
+        int script_refused_node;
 } sim_faults_t;
 extern sim_faults_t sim_faults;
 extern sim_node_state_t sim_node[SIM_NODES];
@@ -60,6 +65,8 @@ int sim_cluster_exec(int n, int asking, int argc, char **argv, size_t *lens, sim
 /* A key's value across the nodes (NULL: absent), for the invariants. */
 const char *sim_cluster_get(const char *key, size_t len, size_t *vlen);
 int sim_cluster_slot_owner(unsigned slot);
+/* SCRIPT FLUSH on node n. */
+void sim_cluster_script_flush(int n);
 
 /* Slot migration, one key per call: starts when none is in progress. */
 void sim_cluster_migrate_step(void);

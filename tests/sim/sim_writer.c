@@ -85,7 +85,7 @@ static void note(const char *fmt, ...) {
 
 /* ---- the model: every op ever submitted ---- */
 
-#define NKEYS 24
+#define NKEYS    24
 #define MAX_LIVE 48
 
 enum { K_UNLINK = 0, K_DELETE = 1, K_UPSERT = 2 };
@@ -120,8 +120,11 @@ static size_t nlive;
 static char keys[NKEYS][32];
 static size_t key_len[NKEYS];
 static uint64_t next_seq = 1;
+static uint64_t newest_seq[NKEYS]; /* the newest op submitted per key */
+static int bad_key = -1;           /* the key an invariant broke on */
 static int fence_mode;
-static int no_cancel, no_repeat; /* isolate one kind of trouble */
+static int no_cancel, no_repeat;              /* isolate one kind of trouble */
+static int force_acl = -1, force_script = -2; /* -1/-2: by the seed */
 static const char *failure;
 static char failure_buf[512];
 static uint64_t stat_jobs, stat_ops, stat_cancels, stat_quiesce, stat_faults;
@@ -185,6 +188,7 @@ static void submit(krib_writer_t *w) {
                 int kind = roll < 4 ? K_UPSERT : roll < 7 ? K_DELETE : K_UNLINK;
                 mop_t *m = &mops[nmops++];
                 *m = (mop_t){next_seq++, k, kind, (uint32_t)nhjobs, KRIB_WOP_PENDING};
+                newest_seq[k] = m->seq;
                 krib_event_t *ev = &h->evs[i];
                 h->vv[i].origin = (krib_str_t){"o", 1};
                 h->vv[i].counter = (int64_t)m->seq;
@@ -200,9 +204,10 @@ static void submit(krib_writer_t *w) {
                 h->ops[i].ev = ev;
                 /* As the pipeline maps actions: a DELETE is fenced only in
                  * redis.fence=all. */
-                h->ops[i].kind = kind == K_UPSERT                                 ? KRIB_WOP_UPSERT
-                                 : kind == K_DELETE && fence_mode == KRIB_FENCE_ALL ? KRIB_WOP_DELETE
-                                                                                    : KRIB_WOP_UNLINK;
+                h->ops[i].kind = kind == K_UPSERT ? KRIB_WOP_UPSERT
+                                 : kind == K_DELETE && fence_mode == KRIB_FENCE_ALL
+                                         ? KRIB_WOP_DELETE
+                                         : KRIB_WOP_UNLINK;
         }
         h->wid = krib_writer_submit(w, h->ops, n, h->status);
         if (h->wid < 0) {
@@ -219,6 +224,16 @@ static void submit(krib_writer_t *w) {
         stat_ops += n;
 }
 
+/* What the cluster refuses for good: the ACL'd key, and fenced work on a
+ * node that may not load the script. */
+static int refused_for_good(const mop_t *m) {
+        if (sim_faults.acl_refused_key && !strcmp(keys[m->key], sim_faults.acl_refused_key))
+                return 1;
+        int fenced = m->kind == K_UPSERT || (m->kind == K_DELETE && fence_mode == KRIB_FENCE_ALL);
+        /* (Loosely: its slot may have moved since.) */
+        return fenced && sim_faults.script_refused_node >= 0;
+}
+
 /* Copies finished statuses into the model and releases finished jobs. */
 static void harvest(krib_writer_t *w) {
         size_t keep = 0;
@@ -228,8 +243,27 @@ static void harvest(krib_writer_t *w) {
                         /* The writer frees its slot when the last reply came. */
                         continue;
                 }
-                for (size_t x = 0; x < h->n; x++)
-                        mops[h->first + x].status = h->status[x];
+                for (size_t x = 0; x < h->n; x++) {
+                        mop_t *m = &mops[h->first + x];
+                        if (m->status == KRIB_WOP_PENDING && h->status[x] == KRIB_WOP_FAILED &&
+                            m->seq == newest_seq[m->key] &&
+                            !(sim_faults.acl_refused_key &&
+                              !strcmp(keys[m->key], sim_faults.acl_refused_key))) {
+                                /* Fail safe, checked the moment it ends: every
+                                 * earlier op on the key is final (chain), no
+                                 * later one exists, so the key must be gone. */
+                                size_t vl;
+                                const char *v = sim_cluster_get(keys[m->key], key_len[m->key], &vl);
+                                if (v) {
+                                        bad_key = m->key;
+                                        fail("op seq=%" PRIu64 " on %s ended FAILED with the key "
+                                             "still holding %s: a refused write must unlink "
+                                             "its key",
+                                             m->seq, keys[m->key], v);
+                                }
+                        }
+                        m->status = h->status[x];
+                }
                 if (krib_writer_job_left(w, h->wid) == 0) {
                         for (size_t x = 0; x < h->n; x++) {
                                 mop_t *m = &mops[h->first + x];
@@ -237,7 +271,7 @@ static void harvest(krib_writer_t *w) {
                                         fail("job %u finished with op seq=%" PRIu64
                                              " still PENDING",
                                              live[i], m->seq);
-                                if (m->status == KRIB_WOP_FAILED)
+                                if (m->status == KRIB_WOP_FAILED && !refused_for_good(m))
                                         fail("op seq=%" PRIu64 " key=%s reported FAILED, yet "
                                              "no fault refuses it for good",
                                              m->seq, keys[m->key]);
@@ -317,8 +351,6 @@ static void print_key_history(int k) {
         }
 }
 
-static int bad_key = -1;
-
 static void check_keys(void) {
         /* Last op per key from a job that was not cancelled. */
         for (int k = 0; k < NKEYS && !failure; k++) {
@@ -337,6 +369,19 @@ static void check_keys(void) {
                                 later_unlink |= mops[i].kind != K_UPSERT;
                                 ok |= v && mops[i].kind == K_UPSERT && mops[i].seq == held;
                         }
+                if (sim_faults.acl_refused_key && !strcmp(keys[k], sim_faults.acl_refused_key))
+                        continue; /* krib may not touch it */
+                if (last->status == KRIB_WOP_FAILED) {
+                        /* Fail safe: a refused fenced write unlinks its key. */
+                        ok = !v || held > last->seq;
+                        if (!ok) {
+                                bad_key = k;
+                                fail("key %s holds %s after op seq=%" PRIu64 " was refused for "
+                                     "good: a refused write must unlink its key",
+                                     keys[k], v, last->seq);
+                        }
+                        continue;
+                }
                 if (!v)
                         ok = last->kind != K_UPSERT || later_unlink;
                 else
@@ -446,8 +491,8 @@ static void fault(void) {
                 break;
         default:
                 sim_net_delay_min_us = 20 + (int64_t)sim_below(500);
-                sim_net_delay_max_us =
-                        sim_net_delay_min_us + (int64_t)sim_below(sim_chance(200000) ? 300000 : 5000);
+                sim_net_delay_max_us = sim_net_delay_min_us +
+                                       (int64_t)sim_below(sim_chance(200000) ? 300000 : 5000);
                 note("fault delay %" PRId64 "..%" PRId64 "us", sim_net_delay_min_us,
                      sim_net_delay_max_us);
                 break;
@@ -462,8 +507,10 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
         bad_key = -1;
         nmops = nhjobs = nlive = 0;
         next_seq = 1;
+        memset(newest_seq, 0, sizeof(newest_seq));
         trace_n = 0;
         memset(&sim_faults, 0, sizeof(sim_faults));
+        sim_faults.script_refused_node = -1;
         sim_net_delay_min_us = 50;
         sim_net_delay_max_us = 2000;
         if (sim_cluster_init(KRIB_SIM_FENCE_LUA)) {
@@ -472,6 +519,20 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
         }
         for (int k = 0; k < NKEYS; k++)
                 key_len[k] = (size_t)snprintf(keys[k], sizeof(keys[k]), "{t%d}:k%d", k % 7, k);
+        /* Permanent refusals, in some seeds: one key outside the user's ACL
+         * (its slot-mates are permitted), one node that may not run scripts. */
+        if (sim_chance(500000))
+                sim_faults.acl_refused_key = keys[NKEYS - 1];
+        if (sim_chance(250000))
+                sim_faults.script_refused_node = (int)sim_below(SIM_NODES);
+        if (force_acl >= 0)
+                sim_faults.acl_refused_key = force_acl ? keys[NKEYS - 1] : NULL;
+        if (force_script >= -1)
+                sim_faults.script_refused_node = force_script;
+        /* The refusal starts a tenth into the run (an ACL change, the
+         * script cache flushed), when the node's keys hold values. */
+        int refuse_scripts = sim_faults.script_refused_node;
+        sim_faults.script_refused_node = -1;
         krib_conf_t conf;
         char err[256];
         if (krib_conf_init(&conf))
@@ -492,6 +553,11 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
         sim_on_send = on_send;
         sim_on_exec = verbose > 1 ? on_exec : NULL;
         for (step_no = 0; step_no < steps && !failure; step_no++) {
+                if (step_no == steps / 10 && refuse_scripts >= 0) {
+                        sim_faults.script_refused_node = refuse_scripts;
+                        sim_cluster_script_flush(refuse_scripts);
+                        note("fault node=%d refuses SCRIPT LOAD from now on", refuse_scripts);
+                }
                 uint64_t roll = sim_below(1000);
                 if (roll < 300) {
                         if (nlive < MAX_LIVE)
@@ -512,9 +578,14 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
         int rc = 0;
         if (failure) {
                 rc = 1;
-                printf("FAIL seed=%" PRIu64 " step=%" PRIu64 " fence=%s: %s\n", seed, step_no,
-                       mode == KRIB_FENCE_ALL ? "all" : mode == KRIB_FENCE_UPSERTS ? "upserts" : "versioned",
-                       failure);
+                printf("FAIL seed=%" PRIu64 " step=%" PRIu64 " fence=%s acl_refused=%s "
+                       "script_refused_node=%d: %s\n",
+                       seed, step_no,
+                       mode == KRIB_FENCE_ALL       ? "all"
+                       : mode == KRIB_FENCE_UPSERTS ? "upserts"
+                                                    : "versioned",
+                       sim_faults.acl_refused_key ? sim_faults.acl_refused_key : "-",
+                       sim_faults.script_refused_node, failure);
                 if (bad_key >= 0)
                         print_key_history(bad_key);
                 uint64_t from = trace_n > 200 ? trace_n - 200 : 0;
@@ -554,12 +625,17 @@ int main(int argc, char **argv) {
                         no_cancel = 1;
                 else if (!strcmp(argv[i], "--no-repeat"))
                         no_repeat = 1;
+                else if (!strcmp(argv[i], "--acl") && i + 1 < argc)
+                        force_acl = atoi(argv[++i]) != 0;
+                else if (!strcmp(argv[i], "--refuse-scripts") && i + 1 < argc)
+                        force_script = atoi(argv[++i]);
                 else if (!strcmp(argv[i], "-v"))
                         verbose++;
                 else {
                         fprintf(stderr,
                                 "usage: krib-sim [--seed S] [--seeds K] [--steps N] "
-                                "[--fence all|upserts] [--no-cancel] [--no-repeat] [-v]\n");
+                                "[--fence all|upserts] [--no-cancel] [--no-repeat] [--acl 0|1]\n"
+                                "       [--refuse-scripts NODE|-1] [-v]\n");
                         return 2;
                 }
         }
