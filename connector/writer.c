@@ -327,7 +327,12 @@ static int load_script(krib_writer_t *w, conn_t *c) {
 
 /* A connected and authenticated connection to c's node, or NULL (logged,
  * counted as a connection failure). */
-static krib_conn_t *open_conn(krib_writer_t *w, conn_t *c) {
+static void ctl_open_failed(krib_writer_t *w, conn_t *c);
+
+/* Opens c's pipelined (ctl 0) or control (ctl 1) connection. A control
+ * connection that cannot open leaves the pipelined one alone: tearing it
+ * down would resend its ops for nothing. */
+static krib_conn_t *open_conn(krib_writer_t *w, conn_t *c, int ctl) {
         char err[200];
         krib_conn_t *rc =
                 krib_conn_connect(c->addr.host, c->addr.port, w->conf->redis_connect_timeout_ms,
@@ -338,7 +343,10 @@ static krib_conn_t *open_conn(krib_writer_t *w, conn_t *c) {
                                       "msg=\"cannot connect to redis\" node=%s:%d error=\"%s\" "
                                       "attempt=%u",
                                       c->addr.host, c->addr.port, err, c->failures + 1);
-                conn_fail(w, c, "connect");
+                if (ctl)
+                        ctl_open_failed(w, c);
+                else
+                        conn_fail(w, c, "connect");
                 return NULL;
         }
         if (krib_conn_auth(rc, w->conf->redis_username, w->conf->redis_password, err,
@@ -346,7 +354,10 @@ static krib_conn_t *open_conn(krib_writer_t *w, conn_t *c) {
                 krib_log_error("writer", "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
                                c->addr.host, c->addr.port, err);
                 krib_conn_free(rc);
-                conn_fail(w, c, "auth");
+                if (ctl)
+                        ctl_open_failed(w, c);
+                else
+                        conn_fail(w, c, "auth");
                 return NULL;
         }
         return rc;
@@ -357,7 +368,7 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
                 return 0;
         if (krib_clock_mono_us() < c->retry_at_us)
                 return -1;
-        krib_conn_t *rc = open_conn(w, c);
+        krib_conn_t *rc = open_conn(w, c, 0);
         if (!rc)
                 return -1;
         c->c = rc;
@@ -377,7 +388,20 @@ static int ctl_ensure(krib_writer_t *w, conn_t *c) {
                 return 0;
         if (krib_clock_mono_us() < c->retry_at_us)
                 return -1;
-        return (c->ctl = open_conn(w, c)) ? 0 : -1;
+        return (c->ctl = open_conn(w, c, 1)) ? 0 : -1;
+}
+
+static void ctl_open_failed(krib_writer_t *w, conn_t *c) {
+        int64_t now = krib_clock_mono_us();
+        c->m.conn_failures++;
+        c->m.err_class[KRIB_ERR_CONN]++;
+        w->trouble = 1;
+        c->retry_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN, c->failures,
+                                                   krib_retry_rand(&w->rng));
+        c->failures++;
+        breaker_note(w, c->m.addr, &c->br,
+                     krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_CONN, now,
+                                          krib_retry_rand(&w->rng)));
 }
 
 static void ctl_fail(krib_writer_t *w, conn_t *c) {

@@ -421,8 +421,14 @@ const char *krib_conn_errstr(const krib_conn_t *c) {
 void krib_conn_free(krib_conn_t *c) {
         if (!c)
                 return;
-        /* What was sent still reaches the node; nothing comes back. */
+        /* What was sent still reaches the node, and at once: a new
+         * connection's handshake (connect, AUTH, SCRIPT LOAD) takes longer
+         * than bytes already in flight, so they cannot overtake them.
+         * Nothing comes back. */
         c->closed = 1;
+        for (size_t i = c->head; i < c->sent; i++)
+                if (c->q[i].at_us > krib_sim_now_us)
+                        c->q[i].at_us = krib_sim_now_us;
         for (size_t i = c->rhead; i < c->rn; i++)
                 free(c->r[i].p);
         c->rhead = c->rn = 0;

@@ -304,6 +304,13 @@ static void cancel_one(krib_writer_t *w) {
  * cancelled before now. */
 static void on_send(int node, int argc, char **argv, size_t *lens) {
         (void)lens;
+        char what[96] = "";
+        if (!strcmp(argv[0], "UNLINK"))
+                for (int i = 1, o = 0; i < argc && o < 80; i++)
+                        o += snprintf(what + o, sizeof(what) - (size_t)o, " %s", argv[i]);
+        else if (!strcmp(argv[0], "EVALSHA") && argc > 3)
+                snprintf(what, sizeof(what), " %s ... (%d keys)", argv[3], atoi(argv[2]) / 2);
+        note("send node=%d %s%s", node, argv[0], what);
         if (strcmp(argv[0], "EVALSHA") || argc < 3)
                 return;
         int nk = atoi(argv[2]);
@@ -323,7 +330,6 @@ static void on_send(int node, int argc, char **argv, size_t *lens) {
                                      seq, keys[op->key], node, op->job);
                 }
         }
-        note("send node=%d %s keys=%d", node, argv[0], argc - 1);
 }
 
 static void on_exec(int node, int argc, char **argv, size_t *lens) {
