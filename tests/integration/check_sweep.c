@@ -119,20 +119,8 @@ END_TEST
 /* A sweep that cannot succeed does not pin its partition (issue 10, item
  * 4): krib's ACL user may UNLINK but not SCAN. The sweep gives each node up
  * after three refusals, ends "incomplete" (logged, counted) and its offset
- * moves on; the plain invalidation behind it is applied. */
-static void acl_all_nodes(const char *const *argv, int argc) {
-        int base = getenv("KRIB_PORT_BASE") ? atoi(getenv("KRIB_PORT_BASE")) : 19000;
-        for (int i = 0; i < 6; i++) {
-                redisContext *c = itest_redis(base + 100 + i);
-                redisReply *r = redisCommandArgv(c, argc, (const char **)argv, NULL);
-                ck_assert_msg(r && r->type != REDIS_REPLY_ERROR, "%s on %d: %s", argv[0],
-                              base + 100 + i, r ? r->str : c->errstr);
-                freeReplyObject(r);
-                redisFree(c);
-        }
-}
-
-/* denied: the command krib's ACL user lacks ("scan" or "unlink"). */
+ * moves on; the plain invalidation behind it is applied. denied: the
+ * command krib's ACL user lacks ("scan" or "unlink"). */
 static void refused_sweep(const char *denied) {
         itest_names_t nm;
         itest_names(&nm, "noscan");
@@ -142,7 +130,7 @@ static void refused_sweep(const char *denied) {
         snprintf(deny, sizeof(deny), "-%s", denied);
         const char *setuser[] = {"ACL",        "SETUSER", "krib-noscan", "reset", "on",
                                  ">noscan-pw", "~*",      "+@all",       deny};
-        acl_all_nodes(setuser, 9);
+        itest_acl_all_nodes(setuser, 9);
         char key[200], pattern[200];
         snprintf(key, sizeof(key), "%s:{1}:k", nm.prefix);
         snprintf(pattern, sizeof(pattern), "%s:*", nm.prefix);
@@ -175,7 +163,7 @@ static void refused_sweep(const char *denied) {
         }
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
         const char *deluser[] = {"ACL", "DELUSER", "krib-noscan"};
-        acl_all_nodes(deluser, 3);
+        itest_acl_all_nodes(deluser, 3);
         ck_assert_msg(caught == 0, "the refused sweep pinned the partition (%s)", nm.log);
         ck_assert_int_eq(itest_metric(body, "krib_sweeps_incomplete_total", NULL), 1);
         char got[64];

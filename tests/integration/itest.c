@@ -602,3 +602,15 @@ void itest_topic_with_dlq(const itest_names_t *n, int nparts, char *dlq, size_t 
         itest_loadgen(create_dlq);
         snprintf(conf, conf_size, "/tmp/%s.conf", n->topic);
 }
+
+void itest_acl_all_nodes(const char *const *argv, int argc) {
+        int base = getenv("KRIB_PORT_BASE") ? atoi(getenv("KRIB_PORT_BASE")) : 19000;
+        for (int i = 0; i < 6; i++) {
+                redisContext *c = itest_redis(base + 100 + i);
+                redisReply *r = redisCommandArgv(c, argc, (const char **)argv, NULL);
+                ck_assert_msg(r && r->type != REDIS_REPLY_ERROR, "%s on %d: %s", argv[0],
+                              base + 100 + i, r ? r->str : c->errstr);
+                freeReplyObject(r);
+                redisFree(c);
+        }
+}

@@ -81,6 +81,10 @@ int itest_log_count(const char *path, const char *const *needles);
 
 redisContext *itest_redis(int port);
 
+/* Runs one command (ACL SETUSER/DELUSER) on all six nodes of the cluster:
+ * ACLs are per node. */
+void itest_acl_all_nodes(const char *const *argv, int argc);
+
 /* Starts argv in the background (stdout/stderr to /dev/null); wait with
  * itest_wait(). */
 pid_t itest_spawn(char *const argv[]);
