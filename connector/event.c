@@ -82,6 +82,21 @@ void krib_event_destroy(krib_event_t *ev) {
         ev->arena = NULL;
 }
 
+int krib_event_degrade(krib_event_t *ev, const char *why, const char *cls) {
+        if (krib_event_strdup(ev, &ev->defect, why, strlen(why)))
+                return -1;
+        ev->defect_class = cls;
+        ev->action = KRIB_ACTION_DELETE;
+        ev->version_count = 0;
+        ev->value = (krib_str_t){NULL, 0};
+        ev->value_hash = 0;
+        ev->ttl_ms = -1;
+        ev->tags = NULL;
+        ev->tag_count = 0;
+        ev->channel = ev->stream = ev->note = (krib_str_t){NULL, 0};
+        return 0;
+}
+
 const char *krib_action_name(krib_action_t a) {
         switch (a) {
         case KRIB_ACTION_DELETE:

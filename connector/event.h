@@ -52,6 +52,10 @@ typedef struct krib_event {
          * whose value failed): its keys are still applied (invalidated),
          * then the record is dead-lettered with this reason. s == NULL: none. */
         krib_str_t defect;
+        const char *defect_class; /* static; NULL: "krib.RouteError" */
+        /* Set by the reorder stage: older than its entity's newest event, so
+         * applied as an invalidation of its keys (counted stale). */
+        uint8_t older;
 
         krib_arena_block_t *arena;
 } krib_event_t;
@@ -64,6 +68,13 @@ int krib_event_strdup(krib_event_t *ev, krib_str_t *dst, const char *s, size_t l
 
 /* Clears the fields and frees the arena (keeps the first block for reuse). */
 void krib_event_reset(krib_event_t *ev);
+
+/* Fail safe for a record that names keys but cannot be applied as it is
+ * (a limit exceeded, a version that cannot order it): it becomes a plain
+ * invalidation of those keys (no version, no value, no fan-out, no tags),
+ * and carries why (copied) and cls ("krib.LimitExceeded" ...) as its
+ * defect, so it is dead-lettered once the keys are unlinked. -1 on OOM. */
+int krib_event_degrade(krib_event_t *ev, const char *why, const char *cls);
 
 /* Frees everything ev owns. */
 void krib_event_destroy(krib_event_t *ev);

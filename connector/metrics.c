@@ -200,7 +200,8 @@ char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len) {
         const krib_writer_stats_t *w = &s->writer;
 
         family(&o, "krib_events_total", "counter",
-               "Events by outcome: consumed from Kafka, then applied, stale, rejected, failed, "
+               "Events by outcome: consumed from Kafka, then applied, stale (older than their "
+               "entity's newest: keys unlinked, value dropped), rejected, failed, "
                "abandoned, skipped (tombstones and other records with nothing to apply) or "
                "dead_lettered (copied to the dead-letter topic).");
         const struct {

@@ -725,8 +725,15 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
         const krib_limits_t lim = {(size_t)p->conf->limits_max_key_bytes,
                                    (size_t)p->conf->limits_max_keys_per_event,
                                    (size_t)p->conf->limits_max_origins};
-        if (krib_validate_limits(ev, &lim, err, sizeof(err)))
-                return reject(p, b, i, route ? "route" : "decode", "krib.LimitExceeded", err);
+        if (krib_validate_limits(ev, &lim, err, sizeof(err))) {
+                if (ev->action == KRIB_ACTION_TAG || !ev->key_count)
+                        return reject(p, b, i, route ? "route" : "decode", "krib.LimitExceeded",
+                                      err);
+                /* Fail safe: its keys are named, so they are unlinked (plain,
+                 * in chunks) before it is dead-lettered for the limit. */
+                if (krib_event_degrade(ev, err, "krib.LimitExceeded"))
+                        return -1;
+        }
         if (ev->action == KRIB_ACTION_TAG) {
                 /* Finished when the sweep is (sweep_done). */
                 if (!ev->tag_count)
@@ -739,14 +746,11 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
                 return 0;
         }
         krib_reorder_verdict_t v = krib_reorder_decide(p->reorder, topic, m->partition, ev);
-        if (v == KRIB_REORDER_STALE && ev->action != KRIB_ACTION_DELETE) {
-                p->stats.stale++;
-                finish(p, m);
-                return 0;
-        }
-        /* A DELETE older than its entity's newest event still unlinks its
-         * keys: that newer event may not have named them all, and an unlink
-         * costs a miss at worst. The fence keeps its newer version. */
+        /* An event older than its entity's newest still unlinks its keys,
+         * a DELETE and an UPSERT alike (its value is dropped): that newer
+         * event may not have named them all, and an unlink costs a miss at
+         * worst. The fence keeps its newer version. */
+        ev->older = v == KRIB_REORDER_STALE;
         uint8_t kind;
         if (ev->action == KRIB_ACTION_UPSERT && v == KRIB_REORDER_APPLY)
                 kind = KRIB_WOP_UPSERT;
@@ -902,7 +906,10 @@ static size_t fan_out(krib_pipeline_t *p, batch_t *b) {
 /* Counts an event Redis acknowledged (its offset is finished by the caller). */
 static void applied(krib_pipeline_t *p, const krib_event_t *ev, int64_t acked_ms,
                     int64_t redis_ms) {
-        p->stats.applied++;
+        if (ev->older)
+                p->stats.stale++;
+        else
+                p->stats.applied++;
         krib_hist_add_since(&p->latency, acked_ms, ev->ts_ms);
         krib_hist_add(&p->lat_redis, redis_ms);
         if (p->trace)
@@ -988,7 +995,10 @@ static void finalize(krib_pipeline_t *p, batch_t *b) {
                 if (b->ev_state[i] == EV_LIVE && b->events[i].defect.s) {
                         /* Its keys are invalidated; the rest of it could not
                          * be applied: dead-lettered with the reason. */
-                        if (reject(p, b, i, "route", "krib.RouteError", b->events[i].defect.s))
+                        const char *cls = b->events[i].defect_class ? b->events[i].defect_class
+                                                                    : "krib.RouteError";
+                        if (reject(p, b, i, strcmp(cls, "krib.RouteError") ? "decode" : "route",
+                                   cls, b->events[i].defect.s))
                                 krib_log_error("pipeline", "msg=\"out of memory\"");
                 } else if (b->ev_state[i] == EV_LIVE) {
                         applied(p, &b->events[i], acked_ms, redis_ms);

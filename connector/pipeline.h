@@ -28,11 +28,11 @@
 typedef struct krib_pipeline krib_pipeline_t;
 
 typedef struct {
-        uint64_t consumed;      /* messages read from Kafka */
-        uint64_t applied;       /* events whose Redis work was acknowledged */
-        uint64_t stale;         /* dropped by the reorder stage (older than applied) */
-        uint64_t rejected;      /* undecodable or invalid events (logged) */
-        uint64_t skipped;       /* nothing to apply: tombstones, truncates, messages */
+        uint64_t consumed; /* messages read from Kafka */
+        uint64_t applied;  /* events whose Redis work was acknowledged */
+        uint64_t stale;    /* older than their entity's newest: keys unlinked, nothing written */
+        uint64_t rejected; /* undecodable or invalid events (logged) */
+        uint64_t skipped;  /* nothing to apply: tombstones, truncates, messages */
         uint64_t dead_lettered; /* copied to the dead-letter topic, acknowledged */
         uint64_t fanned_out;    /* PUBLISH/XADD notifications acknowledged */
         uint64_t sweep_keys;    /* keys unlinked by tag sweeps */

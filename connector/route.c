@@ -1104,8 +1104,20 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                 int vr = event_version(r, env, source, row, op[0], topic, ev, why, sizeof(why));
                 if (vr == -2)
                         goto oom;
-                if (vr) {
+                if (vr && r->act == ACT_SWEEP) {
                         errf(errstr, errstr_size, "%s", why);
+                        goto done;
+                }
+                if (vr) {
+                        /* Fail safe: the keys are known, so they are still
+                         * invalidated; then the record is dead-lettered
+                         * with the reason. */
+                        ev->ts_ms = commit_ms(env, source);
+                        if (krib_event_degrade(ev, why, "krib.RouteError"))
+                                goto oom;
+                        if (krib_validate_event(ev, errstr, errstr_size))
+                                goto done;
+                        rc = KRIB_ROUTE_OK;
                         goto done;
                 }
         }

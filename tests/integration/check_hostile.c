@@ -89,6 +89,10 @@ START_TEST(valid_events_never_lose_an_invalidation) {
         name(s1, sizeof(s1), "s1");
         name(s2, sizeof(s2), "s2");
         name(sh, sizeof(sh), "sh");
+        char p1[160], p2[160];
+        name(p1, sizeof(p1), "p1");
+        name(p2, sizeof(p2), "p2");
+        set(p2, "cached");
         set(ka, "cached");
         set(td1, "cached");
         set(td2, "cached");
@@ -114,6 +118,13 @@ START_TEST(valid_events_never_lose_an_invalidation) {
         itest_produce_event(nm.topic, 0, eB, k_s1, KRIB_ACTION_UPSERT, "v=3", "B3");
         itest_produce_event(nm.topic, 0, eA, k_s2, KRIB_ACTION_UPSERT, "v=5", "A5");
         itest_produce_event(nm.topic, 0, eB, k_s2, KRIB_ACTION_DELETE, "v=3", NULL);
+        /* (issue 23, finding 9) an older UPSERT naming a key the newer one
+         * did not: its value is dropped, its key still invalidated */
+        char ep[200];
+        snprintf(ep, sizeof(ep), "%s-p", nm.prefix);
+        const char *k_p1[] = {p1, NULL}, *k_p2[] = {p2, NULL};
+        itest_produce_event(nm.topic, 0, ep, k_p1, KRIB_ACTION_UPSERT, "v=2", "P2");
+        itest_produce_event(nm.topic, 0, ep, k_p2, KRIB_ACTION_UPSERT, "v=1", "P1");
         pid_t pid = run_krib();
         caught_up();
         expect(ka, NULL);
@@ -122,6 +133,8 @@ START_TEST(valid_events_never_lose_an_invalidation) {
         expect(td2, NULL);
         expect(s1, "A5");
         expect(s2, NULL);
+        expect(p1, "P2");
+        expect(p2, NULL);
 
         /* (9) a key shared by two entities, in separate batches: B's DELETE
          * at a counter below A's is still an invalidation. */
@@ -137,7 +150,11 @@ START_TEST(valid_events_never_lose_an_invalidation) {
         caught_up();
         expect(sh, NULL);
 
-        expect_metric("krib_events_total", "consumed", 11); /* the snapshot is current */
+        expect_metric("krib_events_total", "consumed", 13); /* the snapshot is current */
+        /* Older or equal to their entity's newest, so keys unlinked and
+         * values dropped: td2 v1, A's second v5 (s2), B's v3 DELETE after
+         * its v3 UPSERT, p2 v1, and B's v1 and v2 after its v3. */
+        expect_metric("krib_events_total", "stale", 6);
         expect_metric("krib_events_total", "dead_lettered", 0);
         expect_metric("krib_events_total", "failed", 0);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
@@ -209,6 +226,15 @@ START_TEST(hostile_records_are_dead_lettered_without_stalling) {
         /* 2. more keys than limits.max_keys_per_event (1000) */
         krib_event_t *ev = ev_new("many-keys", KRIB_ACTION_DELETE);
         ev_keys(ev, 1500, "%s:{many}:%zu", nm.prefix);
+        char many0[160], many1499[160], orig0[160], orig63[160];
+        snprintf(many0, sizeof(many0), "%s:{many}:0", nm.prefix);
+        snprintf(many1499, sizeof(many1499), "%s:{many}:1499", nm.prefix);
+        snprintf(orig0, sizeof(orig0), "%s:{origins}:0", nm.prefix);
+        snprintf(orig63, sizeof(orig63), "%s:{origins}:63", nm.prefix);
+        set(many0, "cached");
+        set(many1499, "cached");
+        set(orig0, "cached");
+        set(orig63, "cached");
         ev_version(ev, 1, 1);
         itest_produce_ev(nm.topic, 0, ev);
         /* 3. a 200 KB key (limits.max_key_bytes 16384) */
@@ -285,7 +311,16 @@ START_TEST(hostile_records_are_dead_lettered_without_stalling) {
         ck_assert_msg(t_after >= 0 && t_other >= 0, "valid events not applied within 60 s");
         expect(after, NULL);
         expect(other, NULL);
-        expect(x, "x5"); /* its fence survived the DELETE that named it */
+        /* Its fence survived the DELETE that named it: this krib instance
+         * has not seen v5, the fence refused the older UPSERT. */
+        expect(x, "x5");
+        expect(fence, "v=5\n");
+        /* Dead-lettered for a limit, yet their keys were unlinked first
+         * (issue 23, finding 10: fail safe). */
+        expect(many0, NULL);
+        expect(many1499, NULL);
+        expect(orig0, NULL);
+        expect(orig63, NULL);
         expect_metric("krib_events_total", "consumed", 10); /* this instance's */
         expect_metric("krib_events_total", "dead_lettered", 7);
         expect_metric("krib_events_total", "failed", 0);
@@ -314,7 +349,9 @@ END_TEST
 
 /* A write-through route whose value cannot be built (a selected column is
  * missing): the keys it rendered are still invalidated, then the record is
- * dead-lettered (issue 10, item 14). */
+ * dead-lettered (issue 10, item 14). So are records whose version cannot
+ * order them: a DELETE at 2^63-1, a version that is no integer (issue 23,
+ * finding 10: fail safe). */
 START_TEST(write_through_defect_invalidates_then_dead_letters) {
         itest_names(&nm, "wtdefect");
         itest_topic_with_dlq(&nm, 1, dlq, sizeof(dlq), conf, sizeof(conf));
@@ -326,11 +363,21 @@ START_TEST(write_through_defect_invalidates_then_dead_letters) {
                          "             columns = [ \"name\" ]; version = \"column:version\";\n"
                          "             origin = \"pg\"; } );\n",
                          dlq, nm.topic, nm.prefix);
-        char k1[160], k2[160];
+        char k1[160], k2[160], k3[160], k4[160];
         snprintf(k1, sizeof(k1), "%s:{1}", nm.prefix);
         snprintf(k2, sizeof(k2), "%s:{2}", nm.prefix);
+        snprintf(k3, sizeof(k3), "%s:{3}", nm.prefix);
+        snprintf(k4, sizeof(k4), "%s:{4}", nm.prefix);
         set(k1, "cached");
         set(k2, "cached");
+        set(k3, "cached");
+        set(k4, "cached");
+        const char *top = "{\"op\":\"d\",\"before\":{\"id\":3,\"version\":9223372036854775807},"
+                          "\"source\":{}}";
+        const char *nonint = "{\"op\":\"u\",\"after\":{\"id\":4,\"name\":\"Bo\",\"version\":\"x\"},"
+                             "\"source\":{}}";
+        itest_produce_raw(nm.topic, 0, "{\"id\":3}", 8, top, strlen(top));
+        itest_produce_raw(nm.topic, 0, "{\"id\":4}", 8, nonint, strlen(nonint));
         const char *bad = "{\"op\":\"u\",\"after\":{\"id\":1,\"version\":3},\"source\":{}}";
         const char *good =
                 "{\"op\":\"u\",\"after\":{\"id\":2,\"name\":\"Ann\",\"version\":3},\"source\":{}}";
@@ -340,11 +387,17 @@ START_TEST(write_through_defect_invalidates_then_dead_letters) {
         caught_up();
         expect(k1, NULL); /* invalidated though its value could not be built */
         expect(k2, "{\"name\":\"Ann\"}");
-        expect_metric("krib_events_total", "dead_lettered", 1);
+        expect(k3, NULL); /* dead-lettered, yet unlinked first */
+        expect(k4, NULL); /* no value written without a version, key unlinked */
+        expect_metric("krib_events_total", "dead_lettered", 3);
         expect_metric("krib_events_total", "applied", 1);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
         const char *why[] = {"krib.RouteError", "column name is missing", NULL};
         ck_assert_int_eq(itest_log_count(nm.log, why), 1);
+        const char *no_room[] = {"krib.RouteError", "leaves no room", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, no_room), 1);
+        const char *no_int[] = {"krib.RouteError", "no integer", NULL};
+        ck_assert_int_eq(itest_log_count(nm.log, no_int), 1);
         unlink(nm.log);
         unlink(body);
         unlink(conf);
