@@ -30,9 +30,12 @@
 --
 -- FCALL krib_lease 2 <key> <fence key> <ttl ms> <token>
 --   On a miss, before reading the database. Returns 1 (lease taken: read,
---   then krib_fill_leased with the same token) or 0 (the key is cached, a
---   version is known, or another fill holds the lease: read the cache again
---   or the database without filling).
+--   then krib_fill_leased with the same token) or 0 (the key is cached, or
+--   another fill holds the lease: read the cache again or the database
+--   without filling). A fence left without its value (the value evicted; a
+--   DELETE's in redis.fence=all) does not refuse the lease: the lease keeps
+--   its version lines as a floor the fill must cover. A lease past its ttl
+--   is taken over.
 -- FCALL krib_fill_leased 2 <key> <fence key> <token> <ttl ms, 0: none> <value> <origin> <counter> [...]
 --   Writes the value, and its version as the key's fence (expiring with it),
 --   only while the lease is still this token. Returns 1 (written) or 0 (an
@@ -109,6 +112,25 @@ local function parse_version(args, first, what)
   return mine, table.concat(lines)
 end
 
+-- A lease is "L:<token>\n@<deadline ms, Redis' clock>\n", then the version
+-- lines of a fence it stands in for (the floor): a fence left without its
+-- value (evicted; or a DELETE's in redis.fence=all) must not make the key
+-- uncachable for good, nor be forgotten while it may still refuse an older
+-- write. A lease past its deadline was abandoned by its fill.
+local function lease_parts(f)
+  local token, rest = string.match(f, '^L:([^\n]*)\n?(.*)$')
+  local deadline, floor = string.match(rest, '^@(%d+)\n(.*)$')
+  if not deadline then
+    return token, nil, rest
+  end
+  return token, tonumber(deadline), floor
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 local function lease(keys, args)
   if #keys ~= 2 or #args ~= 2 then
     return redis.error_reply('ERR krib_lease: 2 keys, then ttl and token')
@@ -117,13 +139,32 @@ local function lease(keys, args)
   if bad then
     return bad
   end
+  local ttl = tonumber(args[1])
+  if not canonical(args[1]) or ttl < 1 then
+    return redis.error_reply('ERR krib_lease: ttl ' .. args[1] .. ' is not a positive integer')
+  end
   if redis.call('EXISTS', keys[1]) == 1 then
     return 0
   end
-  if redis.call('SET', keys[2], 'L:' .. args[2], 'NX', 'PX', args[1]) then
-    return 1
+  local f = redis.call('GET', keys[2])
+  local floor = ''
+  if is_lease(f) then
+    local _, deadline, fl = lease_parts(f)
+    if not deadline or deadline > now_ms() then
+      return 0 -- another fill holds it
+    end
+    floor = fl -- abandoned: taken over, its floor kept
+  elseif f then
+    floor = f -- a version fence without its value
   end
-  return 0
+  local text = 'L:' .. args[2] .. '\n@' .. string.format('%d', now_ms() + ttl) .. '\n' .. floor
+  local keep = f and redis.call('PTTL', keys[2]) or -2
+  if floor ~= '' and keep == -1 then
+    redis.call('SET', keys[2], text) -- the floor never expired: neither does it now
+  else
+    redis.call('SET', keys[2], text, 'PX', math.max(ttl, keep))
+  end
+  return 1
 end
 
 local function fill_leased(keys, args)
@@ -136,13 +177,30 @@ local function fill_leased(keys, args)
     return bad
   end
   local token, ttl, value = args[1], args[2], args[3]
-  local _, lines = parse_version(args, 4, 'krib_fill_leased')
-  if not _ then
+  local mine, lines = parse_version(args, 4, 'krib_fill_leased')
+  if not mine then
     return lines
   end
-  if redis.call('GET', keys[2]) ~= 'L:' .. token then
+  local f = redis.call('GET', keys[2])
+  if not is_lease(f) then
     return 0
   end
+  local held, _, floor = lease_parts(f)
+  if held ~= token then
+    return 0
+  end
+  -- Read after the lease was taken, the data cannot be older than the
+  -- floor; a lagging replica's could: refused, and the floor stays in the
+  -- fence written with the value.
+  local merged = {lines}
+  for o, c in string.gmatch(floor, '([^=\n]+)=(%d+)\n') do
+    if mine[o] == nil then
+      merged[#merged + 1] = o .. '=' .. c .. '\n'
+    elseif cmp(mine[o], c) < 0 then
+      return 0
+    end
+  end
+  lines = table.concat(merged)
   if ttl ~= '0' then
     redis.call('SET', keys[1], value, 'PX', ttl)
     redis.call('SET', keys[2], lines, 'PX', ttl)

@@ -497,6 +497,65 @@ static void evicted_run(const char *mode, const char *want) {
         unlink(nm.log);
 }
 
+/* A fence left without its value (the value evicted: UNLINKed here behind
+ * krib's back) no longer makes the key uncachable for good (issue 23,
+ * finding 11): krib_lease takes the fence's place and keeps its version as
+ * a floor; a fill older than the floor is refused, one that covers it is
+ * written, and a second fill cannot take the lease meanwhile. */
+START_TEST(orphaned_fence_is_leased_with_its_floor) {
+        load_library();
+        itest_names_t nm;
+        itest_names(&nm, "fence-orphan");
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "2", NULL};
+        itest_loadgen(create);
+        const char *env[] = {nm.env_topic, nm.env_group,           nm.env_brokers,
+                             nm.env_nodes, "KRIB_REDIS_FENCE=all", NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        cluster_t c;
+        cluster_open(&c);
+        char key[200], fkey[240], val[64], ent[200];
+        snprintf(key, sizeof(key), "%s:{1}:k", nm.prefix);
+        snprintf(ent, sizeof(ent), "%s-1", nm.prefix);
+        int fl = krib_fence_key(key, strlen(key), fkey, sizeof(fkey) - 1);
+        fkey[fl] = '\0';
+        const char *keys[] = {key, NULL};
+        int fence;
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=5", "v5");
+        applied(&nm, 1);
+        const char *evict[] = {"UNLINK", key};
+        freeReplyObject(on_node(&c, key, 2, evict));
+        state(&c, key, fkey, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "");
+        ck_assert_int_eq(fence, 1); /* the orphan */
+
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_lease", "30000", "t1", NULL, NULL, NULL), 1);
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_lease", "30000", "t2", NULL, NULL, NULL), 0);
+        /* An older write-through behind it is refused by the floor. */
+        itest_produce_event(nm.topic, 0, ent, keys, KRIB_ACTION_UPSERT, "db=4", "v4");
+        applied(&nm, 2);
+        state(&c, key, fkey, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "");
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_fill_leased", "t1", "0", "v4", "db", "4"), 0);
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_fill_leased", "t1", "0", "v5", "db", "5"), 1);
+        state(&c, key, fkey, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "v5");
+        const char *fget[] = {"GET", fkey};
+        redisReply *r = on_node(&c, key, 2, fget);
+        ck_assert_str_eq(r->str, "db=5\n");
+        freeReplyObject(r);
+        /* A lease whose fill never came is taken over after its ttl. */
+        freeReplyObject(on_node(&c, key, 2, evict));
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_lease", "100", "t3", NULL, NULL, NULL), 1);
+        usleep(150000);
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_lease", "30000", "t4", NULL, NULL, NULL), 1);
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_fill_leased", "t3", "0", "v5", "db", "5"), 0);
+        ck_assert_int_eq(fcall(&c, key, fkey, "krib_fill_leased", "t4", "0", "v5", "db", "5"), 1);
+        cluster_close(&c);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        unlink(nm.log);
+}
+END_TEST
+
 START_TEST(evicted_fence_fails_closed) {
         evicted_run("KRIB_REDIS_FENCE=versioned", "");
         evicted_run("KRIB_REDIS_FENCE=all", "v6"); /* the control: fails open */
@@ -514,6 +573,7 @@ Suite *make_suite(void) {
         tcase_set_timeout(tc, 240);
         tcase_add_test(tc, versioned_mode_keeps_its_guarantees);
         tcase_add_test(tc, evicted_fence_fails_closed);
+        tcase_add_test(tc, orphaned_fence_is_leased_with_its_floor);
         suite_add_tcase(s, tc);
         return s;
 }
