@@ -1190,6 +1190,26 @@ static size_t revoked_work(krib_pipeline_t *p, const rd_kafka_topic_partition_li
         return n;
 }
 
+/* The writer gives up the ops of abandoned events too: an old owner's
+ * write still being retried must not land after the new owner's newer one
+ * (a stale value back in upserts mode). An op serves one partition's
+ * events (coalescing is per partition), so its first event tells. */
+static void cancel_revoked_ops(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *parts) {
+        for (size_t k = 0; k < p->nbatches; k++) {
+                batch_t *b = &p->batches[k];
+                if ((b->state != B_KEYS && b->state != B_FANOUT) || b->job < 0)
+                        continue;
+                for (size_t o = 0; o < b->nops; o++) {
+                        int32_t l = b->op_links[o];
+                        if (l < 0 || b->op_status[o] != KRIB_WOP_PENDING)
+                                continue;
+                        uint32_t ev = b->state == B_KEYS ? b->links[l].event : (uint32_t)l;
+                        if (in_parts(b->msgs[ev], parts))
+                                krib_writer_op_cancel(p->writer, b->job, o);
+                }
+        }
+}
+
 /* Drops unadmitted messages of parts from msgs[0..*n). */
 static void drop_messages(rd_kafka_message_t **msgs, size_t *n, size_t *bytes,
                           const rd_kafka_topic_partition_list_t *parts, krib_pipeline_t *p) {
@@ -1229,6 +1249,7 @@ static int act_on_revoke(krib_pipeline_t *p) {
         if (left && now < p->revoke_deadline_us)
                 return 1;
         revoked_work(p, parts, 1);
+        cancel_revoked_ops(p, parts);
         store_offsets(p);
         forget_partitions(p, parts);
         krib_log_info("pipeline",

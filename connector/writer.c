@@ -52,6 +52,7 @@ typedef struct {
         /* A fenced op Redis refused for good, now a plain UNLINK of its key
          * (fail safe: the key goes, the op still ends FAILED). */
         uint8_t fallback;
+        uint8_t cancelled; /* this op alone was given up (krib_writer_op_cancel) */
         uint8_t state, result, in_table;
 } rec_t;
 
@@ -155,6 +156,11 @@ static inline rec_t *rec_of(krib_writer_t *w, uint32_t ref) {
         return &w->jobs[REF_JOB(ref)].recs[REF_IDX(ref)];
 }
 
+/* Given up: its job cancelled, or itself (krib_writer_op_cancel). */
+static inline int op_cancelled(krib_writer_t *w, uint32_t ref) {
+        return w->jobs[REF_JOB(ref)].cancelled || rec_of(w, ref)->cancelled;
+}
+
 /* Connection to the node announced as host:port (redis.address_map applied). */
 static int conn_get(krib_writer_t *w, const char *announced, int announced_port) {
         krib_addr_t a;
@@ -226,7 +232,7 @@ static void requeue_at(krib_writer_t *w, uint32_t ref, int64_t due_us, int faile
         rec_t *r = rec_of(w, ref);
         if (r->state == R_SENT || r->state == R_ACKED)
                 w->inflight_ops--;
-        if (w->jobs[REF_JOB(ref)].cancelled) {
+        if (op_cancelled(w, ref)) {
                 complete(w, ref, KRIB_WOP_PENDING);
                 return;
         }
@@ -1066,6 +1072,23 @@ void krib_writer_job_cancel(krib_writer_t *w, int job) {
         }
 }
 
+void krib_writer_op_cancel(krib_writer_t *w, int job, size_t i) {
+        if (job < 0 || job >= JOB_MAX || !w->jobs[job].used || w->jobs[job].cancelled ||
+            i >= w->jobs[job].n)
+                return;
+        rec_t *r = &w->jobs[job].recs[i];
+        if (r->state == R_FINAL || r->cancelled)
+                return;
+        r->cancelled = 1;
+        /* As a job's cancel does, op by op: queued and free to go, it ends
+         * now; waiting for an earlier op on its key, it stays a placeholder
+         * until that one is final; on the wire, it ends with its reply and
+         * is not retried. Its key stays the caller's until the job is
+         * released, so nothing is copied. */
+        if (r->state == R_QUEUED && !r->after)
+                complete(w, REF(job, i), KRIB_WOP_PENDING);
+}
+
 size_t krib_writer_jobs_live(const krib_writer_t *w) {
         return w->jobs_live;
 }
@@ -1257,7 +1280,7 @@ static void fail_refs(krib_writer_t *w, conn_t *c, const uint32_t *refs, size_t 
                        n, krib_log_esc(what, strlen(what)));
         for (size_t y = 0; y < n; y++) {
                 rec_t *r = rec_of(w, refs[y]);
-                if (is_fenced(&r->op) && !w->jobs[REF_JOB(refs[y])].cancelled) {
+                if (is_fenced(&r->op) && !op_cancelled(w, refs[y])) {
                         /* Fail safe: the key is unlinked before the op is
                          * reported FAILED, so no older value stays cached. */
                         krib_log_warn("writer",
@@ -1279,7 +1302,7 @@ static void fail_refs(krib_writer_t *w, conn_t *c, const uint32_t *refs, size_t 
 static void answered(krib_writer_t *w, conn_t *c, uint32_t ref, uint8_t result) {
         rec_t *r = rec_of(w, ref);
         if (w->conf->redis_wait_replicas > 0 && result != KRIB_WOP_FAILED &&
-            !w->jobs[REF_JOB(ref)].cancelled) {
+            !op_cancelled(w, ref)) {
                 r->state = R_ACKED;
                 r->result = result;
                 if (push_ref(&c->acked, &c->nacked, &c->acked_cap, ref) == 0)
@@ -1628,7 +1651,7 @@ static void release_queue(krib_writer_t *w, int64_t now) {
                 rec_t *r = rec_of(w, ref);
                 if (r->state == R_FINAL)
                         continue; /* cancel already completed it */
-                if (w->jobs[REF_JOB(ref)].cancelled && !r->after) {
+                if (op_cancelled(w, ref) && !r->after) {
                         /* A placeholder whose predecessor is final. */
                         complete(w, ref, KRIB_WOP_PENDING);
                         continue;
@@ -1689,7 +1712,7 @@ static int send_fresh(krib_writer_t *w) {
                 held_until = now + 1000;
         for (size_t i = 0; i < n;) {
                 rec_t *first = rec_of(w, w->order[i]);
-                if (w->jobs[REF_JOB(w->order[i])].cancelled || first->state == R_FINAL) {
+                if (op_cancelled(w, w->order[i]) || first->state == R_FINAL) {
                         i++;
                         continue;
                 }
@@ -1709,7 +1732,7 @@ static int send_fresh(krib_writer_t *w) {
                      !krib_breaker_allows(&w->conns[conn].br, has_fenced(w, w->order, i, j)))) {
                         /* Held back by an open breaker until its probe. */
                         for (size_t x = i; x < j; x++)
-                                if (!w->jobs[REF_JOB(w->order[x])].cancelled)
+                                if (!op_cancelled(w, w->order[x]))
                                         queue_push(w, w->order[x], held_until);
                         i = j;
                         continue;
@@ -1732,7 +1755,7 @@ static int send_fresh(krib_writer_t *w) {
                 size_t t = 0, bound[3];
                 for (int md = 0; md < 3; md++) {
                         for (size_t x = i; x < j; x++)
-                                if (!w->jobs[REF_JOB(w->order[x])].cancelled &&
+                                if (!op_cancelled(w, w->order[x]) &&
                                     rec_of(w, w->order[x])->state != R_FINAL &&
                                     mode_of(w, &rec_of(w, w->order[x])->op) == md)
                                         w->tmp[t++] = w->order[x];

@@ -137,6 +137,12 @@ void krib_writer_job_release(krib_writer_t *w, int job);
  * ignored; the caller's memory is not touched again. */
 void krib_writer_job_cancel(krib_writer_t *w, int job);
 
+/* Gives up op i of a live job (its partition was revoked, say): not sent
+ * if it was not yet, not retried if it was; it stays in its key's order
+ * until the ops before it are final, so no later op overtakes them. Its
+ * status stays KRIB_WOP_PENDING unless Redis already answered it. */
+void krib_writer_op_cancel(krib_writer_t *w, int job, size_t i);
+
 /* Jobs submitted and not yet released (cancelled ones until answered). */
 size_t krib_writer_jobs_live(const krib_writer_t *w);
 

@@ -96,6 +96,7 @@ typedef struct {
         int key, kind;
         uint32_t job; /* index into hjobs */
         uint8_t status;
+        uint8_t cancelled; /* its job, or itself alone (a revoked partition's op) */
 } mop_t;
 
 typedef struct {
@@ -187,7 +188,7 @@ static void submit(krib_writer_t *w) {
                 uint64_t roll = sim_below(10);
                 int kind = roll < 4 ? K_UPSERT : roll < 7 ? K_DELETE : K_UNLINK;
                 mop_t *m = &mops[nmops++];
-                *m = (mop_t){next_seq++, k, kind, (uint32_t)nhjobs, KRIB_WOP_PENDING};
+                *m = (mop_t){next_seq++, k, kind, (uint32_t)nhjobs, KRIB_WOP_PENDING, 0};
                 newest_seq[k] = m->seq;
                 krib_event_t *ev = &h->evs[i];
                 h->vv[i].origin = (krib_str_t){"o", 1};
@@ -246,7 +247,7 @@ static void harvest(krib_writer_t *w) {
                 for (size_t x = 0; x < h->n; x++) {
                         mop_t *m = &mops[h->first + x];
                         if (m->status == KRIB_WOP_PENDING && h->status[x] == KRIB_WOP_FAILED &&
-                            m->seq == newest_seq[m->key] &&
+                            m->seq == newest_seq[m->key] && !m->cancelled &&
                             !(sim_faults.acl_refused_key &&
                               !strcmp(keys[m->key], sim_faults.acl_refused_key))) {
                                 /* Fail safe, checked the moment it ends: every
@@ -267,11 +268,12 @@ static void harvest(krib_writer_t *w) {
                 if (krib_writer_job_left(w, h->wid) == 0) {
                         for (size_t x = 0; x < h->n; x++) {
                                 mop_t *m = &mops[h->first + x];
-                                if (m->status == KRIB_WOP_PENDING)
+                                if (m->status == KRIB_WOP_PENDING && !m->cancelled)
                                         fail("job %u finished with op seq=%" PRIu64
                                              " still PENDING",
                                              live[i], m->seq);
-                                if (m->status == KRIB_WOP_FAILED && !refused_for_good(m))
+                                if (m->status == KRIB_WOP_FAILED && !refused_for_good(m) &&
+                                    !m->cancelled)
                                         fail("op seq=%" PRIu64 " key=%s reported FAILED, yet "
                                              "no fault refuses it for good",
                                              m->seq, keys[m->key]);
@@ -294,9 +296,29 @@ static void cancel_one(krib_writer_t *w) {
         hjob_t *h = &hjobs[live[i]];
         krib_writer_job_cancel(w, h->wid);
         h->cancelled = 1;
+        for (size_t x = 0; x < h->n; x++)
+                mops[h->first + x].cancelled = 1;
         note("cancel job=%u wid=%d", live[i], h->wid);
         free_caller(h); /* the writer must not touch it again */
         live[i] = live[--nlive];
+        stat_cancels++;
+}
+
+/* A revoke of some partitions: some ops of a live job are given up. */
+static void cancel_some_ops(krib_writer_t *w) {
+        if (!nlive)
+                return;
+        hjob_t *h = &hjobs[live[sim_below(nlive)]];
+        size_t given_up = 0;
+        for (size_t x = 0; x < h->n; x++) {
+                mop_t *m = &mops[h->first + x];
+                if (m->cancelled || !sim_chance(500000))
+                        continue;
+                krib_writer_op_cancel(w, h->wid, x);
+                m->cancelled = 1;
+                given_up++;
+        }
+        note("cancel %zu ops of job=%u wid=%d", given_up, (unsigned)(h - hjobs), h->wid);
         stat_cancels++;
 }
 
@@ -324,7 +346,7 @@ static void on_send(int node, int argc, char **argv, size_t *lens) {
                                 continue;
                         /* mops are in seq order from 1 */
                         const mop_t *op = &mops[seq - 1];
-                        if (hjobs[op->job].cancelled)
+                        if (op->cancelled)
                                 fail("op seq=%" PRIu64 " key=%s sent to node %d after job %u "
                                      "was cancelled",
                                      seq, keys[op->key], node, op->job);
@@ -352,8 +374,7 @@ static void print_key_history(int k) {
                 if (m->key != k)
                         continue;
                 fprintf(stdout, "    seq=%-6" PRIu64 " job=%-5u %-6s %s status=%u\n", m->seq,
-                        m->job, kind_name[m->kind], hjobs[m->job].cancelled ? "cancelled" : "",
-                        m->status);
+                        m->job, kind_name[m->kind], m->cancelled ? "cancelled" : "", m->status);
         }
 }
 
@@ -362,7 +383,7 @@ static void check_keys(void) {
         for (int k = 0; k < NKEYS && !failure; k++) {
                 const mop_t *last = NULL;
                 for (size_t i = 0; i < nmops; i++)
-                        if (mops[i].key == k && !hjobs[mops[i].job].cancelled)
+                        if (mops[i].key == k && !mops[i].cancelled)
                                 last = &mops[i];
                 if (!last)
                         continue;
@@ -569,8 +590,10 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
                         if (nlive < MAX_LIVE)
                                 submit(w);
                 } else if (roll < 310) {
-                        if (!no_cancel)
+                        if (!no_cancel && sim_chance(500000))
                                 cancel_one(w);
+                        else if (!no_cancel)
+                                cancel_some_ops(w);
                 } else if (roll < 318) {
                         fault();
                 }
