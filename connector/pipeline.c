@@ -474,7 +474,8 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
         errstr[0] = '\0';
         if (!(p->health = krib_health_new(conf, errstr, errstr_size)) && errstr[0])
                 goto fail;
-        if (!(p->sweeps = krib_sweeps_new(p->writer, conf->redis_sweep_count))) {
+        if (!(p->sweeps = krib_sweeps_new(p->writer, conf->redis_sweep_count,
+                                          conf->redis_fence == KRIB_FENCE_VERSIONED))) {
                 snprintf(errstr, errstr_size, "out of memory");
                 goto fail;
         }

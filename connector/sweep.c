@@ -38,18 +38,34 @@ typedef struct {
 struct krib_sweeps {
         krib_writer_t *w;
         long count;
+        int fences;
         sweep_t *v;
         size_t n, cap;
         uint64_t keys, finished, keys_failed, incomplete;
 };
 
-krib_sweeps_t *krib_sweeps_new(krib_writer_t *w, long scan_count) {
+krib_sweeps_t *krib_sweeps_new(krib_writer_t *w, long scan_count, int fences) {
         krib_sweeps_t *s = calloc(1, sizeof(*s));
         if (s) {
                 s->w = w;
                 s->count = scan_count;
+                s->fences = fences;
         }
         return s;
+}
+
+/* Adds pattern (len bytes, prefix/suffix around it) to w's patterns. */
+static int add_pattern(sweep_t *w, const char *prefix, const char *p, size_t len,
+                       const char *suffix) {
+        size_t pl = strlen(prefix), sl = strlen(suffix);
+        char *s = malloc(pl + len + sl + 1);
+        if (!s)
+                return -1;
+        memcpy(s, prefix, pl);
+        memcpy(s + pl, p, len);
+        memcpy(s + pl + len, suffix, sl + 1);
+        w->patterns[w->npatterns++] = s;
+        return 0;
 }
 
 static int is_glob(char c) {
@@ -106,12 +122,19 @@ int krib_sweeps_add(krib_sweeps_t *s, const krib_str_t *patterns, size_t n, cons
         sweep_t *w = &s->v[s->n];
         memset(w, 0, sizeof(*w));
         w->job = -1;
-        if (!(w->patterns = calloc(n, sizeof(*w->patterns))) || !(w->topic = strdup(topic)))
+        if (!(w->patterns = calloc(3 * n, sizeof(*w->patterns))) || !(w->topic = strdup(topic)))
                 goto oom;
         for (size_t i = 0; i < n; i++) {
-                if (!(w->patterns[i] = strndup(patterns[i].s, patterns[i].len)))
+                const char *p = patterns[i].s;
+                size_t len = patterns[i].len;
+                if (add_pattern(w, "", p, len, ""))
                         goto oom;
-                w->npatterns++;
+                /* The fence names krib_fence_key() gives: "krib:f:<key>" for a
+                 * key with a hash tag (same slot), "krib:f:{<key>}" else. */
+                if (s->fences &&
+                    (add_pattern(w, "krib:f:", p, len, "") ||
+                     (!memchr(p, '{', len) && add_pattern(w, "krib:f:{", p, len, "}"))))
+                        goto oom;
         }
         w->partition = partition;
         w->offset = offset;

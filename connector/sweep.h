@@ -29,7 +29,12 @@
 
 typedef struct krib_sweeps krib_sweeps_t;
 
-krib_sweeps_t *krib_sweeps_new(krib_writer_t *w, long scan_count);
+/* fences: also sweep the fence keys of matching keys (redis.fence =
+ * versioned): a fill's lease lives in the fence key of a key that is not
+ * cached, which no SCAN of the keys finds, and a sweep must void it as an
+ * invalidation's UNLINK does. In the other modes fences outlive their
+ * values on purpose and are left alone. */
+krib_sweeps_t *krib_sweeps_new(krib_writer_t *w, long scan_count, int fences);
 
 /* The slot every key matching pattern lives in, or -1 (no literal hash tag,
  * or glob characters before or inside it). Pure. */

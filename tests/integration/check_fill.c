@@ -556,6 +556,52 @@ START_TEST(orphaned_fence_is_leased_with_its_floor) {
 }
 END_TEST
 
+/* A TAG sweep voids a fill's lease as an invalidation's UNLINK does (issue
+ * 23, finding 7): the lease lives in the fence key of a key that is not
+ * cached, which a SCAN of the keys never finds. Lease taken, sweep passes,
+ * the fill (read before the change) is refused; a cached key's value and
+ * fence go too. */
+START_TEST(tag_sweep_voids_leases) {
+        load_library();
+        itest_names_t nm;
+        itest_names(&nm, "fence-sweep");
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "2", NULL};
+        itest_loadgen(create);
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
+                             "KRIB_REDIS_FENCE=versioned",
+                             NULL};
+        pid_t pid = itest_krib_start(env, nm.log);
+        cluster_t c;
+        cluster_open(&c);
+        char k1[200], f1[240], k2[200], f2[240], pattern[200], val[64];
+        int fence;
+        snprintf(k1, sizeof(k1), "%s:{7}:leased", nm.prefix);
+        snprintf(k2, sizeof(k2), "%s:{7}:cached", nm.prefix);
+        snprintf(pattern, sizeof(pattern), "%s:{7}:*", nm.prefix);
+        int fl = krib_fence_key(k1, strlen(k1), f1, sizeof(f1) - 1);
+        f1[fl] = '\0';
+        fl = krib_fence_key(k2, strlen(k2), f2, sizeof(f2) - 1);
+        f2[fl] = '\0';
+        ck_assert_int_eq(fcall(&c, k2, f2, "krib_lease", "30000", "c1", NULL, NULL, NULL), 1);
+        ck_assert_int_eq(fcall(&c, k2, f2, "krib_fill_leased", "c1", "0", "v1", "db", "1"), 1);
+        ck_assert_int_eq(fcall(&c, k1, f1, "krib_lease", "30000", "t1", NULL, NULL, NULL), 1);
+        itest_produce_tag(nm.topic, 0, "tag", pattern);
+        applied(&nm, 1);
+        ck_assert_int_eq(fcall(&c, k1, f1, "krib_fill_leased", "t1", "0", "v1", "db", "1"), 0);
+        state(&c, k1, f1, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "");
+        state(&c, k2, f2, val, sizeof(val), &fence);
+        ck_assert_str_eq(val, "");
+        ck_assert_int_eq(fence, 0);
+        cluster_close(&c);
+        ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        unlink(nm.log);
+}
+END_TEST
+
 START_TEST(evicted_fence_fails_closed) {
         evicted_run("KRIB_REDIS_FENCE=versioned", "");
         evicted_run("KRIB_REDIS_FENCE=all", "v6"); /* the control: fails open */
@@ -574,6 +620,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, versioned_mode_keeps_its_guarantees);
         tcase_add_test(tc, evicted_fence_fails_closed);
         tcase_add_test(tc, orphaned_fence_is_leased_with_its_floor);
+        tcase_add_test(tc, tag_sweep_voids_leases);
         suite_add_tcase(s, tc);
         return s;
 }
