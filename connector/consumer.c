@@ -139,9 +139,14 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                 c->revoking = rd_kafka_topic_partition_list_copy(parts);
                         else
                                 for (int i = 0; i < parts->cnt; i++)
-                                        rd_kafka_topic_partition_list_add(
-                                                c->revoking, parts->elems[i].topic,
-                                                parts->elems[i].partition);
+                                        /* Once each: a duplicate in the list given to
+                                         * incremental_unassign trips librdkafka. */
+                                        if (!rd_kafka_topic_partition_list_find(
+                                                    c->revoking, parts->elems[i].topic,
+                                                    parts->elems[i].partition))
+                                                rd_kafka_topic_partition_list_add(
+                                                        c->revoking, parts->elems[i].topic,
+                                                        parts->elems[i].partition);
                         c->revoke_lost |= lost;
                         return;
                 }

@@ -8,7 +8,9 @@
 --               with a cached value, see below)
 -- ARGV[2]       fence TTL in ms ("0": no expiry; mode A)
 -- then per key: kind ("D" delete | "U" upsert | "H" upsert as a hash, value a
---               flat JSON object of strings), value, ttl ms ("0": none),
+--               flat JSON object of strings | "I" invalidate: an older event's
+--               key, unlinked unless the fence holds this version or a newer
+--               one), value, ttl ms ("0": none),
 --               vector size m, then m pairs origin, counter
 --
 -- A fence holds the newest version vector applied to its key as lines
@@ -41,6 +43,9 @@
 --      (mode A: and fenced at the merged vector) for the next read to refill;
 --      mode V also: a value without a known version, unlinked
 --   3  mode V: not cached, nothing written
+-- For "I": 0 covered (the fence holds this version or a newer one: the
+-- newer event named this key, its value stays), 1 unlinked (mode A: and
+-- fenced at the merged vector).
 
 local n = #KEYS / 2
 local mode = ARGV[1]
@@ -77,7 +82,7 @@ do
   local b = 3
   for i = 1, n do
     local kind, ttl, m = ARGV[b], ARGV[b + 2], tonumber(ARGV[b + 3])
-    if kind ~= 'D' and kind ~= 'U' and kind ~= 'H' then
+    if kind ~= 'D' and kind ~= 'U' and kind ~= 'H' and kind ~= 'I' then
       return redis.error_reply('ERR krib fence: bad kind for ' .. KEYS[i])
     end
     if not canonical(ttl) or m == nil then
@@ -116,10 +121,31 @@ for i = 1, n do
   local cur = {}
   local f = redis.call('GET', fkey)
   local versioned = mode == 'V'
-  if versioned and (kind == 'D' or not f or string.sub(f, 1, 2) == 'L:') then
+  if versioned and kind == 'I' and f and string.sub(f, 1, 2) ~= 'L:' then
+    -- a cached value with a known version: kept only if it covers this one
+    local newer = false
+    for o, c in string.gmatch(f, '([^=\n]+)=(%d+)\n') do
+      cur[o] = c
+    end
+    for _ = 1, m do
+      local o, c = ARGV[a], ARGV[a + 1]
+      a = a + 2
+      if cmp(c, cur[o] or '0') > 0 then
+        newer = true
+      end
+    end
+    if newer then
+      redis.call('UNLINK', key, fkey)
+      out[i] = 1
+    else
+      out[i] = 0
+    end
+    break
+  end
+  if versioned and (kind == 'D' or kind == 'I' or not f or string.sub(f, 1, 2) == 'L:') then
     -- No known version (or a DELETE): nothing may be written here.
     a = a + 2 * m
-    if kind == 'D' then
+    if kind == 'D' or kind == 'I' then
       redis.call('UNLINK', key, fkey)
       out[i] = 1
     else
@@ -168,7 +194,7 @@ for i = 1, n do
     if kind == 'D' then
       redis.call('UNLINK', key)
     end
-    out[i] = 0
+    out[i] = 0 -- "I": covered, the value stays
   else
     for o, c in pairs(vv) do
       local s = cur[o]
@@ -194,9 +220,9 @@ for i = 1, n do
     else
       redis.call('SET', fkey, merged)
     end
-    if kind == 'D' or older then
+    if kind == 'D' or kind == 'I' or older then
       redis.call('UNLINK', key)
-      out[i] = (kind == 'D') and 1 or 2
+      out[i] = (kind == 'D' or kind == 'I') and 1 or 2
     elseif kind == 'H' then
       -- write-through as a hash: value is a flat JSON object of strings
       redis.call('UNLINK', key)

@@ -78,8 +78,10 @@ static int64_t *at(part_t *p, size_t i) {
 
 int krib_offsets_track(krib_offsets_t *o, const char *topic, int32_t partition, int64_t offset) {
         part_t *p = find_or_add(o, topic, partition);
-        if (!p || offset < 0 || offset <= p->last_tracked)
+        if (!p)
                 return -1;
+        if (offset < 0 || offset <= p->last_tracked)
+                return -2;
         if (p->len == p->cap) {
                 size_t cap = p->cap ? p->cap * 2 : 64;
                 int64_t *off = malloc(cap * sizeof(*off));

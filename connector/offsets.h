@@ -21,8 +21,9 @@ krib_offsets_t *krib_offsets_new(void);
 void krib_offsets_destroy(krib_offsets_t *o);
 
 /* Starts tracking offset. Offsets of one partition must be tracked in
- * increasing order; a lower or repeated offset (a rewind after a seek or
- * rebalance) is refused with -1 until the partition is forgotten. */
+ * increasing order; a lower or repeated offset (a redelivery: an earlier
+ * delivery of it was tracked already) is refused with -2 until the
+ * partition is forgotten; -1 when out of memory. */
 int krib_offsets_track(krib_offsets_t *o, const char *topic, int32_t partition, int64_t offset);
 
 /* Marks a tracked offset finished. Returns -1 if it was not in flight. */

@@ -152,7 +152,9 @@ struct krib_pipeline {
         int stalled;            /* no answer for REDIS_STALL_US and no master usable */
         int64_t bound_since_us; /* at the in-flight bound since; 0 not */
         int interrupted;
-        int halted; /* errors.tolerance=none met a record it cannot apply */
+        int halted;      /* errors.tolerance=none met a record it cannot apply */
+        int no_store;    /* an offset could not be tracked: store nothing more */
+        int revoke_seen; /* partitions of the revoke being handled, at its last look */
         /* Redis health (INFO poller) and the memory guard. */
         krib_health_t *health;
         krib_health_master_t *hm;
@@ -564,6 +566,8 @@ static void finish(krib_pipeline_t *p, rd_kafka_message_t *m) {
 }
 
 static void store_offsets(krib_pipeline_t *p) {
+        if (p->no_store)
+                return;
         krib_consumer_store_finished(p->consumer, p->offsets);
 }
 
@@ -652,6 +656,8 @@ static int reject(krib_pipeline_t *p, batch_t *b, size_t i, const char *stage, c
  * merged vector (a synthetic event in ev's arena). -1 on OOM. */
 static int coalesce(krib_pipeline_t *p, krib_wop_t *op, uint8_t kind, krib_event_t *ev) {
         const krib_event_t *prev = op->ev;
+        if (kind == KRIB_WOP_INVALIDATE && op->kind != KRIB_WOP_UPSERT)
+                return 0; /* an unlink of the key is there already */
         krib_vv_order_t ord = KRIB_VV_NEWER;
         if (prev && prev->version_count && ev->version_count)
                 ord = krib_vv_compare(ev->version, ev->version_count, prev->version,
@@ -662,6 +668,8 @@ static int coalesce(krib_pipeline_t *p, krib_wop_t *op, uint8_t kind, krib_event
                 return 0;
         }
         p->stats.coalesced_older++;
+        if (kind == KRIB_WOP_INVALIDATE && ord != KRIB_VV_CONCURRENT)
+                return 0; /* the newer op on this key covers it */
         if (ord == KRIB_VV_CONCURRENT) {
                 krib_event_t *syn = krib_event_alloc(ev, sizeof(*syn));
                 if (!syn)
@@ -682,6 +690,34 @@ static int coalesce(krib_pipeline_t *p, krib_wop_t *op, uint8_t kind, krib_event
         return 0;
 }
 
+/* Tracks m's offset before its work starts. 0: tracked. 1: an earlier
+ * delivery of this offset was tracked (a redelivery): that one finishes
+ * it, this one is skipped. -1: no memory to track it: untracked, later
+ * offsets of its partition could be committed past it, so nothing is
+ * stored from now on and krib stops (the next start reads it again). */
+static int track(krib_pipeline_t *p, rd_kafka_message_t *m) {
+        int rc = krib_offsets_track(p->offsets, rd_kafka_topic_name(m->rkt), m->partition,
+                                    m->offset);
+        if (rc == -2) {
+                krib_log_warn("pipeline",
+                              "msg=\"offset redelivered while an earlier delivery is tracked: "
+                              "skipped\" " MSG_FMT,
+                              MSG_ARGS(m));
+                p->stats.skipped++;
+                return 1;
+        }
+        if (rc) {
+                krib_log_error("pipeline",
+                               "msg=\"out of memory tracking an offset: nothing is committed "
+                               "from now on, stopping\" " MSG_FMT,
+                               MSG_ARGS(m));
+                p->no_store = 1;
+                p->halted = 1;
+                return -1;
+        }
+        return 0;
+}
+
 /* Decodes and orders event i of b; adds its key operations. Returns 0, -1
  * on OOM, -2 when the schema registry is unavailable (not admitted: try
  * again later, in order). */
@@ -699,10 +735,9 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
                                           m->len, ev, &info, err, sizeof(err));
                 if (rr == KRIB_ROUTE_UNAVAILABLE)
                         return -2;
-                if (krib_offsets_track(p->offsets, topic, m->partition, m->offset))
-                        krib_log_warn("pipeline",
-                                      "msg=\"offset below one already tracked\" " MSG_FMT,
-                                      MSG_ARGS(m));
+                int t = track(p, m);
+                if (t)
+                        return t > 0 ? 0 : -1;
                 if (rr == KRIB_ROUTE_SKIP) {
                         if (info.op == 't')
                                 krib_log_warn("pipeline",
@@ -716,10 +751,9 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
                 if (rr == KRIB_ROUTE_ERROR)
                         return reject(p, b, i, "route", "krib.RouteError", err);
         } else {
-                if (krib_offsets_track(p->offsets, topic, m->partition, m->offset))
-                        krib_log_warn("pipeline",
-                                      "msg=\"offset below one already tracked\" " MSG_FMT,
-                                      MSG_ARGS(m));
+                int t = track(p, m);
+                if (t)
+                        return t > 0 ? 0 : -1;
                 if (krib_schemas_decode(p->decode, m->payload, m->len, ev, err, sizeof(err)))
                         return reject(p, b, i, "decode", "krib.DecodeError", err);
         }
@@ -755,6 +789,8 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
         uint8_t kind;
         if (ev->action == KRIB_ACTION_UPSERT && v == KRIB_REORDER_APPLY)
                 kind = KRIB_WOP_UPSERT;
+        else if (ev->action == KRIB_ACTION_UPSERT && v == KRIB_REORDER_STALE && ev->version_count)
+                kind = KRIB_WOP_INVALIDATE; /* what the newer event covered stays */
         else if (ev->version_count && p->conf->redis_fence != KRIB_FENCE_VERSIONED &&
                  (p->conf->redis_fence == KRIB_FENCE_ALL || v == KRIB_REORDER_INVALIDATE))
                 kind = KRIB_WOP_DELETE; /* fenced at the (merged) vector */
@@ -1240,8 +1276,15 @@ static int act_on_revoke(krib_pipeline_t *p) {
         if (!parts)
                 return 0;
         int64_t now = krib_clock_mono_us();
-        if (!p->revoke_deadline_us) {
-                p->revoke_deadline_us = now + (lost ? 0 : REVOKE_GRACE_US);
+        /* A second revoke merged into this one (its partitions added, or
+         * the assignment lost meanwhile) drops what is stashed or not yet
+         * admitted for the new partitions too: tracked again after the
+         * partitions are forgotten, their offsets could later be
+         * committed past work in flight. */
+        if (!p->revoke_deadline_us || parts->cnt != p->revoke_seen) {
+                if (!p->revoke_deadline_us || lost)
+                        p->revoke_deadline_us = now + (lost ? 0 : REVOKE_GRACE_US);
+                p->revoke_seen = parts->cnt;
                 drop_messages(p->stash, &p->nstash, NULL, parts, p);
                 if (p->open)
                         drop_messages(p->open->msgs, &p->open->n, &p->open->bytes, parts, p);
@@ -1258,6 +1301,7 @@ static int act_on_revoke(krib_pipeline_t *p) {
                       left, (now - p->revoke_deadline_us + (lost ? 0 : REVOKE_GRACE_US)) / 1000);
         krib_consumer_revoke_done(p->consumer);
         p->revoke_deadline_us = 0;
+        p->revoke_seen = 0;
         publish(p, 1);
         return 0;
 }
@@ -1290,8 +1334,18 @@ static int take(krib_pipeline_t *p, rd_kafka_message_t *m, int64_t now, int64_t 
         return 0;
 }
 
+/* Tag sweeps at once: each runs a SCAN per loop turn. */
+#define SWEEPS_MAX 64
+
+/* Batches release their slot when their keys are answered, but a TAG
+ * event's offset stays unfinished until its sweep is done (and an event cut
+ * short stays so): counting unfinished offsets bounds the offset tracker and
+ * the sweeps behind a frozen commit. */
 static int at_bound(const krib_pipeline_t *p) {
         return p->inflight_events >= (size_t)p->conf->pipeline_max_in_flight_events ||
+               krib_offsets_in_flight(p->offsets) >=
+                       (size_t)p->conf->pipeline_max_in_flight_events ||
+               krib_sweeps_active(p->sweeps) >= SWEEPS_MAX ||
                p->inflight_bytes >= (size_t)p->conf->pipeline_max_in_flight_bytes;
 }
 
@@ -1321,12 +1375,19 @@ static void read_messages(krib_pipeline_t *p, int64_t now) {
                         p->open = batch_new(p);
                 /* Stashed messages come first, in order. */
                 size_t s = 0;
+                int stuck = 0;
                 while (s < p->nstash && p->open && p->open->n < p->cap &&
-                       p->open->bytes < max_bytes && !at_bound(p))
-                        take(p, p->stash[s++], now, now_ms);
+                       p->open->bytes < max_bytes && !at_bound(p) && !stuck)
+                        if (!(stuck = take(p, p->stash[s], now, now_ms) != 0))
+                                s++;
                 if (s) {
                         memmove(p->stash, p->stash + s, (p->nstash - s) * sizeof(*p->stash));
                         p->nstash -= s;
+                }
+                if (stuck) {
+                        /* No memory for the batch: the rest waits, in order. */
+                        p->kafka_more = 1;
+                        return;
                 }
                 int full = p->open && (p->open->n >= p->cap || p->open->bytes >= max_bytes);
                 int room = p->open && !full && !at_bound(p);
@@ -1369,10 +1430,24 @@ static void read_messages(krib_pipeline_t *p, int64_t now) {
                         rd_kafka_message_destroy(m); /* the next owner reads it */
                         continue;
                 }
+                if (room && take(p, m, now, now_ms) == 0)
+                        continue;
+                /* Kept, never dropped untracked: a later offset of its
+                 * partition would be committed past it. A message that could
+                 * not be taken stops the reading, so none overtakes it. */
+                if (p->nstash == p->stash_cap) {
+                        krib_log_error("pipeline",
+                                       "msg=\"out of memory taking a message: nothing is committed "
+                                       "from now on, stopping\" " MSG_FMT,
+                                       MSG_ARGS(m));
+                        rd_kafka_message_destroy(m);
+                        p->no_store = 1;
+                        p->halted = 1;
+                        return;
+                }
+                p->stash[p->nstash++] = m;
                 if (room)
-                        take(p, m, now, now_ms);
-                else
-                        p->stash[p->nstash++] = m;
+                        return;
         }
         p->kafka_more = 1;
 }
@@ -1557,6 +1632,9 @@ static void turn(krib_pipeline_t *p, int draining) {
         else if (p->paused && !p->stalled && !p->guarded && !admitting(p) &&
                  (p->open || free_slots(p)) &&
                  p->inflight_events < (size_t)p->conf->pipeline_max_in_flight_events / 2 + 1 &&
+                 krib_offsets_in_flight(p->offsets) <
+                         (size_t)p->conf->pipeline_max_in_flight_events / 2 + 1 &&
+                 krib_sweeps_active(p->sweeps) < SWEEPS_MAX / 2 &&
                  p->inflight_bytes < (size_t)p->conf->pipeline_max_in_flight_bytes / 2 + 1) {
                 resume_all(p);
                 p->kafka_more = 1;

@@ -156,6 +156,11 @@ static inline rec_t *rec_of(krib_writer_t *w, uint32_t ref) {
         return &w->jobs[REF_JOB(ref)].recs[REF_IDX(ref)];
 }
 
+static int is_fenced(const krib_wop_t *op) {
+        return op->kind == KRIB_WOP_DELETE || op->kind == KRIB_WOP_UPSERT ||
+               op->kind == KRIB_WOP_INVALIDATE;
+}
+
 /* Given up: its job cancelled, or itself (krib_writer_op_cancel). */
 static inline int op_cancelled(krib_writer_t *w, uint32_t ref) {
         return w->jobs[REF_JOB(ref)].cancelled || rec_of(w, ref)->cancelled;
@@ -852,8 +857,7 @@ static void complete(krib_writer_t *w, uint32_t ref, uint8_t result) {
         if (j->status)
                 j->status[REF_IDX(ref)] = result;
         if (result != KRIB_WOP_PENDING && result != KRIB_WOP_FAILED) {
-                int key_op = r->op.kind == KRIB_WOP_UNLINK || r->op.kind == KRIB_WOP_DELETE ||
-                             r->op.kind == KRIB_WOP_UPSERT;
+                int key_op = r->op.kind == KRIB_WOP_UNLINK || is_fenced(&r->op);
                 w->stats.keys += key_op;
                 w->stats.fanouts += !key_op;
                 w->stats.fence_stale += result == KRIB_WOP_STALE;
@@ -900,7 +904,7 @@ static int name_fence(krib_writer_t *w, job_t *j, rec_t *r, size_t *at) {
                 }
                 return 0;
         }
-        if (r->op.kind != KRIB_WOP_DELETE && r->op.kind != KRIB_WOP_UPSERT)
+        if (!is_fenced(&r->op))
                 return 0;
         int l = r->op.len <= UINT16_MAX - 16
                         ? krib_fence_key(r->op.key, r->op.len, j->fkeys + *at, j->fkeys_cap - *at)
@@ -937,8 +941,7 @@ int krib_writer_submit(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_
         size_t total = 0;
         int versioned = w->conf->redis_fence == KRIB_FENCE_VERSIONED;
         for (size_t i = 0; i < n; i++)
-                if (ops[i].kind == KRIB_WOP_DELETE || ops[i].kind == KRIB_WOP_UPSERT ||
-                    (versioned && ops[i].kind == KRIB_WOP_UNLINK))
+                if (is_fenced(&ops[i]) || (versioned && ops[i].kind == KRIB_WOP_UNLINK))
                         total += ops[i].len + 16;
         size_t live = w->inflight_ops + w->nqueue + w->nfresh + n;
         size_t qc = w->queue_cap, fc = w->fresh_cap;
@@ -1095,10 +1098,6 @@ size_t krib_writer_jobs_live(const krib_writer_t *w) {
 
 /* ---- commands ---- */
 
-static int is_fenced(const krib_wop_t *op) {
-        return op->kind == KRIB_WOP_DELETE || op->kind == KRIB_WOP_UPSERT;
-}
-
 /* redis.fence=versioned: every invalidation is a plain UNLINK of the key
  * and its fence (a value's version, or a fill's lease): nothing is left
  * behind and no script runs. */
@@ -1200,7 +1199,11 @@ static int append(krib_writer_t *w, krib_conn_t *c, const uint32_t *refs, size_t
                 for (size_t x = 0; x < n; x++) {
                         const krib_wop_t *op = &rec_of(w, refs[x])->op;
                         const krib_event_t *ev = op->ev;
-                        ARG(op->kind != KRIB_WOP_UPSERT ? "D" : ev->value_hash ? "H" : "U", 1);
+                        ARG(op->kind == KRIB_WOP_INVALIDATE ? "I"
+                            : op->kind != KRIB_WOP_UPSERT   ? "D"
+                            : ev->value_hash                ? "H"
+                                                            : "U",
+                            1);
                         if (op->kind == KRIB_WOP_UPSERT && ev->value.s)
                                 ARG(ev->value.s, ev->value.len);
                         else

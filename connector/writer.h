@@ -47,6 +47,10 @@ typedef enum {
         KRIB_WOP_UPSERT = 2,  /* SET through the version fence */
         KRIB_WOP_PUBLISH = 3, /* PUBLISH ev->note to channel `key` */
         KRIB_WOP_XADD = 4,    /* XADD ev->note to stream `key`, MAXLEN ~ ev->stream_maxlen */
+        /* Through the version fence, every mode: UNLINK unless the fence
+         * already holds this version or a newer one (an older event's keys:
+         * what a newer event covered stays, what it did not name goes). */
+        KRIB_WOP_INVALIDATE = 5,
 } krib_wop_kind_t;
 
 typedef struct {

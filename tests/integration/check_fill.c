@@ -602,6 +602,64 @@ START_TEST(tag_sweep_voids_leases) {
 }
 END_TEST
 
+/* The fence script's "I" (an older event's key, issue 23 finding 9) on a
+ * real Redis, both fence modes: unlinked unless the fence holds its version
+ * or a newer one; the newer event's value stays. */
+static long long inval(redisContext *r, const char *sha, const char *key, const char *mode,
+                       const char *counter) {
+        char fkey[256];
+        int fl = krib_fence_key(key, strlen(key), fkey, sizeof(fkey) - 1);
+        fkey[fl] = '\0';
+        redisReply *rep = redisCommand(r, "EVALSHA %s 2 %s %s %s 0 I %s 0 1 db %s", sha, key, fkey,
+                                       mode, "", counter);
+        ck_assert_msg(rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 1, "EVALSHA: %s",
+                      rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+        long long v = rep->element[0]->integer;
+        freeReplyObject(rep);
+        return v;
+}
+
+START_TEST(older_event_invalidates_what_the_newer_did_not_cover) {
+        static char src[16384];
+        FILE *fp = fopen(KRIB_SOURCE_DIR "/connector/fence.lua", "r");
+        ck_assert_ptr_nonnull(fp);
+        src[fread(src, 1, sizeof(src) - 1, fp)] = '\0';
+        fclose(fp);
+        redisContext *r = itest_redis(itest_standalone_port());
+        redisReply *rep = redisCommand(r, "SCRIPT LOAD %s", src);
+        ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+        char sha[41];
+        snprintf(sha, sizeof(sha), "%s", rep->str);
+        freeReplyObject(rep);
+        char k[64], fk[80];
+        snprintf(k, sizeof(k), "inv-%d:{1}", (int)getpid());
+        snprintf(fk, sizeof(fk), "krib:f:%s", k);
+        const char *modes[] = {"V", "A"};
+        for (int i = 0; i < 2; i++) {
+                /* cached at db=5 by the newer event */
+                freeReplyObject(redisCommand(r, "SET %s v5", k));
+                freeReplyObject(redisCommand(r, "SET %s db=5\n", fk));
+                ck_assert_int_eq(inval(r, sha, k, modes[i], "4"), 0); /* covered */
+                rep = redisCommand(r, "GET %s", k);
+                ck_assert_str_eq(rep->str, "v5");
+                freeReplyObject(rep);
+                ck_assert_int_eq(inval(r, sha, k, modes[i], "6"), 1); /* not covered */
+                rep = redisCommand(r, "EXISTS %s", k);
+                ck_assert_int_eq(rep->integer, 0);
+                freeReplyObject(rep);
+                /* cached without a known version (no fence): unlinked */
+                freeReplyObject(redisCommand(r, "UNLINK %s", fk));
+                freeReplyObject(redisCommand(r, "SET %s old", k));
+                ck_assert_int_eq(inval(r, sha, k, modes[i], "1"), 1);
+                rep = redisCommand(r, "EXISTS %s", k);
+                ck_assert_int_eq(rep->integer, 0);
+                freeReplyObject(rep);
+                freeReplyObject(redisCommand(r, "UNLINK %s %s", k, fk));
+        }
+        redisFree(r);
+}
+END_TEST
+
 START_TEST(evicted_fence_fails_closed) {
         evicted_run("KRIB_REDIS_FENCE=versioned", "");
         evicted_run("KRIB_REDIS_FENCE=all", "v6"); /* the control: fails open */
@@ -621,6 +679,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, evicted_fence_fails_closed);
         tcase_add_test(tc, orphaned_fence_is_leased_with_its_floor);
         tcase_add_test(tc, tag_sweep_voids_leases);
+        tcase_add_test(tc, older_event_invalidates_what_the_newer_did_not_cover);
         suite_add_tcase(s, tc);
         return s;
 }

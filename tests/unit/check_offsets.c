@@ -52,8 +52,8 @@ END_TEST
 
 START_TEST(refuses_rewind_and_double_finish) {
         krib_offsets_track(o, "t", 0, 7);
-        ck_assert_int_eq(krib_offsets_track(o, "t", 0, 7), -1);
-        ck_assert_int_eq(krib_offsets_track(o, "t", 0, 6), -1);
+        ck_assert_int_eq(krib_offsets_track(o, "t", 0, 7), -2);
+        ck_assert_int_eq(krib_offsets_track(o, "t", 0, 6), -2);
         ck_assert_int_eq(krib_offsets_finish(o, "t", 0, 8), -1);
         ck_assert_int_eq(krib_offsets_finish(o, "t", 0, 7), 0);
         ck_assert_int_eq(krib_offsets_finish(o, "t", 0, 7), -1);
