@@ -276,6 +276,18 @@ static void conn_drop_inflight(krib_writer_t *w, conn_t *c) {
         c->step_keys = c->step_cmds = 0;
 }
 
+/* A connection failure of c: the next connect waits, the breaker counts it. */
+static void conn_backoff(krib_writer_t *w, conn_t *c) {
+        int64_t now = krib_clock_mono_us();
+        w->trouble = 1;
+        c->retry_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN, c->failures,
+                                                   krib_retry_rand(&w->rng));
+        c->failures++;
+        breaker_note(w, c->m.addr, &c->br,
+                     krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_CONN, now,
+                                          krib_retry_rand(&w->rng)));
+}
+
 static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
         c->m.conn_failures++;
         c->m.err_class[KRIB_ERR_CONN]++;
@@ -290,14 +302,7 @@ static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
                 c->ctl = NULL;
         }
         conn_drop_inflight(w, c);
-        w->trouble = 1;
-        int64_t now = krib_clock_mono_us();
-        c->retry_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN, c->failures,
-                                                   krib_retry_rand(&w->rng));
-        c->failures++;
-        breaker_note(w, c->m.addr, &c->br,
-                     krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_CONN, now,
-                                          krib_retry_rand(&w->rng)));
+        conn_backoff(w, c);
         /* A node that went away may have failed over: ask for the map again. */
         if (w->conf->redis_mode == KRIB_REDIS_CLUSTER)
                 w->need_refresh = 1;
@@ -403,16 +408,9 @@ static int ctl_ensure(krib_writer_t *w, conn_t *c) {
 }
 
 static void ctl_open_failed(krib_writer_t *w, conn_t *c) {
-        int64_t now = krib_clock_mono_us();
         c->m.conn_failures++;
         c->m.err_class[KRIB_ERR_CONN]++;
-        w->trouble = 1;
-        c->retry_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN, c->failures,
-                                                   krib_retry_rand(&w->rng));
-        c->failures++;
-        breaker_note(w, c->m.addr, &c->br,
-                     krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_CONN, now,
-                                          krib_retry_rand(&w->rng)));
+        conn_backoff(w, c);
 }
 
 static void ctl_fail(krib_writer_t *w, conn_t *c) {

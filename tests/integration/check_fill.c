@@ -269,6 +269,20 @@ static void applied(const itest_names_t *nm, int64_t want) {
         ck_assert_int_ge(itest_committed_sum(nm->group, nm->topic, 2), want);
 }
 
+/* The library loaded, a 2-partition topic, krib running in fence mode
+ * `mode` ("KRIB_REDIS_FENCE=..."), a connection to every master. */
+static pid_t fence_test_start(itest_names_t *nm, const char *what, const char *mode, cluster_t *c) {
+        load_library();
+        itest_names(nm, what);
+        const char *create[] = {"create", "--topic", nm->topic, "--partitions", "2", NULL};
+        itest_loadgen(create);
+        const char *env[] = {nm->env_topic, nm->env_group, nm->env_brokers,
+                             nm->env_nodes, mode,          NULL};
+        pid_t pid = itest_krib_start(env, nm->log);
+        cluster_open(c);
+        return pid;
+}
+
 /* Guarantees of the versioned mode against the real cluster, step by step:
  * (b) a leased fill that an invalidation raced is refused; (a) a stale
  * write-through never overwrites a newer value, from another partition and
@@ -276,20 +290,9 @@ static void applied(const itest_names_t *nm, int64_t want) {
  * written over but unlinked, and an uncached key is not written; and a
  * DELETE leaves no fence behind (memory does not grow with invalidations). */
 START_TEST(versioned_mode_keeps_its_guarantees) {
-        load_library();
         itest_names_t nm;
-        itest_names(&nm, "fence-versioned");
-        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "2", NULL};
-        itest_loadgen(create);
-        const char *env[] = {nm.env_topic,
-                             nm.env_group,
-                             nm.env_brokers,
-                             nm.env_nodes,
-                             "KRIB_REDIS_FENCE=versioned",
-                             NULL};
-        pid_t pid = itest_krib_start(env, nm.log);
         cluster_t c;
-        cluster_open(&c);
+        pid_t pid = fence_test_start(&nm, "fence-versioned", "KRIB_REDIS_FENCE=versioned", &c);
         char key[200], fkey[240], val[64], ent[200];
         snprintf(key, sizeof(key), "%s:{1}:k", nm.prefix);
         snprintf(ent, sizeof(ent), "%s-1", nm.prefix);
@@ -325,6 +328,12 @@ START_TEST(versioned_mode_keeps_its_guarantees) {
         itest_produce_event(nm.topic, 1, ent, keys, KRIB_ACTION_UPSERT, "db=6", "v6-late");
         applied(&nm, ++events);
         ck_assert_int_eq(itest_krib_stop(pid, SIGTERM, 30), 0);
+        const char *env[] = {nm.env_topic,
+                             nm.env_group,
+                             nm.env_brokers,
+                             nm.env_nodes,
+                             "KRIB_REDIS_FENCE=versioned",
+                             NULL};
         pid = itest_krib_start(env, nm.log);
         itest_produce_event(nm.topic, 1, ent, keys, KRIB_ACTION_UPSERT, "db=6", "v6-restart");
         applied(&nm, ++events);
@@ -503,16 +512,9 @@ static void evicted_run(const char *mode, const char *want) {
  * a floor; a fill older than the floor is refused, one that covers it is
  * written, and a second fill cannot take the lease meanwhile. */
 START_TEST(orphaned_fence_is_leased_with_its_floor) {
-        load_library();
         itest_names_t nm;
-        itest_names(&nm, "fence-orphan");
-        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "2", NULL};
-        itest_loadgen(create);
-        const char *env[] = {nm.env_topic, nm.env_group,           nm.env_brokers,
-                             nm.env_nodes, "KRIB_REDIS_FENCE=all", NULL};
-        pid_t pid = itest_krib_start(env, nm.log);
         cluster_t c;
-        cluster_open(&c);
+        pid_t pid = fence_test_start(&nm, "fence-orphan", "KRIB_REDIS_FENCE=all", &c);
         char key[200], fkey[240], val[64], ent[200];
         snprintf(key, sizeof(key), "%s:{1}:k", nm.prefix);
         snprintf(ent, sizeof(ent), "%s-1", nm.prefix);
@@ -562,20 +564,9 @@ END_TEST
  * the fill (read before the change) is refused; a cached key's value and
  * fence go too. */
 START_TEST(tag_sweep_voids_leases) {
-        load_library();
         itest_names_t nm;
-        itest_names(&nm, "fence-sweep");
-        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "2", NULL};
-        itest_loadgen(create);
-        const char *env[] = {nm.env_topic,
-                             nm.env_group,
-                             nm.env_brokers,
-                             nm.env_nodes,
-                             "KRIB_REDIS_FENCE=versioned",
-                             NULL};
-        pid_t pid = itest_krib_start(env, nm.log);
         cluster_t c;
-        cluster_open(&c);
+        pid_t pid = fence_test_start(&nm, "fence-sweep", "KRIB_REDIS_FENCE=versioned", &c);
         char k1[200], f1[240], k2[200], f2[240], pattern[200], val[64];
         int fence;
         snprintf(k1, sizeof(k1), "%s:{7}:leased", nm.prefix);
