@@ -395,6 +395,25 @@ void krib_consumer_store_finished(krib_consumer_t *c, krib_offsets_t *o) {
         rd_kafka_topic_partition_list_destroy(list);
 }
 
+void krib_consumer_pause(krib_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
+                         int pause) {
+        rd_kafka_topic_partition_list_t *list = NULL;
+        if (!only && rd_kafka_assignment(c->rk, &list))
+                return;
+        const rd_kafka_topic_partition_list_t *l = only ? only : list;
+        if (l->cnt) {
+                /* librdkafka takes the list non-const but only reads it */
+                rd_kafka_topic_partition_list_t *rw = (rd_kafka_topic_partition_list_t *)l;
+                rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(c->rk, rw)
+                                                : rd_kafka_resume_partitions(c->rk, rw);
+                if (err)
+                        krib_log_warn("consumer", "msg=\"%s failed\" error=\"%s\"",
+                                      pause ? "pause" : "resume", rd_kafka_err2str(err));
+        }
+        if (list)
+                rd_kafka_topic_partition_list_destroy(list);
+}
+
 rd_kafka_t *krib_consumer_handle(krib_consumer_t *c) {
         return c->rk;
 }

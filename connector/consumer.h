@@ -71,6 +71,11 @@ int krib_consumer_commit(krib_consumer_t *c);
  * Accepts NULL. */
 void krib_consumer_close(krib_consumer_t *c);
 
+/* Pauses (pause=1) or resumes fetching of only, or of the whole
+ * assignment when only is NULL; a failure is logged. */
+void krib_consumer_pause(krib_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
+                         int pause);
+
 rd_kafka_t *krib_consumer_handle(krib_consumer_t *c);
 
 typedef struct {

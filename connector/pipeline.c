@@ -294,23 +294,6 @@ static void publish(krib_pipeline_t *p, int force) {
         krib_metrics_publish(p->metrics, &s);
 }
 
-static void set_paused(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *only, int pause) {
-        rd_kafka_t *rk = krib_consumer_handle(p->consumer);
-        rd_kafka_topic_partition_list_t *list = NULL;
-        if (!only && rd_kafka_assignment(rk, &list))
-                return;
-        rd_kafka_topic_partition_list_t *l = only ? (rd_kafka_topic_partition_list_t *)only : list;
-        if (l->cnt) {
-                rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(rk, l)
-                                                : rd_kafka_resume_partitions(rk, l);
-                if (err)
-                        krib_log_warn("pipeline", "msg=\"%s failed\" error=\"%s\"",
-                                      pause ? "pause" : "resume", rd_kafka_err2str(err));
-        }
-        if (list)
-                rd_kafka_topic_partition_list_destroy(list);
-}
-
 /* Inside the rebalance callback: only counted (and a paused consumer's
  * new partitions join paused). */
 static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts) {
@@ -318,7 +301,7 @@ static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts
         p->assigned += parts->cnt;
         p->joined = 1;
         if (p->paused)
-                set_paused(p, parts, 1);
+                krib_consumer_pause(p->consumer, parts, 1);
 }
 
 static void forget_partitions(krib_pipeline_t *p, const rd_kafka_topic_partition_list_t *parts) {
@@ -840,7 +823,7 @@ static void pause_all(krib_pipeline_t *p, const char *why) {
                 return;
         p->paused = 1;
         p->stats.pauses++;
-        set_paused(p, NULL, 1);
+        krib_consumer_pause(p->consumer, NULL, 1);
         krib_log_warn("pipeline", "msg=\"%s: partitions paused\" in_flight_events=%zu", why,
                       p->inflight_events);
 }
@@ -849,7 +832,7 @@ static void resume_all(krib_pipeline_t *p) {
         if (!p->paused)
                 return;
         p->paused = 0;
-        set_paused(p, NULL, 0);
+        krib_consumer_pause(p->consumer, NULL, 0);
         krib_log_info("pipeline", "msg=\"partitions resumed\" in_flight_events=%zu",
                       p->inflight_events);
 }
@@ -1522,9 +1505,10 @@ static int everything_finished(const krib_pipeline_t *p) {
         return 1; /* sweeps in progress are re-read by whoever owns them next */
 }
 
-/* Waits (the loop's only wait) for Kafka, a Redis reply or the next
- * deadline, at most max_us. */
-static void wait_for_work(krib_pipeline_t *p, int64_t max_us) {
+/* When the loop has something to do next, at the latest max_us from now:
+ * a Redis deadline, a dead letter's retry, the open batch's linger, the
+ * registry's retry, a sweep's next SCAN, or now when Kafka has more. */
+static int64_t next_due(krib_pipeline_t *p, int64_t max_us) {
         int64_t now = krib_clock_mono_us();
         int64_t until = now + max_us;
         int64_t due = krib_writer_due_us(p->writer);
@@ -1554,22 +1538,31 @@ static void wait_for_work(krib_pipeline_t *p, int64_t max_us) {
                 until = now;
         if (p->bound_since_us && !p->paused && p->bound_since_us + BOUND_PAUSE_US < until)
                 until = p->bound_since_us + BOUND_PAUSE_US;
+        return until;
+}
+
+/* The loop's only wait: for Kafka, a Redis reply or until (monotonic µs). */
+static void wait_for_work(krib_pipeline_t *p, int64_t until) {
         struct pollfd fds[65];
         int n = 0;
         fds[n++] = (struct pollfd){krib_consumer_wakeup_fd(p->consumer), POLLIN, 0};
         n += krib_writer_pollfds(p->writer, fds + n, 64);
-        int64_t wait = until - now;
-        int ms = wait <= 0 ? 0 : wait > 1000000 ? 1000 : (int)((wait + 999) / 1000);
         int64_t t0 = krib_clock_mono_us();
+        int64_t wait = until - t0;
+        int ms = wait <= 0 ? 0 : wait > 1000000 ? 1000 : (int)((wait + 999) / 1000);
         poll(fds, (nfds_t)n, ms);
         p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
         if (fds[0].revents)
-                p->kafka_more = 1;
+                krib_pipeline_wake(p);
+}
+
+void krib_pipeline_wake(krib_pipeline_t *p) {
+        p->kafka_more = 1;
 }
 
 /* One turn of the loop: every stage moves as far as it can without
- * waiting, then the loop waits for the next thing to do. */
-static void turn(krib_pipeline_t *p, int draining) {
+ * waiting; returns when the next thing is due (the caller waits). */
+int64_t krib_pipeline_step(krib_pipeline_t *p, int draining) {
         int64_t begin = krib_clock_mono_us();
         act_on_revoke(p);
         int64_t t0 = krib_clock_mono_us(), t_revoke = t0 - begin;
@@ -1653,7 +1646,11 @@ static void turn(krib_pipeline_t *p, int draining) {
                               busy / 1000, t_revoke / 1000, t_first / 1000, t_intake / 1000,
                               t_dispatch / 1000,
                               (busy - t_revoke - t_first - t_intake - t_dispatch) / 1000);
-        wait_for_work(p, draining ? 50000 : 100000);
+        return next_due(p, draining ? 50000 : 100000);
+}
+
+static void turn(krib_pipeline_t *p, int draining) {
+        wait_for_work(p, krib_pipeline_step(p, draining));
 }
 
 int krib_pipeline_run(krib_pipeline_t *p) {
@@ -1718,4 +1715,8 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         free(p->stash);
         free(p->nodes);
         free(p);
+}
+
+int krib_pipeline_halted(const krib_pipeline_t *p) {
+        return p->halted;
 }

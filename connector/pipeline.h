@@ -67,6 +67,16 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
  * draining the rest; that record's offset is not stored). */
 int krib_pipeline_run(krib_pipeline_t *p);
 
+/* The loop's parts, for a caller that owns the waiting (tests/sim drives
+ * the pipeline on a simulated clock; krib_pipeline_run() is a loop of
+ * them): one turn without waiting, returning when the next one is due
+ * (monotonic µs, krib_clock_mono_us()); wake: the consumer has messages
+ * (what its wake-up fd says to the run loop). */
+int64_t krib_pipeline_step(krib_pipeline_t *p, int draining);
+void krib_pipeline_wake(krib_pipeline_t *p);
+/* Whether a record or a failure stopped it (krib_pipeline_run returns). */
+int krib_pipeline_halted(const krib_pipeline_t *p);
+
 const krib_pipeline_stats_t *krib_pipeline_stats(const krib_pipeline_t *p);
 
 /* Commits, leaves the group and frees. Accepts NULL. */

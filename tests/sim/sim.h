@@ -24,6 +24,13 @@ static inline int sim_chance(unsigned per_million) {
         return sim_below(1000000) < per_million;
 }
 
+/* The trace of recent actions (sim.c), stamped with the step and the
+ * simulated time; printed when an invariant breaks. */
+extern uint64_t sim_step_no;
+void sim_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sim_trace_reset(void);
+void sim_trace_print(uint64_t last);
+
 /* A growable byte buffer. */
 typedef struct {
         char *p;
@@ -53,6 +60,13 @@ typedef struct {
 } sim_faults_t;
 extern sim_faults_t sim_faults;
 extern sim_node_state_t sim_node[SIM_NODES];
+
+/* Faults: all off and no refusal (reset), transient ones off (off), one
+ * random transient fault (fault: error replies, a frozen node, refused
+ * connects, a cut connection, a migration step, slower replies). */
+void sim_faults_reset(void);
+void sim_faults_off(void);
+void sim_fault(void);
 
 int sim_cluster_init(const char *fence_lua_path);
 void sim_cluster_free(void);

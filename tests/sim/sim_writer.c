@@ -26,63 +26,6 @@
 #include "sim.h"
 #include "writer.h"
 
-int64_t krib_sim_now_us = 1000000;
-static uint64_t rng_state;
-
-void sim_seed(uint64_t seed) {
-        rng_state = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
-        if (!rng_state)
-                rng_state = 1;
-}
-
-uint64_t sim_rand(void) {
-        uint64_t x = rng_state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        rng_state = x;
-        return x * 0x2545F4914F6CDD1DULL;
-}
-
-void sim_buf_put(sim_buf_t *b, const void *p, size_t n) {
-        if (b->n + n + 1 > b->cap) {
-                b->cap = (b->n + n + 1) * 2;
-                b->p = realloc(b->p, b->cap);
-                if (!b->p)
-                        abort();
-        }
-        memcpy(b->p + b->n, p, n);
-        b->n += n;
-        b->p[b->n] = 0;
-}
-
-void sim_buf_printf(sim_buf_t *b, const char *fmt, ...) {
-        char tmp[512];
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-        va_end(ap);
-        sim_buf_put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
-/* ---- the trace: the last actions, printed when an invariant breaks ---- */
-
-#define TRACE_LINES 4096
-static char trace[TRACE_LINES][160];
-static uint64_t trace_n;
-static uint64_t step_no;
-
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void note(const char *fmt, ...) {
-        char *l = trace[trace_n++ % TRACE_LINES];
-        int o = snprintf(l, 160, "%8" PRIu64 " t=%.3fms ", step_no,
-                         (double)krib_sim_now_us / 1000.0);
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(l + o, 160 - (size_t)o, fmt, ap);
-        va_end(ap);
-}
-
 /* ---- the model: every op ever submitted ---- */
 
 #define NKEYS    24
@@ -218,8 +161,8 @@ static void submit(krib_writer_t *w) {
                 return;
         }
         live[nlive++] = (uint32_t)nhjobs;
-        note("submit job=%zu wid=%d ops=%zu first_seq=%" PRIu64, nhjobs, h->wid, n,
-             mops[h->first].seq);
+        sim_note("submit job=%zu wid=%d ops=%zu first_seq=%" PRIu64, nhjobs, h->wid, n,
+                 mops[h->first].seq);
         nhjobs++;
         stat_jobs++;
         stat_ops += n;
@@ -279,7 +222,7 @@ static void harvest(krib_writer_t *w) {
                                              m->seq, keys[m->key]);
                         }
                         krib_writer_job_release(w, h->wid);
-                        note("finished job=%u wid=%d", live[i], h->wid);
+                        sim_note("finished job=%u wid=%d", live[i], h->wid);
                         h->wid = -1;
                         free_caller(h);
                         continue;
@@ -298,7 +241,7 @@ static void cancel_one(krib_writer_t *w) {
         h->cancelled = 1;
         for (size_t x = 0; x < h->n; x++)
                 mops[h->first + x].cancelled = 1;
-        note("cancel job=%u wid=%d", live[i], h->wid);
+        sim_note("cancel job=%u wid=%d", live[i], h->wid);
         free_caller(h); /* the writer must not touch it again */
         live[i] = live[--nlive];
         stat_cancels++;
@@ -318,7 +261,7 @@ static void cancel_some_ops(krib_writer_t *w) {
                 m->cancelled = 1;
                 given_up++;
         }
-        note("cancel %zu ops of job=%u wid=%d", given_up, (unsigned)(h - hjobs), h->wid);
+        sim_note("cancel %zu ops of job=%u wid=%d", given_up, (unsigned)(h - hjobs), h->wid);
         stat_cancels++;
 }
 
@@ -332,7 +275,7 @@ static void on_send(int node, int argc, char **argv, size_t *lens) {
                         o += snprintf(what + o, sizeof(what) - (size_t)o, " %s", argv[i]);
         else if (!strcmp(argv[0], "EVALSHA") && argc > 3)
                 snprintf(what, sizeof(what), " %s ... (%d keys)", argv[3], atoi(argv[2]) / 2);
-        note("send node=%d %s%s", node, argv[0], what);
+        sim_note("send node=%d %s%s", node, argv[0], what);
         if (strcmp(argv[0], "EVALSHA") || argc < 3)
                 return;
         int nk = atoi(argv[2]);
@@ -357,9 +300,9 @@ static void on_send(int node, int argc, char **argv, size_t *lens) {
 static void on_exec(int node, int argc, char **argv, size_t *lens) {
         (void)lens;
         if (!strcmp(argv[0], "UNLINK") || !strcmp(argv[0], "EVALSHA"))
-                note("exec node=%d %s %s%s", node, argv[0],
-                     argc > 1 ? argv[!strcmp(argv[0], "EVALSHA") ? 3 : 1] : "",
-                     argc > 4 ? " ..." : "");
+                sim_note("exec node=%d %s %s%s", node, argv[0],
+                         argc > 1 ? argv[!strcmp(argv[0], "EVALSHA") ? 3 : 1] : "",
+                         argc > 4 ? " ..." : "");
 }
 
 /* ---- the order invariant, at a quiescent point ---- */
@@ -453,15 +396,11 @@ static void writer_step(krib_writer_t *w) {
 }
 
 static void quiesce(krib_writer_t *w) {
-        sim_faults.err_ppm = 0;
-        for (int n = 0; n < SIM_NODES; n++)
-                sim_node[n] = (sim_node_state_t){0, 0};
-        sim_net_delay_min_us = 50;
-        sim_net_delay_max_us = 2000;
+        sim_faults_off();
         /* A migration always ends (multi-key commands get TRYAGAIN until
          * it does): one key moves every 10 ms of sim time from here on. */
         int64_t until = krib_sim_now_us + 60000000, migrate_at = krib_sim_now_us;
-        note("quiesce");
+        sim_note("quiesce");
         for (int i = 0; i < 2000000 && !failure; i++) {
                 if (nlive == 0 && krib_writer_jobs_live(w) == 0 && sim_net_on_wire() == 0)
                         break;
@@ -488,44 +427,6 @@ static void quiesce(krib_writer_t *w) {
         stat_quiesce++;
 }
 
-static void fault(void) {
-        stat_faults++;
-        switch (sim_below(7)) {
-        case 0:
-                sim_faults.err_ppm = sim_chance(500000) ? 0 : (unsigned)(10000 + sim_below(200000));
-                note("fault err_ppm=%u", sim_faults.err_ppm);
-                break;
-        case 1: {
-                int n = (int)sim_below(SIM_NODES);
-                sim_node[n].frozen_until_us = krib_sim_now_us + (int64_t)sim_below(3000000);
-                note("fault freeze node=%d for %.1fms", n,
-                     (double)(sim_node[n].frozen_until_us - krib_sim_now_us) / 1000);
-                break;
-        }
-        case 2: {
-                int n = (int)sim_below(SIM_NODES);
-                sim_node[n].down_until_us = krib_sim_now_us + (int64_t)sim_below(2000000);
-                note("fault refuse connects node=%d", n);
-                break;
-        }
-        case 3:
-                note("fault cut connection node=%d", sim_net_break_one());
-                break;
-        case 4:
-        case 5:
-                sim_cluster_migrate_step();
-                note("fault migrate step (migrating=%d)", sim_cluster_migrating());
-                break;
-        default:
-                sim_net_delay_min_us = 20 + (int64_t)sim_below(500);
-                sim_net_delay_max_us = sim_net_delay_min_us +
-                                       (int64_t)sim_below(sim_chance(200000) ? 300000 : 5000);
-                note("fault delay %" PRId64 "..%" PRId64 "us", sim_net_delay_min_us,
-                     sim_net_delay_max_us);
-                break;
-        }
-}
-
 static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
         sim_seed(seed);
         fence_mode = mode;
@@ -535,11 +436,8 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
         nmops = nhjobs = nlive = 0;
         next_seq = 1;
         memset(newest_seq, 0, sizeof(newest_seq));
-        trace_n = 0;
-        memset(&sim_faults, 0, sizeof(sim_faults));
-        sim_faults.script_refused_node = -1;
-        sim_net_delay_min_us = 50;
-        sim_net_delay_max_us = 2000;
+        sim_trace_reset();
+        sim_faults_reset();
         if (sim_cluster_init(KRIB_SIM_FENCE_LUA)) {
                 fprintf(stderr, "krib-sim: cannot read %s\n", KRIB_SIM_FENCE_LUA);
                 return 2;
@@ -579,11 +477,11 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
         }
         sim_on_send = on_send;
         sim_on_exec = verbose > 1 ? on_exec : NULL;
-        for (step_no = 0; step_no < steps && !failure; step_no++) {
-                if (step_no == steps / 10 && refuse_scripts >= 0) {
+        for (sim_step_no = 0; sim_step_no < steps && !failure; sim_step_no++) {
+                if (sim_step_no == steps / 10 && refuse_scripts >= 0) {
                         sim_faults.script_refused_node = refuse_scripts;
                         sim_cluster_script_flush(refuse_scripts);
-                        note("fault node=%d refuses SCRIPT LOAD from now on", refuse_scripts);
+                        sim_note("fault node=%d refuses SCRIPT LOAD from now on", refuse_scripts);
                 }
                 uint64_t roll = sim_below(1000);
                 if (roll < 300) {
@@ -595,11 +493,12 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
                         else if (!no_cancel)
                                 cancel_some_ops(w);
                 } else if (roll < 318) {
-                        fault();
+                        sim_fault();
+                        stat_faults++;
                 }
                 advance(w, 3000);
                 writer_step(w);
-                if (step_no % 5000 == 4999)
+                if (sim_step_no % 5000 == 4999)
                         quiesce(w);
         }
         if (!failure)
@@ -609,7 +508,7 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
                 rc = 1;
                 printf("FAIL seed=%" PRIu64 " step=%" PRIu64 " fence=%s acl_refused=%s "
                        "script_refused_node=%d: %s\n",
-                       seed, step_no,
+                       seed, sim_step_no,
                        mode == KRIB_FENCE_ALL       ? "all"
                        : mode == KRIB_FENCE_UPSERTS ? "upserts"
                                                     : "versioned",
@@ -617,13 +516,10 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
                        sim_faults.script_refused_node, failure);
                 if (bad_key >= 0)
                         print_key_history(bad_key);
-                uint64_t from = trace_n > 200 ? trace_n - 200 : 0;
-                printf("  last %" PRIu64 " actions:\n", trace_n - from);
-                for (uint64_t i = from; i < trace_n; i++)
-                        printf("  %s\n", trace[i % TRACE_LINES]);
+                sim_trace_print(200);
                 printf("  replay: tests/sim/run --seed %" PRIu64 " --steps %" PRIu64
                        " --fence %s\n",
-                       seed, step_no + 1, mode == KRIB_FENCE_ALL ? "all" : "upserts");
+                       seed, sim_step_no + 1, mode == KRIB_FENCE_ALL ? "all" : "upserts");
         }
         krib_writer_destroy(w);
         for (size_t i = 0; i < nhjobs; i++)
