@@ -21,6 +21,7 @@ struct krib_offsets {
         part_t *parts;
         size_t count, cap;
         size_t in_flight;
+        size_t held; /* tracked, not yet committable: every ring's len */
 };
 
 krib_offsets_t *krib_offsets_new(void) {
@@ -108,6 +109,7 @@ int krib_offsets_track(krib_offsets_t *o, const char *topic, int32_t partition, 
         p->len++;
         p->last_tracked = offset;
         o->in_flight++;
+        o->held++;
         return 0;
 }
 
@@ -135,6 +137,7 @@ int krib_offsets_finish(krib_offsets_t *o, const char *topic, int32_t partition,
                 p->dirty = 1;
                 p->head = (p->head + 1) % p->cap;
                 p->len--;
+                o->held--;
         }
         return 0;
 }
@@ -148,12 +151,17 @@ size_t krib_offsets_in_flight(const krib_offsets_t *o) {
         return o->in_flight;
 }
 
+size_t krib_offsets_held(const krib_offsets_t *o) {
+        return o->held;
+}
+
 void krib_offsets_forget(krib_offsets_t *o, const char *topic, int32_t partition) {
         part_t *p = find(o, topic, partition);
         if (!p)
                 return;
         for (size_t i = 0; i < p->len; i++)
                 o->in_flight -= !p->done[(p->head + i) % p->cap];
+        o->held -= p->len;
         part_free(p);
         *p = o->parts[--o->count];
 }

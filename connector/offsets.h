@@ -36,6 +36,11 @@ int64_t krib_offsets_committable(const krib_offsets_t *o, const char *topic, int
 /* Offsets tracked and not yet finished, over all partitions. */
 size_t krib_offsets_in_flight(const krib_offsets_t *o);
 
+/* Offsets tracked and not yet committable, over all partitions: the
+ * unfinished ones and the finished ones behind an unfinished one (what the
+ * tracker holds in memory, and what a restart would read again). */
+size_t krib_offsets_held(const krib_offsets_t *o);
+
 /* Drops all state of a partition (revoked or lost). */
 void krib_offsets_forget(krib_offsets_t *o, const char *topic, int32_t partition);
 

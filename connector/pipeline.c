@@ -544,6 +544,7 @@ static int reserve_table(batch_t *b, size_t nops) {
 }
 
 static void finish(krib_pipeline_t *p, rd_kafka_message_t *m) {
+
         if (krib_offsets_finish(p->offsets, rd_kafka_topic_name(m->rkt), m->partition, m->offset))
                 krib_log_debug("pipeline", "msg=\"offset was not tracked\" " MSG_FMT, MSG_ARGS(m));
 }
@@ -639,8 +640,12 @@ static int reject(krib_pipeline_t *p, batch_t *b, size_t i, const char *stage, c
  * merged vector (a synthetic event in ev's arena). -1 on OOM. */
 static int coalesce(krib_pipeline_t *p, krib_wop_t *op, uint8_t kind, krib_event_t *ev) {
         const krib_event_t *prev = op->ev;
-        if (kind == KRIB_WOP_INVALIDATE && op->kind != KRIB_WOP_UPSERT)
-                return 0; /* an unlink of the key is there already */
+        /* An unconditional unlink of the key is there already. (Not an
+         * INVALIDATE: that one unlinks only below its own version, so the
+         * newer of two must stay.) */
+        if (kind == KRIB_WOP_INVALIDATE && op->kind != KRIB_WOP_UPSERT &&
+            op->kind != KRIB_WOP_INVALIDATE)
+                return 0;
         krib_vv_order_t ord = KRIB_VV_NEWER;
         if (prev && prev->version_count && ev->version_count)
                 ord = krib_vv_compare(ev->version, ev->version_count, prev->version,
@@ -1322,11 +1327,13 @@ static int take(krib_pipeline_t *p, rd_kafka_message_t *m, int64_t now, int64_t 
 
 /* Batches release their slot when their keys are answered, but a TAG
  * event's offset stays unfinished until its sweep is done (and an event cut
- * short stays so): counting unfinished offsets bounds the offset tracker and
- * the sweeps behind a frozen commit. */
+ * short stays so), and the events after an unfinished one finish without
+ * making anything committable: counting the offsets held (tracked, not yet
+ * committable) bounds the offset tracker, the sweeps, and what a frozen
+ * commit lets krib read past it. */
 static int at_bound(const krib_pipeline_t *p) {
         return p->inflight_events >= (size_t)p->conf->pipeline_max_in_flight_events ||
-               krib_offsets_in_flight(p->offsets) >=
+               krib_offsets_held(p->offsets) >=
                        (size_t)p->conf->pipeline_max_in_flight_events ||
                krib_sweeps_active(p->sweeps) >= SWEEPS_MAX ||
                p->inflight_bytes >= (size_t)p->conf->pipeline_max_in_flight_bytes;
@@ -1625,7 +1632,7 @@ int64_t krib_pipeline_step(krib_pipeline_t *p, int draining) {
         else if (p->paused && !p->stalled && !p->guarded && !admitting(p) &&
                  (p->open || free_slots(p)) &&
                  p->inflight_events < (size_t)p->conf->pipeline_max_in_flight_events / 2 + 1 &&
-                 krib_offsets_in_flight(p->offsets) <
+                 krib_offsets_held(p->offsets) <
                          (size_t)p->conf->pipeline_max_in_flight_events / 2 + 1 &&
                  krib_sweeps_active(p->sweeps) < SWEEPS_MAX / 2 &&
                  p->inflight_bytes < (size_t)p->conf->pipeline_max_in_flight_bytes / 2 + 1) {
@@ -1720,3 +1727,29 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
 int krib_pipeline_halted(const krib_pipeline_t *p) {
         return p->halted;
 }
+
+#ifdef KRIB_SIM
+/* For the simulation (tests/sim): where a stalled pipeline stands. */
+void krib_pipeline_sim_describe(const krib_pipeline_t *p, FILE *out) {
+        const krib_writer_stats_t *ws = krib_writer_stats(p->writer);
+        fprintf(out,
+                "    paused=%d stalled=%d in_flight_events=%zu offsets_held=%zu "
+                "offsets_in_flight=%zu stash=%zu open=%zu revoking=%d writer: queued=%" PRIu64
+                " in_flight=%" PRIu64 " jobs=%zu failing=%d\n",
+                p->paused, p->stalled, p->inflight_events, krib_offsets_held(p->offsets),
+                krib_offsets_in_flight(p->offsets), p->nstash, p->open ? p->open->n : 0,
+                p->revoke_deadline_us != 0, ws->queued_ops, ws->inflight_ops,
+                krib_writer_jobs_live(p->writer), krib_writer_failing(p->writer));
+        for (size_t k = 0; k < p->nbatches; k++) {
+                const batch_t *b = &p->batches[k];
+                if (b->state == B_FREE || (b->state == B_OPEN && !b->n))
+                        continue;
+                fprintf(out, "    batch %zu: state=%d events=%zu job=%d dlq_left=%zu\n", k,
+                        b->state, b->n, b->job, b->dlq_left);
+        }
+}
+
+const krib_writer_t *krib_pipeline_sim_writer(const krib_pipeline_t *p) {
+        return p->writer;
+}
+#endif

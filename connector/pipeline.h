@@ -82,4 +82,12 @@ const krib_pipeline_stats_t *krib_pipeline_stats(const krib_pipeline_t *p);
 /* Commits, leaves the group and frees. Accepts NULL. */
 void krib_pipeline_destroy(krib_pipeline_t *p);
 
+#ifdef KRIB_SIM
+/* For the simulation (tests/sim): where a pipeline stands, and its writer. */
+#include <stdio.h>
+struct krib_writer;
+void krib_pipeline_sim_describe(const krib_pipeline_t *p, FILE *out);
+const struct krib_writer *krib_pipeline_sim_writer(const krib_pipeline_t *p);
+#endif
+
 #endif

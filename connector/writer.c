@@ -1086,8 +1086,23 @@ void krib_writer_op_cancel(krib_writer_t *w, int job, size_t i) {
          * until that one is final; on the wire, it ends with its reply and
          * is not retried. Its key stays the caller's until the job is
          * released, so nothing is copied. */
-        if (r->state == R_QUEUED && !r->after)
-                complete(w, REF(job, i), KRIB_WOP_PENDING);
+        if (r->state == R_QUEUED && !r->after) {
+                uint32_t ref = REF(job, i);
+                complete(w, ref, KRIB_WOP_PENDING);
+                /* Out of the send lists now: left there, it would name a
+                 * new op once the job's slot is reused (sent twice, and
+                 * counted in flight for good). */
+                size_t keep = 0;
+                for (size_t x = 0; x < w->nqueue; x++)
+                        if (w->queue[x] != ref)
+                                w->queue[keep++] = w->queue[x];
+                w->nqueue = keep;
+                keep = 0;
+                for (size_t x = 0; x < w->nfresh; x++)
+                        if (w->fresh[x] != ref)
+                                w->fresh[keep++] = w->fresh[x];
+                w->nfresh = keep;
+        }
 }
 
 size_t krib_writer_jobs_live(const krib_writer_t *w) {
@@ -1981,3 +1996,55 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
         krib_writer_job_release(w, job);
         return 0;
 }
+
+#ifdef KRIB_SIM
+static int cmp_ref(const void *a, const void *b) {
+        uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+/* For the simulation (tests/sim): the bookkeeping agrees with itself. Every
+ * op is listed once at most (queue, fresh, a connection's wire), and the
+ * in-flight count is the ops on the wire. */
+int krib_writer_sim_check(const krib_writer_t *w, char *why, size_t size) {
+        static uint32_t *refs;
+        static size_t cap;
+        size_t n = w->nqueue + w->nfresh, sent = 0, onwire = 0;
+        for (size_t ci = 0; ci < w->conn_count; ci++)
+                n += w->conns[ci].rq_tail - w->conns[ci].rq_head + w->conns[ci].nacked;
+        if (krib_util_grow(&refs, &cap, n ? n : 1, sizeof(*refs)))
+                abort();
+        n = 0;
+        for (size_t i = 0; i < w->nqueue; i++)
+                refs[n++] = w->queue[i];
+        for (size_t i = 0; i < w->nfresh; i++)
+                refs[n++] = w->fresh[i];
+        for (size_t ci = 0; ci < w->conn_count; ci++) {
+                const conn_t *c = &w->conns[ci];
+                for (size_t i = c->rq_head; i < c->rq_tail; i++, onwire++)
+                        refs[n++] = c->rq[i];
+                for (size_t i = 0; i < c->nacked; i++, onwire++)
+                        refs[n++] = c->acked[i];
+        }
+        qsort(refs, n, sizeof(*refs), cmp_ref);
+        for (size_t i = 1; i < n; i++)
+                if (refs[i] == refs[i - 1]) {
+                        const rec_t *r = &w->jobs[REF_JOB(refs[i])].recs[REF_IDX(refs[i])];
+                        snprintf(why, size,
+                                 "op job=%u idx=%u key=%.*s is listed twice (queue, fresh, wire)",
+                                 REF_JOB(refs[i]), REF_IDX(refs[i]), (int)r->op.len, r->op.key);
+                        return -1;
+                }
+        for (int j = 0; j < JOB_MAX; j++)
+                for (size_t x = 0; w->jobs[j].used && x < w->jobs[j].n; x++)
+                        sent += w->jobs[j].recs[x].state == R_SENT ||
+                                w->jobs[j].recs[x].state == R_ACKED;
+        if (sent != w->inflight_ops || onwire != w->inflight_ops) {
+                snprintf(why, size,
+                         "in-flight count %zu, but %zu ops are sent and %zu on the wire",
+                         w->inflight_ops, sent, onwire);
+                return -1;
+        }
+        return 0;
+}
+#endif

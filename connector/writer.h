@@ -205,4 +205,10 @@ const krib_writer_stats_t *krib_writer_stats(const krib_writer_t *w);
 
 void krib_writer_destroy(krib_writer_t *w);
 
+#ifdef KRIB_SIM
+/* The simulation's check of the writer's own bookkeeping (tests/sim): 0,
+ * or -1 with what is wrong in why. */
+int krib_writer_sim_check(const krib_writer_t *w, char *why, size_t size);
+#endif
+
 #endif

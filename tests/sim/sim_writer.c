@@ -391,6 +391,9 @@ static void writer_step(krib_writer_t *w) {
         if (st->queued_ops + st->inflight_ops > ops_live + 2000)
                 fail("writer holds %" PRIu64 " ops for %zu ops of live jobs",
                      st->queued_ops + st->inflight_ops, ops_live);
+        char why[200];
+        if (krib_writer_sim_check(w, why, sizeof(why)))
+                fail("writer: %s", why);
         if (krib_writer_jobs_live(w) > KRIB_WRITER_JOBS)
                 fail("writer has %zu jobs live", krib_writer_jobs_live(w));
 }

@@ -25,6 +25,22 @@ START_TEST(in_order) {
 }
 END_TEST
 
+START_TEST(held_counts_finished_behind_unfinished) {
+        for (int64_t i = 0; i < 6; i++)
+                krib_offsets_track(o, "t", 1, i);
+        krib_offsets_track(o, "u", 0, 7);
+        for (int64_t i = 1; i < 6; i++)
+                krib_offsets_finish(o, "t", 1, i);
+        /* 0 is open: 1-5 are finished but cannot be committed yet */
+        ck_assert_uint_eq(krib_offsets_in_flight(o), 2);
+        ck_assert_uint_eq(krib_offsets_held(o), 7);
+        krib_offsets_finish(o, "t", 1, 0);
+        ck_assert_uint_eq(krib_offsets_held(o), 1);
+        krib_offsets_forget(o, "u", 0);
+        ck_assert_uint_eq(krib_offsets_held(o), 0);
+}
+END_TEST
+
 START_TEST(never_passes_unfinished) {
         for (int64_t i = 0; i < 5; i++)
                 krib_offsets_track(o, "t", 3, i);
@@ -134,6 +150,7 @@ Suite *make_suite(void) {
         TCase *tc = tcase_create("watermark");
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, in_order);
+        tcase_add_test(tc, held_counts_finished_behind_unfinished);
         tcase_add_test(tc, never_passes_unfinished);
         tcase_add_test(tc, gaps_in_offsets);
         tcase_add_test(tc, refuses_rewind_and_double_finish);
