@@ -201,7 +201,8 @@ static const row_t rows[] = {
          0},
         {"pipeline.max_in_flight_events", T_INT, F(pipeline_max_in_flight_events), "10000", 1,
          100000000, NULL,
-         "Events read and not yet finished, over all batches in flight; at the bound the "
+         "Events read and not yet finished, over all batches in flight, and offsets not yet "
+         "committable (finished ones behind an unfinished one count too); at the bound the "
          "partitions are paused until Redis catches up.",
          0},
         {"pipeline.max_in_flight_bytes", T_INT, F(pipeline_max_in_flight_bytes), "16777216", 1024,

@@ -1135,6 +1135,10 @@ static void on_dlq_acked(void *opaque, uint64_t tag) {
                         finish(p, b->msgs[i]);
                         b->ev_state[i] = EV_DONE;
                         b->dlq_left--;
+                        /* Committable now perhaps, while its batch still
+                         * waits for other events' keys (dead letters are
+                         * rare: one store each). */
+                        store_offsets(p);
                 }
                 return; /* abandoned meanwhile: not finished here */
         }
@@ -1333,8 +1337,7 @@ static int take(krib_pipeline_t *p, rd_kafka_message_t *m, int64_t now, int64_t 
  * commit lets krib read past it. */
 static int at_bound(const krib_pipeline_t *p) {
         return p->inflight_events >= (size_t)p->conf->pipeline_max_in_flight_events ||
-               krib_offsets_held(p->offsets) >=
-                       (size_t)p->conf->pipeline_max_in_flight_events ||
+               krib_offsets_held(p->offsets) >= (size_t)p->conf->pipeline_max_in_flight_events ||
                krib_sweeps_active(p->sweeps) >= SWEEPS_MAX ||
                p->inflight_bytes >= (size_t)p->conf->pipeline_max_in_flight_bytes;
 }

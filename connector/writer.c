@@ -2040,8 +2040,7 @@ int krib_writer_sim_check(const krib_writer_t *w, char *why, size_t size) {
                         sent += w->jobs[j].recs[x].state == R_SENT ||
                                 w->jobs[j].recs[x].state == R_ACKED;
         if (sent != w->inflight_ops || onwire != w->inflight_ops) {
-                snprintf(why, size,
-                         "in-flight count %zu, but %zu ops are sent and %zu on the wire",
+                snprintf(why, size, "in-flight count %zu, but %zu ops are sent and %zu on the wire",
                          w->inflight_ops, sent, onwire);
                 return -1;
         }

@@ -4,7 +4,11 @@
  * embedded Lua 5.1 (as in Redis) with redis.call bound to the node's keys.
  * A slot migrates one key per step (MIGRATING/IMPORTING), so MOVED, ASK and
  * TRYAGAIN come out exactly as Redis gives them; other error replies are
- * injected at sim_faults.err_ppm. Replicas and failover are not modelled. */
+ * injected at sim_faults.err_ppm. Each master has one replica that applies
+ * the master's writes after a lag (each write command's keys, in order);
+ * WAIT blocks the connection until the replica has everything the master
+ * ran so far, or until its timeout; a failover promotes the replica in the
+ * master's place (same address): writes it had not received are lost. */
 #include <stdarg.h>
 #include <strings.h>
 #include <lauxlib.h>
@@ -35,6 +39,8 @@ sim_node_state_t sim_node[SIM_NODES];
 sim_exec_hook_t *sim_on_exec;
 
 static node_t nodes[SIM_NODES];
+int64_t sim_cluster_reply_at_us;
+int64_t sim_repl_lag_max_us = 20000;
 static uint8_t owner[16384];
 static int mig_slot = -1, mig_from, mig_to;
 static lua_State *L;
@@ -213,7 +219,118 @@ int sim_cluster_init(const char *path) {
         return 0;
 }
 
+/* ---- replicas ---- */
+
+typedef struct {
+        int64_t at_us; /* when the replica applies it */
+        char *k, *v;
+        size_t kl, vl;
+        int present, hash;
+        int64_t exp_us;
+} repl_t;
+
+static node_t replica[SIM_NODES];
+static repl_t *rlog[SIM_NODES];
+static size_t rlog_n[SIM_NODES], rlog_cap[SIM_NODES], rlog_head[SIM_NODES];
+static int64_t rlog_last_us[SIM_NODES];
+
+static void node_clear(node_t *nd) {
+        for (size_t i = 0; i < nd->n; i++) {
+                free(nd->e[i].k);
+                free(nd->e[i].v);
+        }
+        free(nd->e);
+        memset(nd, 0, sizeof(*nd));
+}
+
+static char *dup_bytes(const char *p, size_t n) {
+        char *d = malloc(n + 1);
+        if (!d)
+                abort();
+        memcpy(d, p, n);
+        d[n] = 0;
+        return d;
+}
+
+/* Key k of master n changed: its state goes down the replication stream. */
+static void repl_note(int n, const char *k, size_t kl) {
+        if (rlog_n[n] == rlog_cap[n]) {
+                rlog_cap[n] = rlog_cap[n] ? 2 * rlog_cap[n] : 256;
+                rlog[n] = realloc(rlog[n], rlog_cap[n] * sizeof(*rlog[n]));
+                if (!rlog[n])
+                        abort();
+        }
+        int64_t at = krib_sim_now_us + (int64_t)sim_below((uint64_t)sim_repl_lag_max_us + 1);
+        if (at < rlog_last_us[n])
+                at = rlog_last_us[n];
+        rlog_last_us[n] = at;
+        const ent_t *e = find(&nodes[n], k, kl);
+        repl_t *r = &rlog[n][rlog_n[n]++];
+        memset(r, 0, sizeof(*r));
+        r->at_us = at;
+        r->k = dup_bytes(k, kl);
+        r->kl = kl;
+        if (e) {
+                r->present = 1;
+                r->v = dup_bytes(e->v, e->vl);
+                r->vl = e->vl;
+                r->hash = e->hash;
+                r->exp_us = e->exp_us;
+        }
+}
+
+static void repl_apply(int n, int64_t upto) {
+        while (rlog_head[n] < rlog_n[n] && rlog[n][rlog_head[n]].at_us <= upto) {
+                repl_t *r = &rlog[n][rlog_head[n]++];
+                if (r->present) {
+                        ent_t *d = put(&replica[n], r->k, r->kl, r->v, r->vl);
+                        d->exp_us = r->exp_us;
+                        d->hash = r->hash;
+                } else {
+                        del(&replica[n], r->k, r->kl);
+                }
+                free(r->k);
+                free(r->v);
+        }
+        if (rlog_head[n] == rlog_n[n])
+                rlog_head[n] = rlog_n[n] = 0;
+}
+
+static void repl_drop(int n) {
+        for (size_t i = rlog_head[n]; i < rlog_n[n]; i++) {
+                free(rlog[n][i].k);
+                free(rlog[n][i].v);
+        }
+        rlog_head[n] = rlog_n[n] = 0;
+}
+
+void sim_cluster_replicate(void) {
+        for (int n = 0; n < SIM_NODES; n++)
+                repl_apply(n, krib_sim_now_us);
+}
+
+void sim_cluster_failover(int n) {
+        repl_apply(n, krib_sim_now_us);
+        repl_drop(n);
+        node_clear(&nodes[n]);
+        for (size_t i = 0; i < replica[n].n; i++) {
+                const ent_t *e = &replica[n].e[i];
+                ent_t *d = put(&nodes[n], e->k, e->kl, e->v, e->vl);
+                d->exp_us = e->exp_us;
+                d->hash = e->hash;
+        }
+        nodes[n].script = 0; /* a promoted replica's script cache is its own */
+}
+
 void sim_cluster_free(void) {
+        for (int n = 0; n < SIM_NODES; n++) {
+                repl_drop(n);
+                free(rlog[n]);
+                rlog[n] = NULL;
+                rlog_cap[n] = 0;
+                rlog_last_us[n] = 0;
+                node_clear(&replica[n]);
+        }
         for (int n = 0; n < SIM_NODES; n++) {
                 for (size_t i = 0; i < nodes[n].n; i++) {
                         free(nodes[n].e[i].k);
@@ -369,7 +486,14 @@ int sim_cluster_exec(int n, int asking, int argc, char **argv, size_t *lens, sim
                 return 0;
         }
         if (!strcasecmp(cmd, "WAIT")) {
-                sim_buf_printf(o, ":0\r\n");
+                /* Blocks until the replica has every write so far, or the
+                 * timeout; then says how many replicas have them. */
+                repl_apply(n, krib_sim_now_us);
+                int64_t done = rlog_head[n] < rlog_n[n] ? rlog_last_us[n] : krib_sim_now_us;
+                int64_t timeout = argc > 2 ? atoll(argv[2]) * 1000 : 0;
+                int ok = !timeout || done <= krib_sim_now_us + timeout;
+                sim_cluster_reply_at_us = ok ? done : krib_sim_now_us + timeout;
+                sim_buf_printf(o, ":%d\r\n", ok);
                 return 0;
         }
         int first, end;
@@ -441,6 +565,8 @@ int sim_cluster_exec(int n, int asking, int argc, char **argv, size_t *lens, sim
         } else {
                 bulk(o, "1-0", 3);
         }
+        for (int i = first; i < end; i++)
+                repl_note(n, argv[i], lens[i]);
         return 0;
 }
 
@@ -472,9 +598,13 @@ void sim_cluster_migrate_step(void) {
                 ent_t *d = put(&nodes[mig_to], e->k, e->kl, e->v, e->vl);
                 d->exp_us = e->exp_us;
                 d->hash = e->hash;
-                free(e->k);
+                char *k = e->k;
+                size_t kl = e->kl;
                 free(e->v);
                 *e = src->e[--src->n];
+                repl_note(mig_from, k, kl);
+                repl_note(mig_to, k, kl);
+                free(k);
                 return;
         }
         owner[mig_slot] = (uint8_t)mig_to; /* CLUSTER SETSLOT NODE on both */

@@ -26,6 +26,7 @@ struct krib_consumer {
         rd_kafka_topic_partition_list_t *revoking; /* recorded, not yet released */
         int revoke_pending[SIM_PARTS];             /* to record at the next poll */
         int lost_part[SIM_PARTS];                  /* already someone else's */
+        int released[SIM_PARTS];                   /* given up (revoke done), not assigned again */
         int lost, lost_pending;
         unsigned long rebalances;
 };
@@ -191,8 +192,8 @@ int sim_group_has_messages(int m) {
 int sim_group_settled(void) {
         for (int p = 0; p < SIM_PARTS; p++) {
                 const sim_part_t *sp = &sim_parts[p];
-                if (sp->owner < 0 || sp->next_owner >= 0 ||
-                    sp->committed != (int64_t)sp->n || !members[sp->owner]->assigned[p])
+                if (sp->owner < 0 || sp->next_owner >= 0 || sp->committed != (int64_t)sp->n ||
+                    !members[sp->owner]->assigned[p])
                         return 0;
         }
         for (int i = 0; i < nmembers; i++)
@@ -262,6 +263,7 @@ static void rebalance(krib_consumer_t *c) {
                 for (int p = 0; p < SIM_PARTS; p++)
                         if (c->to_assign[p]) {
                                 c->assigned[p] = 1;
+                                c->released[p] = 0;
                                 c->paused[p] = 0;
                                 c->pos[p] = sim_parts[p].committed;
                                 c->stored[p] = -1;
@@ -307,8 +309,7 @@ void krib_consumer_wakeup_clear(krib_consumer_t *c) {
         (void)c;
 }
 
-const rd_kafka_topic_partition_list_t *krib_consumer_revoking(const krib_consumer_t *c,
-                                                              int *lost) {
+const rd_kafka_topic_partition_list_t *krib_consumer_revoking(const krib_consumer_t *c, int *lost) {
         if (lost)
                 *lost = c->lost;
         return c->revoking;
@@ -323,6 +324,7 @@ void krib_consumer_revoke_done(krib_consumer_t *c) {
                 if (!c->lost)
                         commit_one(c, p);
                 c->assigned[p] = 0;
+                c->released[p] = 1;
                 c->stored[p] = -1;
                 if (c->lost_part[p]) {
                         c->lost_part[p] = 0; /* its next owner has it already */
@@ -410,10 +412,15 @@ size_t sim_group_outstanding(int m) {
         size_t n = 0;
         for (int p = 0; p < SIM_PARTS; p++)
                 if (c->assigned[p] && !c->revoke_pending[p] &&
-                    !(c->revoking && rd_kafka_topic_partition_list_find(c->revoking, SIM_TOPIC, p))) {
+                    !(c->revoking &&
+                      rd_kafka_topic_partition_list_find(c->revoking, SIM_TOPIC, p))) {
                         int64_t done = c->stored[p] >= 0 ? c->stored[p] : sim_parts[p].committed;
                         if (c->pos[p] > done)
                                 n += (size_t)(c->pos[p] - done);
                 }
         return n;
+}
+
+int sim_group_released(int m, int p) {
+        return members[m] && members[m]->released[p];
 }

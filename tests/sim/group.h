@@ -62,5 +62,8 @@ int sim_group_has_messages(int m);
  * partitions it is not giving up (what it reads of those it drops). */
 size_t sim_group_outstanding(int m);
 int sim_group_settled(void);
+/* Whether member m gave partition p up (its revoke done) and has not been
+ * assigned it again. */
+int sim_group_released(int m, int p);
 
 #endif

@@ -42,6 +42,7 @@ struct krib_conn {
         rep_t *r;
         size_t rn, rcap, rhead;
         int64_t last_cmd_us, last_rep_us;
+        int64_t blocked_until_us; /* a WAIT holds the connection */
         uint64_t inflight;
         redisReader *rd;
 };
@@ -96,17 +97,29 @@ static int64_t node_ready(int node, int64_t at) {
         return sim_node[node].frozen_until_us > at ? sim_node[node].frozen_until_us : at;
 }
 
+/* When c's next command (arrived at arrival) can run on its node. */
+static int64_t ready(const krib_conn_t *c, int64_t arrival) {
+        int64_t at = node_ready(c->node, arrival);
+        return c->blocked_until_us > at ? c->blocked_until_us : at;
+}
+
 void sim_net_run(void) {
         for (;;) {
                 krib_conn_t *best = NULL;
                 int64_t best_at = INT64_MAX;
+                int64_t best_arrival = INT64_MAX;
                 for (size_t i = 0; i < nconns; i++) {
                         krib_conn_t *c = conns[i];
                         if (c->head < c->sent) {
-                                int64_t at = node_ready(c->node, c->q[c->head].at_us);
-                                if (at <= krib_sim_now_us && at < best_at) {
+                                int64_t arrival = c->q[c->head].at_us;
+                                int64_t at = ready(c, arrival);
+                                /* A node that was frozen serves what waited in
+                                 * the order it arrived. */
+                                if (at <= krib_sim_now_us &&
+                                    (at < best_at || (at == best_at && arrival < best_arrival))) {
                                         best = c;
                                         best_at = at;
+                                        best_arrival = arrival;
                                 }
                         }
                 }
@@ -114,11 +127,20 @@ void sim_net_run(void) {
                         break;
                 cmd_t *cmd = &best->q[best->head++];
                 sim_buf_t b = {0};
+                int64_t now = krib_sim_now_us;
+                krib_sim_now_us = best_at; /* it runs when it is served */
+                sim_cluster_reply_at_us = 0;
                 int ask = sim_cluster_exec(best->node, best->asking, cmd->argc, cmd->argv,
                                            cmd->lens, &b);
+                krib_sim_now_us = now;
                 best->asking = ask;
                 cmd_free(cmd);
-                queue_reply(best, &b, best_at);
+                int64_t ran = best_at;
+                if (sim_cluster_reply_at_us > ran) {
+                        ran = sim_cluster_reply_at_us;
+                        best->blocked_until_us = ran;
+                }
+                queue_reply(best, &b, ran);
         }
         /* Connections krib closed leave once their last command ran. */
         size_t keep = 0;
@@ -137,7 +159,7 @@ int64_t sim_net_next_us(void) {
         for (size_t i = 0; i < nconns; i++) {
                 krib_conn_t *c = conns[i];
                 if (c->head < c->sent) {
-                        int64_t at = node_ready(c->node, c->q[c->head].at_us);
+                        int64_t at = ready(c, c->q[c->head].at_us);
                         if (at < next)
                                 next = at;
                 }
@@ -173,6 +195,19 @@ int sim_net_break_one(void) {
                 return c->node;
         }
         return -1;
+}
+
+void sim_net_break_node(int n) {
+        for (size_t i = 0; i < nconns; i++) {
+                krib_conn_t *c = conns[i];
+                if (!c->alive || c->closed || c->node != n)
+                        continue;
+                c->alive = 0;
+                snprintf(c->err, sizeof(c->err), "Connection reset by peer (failover)");
+                for (size_t x = c->head; x < c->sent; x++)
+                        cmd_free(&c->q[x]);
+                c->head = c->sent;
+        }
 }
 
 void sim_net_free(void) {
@@ -361,7 +396,7 @@ int krib_conn_read(krib_conn_t *c, redisReply **out) {
                 for (size_t i = 0; i < nconns; i++) {
                         krib_conn_t *o = conns[i];
                         if (o->head < o->sent) {
-                                int64_t at = node_ready(o->node, o->q[o->head].at_us);
+                                int64_t at = ready(o, o->q[o->head].at_us);
                                 if (at < next)
                                         next = at;
                         }

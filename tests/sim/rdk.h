@@ -12,9 +12,9 @@ void sim_message_destroy(rd_kafka_message_t *m);
 int64_t sim_message_timestamp(const rd_kafka_message_t *m, rd_kafka_timestamp_type_t *tstype);
 const char *sim_message_errstr(const rd_kafka_message_t *m);
 
-#define rd_kafka_topic_name       sim_topic_name
-#define rd_kafka_message_destroy  sim_message_destroy
+#define rd_kafka_topic_name        sim_topic_name
+#define rd_kafka_message_destroy   sim_message_destroy
 #define rd_kafka_message_timestamp sim_message_timestamp
-#define rd_kafka_message_errstr   sim_message_errstr
+#define rd_kafka_message_errstr    sim_message_errstr
 
 #endif

@@ -11,6 +11,7 @@
 
 int64_t krib_sim_now_us = 1000000;
 uint64_t sim_step_no;
+int sim_failovers;
 static uint64_t rng_state;
 
 void sim_seed(uint64_t seed) {
@@ -93,7 +94,18 @@ void sim_faults_off(void) {
 }
 
 void sim_fault(void) {
-        switch (sim_below(7)) {
+        switch (sim_below(sim_failovers ? 8 : 7)) {
+        case 7: {
+                /* Not during a migration: its state is the masters'. */
+                if (sim_cluster_migrating())
+                        break;
+                int n = (int)sim_below(SIM_NODES);
+                sim_cluster_failover(n);
+                sim_net_break_node(n);
+                sim_node[n].down_until_us = krib_sim_now_us + (int64_t)sim_below(1000000);
+                sim_note("fault failover node=%d (its replica takes over)", n);
+                break;
+        }
         case 0:
                 sim_faults.err_ppm = sim_chance(500000) ? 0 : (unsigned)(10000 + sim_below(200000));
                 sim_note("fault err_ppm=%u", sim_faults.err_ppm);

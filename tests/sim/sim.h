@@ -64,6 +64,7 @@ extern sim_node_state_t sim_node[SIM_NODES];
 /* Faults: all off and no refusal (reset), transient ones off (off), one
  * random transient fault (fault: error replies, a frozen node, refused
  * connects, a cut connection, a migration step, slower replies). */
+extern int sim_failovers; /* sim_fault() may fail a master over too */
 void sim_faults_reset(void);
 void sim_faults_off(void);
 void sim_fault(void);
@@ -75,6 +76,15 @@ void sim_cluster_free(void);
  * connection) and appends its RESP reply to out. Returns 1 when the command
  * was ASKING (the connection's flag is set for the next one). */
 int sim_cluster_exec(int n, int asking, int argc, char **argv, size_t *lens, sim_buf_t *out);
+
+/* Replicas (cluster.c): each master's replica applies its writes up to
+ * sim_repl_lag_max_us later. replicate: apply what is due (the scheduler
+ * calls it as time passes); failover: the replica takes master n's place,
+ * losing what it had not applied. A WAIT reply is due at
+ * sim_cluster_reply_at_us (set by sim_cluster_exec, 0: at once). */
+extern int64_t sim_repl_lag_max_us, sim_cluster_reply_at_us;
+void sim_cluster_replicate(void);
+void sim_cluster_failover(int n);
 
 /* A key's value across the nodes (NULL: absent), for the invariants. */
 const char *sim_cluster_get(const char *key, size_t len, size_t *vlen);
@@ -100,6 +110,8 @@ void sim_net_run(void);
 int64_t sim_net_next_us(void);
 /* Cuts one live connection: what reached its node ran, the rest is lost. */
 int sim_net_break_one(void);
+/* Cuts every live connection to node n (a failover). */
+void sim_net_break_node(int n);
 size_t sim_net_on_wire(void);
 void sim_net_free(void);
 /* Called for each command krib sends (appended to a pipeline). */

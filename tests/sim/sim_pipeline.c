@@ -16,6 +16,8 @@
  *            its keys were acknowledged (or unlinked, for a dead letter)
  *            shows as an older value still cached. Every key starts
  *            cached at version 0, so an early commit is visible at once.
+ *            (redis.fence=upserts with moves: its weaker rule, floor_of.)
+ *   revoke   a member sends nothing for a partition it gave up;
  *   monotone a partition's committed offset never moves backwards;
  *   bounded  a member holds no more unfinished messages than its
  *            in-flight bound allows (plus the open batch and the stash);
@@ -61,11 +63,12 @@ static int64_t ent_version[NENT];
 /* The newest committed version naming the key: of any event, and of
  * UPSERTs only (what redis.fence=upserts keeps across owners, see
  * check_keys). */
-static int64_t floor_v[NKEYS], floor_ups[NKEYS];
+static int64_t floor_v[NKEYS], floor_ups[NKEYS], del_produced[NKEYS];
 static char keys[NKEYS][32];
 static size_t key_len[NKEYS];
-static int fence_mode, no_moves, no_lost;
+static int fence_mode, no_moves, no_lost, in_order, no_bound, failovers, wait_replicas;
 static uint64_t trace_lines = 200;
+static int trace_sends;
 static krib_encode_t *enc;
 static krib_pipeline_t *members[SIM_MEMBERS];
 static krib_conf_t conf;
@@ -141,9 +144,13 @@ static void append(uint32_t id) {
                         abort();
         }
         sim_group_append(part, buf, len, id);
+        for (int j = 0; j < KPE && r->action == R_DELETE; j++) {
+                int k = r->entity * KPE + j;
+                if ((r->keys & (1u << j)) && r->version > del_produced[k])
+                        del_produced[k] = r->version;
+        }
         sim_note("produce partition=%d offset=%zu rec=%u e%d %s v%" PRId64 " keys=%x", part,
-                 sim_parts[part].n - 1, id, r->entity, action_name[r->action], r->version,
-                 r->keys);
+                 sim_parts[part].n - 1, id, r->entity, action_name[r->action], r->version, r->keys);
         stat_recs++;
 }
 
@@ -160,7 +167,7 @@ static void produce(void) {
                 return;
         }
         uint32_t id = new_rec(e, roll < 60 ? R_UPSERT : R_DELETE);
-        if (roll % 10 == 0 && nheld < MAX_HELD) {
+        if (roll % 10 == 0 && nheld < MAX_HELD && !in_order) {
                 held[nheld++] = id; /* produced later, after newer ones */
                 return;
         }
@@ -210,8 +217,8 @@ static void on_dead_letter(int32_t part, int64_t offset, const char *stage, cons
         sim_note("dead letter partition=%d offset=%" PRId64 " rec=%u %s %s: %.60s", part, offset,
                  id, stage, cls, msg);
         if (recs[id].action != R_JUNK)
-                fail("record %u (partition %d offset %" PRId64 ", %s) was dead-lettered: %s %s",
-                     id, part, offset, action_name[recs[id].action], cls, msg);
+                fail("record %u (partition %d offset %" PRId64 ", %s) was dead-lettered: %s %s", id,
+                     part, offset, action_name[recs[id].action], cls, msg);
 }
 
 /* Every command a node runs, in the trace (-v): UNLINKs with their keys,
@@ -228,35 +235,80 @@ static void on_exec(int node, int argc, char **argv, size_t *lens) {
         sim_note("exec node=%d %s%s", node, argv[0], what);
 }
 
+/* The member being stepped: what its writer sends is its own. */
+static int actor = -1;
+
+/* The partition of one of the simulation's keys ({eN}:kJ or eN:kJ), or -1
+ * (a fence key, say). */
+static int part_of_key(const char *k) {
+        int e;
+        if (sscanf(k, "{e%d}:k", &e) == 1 || sscanf(k, "e%d:k", &e) == 1)
+                return e >= 0 && e < NENT ? e % SIM_PARTS : -1;
+        return -1;
+}
+
+/* No command for a partition its member gave up: a revoked partition's
+ * abandoned work is cancelled, not retried behind its next owner's back. */
+static void check_send(int argc, char **argv) {
+        if (actor < 0)
+                return;
+        int first = 1, end = argc;
+        if (!strcmp(argv[0], "EVALSHA") && argc > 2) {
+                first = 3;
+                end = 3 + atoi(argv[2]);
+        } else if (strcmp(argv[0], "UNLINK")) {
+                return;
+        }
+        for (int i = first; i < end && i < argc; i++) {
+                int p = part_of_key(argv[i]);
+                if (p >= 0 && sim_group_released(actor, p))
+                        fail("member %d sent %s for %s of partition %d after it gave the "
+                             "partition up",
+                             actor, argv[0], argv[i], p);
+        }
+}
+
 static void on_send(int node, int argc, char **argv, size_t *lens) {
         (void)lens;
+        check_send(argc, argv);
+        if (!trace_sends)
+                return;
         char what[120] = "";
         if (!strcmp(argv[0], "EVALSHA") || !strcmp(argv[0], "UNLINK"))
                 for (int i = 1, o = 0; i < argc && o < 100; i++)
                         o += snprintf(what + o, sizeof(what) - (size_t)o, " %.20s", argv[i]);
-        sim_note("send node=%d %s%s", node, argv[0], what);
+        sim_note("send member=%d node=%d %s%s", actor, node, argv[0], what);
 }
 
 /* ---- invariants ---- */
 
-/* With redis.fence=upserts a DELETE leaves no fence, so after a partition
- * changed owner (its reorder state starts afresh) an UPSERT older than an
- * applied DELETE is written again: documented (docs/ARCHITECTURE.md, fence
- * modes). There, with moves, only UPSERTs set the floor. */
+/* With redis.fence=upserts a DELETE leaves no fence, so once a partition
+ * changed owner (the new owner's reorder state starts afresh, the old
+ * owner's last write may still be on the wire) an UPSERT older than an
+ * applied DELETE can be written again: documented (docs/ARCHITECTURE.md,
+ * fence modes: "between write-throughs only"). There, with moves, the floor
+ * is the newest committed UPSERT, and none once a newer DELETE exists (it
+ * may have been coalesced into that DELETE's unlink, which leaves no
+ * fence). */
+static int64_t floor_of(int k) {
+        if (fence_mode != KRIB_FENCE_UPSERTS || no_moves)
+                return floor_v[k];
+        return floor_ups[k] > del_produced[k] ? floor_ups[k] : 0;
+}
+
 static void check_keys(void) {
-        const int64_t *floor = fence_mode == KRIB_FENCE_UPSERTS && !no_moves ? floor_ups : floor_v;
         for (int k = 0; k < NKEYS && !failure; k++) {
                 size_t vl;
                 const char *v = sim_cluster_get(keys[k], key_len[k], &vl);
                 if (!v)
                         continue;
                 int64_t held_v = v[0] == 'v' ? strtoll(v + 1, NULL, 10) : -1;
-                if (held_v < floor[k]) {
+                if (held_v < floor_of(k)) {
                         bad_key = k;
                         bad_held = held_v;
                         fail("key %s holds %s, older than committed version %" PRId64
                              " of entity e%d",
-                             keys[k], v, floor[k], k / KPE);
+                             keys[k], v, floor_of(k), k / KPE);
                 }
         }
 }
@@ -266,12 +318,13 @@ static void check_keys(void) {
 static void print_key_history(int k, int64_t held_v) {
         int e = k / KPE, j = k % KPE;
         const sim_part_t *sp = &sim_parts[e % SIM_PARTS];
-        printf("  records of e%d (partition %d, committed %" PRId64 ") from v%" PRId64 "; * names %s:\n",
+        printf("  records of e%d (partition %d, committed %" PRId64 ") from v%" PRId64
+               "; * names %s:\n",
                e, e % SIM_PARTS, sp->committed, held_v, keys[k]);
         for (size_t o = 0; o < sp->n; o++) {
                 const rec_t *r = &recs[sp->log[o].rec];
                 if (r->entity != e || r->action == R_JUNK || r->version < held_v ||
-                    r->version > floor_v[k] + 3)
+                    r->version > floor_of(k) + 3)
                         continue;
                 printf("    offset=%-6zu rec=%-6u %-6s v%-6" PRId64 " keys=%x %s%s%s\n", o,
                        sp->log[o].rec, action_name[r->action], r->version, r->keys,
@@ -308,7 +361,9 @@ static int64_t step_members(void) {
         for (int m = 0; m < SIM_MEMBERS && !failure; m++) {
                 if (sim_group_has_messages(m))
                         krib_pipeline_wake(members[m]);
+                actor = m;
                 int64_t d = krib_pipeline_step(members[m], 0);
+                actor = -1;
                 if (d < due)
                         due = d;
                 char why[200];
@@ -319,8 +374,10 @@ static int64_t step_members(void) {
                 size_t out = sim_group_outstanding(m);
                 size_t bound = (size_t)(conf.pipeline_max_in_flight_events +
                                         2 * conf.pipeline_batch_max_events);
-                if (out > bound)
+                if (out > bound && !no_bound) {
                         fail("member %d holds %zu unfinished messages (bound %zu)", m, out, bound);
+                        stalled = 1; /* show where the members stand */
+                }
         }
         return due;
 }
@@ -381,13 +438,16 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
         memset(ent_version, 0, sizeof(ent_version));
         memset(floor_v, 0, sizeof(floor_v));
         memset(floor_ups, 0, sizeof(floor_ups));
+        memset(del_produced, 0, sizeof(del_produced));
         sim_trace_reset();
         sim_faults_reset();
+        sim_failovers = failovers;
         sim_group_reset();
         sim_on_commit = on_commit;
         sim_on_dead_letter = on_dead_letter;
         sim_on_exec = verbose > 1 ? on_exec : NULL;
-        sim_on_send = verbose > 2 ? on_send : NULL;
+        sim_on_send = on_send;
+        trace_sends = verbose > 2;
         sim_group_verbose = verbose > 1;
         if (sim_cluster_init(KRIB_SIM_FENCE_LUA)) {
                 fprintf(stderr, "krib-psim: cannot read %s\n", KRIB_SIM_FENCE_LUA);
@@ -409,11 +469,15 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
         char err[256];
         if (krib_conf_init(&conf))
                 return 2;
+        for (size_t i = 0; i < conf.redis_nodes.n; i++)
+                free(conf.redis_nodes.v[i]);
+        free(conf.redis_nodes.v);
         conf.redis_nodes.v = calloc(2, sizeof(char *));
         conf.redis_nodes.v[0] = strdup("127.0.0.1:7001");
         conf.redis_nodes.n = 1;
         conf.redis_fence = mode;
         conf.redis_max_keys_per_command = 4;
+        conf.redis_wait_replicas = wait_replicas;
         conf.redis_health_interval_ms = 0;
         conf.metrics_port = 0;
         conf.log_stats_interval_ms = 0;
@@ -457,8 +521,9 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
                                                          : "versioned";
         if (failure) {
                 rc = 1;
-                printf("FAIL seed=%" PRIu64 " step=%" PRIu64 " fence=%s: %s\n", seed, sim_step_no,
-                       mname, failure);
+                printf("FAIL seed=%" PRIu64 " step=%" PRIu64 " fence=%s%s%s: %s\n", seed,
+                       sim_step_no, mname, failovers ? " failover" : "",
+                       wait_replicas ? " wait" : "", failure);
                 if (bad_key >= 0)
                         print_key_history(bad_key, bad_held);
                 for (int m = 0; stalled && m < SIM_MEMBERS; m++) {
@@ -467,8 +532,10 @@ static int run(uint64_t seed, uint64_t steps, int mode, int verbose) {
                 }
                 sim_trace_print(trace_lines);
                 printf("  replay: tests/sim/run --pipeline --seed %" PRIu64 " --steps %" PRIu64
-                       " --fence %s\n",
-                       seed, sim_step_no + 1, mname);
+                       " --fence %s%s%s%s%s\n",
+                       seed, sim_step_no + 1, mname, failovers ? " --failover" : "",
+                       wait_replicas ? " --wait" : "", no_moves ? " --no-moves" : "",
+                       in_order ? " --in-order" : "");
         }
         for (int m = 0; m < SIM_MEMBERS; m++)
                 krib_pipeline_destroy(members[m]);
@@ -494,7 +561,7 @@ int main(int argc, char **argv) {
                 else if (!strcmp(argv[i], "--fence") && i + 1 < argc) {
                         const char *f = argv[++i];
                         nmodes = 1;
-                        modes[0] = !strcmp(f, "all")       ? KRIB_FENCE_ALL
+                        modes[0] = !strcmp(f, "all")         ? KRIB_FENCE_ALL
                                    : !strcmp(f, "versioned") ? KRIB_FENCE_VERSIONED
                                                              : KRIB_FENCE_UPSERTS;
                 } else if (!strcmp(argv[i], "--no-moves"))
@@ -503,12 +570,22 @@ int main(int argc, char **argv) {
                         trace_lines = strtoull(argv[++i], NULL, 10);
                 else if (!strcmp(argv[i], "--no-lost"))
                         no_lost = 1;
+                else if (!strcmp(argv[i], "--failover"))
+                        failovers = 1;
+                else if (!strcmp(argv[i], "--wait"))
+                        wait_replicas = 1;
+                else if (!strcmp(argv[i], "--no-bound"))
+                        no_bound = 1;
+                else if (!strcmp(argv[i], "--in-order"))
+                        in_order = 1;
                 else if (!strcmp(argv[i], "-v"))
                         verbose++;
                 else {
                         fprintf(stderr, "usage: krib-psim [--seed S] [--seeds K] [--steps N] "
                                         "[--fence upserts|all|versioned] [--no-moves] "
-                                        "[--no-lost] [-v]\n");
+                                        "[--no-lost] [--in-order] [--no-bound]\n"
+                                        "                 [--failover] [--wait]"
+                                        "                 [--trace N] [-v]\n");
                         return 2;
                 }
         }
@@ -524,14 +601,13 @@ int main(int argc, char **argv) {
                                 return rc;
                         printf("ok seed=%" PRIu64 " fence=%s steps=%" PRIu64 " records=%" PRIu64
                                " moves=%" PRIu64 " commits=%" PRIu64 " dead_letters=%" PRIu64
-                               " faults=%" PRIu64 " quiescent_checks=%" PRIu64
-                               " sim_time=%.1fs\n",
+                               " faults=%" PRIu64 " quiescent_checks=%" PRIu64 " sim_time=%.1fs\n",
                                s,
                                modes[m] == KRIB_FENCE_ALL       ? "all"
                                : modes[m] == KRIB_FENCE_UPSERTS ? "upserts"
                                                                 : "versioned",
-                               steps, stat_recs, stat_moves, stat_commits, stat_dead,
-                               stat_faults, stat_quiesce, (double)krib_sim_now_us / 1e6);
+                               steps, stat_recs, stat_moves, stat_commits, stat_dead, stat_faults,
+                               stat_quiesce, (double)krib_sim_now_us / 1e6);
                         fflush(stdout);
                 }
         return 0;
