@@ -176,6 +176,15 @@ size_t sim_net_on_wire(void) {
         return n;
 }
 
+/* What had not reached the node is lost, and the replies on their way. */
+static void cut(krib_conn_t *c, const char *why) {
+        c->alive = 0;
+        snprintf(c->err, sizeof(c->err), "Connection reset by peer (%s)", why);
+        for (size_t x = c->head; x < c->sent; x++)
+                cmd_free(&c->q[x]);
+        c->head = c->sent;
+}
+
 int sim_net_break_one(void) {
         size_t live = 0;
         for (size_t i = 0; i < nconns; i++)
@@ -187,11 +196,7 @@ int sim_net_break_one(void) {
                 krib_conn_t *c = conns[i];
                 if (!c->alive || c->closed || pick--)
                         continue;
-                c->alive = 0;
-                snprintf(c->err, sizeof(c->err), "Connection reset by peer (simulated)");
-                for (size_t x = c->head; x < c->sent; x++)
-                        cmd_free(&c->q[x]);
-                c->head = c->sent;
+                cut(c, "simulated");
                 return c->node;
         }
         return -1;
@@ -200,13 +205,8 @@ int sim_net_break_one(void) {
 void sim_net_break_node(int n) {
         for (size_t i = 0; i < nconns; i++) {
                 krib_conn_t *c = conns[i];
-                if (!c->alive || c->closed || c->node != n)
-                        continue;
-                c->alive = 0;
-                snprintf(c->err, sizeof(c->err), "Connection reset by peer (failover)");
-                for (size_t x = c->head; x < c->sent; x++)
-                        cmd_free(&c->q[x]);
-                c->head = c->sent;
+                if (c->alive && !c->closed && c->node == n)
+                        cut(c, "failover");
         }
 }
 

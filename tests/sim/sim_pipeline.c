@@ -581,11 +581,11 @@ int main(int argc, char **argv) {
                 else if (!strcmp(argv[i], "-v"))
                         verbose++;
                 else {
-                        fprintf(stderr, "usage: krib-psim [--seed S] [--seeds K] [--steps N] "
-                                        "[--fence upserts|all|versioned] [--no-moves] "
-                                        "[--no-lost] [--in-order] [--no-bound]\n"
-                                        "                 [--failover] [--wait]"
-                                        "                 [--trace N] [-v]\n");
+                        fprintf(stderr,
+                                "usage: krib-psim [--seed S] [--seeds K] [--steps N] "
+                                "[--fence upserts|all|versioned] [--no-moves] "
+                                "[--no-lost] [--in-order] [--no-bound]\n"
+                                "                 [--failover] [--wait] [--trace N] [-v]\n");
                         return 2;
                 }
         }
