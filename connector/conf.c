@@ -481,6 +481,15 @@ static const char *where(const krib_conf_t *conf, const char *name, char *buf, s
         return buf;
 }
 
+const char *krib_conf_where(const krib_conf_t *conf, const char *key, char *buf, size_t size) {
+        const row_t *r = row_find(key);
+        if (r && conf->origins && !conf->origins[r - rows]) {
+                snprintf(buf, size, "%s (default)", key);
+                return buf;
+        }
+        return where(conf, key, buf, size);
+}
+
 /* libconfig 1.5 reads an integer literal that does not fit in 32 bits (and
  * has no L suffix) wrapped, or as -1: 9999999999 becomes 1410065407. So an
  * integer is taken again from its source line, exactly. Writes the literal

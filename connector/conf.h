@@ -131,6 +131,10 @@ int krib_conf_load_file(krib_conf_t *conf, const char *path, char *errstr, size_
 int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t warn_size,
                        char *errstr, size_t errstr_size);
 
+/* "key (file:line)", "key (environment KRIB_X)" or "key (default)" into
+ * buf: how an error about key names it and where its value came from. */
+const char *krib_conf_where(const krib_conf_t *conf, const char *key, char *buf, size_t size);
+
 /* Cross-key checks; run once after all sources. */
 int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size);
 

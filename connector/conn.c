@@ -51,7 +51,36 @@ static void ssl_err(char *out, size_t size, const char *what) {
         ERR_clear_error();
 }
 
-krib_tls_t *krib_tls_new(const krib_tls_opts_t *o, char *errstr, size_t errstr_size) {
+/* Loads o's files into ctx; returns which one failed (errstr says why). */
+static krib_tls_file_t tls_load(SSL_CTX *ctx, const krib_tls_opts_t *o, char *errstr,
+                                size_t errstr_size) {
+        if (o->ca_file && *o->ca_file) {
+                if (SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1) {
+                        ssl_err(errstr, errstr_size, o->ca_file);
+                        return KRIB_TLS_FILE_CA;
+                }
+        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+                ssl_err(errstr, errstr_size, "system CA store");
+                return KRIB_TLS_FILE_CA;
+        }
+        if (o->cert_file && *o->cert_file) {
+                if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) != 1) {
+                        ssl_err(errstr, errstr_size, o->cert_file);
+                        return KRIB_TLS_FILE_CERT;
+                }
+                const char *key = o->key_file && *o->key_file ? o->key_file : o->cert_file;
+                if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+                    SSL_CTX_check_private_key(ctx) != 1) {
+                        ssl_err(errstr, errstr_size, key);
+                        return key == o->cert_file ? KRIB_TLS_FILE_CERT : KRIB_TLS_FILE_KEY;
+                }
+        }
+        return KRIB_TLS_FILE_NONE;
+}
+
+static krib_tls_t *tls_new(const krib_tls_opts_t *o, krib_tls_file_t *failed, char *errstr,
+                           size_t errstr_size) {
+        *failed = KRIB_TLS_FILE_NONE;
         krib_tls_t *t = calloc(1, sizeof(*t));
         if (!t || !(t->ctx = SSL_CTX_new(TLS_client_method()))) {
                 snprintf(errstr, errstr_size, "cannot create a TLS context");
@@ -60,36 +89,31 @@ krib_tls_t *krib_tls_new(const krib_tls_opts_t *o, char *errstr, size_t errstr_s
         }
         SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
         t->verify = o->verify;
-        if (o->server_name && *o->server_name && !(t->server_name = strdup(o->server_name)))
-                goto fail_oom;
-        if (o->ca_file && *o->ca_file) {
-                if (SSL_CTX_load_verify_locations(t->ctx, o->ca_file, NULL) != 1) {
-                        ssl_err(errstr, errstr_size, o->ca_file);
-                        goto fail;
-                }
-        } else if (SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
-                ssl_err(errstr, errstr_size, "system CA store");
-                goto fail;
+        if (o->server_name && *o->server_name && !(t->server_name = strdup(o->server_name))) {
+                snprintf(errstr, errstr_size, "out of memory");
+                krib_tls_destroy(t);
+                return NULL;
         }
-        if (o->cert_file && *o->cert_file) {
-                if (SSL_CTX_use_certificate_chain_file(t->ctx, o->cert_file) != 1) {
-                        ssl_err(errstr, errstr_size, o->cert_file);
-                        goto fail;
-                }
-                const char *key = o->key_file && *o->key_file ? o->key_file : o->cert_file;
-                if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1 ||
-                    SSL_CTX_check_private_key(t->ctx) != 1) {
-                        ssl_err(errstr, errstr_size, key);
-                        goto fail;
-                }
+        if ((*failed = tls_load(t->ctx, o, errstr, errstr_size)) != KRIB_TLS_FILE_NONE) {
+                krib_tls_destroy(t);
+                return NULL;
         }
         SSL_CTX_set_verify(t->ctx, o->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
         return t;
-fail_oom:
-        snprintf(errstr, errstr_size, "out of memory");
-fail:
+}
+
+krib_tls_t *krib_tls_new(const krib_tls_opts_t *o, char *errstr, size_t errstr_size) {
+        krib_tls_file_t failed;
+        return tls_new(o, &failed, errstr, errstr_size);
+}
+
+krib_tls_file_t krib_tls_check(const krib_tls_opts_t *o, char *errstr, size_t errstr_size) {
+        krib_tls_file_t failed;
+        krib_tls_t *t = tls_new(o, &failed, errstr, errstr_size);
+        if (!t)
+                return failed == KRIB_TLS_FILE_NONE ? KRIB_TLS_FILE_CONTEXT : failed;
         krib_tls_destroy(t);
-        return NULL;
+        return KRIB_TLS_FILE_NONE;
 }
 
 void krib_tls_destroy(krib_tls_t *t) {

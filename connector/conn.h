@@ -35,6 +35,19 @@ typedef struct {
 /* A TLS client context shared by all connections; NULL with errstr on a
  * bad file or key. */
 krib_tls_t *krib_tls_new(const krib_tls_opts_t *o, char *errstr, size_t errstr_size);
+
+/* What krib_tls_check found wrong: the file that does not load (its key
+ * for messages that name the setting), or the context itself. */
+typedef enum {
+        KRIB_TLS_FILE_NONE,
+        KRIB_TLS_FILE_CA,   /* ca_file, or the system store without one */
+        KRIB_TLS_FILE_CERT, /* cert_file (or the key inside it) */
+        KRIB_TLS_FILE_KEY,  /* key_file */
+        KRIB_TLS_FILE_CONTEXT
+} krib_tls_file_t;
+
+/* krib_tls_new's verdict on o, naming the file it refuses. */
+krib_tls_file_t krib_tls_check(const krib_tls_opts_t *o, char *errstr, size_t errstr_size);
 void krib_tls_destroy(krib_tls_t *t);
 
 /* Connects (and handshakes when tls != NULL) within connect_timeout_ms.

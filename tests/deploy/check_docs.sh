@@ -7,7 +7,10 @@
 #   docs/OPERATIONS.md, and so is every alert of deploy/prometheus/alerts.yml;
 # - every metric the alerts and the Grafana dashboard use exists (krib's or
 #   a named exporter's), and every dashboard query parses (promtool);
-# - no doc calls a built feature "not supported yet" / "planned".
+# - no doc calls a built feature "not supported yet" / "planned";
+# - every Redis command krib's sources send (connector/*.c, fence.lua) is on
+#   OPERATIONS.md's ACL line or named in the paragraph after it, every
+#   command on the line is sent, and check_ops.c uses the same line.
 # usage: check_docs.sh SOURCE_DIR KRIB_BINARY
 set -euo pipefail
 src=$1 krib=$2
@@ -146,9 +149,51 @@ for f in [os.path.join(src, "README.md")] + glob.glob(os.path.join(src, "docs", 
     for m in re.finditer(r"(?m)^#+ [^\n]*#+ ", text):
         line = text.count("\n", 0, m.start()) + 1
         fail.append("%s:%d has a doubled heading" % (os.path.relpath(f, src), line))
+# The ACL line: commands found where the sources send them.
+sent = {}
+def sends(cmd, where):
+    sent.setdefault(cmd, set()).add(where)
+for f in sorted(glob.glob(os.path.join(src, "connector", "*.c"))):
+    t = re.sub(r"/\*.*?\*/", "", open(f).read(), flags=re.S)
+    b = os.path.basename(f)
+    for m in re.finditer(r'(?:krib_conn_command|krib_conn_append_fmt)\(\s*[^,]+,\s*"([A-Z]+(?: [A-Z]+\b)?)', t):
+        sends(m.group(1), b)
+    for m in re.finditer(r'\bARG\("([A-Z]+)"', t):
+        sends(m.group(1), b)
+    for m in re.finditer(r'\b(?:argv|a\d)\[\] = \{"([A-Z]+)"', t):
+        sends(m.group(1), b)
+    for m in re.finditer(r"_cmds\[\] = \{([^}]*)\}", t):
+        for c in re.findall(r'"([A-Z]+(?: [A-Z]+\b)?)', m.group(1)):
+            sends(c, b)
+for m in re.finditer(r"redis\.call\('([A-Z]+)'", open(os.path.join(src, "connector", "fence.lua")).read()):
+    sends(m.group(1), "fence.lua")
+if len(sent) < 15:
+    fail.append("found only %d Redis commands in connector/: the patterns no longer match the code" % len(sent))
+ops = open(os.path.join(src, "docs", "OPERATIONS.md")).read()
+m = re.search(r"(?s)```\nACL SETUSER krib on >PASSWORD (.*?)\n```\n(.*?)\n\n", ops)
+if not m:
+    fail.append("OPERATIONS.md: no ACL SETUSER krib line")
+else:
+    rule = " ".join(m.group(1).replace("\\", " ").split())
+    line_cmds = set(re.findall(r"\+([a-z|]+)", rule))
+    named = {c for span in re.findall(r"`([^`]*)`", m.group(2)) for c in re.findall(r"\+([a-z|]+)", span)}
+    def acl_name(c):
+        w = c.lower().split()
+        return w[0] + "|" + w[1] if w[0] in ("cluster", "script") and len(w) > 1 else w[0]
+    need = {acl_name(c): sorted(w) for c, w in sent.items() if c != "AUTH"}  # AUTH: always allowed
+    for c, w in sorted(need.items()):
+        if c not in line_cmds and c not in named:
+            fail.append("OPERATIONS.md ACL: %s (sent by %s) is neither on the line nor named after it" % (c, ", ".join(w)))
+    for c in sorted(line_cmds - set(need)):
+        fail.append("OPERATIONS.md ACL line grants +%s, which krib never sends" % c)
+    ops_c = open(os.path.join(src, "tests", "integration", "check_ops.c")).read()
+    r2 = re.search(r'#define ACL_RULE\s*\\\s*((?:"[^"]*"\s*\\?\s*)+)', ops_c)
+    got = " ".join("".join(re.findall(r'"([^"]*)"', r2.group(1))).split()) if r2 else ""
+    if got.replace("on ", "", 1) != rule:
+        fail.append("check_ops.c ACL_RULE differs from OPERATIONS.md's line:\n  %s\n  %s" % (got, rule))
 for line in fail:
     print("FAIL:", line)
-print("%d config keys, %d route keys, %d metric families, %d alerts, %d dashboard queries checked"
-      % (len(keys), len(route_keys), len(families), sum(len(g["rules"]) for g in rules["groups"]), len(exprs)))
+print("%d config keys, %d route keys, %d metric families, %d alerts, %d dashboard queries, %d Redis commands checked"
+      % (len(keys), len(route_keys), len(families), sum(len(g["rules"]) for g in rules["groups"]), len(exprs), len(sent)))
 sys.exit(1 if fail else 0)
 PY

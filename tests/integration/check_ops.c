@@ -13,7 +13,7 @@
 /* The rule docs/OPERATIONS.md gives operators (standalone: no CLUSTER). */
 #define ACL_RULE                                                                                   \
         "on resetkeys ~* resetchannels -@all +unlink +evalsha +script|load +get +set "             \
-        "+cluster|slots +ping +info +cluster|info"
+        "+cluster|slots +asking +wait +scan +exists +ping +info +cluster|info"
 
 static itest_names_t nm;
 

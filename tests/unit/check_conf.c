@@ -313,41 +313,126 @@ START_TEST(env_merges_keyed_lists) {
 }
 END_TEST
 
-/* What start-up refuses without a network, the check refuses too. */
-START_TEST(preflight_reads_what_startup_reads) {
-        char *env[] = {"KRIB_KAFKA_TOPICS=t",
-                       "KRIB_DECODE_SCHEMA_FILE=" KRIB_SOURCE_DIR "/schemas/invalidation.avsc",
-                       NULL};
-        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
-        ck_assert_msg(krib_conf_finalize(&conf, err, sizeof(err)) == 0, "%s", err);
-        ck_assert_msg(krib_preflight_check(&conf, err, sizeof(err)) == 0, "%s", err);
-        write_conf("{ \"type\": \"record\", \"name\": ");
+/* Replaces %F (the config file), %B (a file that is neither Avro nor PEM),
+ * %C/%K (a certificate and its key) and %L (another key) in in. */
+static void expand(const char *in, const char *cfg, char *out, size_t size) {
+        const char *dir = "/tmp/krib-preflight";
+        size_t n = 0;
+        for (; *in && n + 1 < size; in++) {
+                char sub[128] = "";
+                if (in[0] == '%' && in[1]) {
+                        switch (in[1]) {
+                        case 'F':
+                                snprintf(sub, sizeof(sub), "%s", cfg);
+                                break;
+                        case 'B':
+                                snprintf(sub, sizeof(sub), "%s/broken", dir);
+                                break;
+                        case 'C':
+                                snprintf(sub, sizeof(sub), "%s/c.pem", dir);
+                                break;
+                        case 'K':
+                                snprintf(sub, sizeof(sub), "%s/k.pem", dir);
+                                break;
+                        case 'L':
+                                snprintf(sub, sizeof(sub), "%s/l.pem", dir);
+                                break;
+                        }
+                }
+                if (sub[0]) {
+                        n += (size_t)snprintf(out + n, size - n, "%s", sub);
+                        in++;
+                } else
+                        out[n++] = *in;
+        }
+        out[n < size ? n : size - 1] = '\0';
+}
+
+/* What start-up refuses without a network, the check refuses too, and
+ * names the key and where its value came from (issue 25). */
+START_TEST(preflight_names_key_and_source) {
+        ck_assert_int_eq(system("mkdir -p /tmp/krib-preflight && cd /tmp/krib-preflight && "
+                                "printf '{ \"type\": \"record\", \"name\": ' > broken && "
+                                "for k in k l; do openssl req -x509 -newkey ec -pkeyopt "
+                                "ec_paramgen_curve:P-256 -nodes -keyout $k.pem -out c$k.pem "
+                                "-days 2 -subj /CN=krib 2>/dev/null || exit 1; done && "
+                                "cp ck.pem c.pem"),
+                         0);
         static const struct {
-                const char *var, *want;
+                const char *file; /* config lines from line 2 (line 1 names the topic) */
+                const char *env[4];
+                const char *want; /* NULL: passes */
         } cases[] = {
-                {"KRIB_DECODE_SCHEMA_FILE=/no/such.avsc", "decode.schema_file"},
-                {"KRIB_DECODE_SCHEMA_FILE=", "decode.schema_file"},
-                {"KRIB_REDIS_TLS=true", "redis.tls"},
+                {"", {NULL}, NULL},
+                {"",
+                 {"KRIB_DECODE_SCHEMA_FILE=/no/such.avsc"},
+                 "decode.schema_file (environment KRIB_DECODE_SCHEMA_FILE): /no/such.avsc: "},
+                {"",
+                 {"KRIB_DECODE_SCHEMA_FILE="},
+                 "decode.schema_file (environment KRIB_DECODE_SCHEMA_FILE): "},
+                {"decode = {\n schema_file = \"%B\"; };\n",
+                 {NULL},
+                 "decode.schema_file (%F:3): %B"},
+                {"",
+                 {"KRIB_DECODE_SCHEMA_DIR=/no/such"},
+                 "decode.schema_dir (environment KRIB_DECODE_SCHEMA_DIR): /no/such: cannot open"},
+                {"redis = { tls = true;\n  tls_ca_file = \"/no/ca.pem\"; };\n",
+                 {NULL},
+                 "redis.tls_ca_file (%F:3): /no/ca.pem: "},
+                {"",
+                 {"KRIB_REDIS_TLS=true", "KRIB_REDIS_TLS_CA_FILE=%B"},
+                 "redis.tls_ca_file (environment KRIB_REDIS_TLS_CA_FILE): %B: "},
+                {"redis = { tls = true; };\n",
+                 {"KRIB_REDIS_TLS_CERT_FILE=/no/c.pem"},
+                 "redis.tls_cert_file (environment KRIB_REDIS_TLS_CERT_FILE): /no/c.pem: "},
+                {"",
+                 {"KRIB_REDIS_TLS=true", "KRIB_REDIS_TLS_CERT_FILE=%C"},
+                 "redis.tls_cert_file (environment KRIB_REDIS_TLS_CERT_FILE): %C: "},
+                {"redis = {\n tls = true;\n tls_cert_file = \"%C\";\n tls_key_file = \"/no/k\"; "
+                 "};\n",
+                 {NULL},
+                 "redis.tls_key_file (%F:5): /no/k: "},
+                {"",
+                 {"KRIB_REDIS_TLS=true", "KRIB_REDIS_TLS_CERT_FILE=%C",
+                  "KRIB_REDIS_TLS_KEY_FILE=%L"},
+                 "redis.tls_key_file (environment KRIB_REDIS_TLS_KEY_FILE): %L: "},
+                {"",
+                 {"KRIB_REDIS_TLS=true", "KRIB_REDIS_TLS_CERT_FILE=%C",
+                  "KRIB_REDIS_TLS_KEY_FILE=%K"},
+                 NULL},
         };
-        char bad[96], ca[96];
-        snprintf(bad, sizeof(bad), "KRIB_DECODE_SCHEMA_FILE=%s", path);
-        snprintf(ca, sizeof(ca), "KRIB_REDIS_TLS_CA_FILE=%s", path);
-        for (size_t i = 0; i < 3; i++) {
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char text[512], vars[4][160], want[512];
+                char *env[6] = {"KRIB_DECODE_SCHEMA_FILE=" KRIB_SOURCE_DIR
+                                "/schemas/invalidation.avsc"};
+                int n = strstr(cases[i].file, "schema_file") ? 0 : 1;
+                snprintf(text, sizeof(text), "kafka = { topics = [\"t\"]; };\n%s", cases[i].file);
+                char expanded[512];
+                expand(text, "", expanded, sizeof(expanded));
+                write_conf(expanded);
+                for (int v = 0; cases[i].env[v]; v++) {
+                        expand(cases[i].env[v], path, vars[v], sizeof(vars[v]));
+                        env[n++] = vars[v];
+                }
+                env[n] = NULL;
                 krib_conf_t c;
                 ck_assert_int_eq(krib_conf_init(&c), 0);
-                char *e0[] = {"KRIB_DECODE_SCHEMA_FILE=" KRIB_SOURCE_DIR
-                              "/schemas/invalidation.avsc",
-                              NULL};
-                char *e1[] = {"KRIB_KAFKA_TOPICS=t", (char *)cases[i].var, NULL};
-                ck_assert_int_eq(krib_conf_load_env(&c, e0, NULL, 0, err, sizeof(err)), 0);
-                char *e2[] = {i == 0 ? bad : i == 1 ? "KRIB_LOG_LEVEL=info" : ca, NULL};
-                ck_assert_int_eq(krib_conf_load_env(&c, e1, NULL, 0, err, sizeof(err)), 0);
-                if (i != 1)
-                        ck_assert_int_eq(krib_conf_load_env(&c, e2, NULL, 0, err, sizeof(err)), 0);
-                ck_assert_msg(krib_conf_finalize(&c, err, sizeof(err)) == 0, "%s", err);
-                ck_assert_int_eq(krib_preflight_check(&c, err, sizeof(err)), -1);
-                ck_assert_msg(strstr(err, cases[i].want), "%s: %s", cases[i].var, err);
+                ck_assert_msg(krib_conf_load_file(&c, path, err, sizeof(err)) == 0, "%zu: %s", i,
+                              err);
+                ck_assert_msg(krib_conf_load_env(&c, env, NULL, 0, err, sizeof(err)) == 0,
+                              "%zu: %s", i, err);
+                ck_assert_msg(krib_conf_finalize(&c, err, sizeof(err)) == 0, "%zu: %s", i, err);
+                int rc = krib_preflight_check(&c, err, sizeof(err));
+                if (!cases[i].want) {
+                        ck_assert_msg(rc == 0, "case %zu: %s", i, err);
+                } else {
+                        expand(cases[i].want, path, want, sizeof(want));
+                        ck_assert_msg(rc == -1 && strncmp(err, want, strlen(want)) == 0,
+                                      "case %zu: want '%s...', got '%s'", i, want, err);
+                }
                 krib_conf_destroy(&c);
+                unlink(path);
+                path[0] = '\0';
         }
 }
 END_TEST
@@ -452,7 +537,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, finalize_checks);
         tcase_add_test(tc, errors_name_their_source);
         tcase_add_test(tc, env_merges_keyed_lists);
-        tcase_add_test(tc, preflight_reads_what_startup_reads);
+        tcase_add_test(tc, preflight_names_key_and_source);
         tcase_add_test(tc, avro_routes_need_a_registry);
         tcase_add_test(tc, every_row_round_trips_through_env);
         tcase_add_test(tc, secrets_are_redacted);
