@@ -92,13 +92,19 @@ static void family(out_t *o, const char *name, const char *type, const char *hel
 }
 
 /* Start time, build and the standard process_* names (so stock dashboards
- * find them): on krib's page and the inspector's alike. */
-static void common(out_t *o, const krib_metrics_process_t *pr, int64_t started_ms) {
+ * find them): on krib's page and the inspector's alike. role tells them
+ * apart ("bridge" or "inspect"), so that a dashboard listing krib instances
+ * by krib_build_info can leave the inspectors out. */
+static void common(out_t *o, const krib_metrics_process_t *pr, int64_t started_ms,
+                   const char *role) {
         family(o, "krib_start_time_seconds", "gauge", "Start of this process (Unix time).");
         emit(o, "krib_start_time_seconds %.3f\n", (double)started_ms / 1000.0);
         family(o, "krib_build_info", "gauge", "krib's version and the libraries it runs on.");
-        emit(o, "krib_build_info{version=\"%s\",librdkafka=\"%s\",hiredis=\"%d.%d.%d\"} 1\n",
-             KRIB_VERSION, rd_kafka_version_str(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+        emit(o,
+             "krib_build_info{role=\"%s\",version=\"%s\",librdkafka=\"%s\",hiredis=\"%d.%d.%d\"} "
+             "1\n",
+             role, KRIB_VERSION, rd_kafka_version_str(), HIREDIS_MAJOR, HIREDIS_MINOR,
+             HIREDIS_PATCH);
         family(o, "process_cpu_seconds_total", "counter", "User and system CPU time.");
         emit(o, "process_cpu_seconds_total %.2f\n", pr->cpu_s);
         family(o, "process_resident_memory_bytes", "gauge", "Resident memory.");
@@ -403,7 +409,9 @@ char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len) {
         emit(&o, "krib_reorder_evictions_total %" PRIu64 "\n", s->reorder.evictions);
         family(&o, "krib_batches_total", "counter", "Batches written.");
         emit(&o, "krib_batches_total %" PRIu64 "\n", p->batches);
-        family(&o, "krib_poll_wait_seconds_total", "counter", "Time spent waiting for Kafka.");
+        family(&o, "krib_poll_wait_seconds_total", "counter",
+               "Time the loop spent waiting in poll() for Kafka or Redis, plus reading what the "
+               "consumer had.");
         emit(&o, "krib_poll_wait_seconds_total %.3f\n", (double)p->poll_us / 1e6);
         family(&o, "krib_redis_write_seconds_total", "counter",
                "Time spent writing to Redis, retries included.");
@@ -461,7 +469,7 @@ char *krib_metrics_render(const krib_metrics_snapshot_t *s, size_t *len) {
                         emit(&o,
                              "krib_committed_offset{topic=\"%s\",partition=\"%d\"} %" PRId64 "\n",
                              s->lag[i].topic, (int)s->lag[i].partition, s->lag[i].committed);
-        common(&o, &s->process, s->started_ms);
+        common(&o, &s->process, s->started_ms, "bridge");
         if (o.failed) {
                 free(o.buf);
                 return NULL;
@@ -541,7 +549,7 @@ static char *render_text(krib_metrics_t *m, const krib_metrics_process_t *proc, 
         memcpy(o.buf, m->text ? m->text : "", m->text_len);
         o.len = m->text_len;
         o.buf[o.len] = '\0';
-        common(&o, proc, m->snap.started_ms);
+        common(&o, proc, m->snap.started_ms, "inspect");
         if (o.failed) {
                 free(o.buf);
                 return NULL;

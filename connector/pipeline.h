@@ -11,10 +11,13 @@
  * (undecodable, invalid, refused by Redis for good). Only finished offsets
  * reach the offset store; see offsets.h for the watermark rule.
  *
- * Backpressure: while Redis keeps failing, the writer retries and calls back
- * into the pipeline, which pauses every assigned partition (so librdkafka
- * stops fetching) and keeps serving the consumer (so the member stays in the
- * group and rebalances proceed). Partitions resume once a batch completes.
+ * Backpressure: at the in-flight bound (pipeline.max_in_flight_events and
+ * _bytes, offsets held behind an unfinished one included), while Redis makes
+ * no progress, or while the memory guard holds, the loop pauses every
+ * assigned partition (so librdkafka stops fetching) and keeps serving the
+ * consumer (so the member stays in the group and rebalances proceed). The
+ * writer never calls back into the pipeline: the loop reads its progress.
+ * Partitions resume when none of the three holds.
  */
 #ifndef KRIB_PIPELINE_H
 #define KRIB_PIPELINE_H
@@ -51,7 +54,7 @@ typedef struct {
         uint64_t abandoned;         /* events of revoked partitions dropped unfinished */
         uint64_t pauses;            /* times consumption was paused for Redis */
         uint64_t batches;
-        uint64_t poll_us;      /* time spent reading from the consumer */
+        uint64_t poll_us;      /* in poll() for Kafka or Redis, and reading the consumer */
         uint64_t write_us;     /* time spent in Redis writes (incl. retries) */
         uint64_t guard_pauses; /* times the memory guard paused consumption */
 } krib_pipeline_stats_t;

@@ -10,7 +10,8 @@
 # - no doc calls a built feature "not supported yet" / "planned";
 # - every Redis command krib's sources send (connector/*.c, fence.lua) is on
 #   OPERATIONS.md's ACL line or named in the paragraph after it, every
-#   command on the line is sent, and check_ops.c uses the same line.
+#   command on the line is sent, and check_ops.c uses the same line;
+# - ARCHITECTURE.md lists exactly the modules that have no unit suite.
 # usage: check_docs.sh SOURCE_DIR KRIB_BINARY
 set -euo pipefail
 src=$1 krib=$2
@@ -104,6 +105,10 @@ for k in ("uid", "title", "panels", "schemaVersion", "templating"):
         fail.append("dashboard lacks %s" % k)
 ids, exprs = set(), []
 variables = {v["name"] for v in dash["templating"]["list"]}
+# krib inspect serves krib_build_info too (role="inspect"): $instance lists krib only.
+inst = [v for v in dash["templating"]["list"] if v["name"] == "instance"]
+if not inst or 'role="bridge"' not in json.dumps(inst[0].get("query", "")).replace('\\"', '"'):
+    fail.append("dashboard: $instance must list krib_build_info{role=\"bridge\"} instances only")
 for p in dash["panels"]:
     if p["id"] in ids:
         fail.append("dashboard: panel id %s twice" % p["id"])
@@ -191,6 +196,16 @@ else:
     got = " ".join("".join(re.findall(r'"([^"]*)"', r2.group(1))).split()) if r2 else ""
     if got.replace("on ", "", 1) != rule:
         fail.append("check_ops.c ACL_RULE differs from OPERATIONS.md's line:\n  %s\n  %s" % (got, rule))
+# Modules without a unit suite: exactly those ARCHITECTURE.md lists.
+arch = open(os.path.join(src, "docs", "ARCHITECTURE.md")).read()
+m = re.search(r"(?s)Modules without a unit suite of their own, and what tests them: (.*?)\n\n", arch)
+listed = set(re.findall(r"`(\w+)`\s+\(", m.group(1))) if m else set()
+bare = {os.path.basename(f)[:-2] for f in glob.glob(os.path.join(src, "connector", "*.c"))
+        if not os.path.exists(os.path.join(src, "tests", "unit", "check_" + os.path.basename(f)))}
+for mod in sorted(bare - listed):
+    fail.append("ARCHITECTURE.md: %s has no unit suite and is not listed as such" % mod)
+for mod in sorted(listed - bare):
+    fail.append("ARCHITECTURE.md lists %s as without a unit suite, but tests/unit/check_%s.c exists" % (mod, mod))
 for line in fail:
     print("FAIL:", line)
 print("%d config keys, %d route keys, %d metric families, %d alerts, %d dashboard queries, %d Redis commands checked"

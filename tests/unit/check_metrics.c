@@ -38,7 +38,7 @@ START_TEST(renders_families_and_values) {
         ck_assert_ptr_nonnull(strstr(buf, "krib_redis_up 1\n"));
         ck_assert_ptr_nonnull(
                 strstr(buf, "krib_end_to_end_latency_seconds_bucket{le=\"+Inf\"} 0\n"));
-        ck_assert_ptr_nonnull(strstr(buf, "krib_build_info{version=\""));
+        ck_assert_ptr_nonnull(strstr(buf, "krib_build_info{role=\"bridge\",version=\""));
         ck_assert_ptr_nonnull(strstr(buf, "# TYPE process_resident_memory_bytes gauge\n"));
         /* Every line is a comment or "name[{labels}] value". */
         for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
@@ -228,6 +228,32 @@ START_TEST(listens_on_ipv6) {
 }
 END_TEST
 
+/* krib inspect serves krib_build_info too, as role "inspect": a dashboard
+ * listing krib's instances filters on role="bridge". */
+START_TEST(inspector_page_says_its_role) {
+        char err[256];
+        int port = 0;
+        krib_metrics_t *m = NULL;
+        for (int p = 29491; p < 29511 && !m; p++) /* below the ephemeral range */
+                if ((m = krib_metrics_new_text("127.0.0.1", p, err, sizeof(err))))
+                        port = p;
+        ck_assert_msg(m != NULL, "%s", err);
+        const char page[] = "# TYPE krib_inspect_checked_total counter\n"
+                            "krib_inspect_checked_total 3\n";
+        krib_metrics_publish_text(m, page, sizeof(page) - 1, 1);
+        char cmd[160], out[8192] = "";
+        snprintf(cmd, sizeof(cmd), "curl -s http://127.0.0.1:%d/metrics", port);
+        FILE *fp = popen(cmd, "r");
+        ck_assert_ptr_nonnull(fp);
+        size_t n = fread(out, 1, sizeof(out) - 1, fp);
+        out[n] = '\0';
+        pclose(fp);
+        krib_metrics_destroy(m);
+        ck_assert_msg(strstr(out, "krib_inspect_checked_total 3\n"), "%s", out);
+        ck_assert_msg(strstr(out, "krib_build_info{role=\"inspect\",version=\""), "%s", out);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *su = suite_create("metrics");
         TCase *tc = tcase_create("render");
@@ -239,6 +265,7 @@ Suite *make_suite(void) {
         tcase_add_test(tc, stage_and_loop_histograms);
         tcase_add_test(tc, health_rules);
         tcase_add_test(tc, listens_on_ipv6);
+        tcase_add_test(tc, inspector_page_says_its_role);
         suite_add_tcase(su, tc);
         return su;
 }
