@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "clock.h"
+#include "cluster.h"
 #include "conn.h"
 #include "consistency.h"
 #include "consumer.h"
@@ -19,6 +21,7 @@
 #include "metrics.h"
 #include "offsets.h"
 #include "registry.h"
+#include "reorder.h"
 #include "route.h"
 #include "schemas.h"
 #include "slot.h"
@@ -26,7 +29,8 @@
 #include "util.h"
 
 #define MAX_DELAYS 8
-#define ROUND_KEYS 512   /* keys checked per round trip, at most */
+#define ROUND_KEYS 4096  /* keys taken from the due heap per turn, at most */
+#define FLY_MAX    256   /* checks awaiting replies per master, at most */
 #define FKEY_MAX   65600 /* the longest fence key name (keys are at most 65519 bytes) */
 
 /* One event waiting for its checks. */
@@ -35,34 +39,60 @@ typedef struct {
         int32_t partition;
         int64_t offset;
         int64_t ts_ms;
-        uint64_t seq; /* consumption order: "later" for the superseded rule */
         krib_action_t action;
         krib_vv_entry_t *vv;
         size_t nvv;
         char **keys;
         size_t *key_lens;
         size_t nkeys;
-        int left;    /* delays still to check */
+        uint32_t open[MAX_DELAYS]; /* keys not judged yet, per delay */
+        int left;                  /* delays not finished */
+        int refs;    /* 1 while checks remain, +1 per key whose highest version it is */
         int dropped; /* its partition was revoked: checks skipped */
 } item_t;
 
+/* Keys [from, nkeys) of an event, due at one delay: the heap's entries. */
 typedef struct {
         int64_t due_ms;
         item_t *it;
-        int delay; /* index into the delays */
+        uint32_t from;
+        int delay;
 } due_t;
 
-/* The newest event naming a key, while one is pending. */
+/* One key's check, from its due time until judged. */
+typedef struct {
+        item_t *it;
+        uint32_t key;
+        int delay;
+        int64_t due_ms, not_before_ms;
+} kcheck_t;
+
+typedef struct {
+        kcheck_t *v;
+        size_t head, n, cap;
+} kq_t;
+
+/* The inspector's side of one master: checks waiting to be sent, and sent
+ * ones whose replies come in order (EXISTS, then GET of the fence). A
+ * frozen master's checks wait here; the other masters' go on. */
+typedef struct {
+        kq_t wait, fly;
+        redisReply *first; /* the EXISTS reply of fly's head */
+        int64_t progress_us;
+} mnode_t;
+
+/* A key with pending events, and the event with its highest version. */
 typedef struct knode {
         struct knode *next;
-        uint64_t hash, seq;
-        int64_t ts_ms;
+        uint64_t hash;
+        int refs; /* pending events naming the key */
+        item_t *hi;
         size_t len;
         char key[];
 } knode_t;
 
 typedef struct {
-        uint64_t checked, stale, unverifiable, superseded;
+        uint64_t checked, stale, unverifiable, superseded, late;
         krib_nines_t nines;
 } per_delay_t;
 
@@ -86,14 +116,13 @@ typedef struct {
         size_t nheap, heap_cap;
         knode_t **buckets;
         size_t nbuckets, nkeys;
-        uint64_t seq;
 
         /* Redis */
-        krib_topo_t topo;
-        krib_conn_t **conns; /* per topo master */
-        size_t nconns;
         krib_tls_t *tls;
-        int need_refresh;
+        krib_cluster_t *cluster;
+        mnode_t *nodes; /* per master of the cluster's map */
+        size_t nnodes;
+        kq_t retry; /* checks to route again (a redirection, a lost connection) */
         double tokens;
         int64_t tokens_at_us;
 
@@ -141,7 +170,7 @@ static void delay_label(int64_t ms, char *out, size_t size) {
                 snprintf(out, size, "%lldms", (long long)ms);
 }
 
-/* ---- the key table (newest pending event per key) ------------------------ */
+/* ---- the key table (highest version per key) ------------------------------ */
 
 static knode_t **kfind(insp_t *s, const char *key, size_t len, uint64_t h) {
         knode_t **p = &s->buckets[h & (s->nbuckets - 1)];
@@ -167,47 +196,100 @@ static int kgrow(insp_t *s) {
         return 0;
 }
 
-static void knote(insp_t *s, const char *key, size_t len, uint64_t seq, int64_t ts) {
+static void item_unref(item_t *it) {
+        if (--it->refs == 0)
+                free(it); /* one allocation: arrays and strings after the struct */
+}
+
+/* a's version dominates b's (version-vector order, docs/CONSISTENCY.md). */
+static int newer(const item_t *a, const item_t *b) {
+        return krib_vv_compare(a->vv, a->nvv, b->vv, b->nvv) == KRIB_VV_NEWER;
+}
+
+/* it names key k: the key's highest version is it's when it dominates the
+ * one held, whatever order the events came in. */
+static void knote(insp_t *s, item_t *it, size_t k) {
+        const char *key = it->keys[k];
+        size_t len = it->key_lens[k];
         uint64_t h = fnv(key, len, 14695981039346656037ULL);
         knode_t **p = kfind(s, key, len, h);
-        if (*p) {
-                (*p)->seq = seq;
-                (*p)->ts_ms = ts;
-                return;
+        if (!*p) {
+                if (s->nkeys >= s->nbuckets * 2 && kgrow(s) == 0)
+                        p = kfind(s, key, len, h);
+                knode_t *n = calloc(1, sizeof(*n) + len);
+                if (!n)
+                        return; /* the key is then judged by each event on its own */
+                n->hash = h;
+                n->len = len;
+                memcpy(n->key, key, len);
+                *p = n;
+                s->nkeys++;
         }
-        if (s->nkeys >= s->nbuckets * 2 && kgrow(s) == 0)
-                p = kfind(s, key, len, h);
-        knode_t *n = malloc(sizeof(*n) + len);
-        if (!n)
-                return; /* the superseded rule then falls back to judging this event */
-        n->next = NULL;
-        n->hash = h;
-        n->seq = seq;
-        n->ts_ms = ts;
-        n->len = len;
-        memcpy(n->key, key, len);
-        *p = n;
-        s->nkeys++;
+        knode_t *n = *p;
+        n->refs++;
+        if (!n->hi || newer(it, n->hi)) {
+                if (n->hi)
+                        item_unref(n->hi);
+                n->hi = it;
+                it->refs++;
+        }
 }
 
 static const knode_t *klook(insp_t *s, const char *key, size_t len) {
         return *kfind(s, key, len, fnv(key, len, 14695981039346656037ULL));
 }
 
-/* Forgets key when seq was its newest event. */
-static void kdrop(insp_t *s, const char *key, size_t len, uint64_t seq) {
-        knode_t **p = kfind(s, key, len, fnv(key, len, 14695981039346656037ULL));
-        if (*p && (*p)->seq == seq) {
-                knode_t *n = *p;
-                *p = n->next;
-                free(n);
-                s->nkeys--;
+/* it no longer names key k: the key is forgotten with its last event. */
+static void kdrop(insp_t *s, item_t *it, size_t k) {
+        knode_t **p = kfind(s, it->keys[k], it->key_lens[k],
+                            fnv(it->keys[k], it->key_lens[k], 14695981039346656037ULL));
+        if (!*p || --(*p)->refs > 0)
+                return;
+        knode_t *n = *p;
+        *p = n->next;
+        if (n->hi)
+                item_unref(n->hi);
+        free(n);
+        s->nkeys--;
+}
+
+/* The check of key k after delay d is left to an event with a higher
+ * version of the key that is due at d too (its own check judges the key
+ * against more): an older or concurrent event never supersedes. */
+static int superseded(insp_t *s, const item_t *it, size_t k, int d, int64_t now_ms) {
+        const knode_t *n = klook(s, it->keys[k], it->key_lens[k]);
+        return n && n->hi && n->hi != it && !n->hi->dropped && newer(n->hi, it) &&
+               n->hi->ts_ms + s->delays[d] <= now_ms;
+}
+
+/* ---- check queues ------------------------------------------------------------ */
+
+static int kq_push(kq_t *q, const kcheck_t *c) {
+        if (q->head && q->head + q->n == q->cap) {
+                memmove(q->v, q->v + q->head, q->n * sizeof(*q->v));
+                q->head = 0;
         }
+        if (q->head + q->n == q->cap &&
+            krib_util_grow(&q->v, &q->cap, q->head + q->n + 1, sizeof(*q->v)))
+                return -1;
+        q->v[q->head + q->n++] = *c;
+        return 0;
+}
+
+static kcheck_t *kq_front(kq_t *q) {
+        return q->n ? &q->v[q->head] : NULL;
+}
+
+static kcheck_t kq_pop(kq_t *q) {
+        kcheck_t c = q->v[q->head++];
+        if (--q->n == 0)
+                q->head = 0;
+        return c;
 }
 
 /* ---- the due heap ---------------------------------------------------------- */
 
-static int heap_push(insp_t *s, int64_t due, item_t *it, int d) {
+static int heap_push(insp_t *s, int64_t due, item_t *it, uint32_t from, int d) {
         if (s->nheap == s->heap_cap &&
             krib_util_grow(&s->heap, &s->heap_cap, s->nheap + 1, sizeof(*s->heap)))
                 return -1;
@@ -219,7 +301,7 @@ static int heap_push(insp_t *s, int64_t due, item_t *it, int d) {
                 s->heap[i] = s->heap[up];
                 i = up;
         }
-        s->heap[i] = (due_t){due, it, d};
+        s->heap[i] = (due_t){due, it, from, d};
         return 0;
 }
 
@@ -244,11 +326,6 @@ static due_t heap_pop(insp_t *s) {
 
 /* ---- items ---------------------------------------------------------------- */
 
-/* An item is one allocation (arrays and strings after the struct). */
-static void item_free(item_t *it) {
-        free(it);
-}
-
 /* Topic names are few: one copy each, shared by the items. */
 static const char *topic_intern(insp_t *s, const char *topic) {
         for (size_t i = 0; i < s->ntopics; i++)
@@ -272,9 +349,15 @@ static void item_done(insp_t *s, item_t *it) {
         if (!it->dropped)
                 krib_offsets_finish(s->offsets, it->topic, it->partition, it->offset);
         for (size_t k = 0; k < it->nkeys; k++)
-                kdrop(s, it->keys[k], it->key_lens[k], it->seq);
+                kdrop(s, it, k);
         s->pending_items--;
-        item_free(it);
+        item_unref(it);
+}
+
+/* One key's check at one delay is over (judged, superseded or dropped). */
+static void check_done(insp_t *s, const kcheck_t *c) {
+        if (--c->it->open[c->delay] == 0 && --c->it->left == 0)
+                item_done(s, c->it);
 }
 
 static item_t *item_from(insp_t *s, const rd_kafka_message_t *m, const krib_event_t *ev,
@@ -299,7 +382,6 @@ static item_t *item_from(insp_t *s, const rd_kafka_message_t *m, const krib_even
         it->partition = m->partition;
         it->offset = m->offset;
         it->ts_ms = ts;
-        it->seq = ++s->seq;
         it->action = ev->action;
         it->nkeys = nk;
         it->nvv = nv;
@@ -319,94 +401,38 @@ static item_t *item_from(insp_t *s, const rd_kafka_message_t *m, const krib_even
                 b += ev->version[v].origin.len + 1;
         }
         it->left = s->ndelays;
+        it->refs = 1;
+        for (int d = 0; d < s->ndelays; d++)
+                it->open[d] = (uint32_t)nk;
         return it;
 }
 
 /* ---- Redis ---------------------------------------------------------------- */
 
-static krib_conn_t *open_node(insp_t *s, const krib_addr_t *announced) {
-        krib_addr_t a;
-        krib_addr_map_apply(s->conf->redis_address_map.v, s->conf->redis_address_map.n,
-                            announced->host, announced->port, &a);
-        char err[256];
-        krib_conn_t *c =
-                krib_conn_connect(a.host, a.port, s->conf->redis_connect_timeout_ms,
-                                  s->conf->redis_command_timeout_ms, s->tls, err, sizeof(err));
-        if (!c) {
-                krib_log_warn("inspect", "msg=\"cannot connect to redis\" node=%s:%d error=\"%s\"",
-                              a.host, a.port, err);
-                return NULL;
-        }
-        if (krib_conn_auth(c, s->conf->redis_username, s->conf->redis_password, err, sizeof(err))) {
-                krib_log_error("inspect", "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
-                               a.host, a.port, err);
-                krib_conn_free(c);
-                return NULL;
-        }
-        return c;
+/* A check made later than this after its due time is late: it can still
+ * find the key stale, but a fresh reading then says nothing about the due
+ * time (docs/CONSISTENCY.md). */
+static int64_t late_allowed_ms(const insp_t *s, int d) {
+        return s->delays[d] / 10 > 1000 ? s->delays[d] / 10 : 1000;
 }
 
-static void drop_conns(insp_t *s) {
-        for (size_t i = 0; i < s->nconns; i++)
-                if (s->conns[i])
-                        krib_conn_free(s->conns[i]);
-        free(s->conns);
-        s->conns = NULL;
-        s->nconns = 0;
-}
-
-static int refresh(insp_t *s) {
-        drop_conns(s);
-        krib_topo_reset(&s->topo);
-        if (s->conf->redis_mode == KRIB_REDIS_STANDALONE) {
-                krib_addr_t a;
-                if (krib_addr_parse(s->conf->redis_nodes.v[0], &a) ||
-                    krib_topo_load_standalone(&s->topo, &a))
-                        return -1;
-        } else {
-                int ok = 0;
-                for (size_t i = 0; i < s->conf->redis_nodes.n && !ok; i++) {
-                        krib_addr_t a;
-                        if (krib_addr_parse(s->conf->redis_nodes.v[i], &a))
-                                continue;
-                        krib_conn_t *c = open_node(s, &a);
-                        redisReply *r = c ? krib_conn_command(c, "CLUSTER SLOTS") : NULL;
-                        char err[256];
-                        ok = r && !krib_topo_load_slots(&s->topo, r, a.host, err, sizeof(err));
-                        if (r)
-                                freeReplyObject(r);
-                        if (c)
-                                krib_conn_free(c);
-                }
-                if (!ok)
-                        return -1;
-        }
-        s->nconns = s->topo.master_count;
-        s->conns = calloc(s->nconns ? s->nconns : 1, sizeof(*s->conns));
-        if (!s->conns)
-                return -1;
-        s->need_refresh = 0;
-        return 0;
-}
-
-/* One key check in flight: which item, key, delay. */
-typedef struct {
-        due_t d;
-        size_t key;
-        int master;
-        int present, failed;
-        redisReply *fence;
-} check_t;
-
-static void judge_one(insp_t *s, check_t *c, int64_t now_ms) {
-        item_t *it = c->d.it;
-        per_delay_t *pd = &s->pd[c->d.delay];
+static void judge_one(insp_t *s, const kcheck_t *c, int present, const redisReply *fence,
+                      int64_t now_ms) {
+        item_t *it = c->it;
+        per_delay_t *pd = &s->pd[c->delay];
         krib_check_state_t st = {
-                c->present, c->fence && c->fence->type == REDIS_REPLY_STRING ? c->fence->str : NULL,
-                c->fence && c->fence->type == REDIS_REPLY_STRING ? (size_t)c->fence->len : 0};
+                present, fence && fence->type == REDIS_REPLY_STRING ? fence->str : NULL,
+                fence && fence->type == REDIS_REPLY_STRING ? (size_t)fence->len : 0};
         char why[300];
         krib_check_verdict_t v = krib_consistency_judge(
                 it->action, it->vv, it->nvv, &st, (int)s->conf->inspect_fills, why, sizeof(why));
+        int64_t late = now_ms - c->due_ms;
+        if (late > s->worst_late_ms)
+                s->worst_late_ms = late;
+        if (v != KRIB_CHECK_STALE && late > late_allowed_ms(s, c->delay)) {
+                pd->late++; /* neither fresh nor stale: too late to tell */
+                return;
+        }
         pd->checked++;
         if (v == KRIB_CHECK_UNVERIFIABLE) {
                 pd->unverifiable++;
@@ -424,155 +450,226 @@ static void judge_one(insp_t *s, check_t *c, int64_t now_ms) {
                                  it->vv[i].origin.s, (long long)it->vv[i].counter);
                 k += w > 0 ? (size_t)w : 0;
         }
-        delay_label(s->delays[c->d.delay], label, sizeof(label));
-        krib_log_warn("inspect",
-                      "msg=\"stale key\" delay=%s key=\"%s\" topic=%s partition=%" PRId32
-                      " offset=%" PRId64 " action=%s expected=\"%s%s\" redis=\"%s\"",
-                      label, krib_log_esc(it->keys[c->key], it->key_lens[c->key]), it->topic,
-                      it->partition, it->offset, krib_action_name(it->action),
-                      it->action == KRIB_ACTION_DELETE ? "absent, or present at >= " : "at >= ",
-                      expect, why);
+        delay_label(s->delays[c->delay], label, sizeof(label));
+        krib_log_warn(
+                "inspect",
+                "msg=\"stale key\" delay=%s key=\"%s\" topic=%s partition=%" PRId32
+                " offset=%" PRId64 " action=%s expected=\"%s%s\" redis=\"%s\" late_ms=%" PRId64,
+                label, krib_log_esc(it->keys[c->key], it->key_lens[c->key]), it->topic,
+                it->partition, it->offset, krib_action_name(it->action),
+                it->action == KRIB_ACTION_DELETE ? "absent, or present at >= " : "at >= ", expect,
+                why, late > 0 ? late : 0);
 }
 
-/* Takes the due checks the budget allows, reads their keys (EXISTS, GET of
- * the fence key) pipelined per master, judges them. */
-static void check_round(insp_t *s, int64_t now_ms) {
+/* Checked again later: the map or the node is in flux. */
+static void retry_later(insp_t *s, kcheck_t c, int64_t now_ms, int64_t after_ms) {
+        c.not_before_ms = now_ms + after_ms;
+        if (kq_push(&s->retry, &c))
+                check_done(s, &c); /* out of memory: given up, never counted fresh */
+}
+
+/* A due key check goes to its master's queue, unless a higher version of
+ * the key due at the same delay judges it, or its partition was revoked. */
+static void route(insp_t *s, kcheck_t c, int64_t now_ms) {
+        if (c.it->dropped)
+                return check_done(s, &c);
+        if (superseded(s, c.it, c.key, c.delay, now_ms)) {
+                s->pd[c.delay].superseded++;
+                return check_done(s, &c);
+        }
+        int m = krib_cluster_owner(s->cluster,
+                                   krib_slot_of(c.it->keys[c.key], c.it->key_lens[c.key]));
+        if (m < 0 || (size_t)m >= s->nnodes)
+                return retry_later(s, c, now_ms, 200); /* after the refresh */
+        if (kq_push(&s->nodes[m].wait, &c))
+                retry_later(s, c, now_ms, 200);
+}
+
+/* Every check of a node goes back to be routed again. */
+static void node_requeue(insp_t *s, mnode_t *n, int64_t now_ms, int64_t after_ms) {
+        while (n->fly.n)
+                retry_later(s, kq_pop(&n->fly), now_ms, after_ms);
+        while (n->wait.n)
+                retry_later(s, kq_pop(&n->wait), now_ms, after_ms);
+        if (n->first)
+                freeReplyObject(n->first);
+        n->first = NULL;
+}
+
+static void node_failed(insp_t *s, int m, const char *why, int64_t now_ms) {
+        krib_log_warn("inspect",
+                      "msg=\"redis connection lost; its checks wait\" node=%s error=\"%s\"",
+                      krib_cluster_name(s->cluster, m), why);
+        node_requeue(s, &s->nodes[m], now_ms, 200);
+        krib_cluster_fail(s->cluster, m, krib_clock_mono_us());
+}
+
+/* A new slot map: the per-master queues follow it. */
+static int nodes_resize(insp_t *s, int64_t now_ms) {
+        for (size_t m = 0; m < s->nnodes; m++) {
+                node_requeue(s, &s->nodes[m], now_ms, 0);
+                free(s->nodes[m].wait.v);
+                free(s->nodes[m].fly.v);
+        }
+        free(s->nodes);
+        s->nnodes = krib_cluster_masters(s->cluster);
+        s->nodes = calloc(s->nnodes ? s->nnodes : 1, sizeof(*s->nodes));
+        if (!s->nodes)
+                s->nnodes = 0;
+        return s->nodes ? 0 : -1;
+}
+
+/* Sends what master m may take: at most FLY_MAX checks unanswered (so a
+ * frozen master's socket never fills and a write never waits), within the
+ * command budget. */
+static void node_send(insp_t *s, int m, int64_t now_ms, int64_t now_us) {
+        mnode_t *n = &s->nodes[m];
+        if (!n->wait.n || n->fly.n >= FLY_MAX || s->tokens < 2.0)
+                return;
+        krib_conn_t *c = krib_cluster_conn(s->cluster, m, now_us);
+        if (!c)
+                return; /* connecting in the background */
+        if (!n->fly.n)
+                n->progress_us = now_us;
+        size_t sent = 0;
+        while (n->wait.n && n->fly.n < FLY_MAX && s->tokens >= 2.0) {
+                kcheck_t k = kq_pop(&n->wait);
+                if (k.it->dropped) {
+                        check_done(s, &k);
+                        continue;
+                }
+                const char *key = k.it->keys[k.key];
+                size_t len = k.it->key_lens[k.key];
+                int fl = krib_fence_key(key, len, s->fkey, FKEY_MAX);
+                const char *a1[] = {"EXISTS", key};
+                size_t l1[] = {6, len};
+                const char *a2[] = {"GET", s->fkey};
+                size_t l2[] = {3, fl > 0 ? (size_t)fl : 0};
+                if (krib_conn_append(c, 2, a1, l1) || krib_conn_append(c, 2, a2, l2) ||
+                    kq_push(&n->fly, &k)) {
+                        retry_later(s, k, now_ms, 200);
+                        return node_failed(s, m, "out of memory", now_ms);
+                }
+                s->tokens -= 2.0;
+                s->commands += 2;
+                sent++;
+        }
+        if (!sent)
+                return;
+        s->round_trips++;
+        if (krib_conn_flush(c))
+                node_failed(s, m, krib_conn_errstr(c), now_ms);
+}
+
+/* Reads what master m answered, without waiting, and judges those checks. */
+static void node_read(insp_t *s, int m, int64_t now_ms, int64_t now_us) {
+        mnode_t *n = &s->nodes[m];
+        if (!n->fly.n)
+                return;
+        krib_conn_t *c = krib_cluster_conn(s->cluster, m, now_us);
+        if (!c || krib_conn_recv(c) < 0)
+                return node_failed(s, m, c ? krib_conn_errstr(c) : "closed", now_ms);
+        redisReply *r;
+        int got;
+        while (n->fly.n && (got = krib_conn_reply(c, &r)) == 1) {
+                n->progress_us = now_us;
+                if (!n->first) {
+                        n->first = r;
+                        continue;
+                }
+                kcheck_t k = kq_pop(&n->fly);
+                redisReply *r1 = n->first;
+                n->first = NULL;
+                if (r1->type != REDIS_REPLY_INTEGER ||
+                    (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+                        /* MOVED, ASK, LOADING, ...: checked again after a refresh. */
+                        krib_cluster_refresh(s->cluster);
+                        retry_later(s, k, now_ms, 200);
+                } else {
+                        if (!k.it->dropped)
+                                judge_one(s, &k, r1->integer > 0, r, now_ms);
+                        check_done(s, &k);
+                }
+                freeReplyObject(r1);
+                freeReplyObject(r);
+        }
+        if (n->fly.n && got < 0)
+                return node_failed(s, m, "protocol error", now_ms);
+        if (n->fly.n && now_us - n->progress_us > s->conf->redis_command_timeout_ms * 1000)
+                node_failed(s, m, "no reply within redis.command_timeout_ms", now_ms);
+}
+
+/* One turn of checking: new map, retries, due checks (budget), sends and
+ * the replies that arrived. Never waits on a node. */
+static void check_turn(insp_t *s, int64_t now_ms) {
         int64_t now_us = krib_clock_mono_us();
         double budget = (double)s->conf->inspect_budget_per_s;
         s->tokens += budget * (double)(now_us - s->tokens_at_us) / 1e6;
         if (s->tokens > budget)
                 s->tokens = budget;
         s->tokens_at_us = now_us;
-        if (!s->nheap || s->heap[0].due_ms > now_ms)
-                return;
-        if ((s->need_refresh || !s->conns) && refresh(s)) {
-                s->need_refresh = 1;
-                return; /* checks wait; Redis is counted as late, never as fresh */
+        if (krib_cluster_step(s->cluster, now_us) == KRIB_CLUSTER_NEW_MAP &&
+            nodes_resize(s, now_ms))
+                krib_log_error("inspect", "msg=\"out of memory\"");
+        for (size_t i = s->retry.n; i > 0 && s->retry.n; i--) {
+                kcheck_t *f = kq_front(&s->retry);
+                if (f->not_before_ms > now_ms || !krib_cluster_has_map(s->cluster))
+                        break;
+                route(s, kq_pop(&s->retry), now_ms);
         }
-        check_t *cs = calloc(ROUND_KEYS, sizeof(*cs));
-        if (!cs)
-                return;
-        size_t n = 0;
-        due_t held[ROUND_KEYS];
-        size_t nheld = 0;
-        while (s->nheap && s->heap[0].due_ms <= now_ms && nheld < ROUND_KEYS) {
-                item_t *it = s->heap[0].it;
-                size_t need = it->nkeys ? it->nkeys : 1;
-                if (n + need > ROUND_KEYS && n)
-                        break;
-                /* The budget refills; an event larger than a second's budget
-                 * goes alone once the bucket is full. */
-                if (s->tokens < 2.0 * (double)need && (n || s->tokens < budget))
-                        break;
+        /* Due keys move from the heap to their masters' queues, as many as
+         * a turn allows; the rest of a large event stays due, from where it
+         * stopped. */
+        size_t taken = 0;
+        while (krib_cluster_has_map(s->cluster) && s->nheap && s->heap[0].due_ms <= now_ms &&
+               taken < ROUND_KEYS) {
                 due_t d = heap_pop(s);
-                held[nheld++] = d;
-                if (d.it->dropped)
-                        continue;
-                int64_t late = now_ms - d.due_ms;
-                if (late > s->worst_late_ms)
-                        s->worst_late_ms = late;
-                for (size_t k = 0; k < d.it->nkeys && n < ROUND_KEYS; k++) {
-                        const knode_t *kn = klook(s, d.it->keys[k], d.it->key_lens[k]);
-                        if (kn && kn->seq > d.it->seq && kn->ts_ms + s->delays[d.delay] <= now_ms) {
-                                s->pd[d.delay].superseded++;
-                                continue; /* a later event, due too, judges this key */
+                uint32_t to = (uint32_t)d.it->nkeys;
+                if (to - d.from > ROUND_KEYS - taken) {
+                        to = d.from + (uint32_t)(ROUND_KEYS - taken);
+                        if (heap_push(s, d.due_ms, d.it, to, d.delay)) {
+                                to = (uint32_t)d.it->nkeys; /* no room: all of it now */
                         }
-                        unsigned slot = krib_slot_of(d.it->keys[k], d.it->key_lens[k]);
-                        cs[n].d = d;
-                        cs[n].key = k;
-                        cs[n].master = s->topo.slot_owner[slot];
-                        /* A slot without an owner: checked again after a
-                         * refresh, never taken for absent. */
-                        if (cs[n].master < 0 || (size_t)cs[n].master >= s->nconns) {
-                                cs[n].failed = 1;
-                                s->need_refresh = 1;
-                        }
-                        n++;
                 }
-                s->tokens -= 2.0 * (double)need;
+                for (uint32_t k = d.from; k < to; k++)
+                        route(s, (kcheck_t){d.it, k, d.delay, d.due_ms, 0}, now_ms);
+                taken += to - d.from;
         }
-        /* Per master: every command first, then every reply. */
-        for (size_t m = 0; m < s->nconns; m++) {
-                size_t mine = 0;
-                for (size_t i = 0; i < n; i++)
-                        mine += cs[i].master == (int)m;
-                if (!mine)
-                        continue;
-                if (!s->conns[m] && !(s->conns[m] = open_node(s, &s->topo.masters[m]))) {
-                        for (size_t i = 0; i < n; i++)
-                                cs[i].failed |= cs[i].master == (int)m;
-                        s->need_refresh = 1;
-                        continue;
-                }
-                krib_conn_t *c = s->conns[m];
-                for (size_t i = 0; i < n; i++) {
-                        if (cs[i].master != (int)m)
-                                continue;
-                        item_t *it = cs[i].d.it;
-                        char *fkey = s->fkey;
-                        int fl = krib_fence_key(it->keys[cs[i].key], it->key_lens[cs[i].key], fkey,
-                                                FKEY_MAX);
-                        const char *a1[] = {"EXISTS", it->keys[cs[i].key]};
-                        size_t l1[] = {6, it->key_lens[cs[i].key]};
-                        const char *a2[] = {"GET", fkey};
-                        size_t l2[] = {3, fl > 0 ? (size_t)fl : 0};
-                        krib_conn_append(c, 2, a1, l1);
-                        krib_conn_append(c, 2, a2, l2);
-                        s->commands += 2;
-                }
-                int io = krib_conn_flush(c);
-                s->round_trips++;
-                for (size_t i = 0; i < n; i++) {
-                        if (cs[i].master != (int)m)
-                                continue;
-                        redisReply *r1 = NULL, *r2 = NULL;
-                        if (io || krib_conn_read(c, &r1) || krib_conn_read(c, &r2)) {
-                                io = -1;
-                                cs[i].failed = 1;
-                        } else if (r1->type != REDIS_REPLY_INTEGER ||
-                                   (r2->type != REDIS_REPLY_STRING &&
-                                    r2->type != REDIS_REPLY_NIL)) {
-                                /* MOVED, ASK, LOADING, ...: the map or the node is
-                                 * in flux; this event is checked again shortly. */
-                                cs[i].failed = 1;
-                                s->need_refresh = 1;
-                        } else {
-                                cs[i].present = r1->integer > 0;
-                                cs[i].fence = r2;
-                                r2 = NULL;
-                        }
-                        if (r1)
-                                freeReplyObject(r1);
-                        if (r2)
-                                freeReplyObject(r2);
-                }
-                if (io) {
-                        krib_conn_free(c);
-                        s->conns[m] = NULL;
-                        s->need_refresh = 1;
-                }
+        for (size_t m = 0; m < s->nnodes; m++) {
+                node_read(s, (int)m, now_ms, now_us);
+                node_send(s, (int)m, now_ms, now_us);
         }
-        /* An event with a failed key is checked again (all keys) later. */
-        for (size_t h = 0; h < nheld; h++) {
-                due_t d = held[h];
-                int failed = 0;
-                for (size_t i = 0; i < n; i++)
-                        if (cs[i].d.it == d.it && cs[i].d.delay == d.delay && cs[i].failed)
-                                failed = 1;
-                if (failed && !d.it->dropped) {
-                        heap_push(s, now_ms + 200, d.it, d.delay);
-                        continue;
-                }
-                for (size_t i = 0; i < n; i++)
-                        if (cs[i].d.it == d.it && cs[i].d.delay == d.delay)
-                                judge_one(s, &cs[i], now_ms);
-                if (--d.it->left == 0)
-                        item_done(s, d.it);
+}
+
+/* The poll set: the consumer's wake-up, the cluster's, and every master
+ * with replies due. */
+static int check_pollfds(insp_t *s, struct pollfd *fds, int max) {
+        int n = 0;
+        fds[n++] = (struct pollfd){krib_consumer_wakeup_fd(s->consumer), POLLIN, 0};
+        fds[n++] = (struct pollfd){krib_cluster_wake_fd(s->cluster), POLLIN, 0};
+        for (size_t m = 0; m < s->nnodes && n < max; m++) {
+                krib_conn_t *c =
+                        s->nodes[m].fly.n ? krib_cluster_conn(s->cluster, (int)m, 0) : NULL;
+                if (c)
+                        fds[n++] = (struct pollfd){krib_conn_fd(c), POLLIN, 0};
         }
-        for (size_t i = 0; i < n; i++)
-                if (cs[i].fence)
-                        freeReplyObject(cs[i].fence);
-        free(cs);
+        return n;
+}
+
+/* How long the most overdue check has waited (heap, queues, retries). */
+static int64_t behind_ms(insp_t *s, int64_t now_ms) {
+        int64_t oldest = s->nheap ? s->heap[0].due_ms : now_ms;
+        const kq_t *qs[2];
+        for (size_t m = 0; m < s->nnodes; m++) {
+                qs[0] = &s->nodes[m].wait;
+                qs[1] = &s->nodes[m].fly;
+                for (int q = 0; q < 2; q++)
+                        if (qs[q]->n && qs[q]->v[qs[q]->head].due_ms < oldest)
+                                oldest = qs[q]->v[qs[q]->head].due_ms;
+        }
+        if (s->retry.n && s->retry.v[s->retry.head].due_ms < oldest)
+                oldest = s->retry.v[s->retry.head].due_ms;
+        return oldest < now_ms ? now_ms - oldest : 0;
 }
 
 /* ---- Kafka ---------------------------------------------------------------- */
@@ -597,11 +694,26 @@ static void act_on_revoke(insp_t *s) {
         const rd_kafka_topic_partition_list_t *parts = krib_consumer_revoking(s->consumer, &lost);
         if (!parts)
                 return;
-        for (size_t i = 0; i < s->nheap; i++)
-                for (int p = 0; p < parts->cnt; p++)
-                        if (s->heap[i].it->partition == parts->elems[p].partition &&
-                            !strcmp(s->heap[i].it->topic, parts->elems[p].topic))
+        for (int p = 0; p < parts->cnt; p++) {
+                const char *t = parts->elems[p].topic;
+                int32_t part = parts->elems[p].partition;
+                for (size_t i = 0; i < s->nheap; i++)
+                        if (s->heap[i].it->partition == part && !strcmp(s->heap[i].it->topic, t))
                                 s->heap[i].it->dropped = 1;
+                kq_t *qs[2 * s->nnodes + 1];
+                size_t nq = 0;
+                qs[nq++] = &s->retry;
+                for (size_t m = 0; m < s->nnodes; m++) {
+                        qs[nq++] = &s->nodes[m].wait;
+                        qs[nq++] = &s->nodes[m].fly;
+                }
+                for (size_t q = 0; q < nq; q++)
+                        for (size_t i = 0; i < qs[q]->n; i++) {
+                                item_t *it = qs[q]->v[qs[q]->head + i].it;
+                                if (it->partition == part && !strcmp(it->topic, t))
+                                        it->dropped = 1;
+                        }
+        }
         for (int p = 0; p < parts->cnt; p++)
                 krib_offsets_forget(s->offsets, parts->elems[p].topic, parts->elems[p].partition);
         if (!lost) {
@@ -732,10 +844,16 @@ static void take(insp_t *s, rd_kafka_message_t *m) {
                 return;
         }
         for (size_t k = 0; k < it->nkeys; k++)
-                knote(s, it->keys[k], it->key_lens[k], it->seq, ts);
-        for (int d = 0; d < s->ndelays; d++)
-                heap_push(s, ts + s->delays[d], it, d);
+                knote(s, it, k);
         s->pending_items++;
+        for (int d = 0; d < s->ndelays; d++)
+                if (heap_push(s, ts + s->delays[d], it, 0, d)) {
+                        /* Out of memory: this delay is given up, never counted fresh. */
+                        krib_log_error("inspect", "msg=\"out of memory\"");
+                        it->open[d] = 0;
+                        if (--it->left == 0)
+                                item_done(s, it);
+                }
 }
 
 /* ---- metrics and the report ----------------------------------------------- */
@@ -755,9 +873,12 @@ static void render(insp_t *s, int64_t now_ms, char **out, size_t *len) {
                  "Keys present without a known version where fills are unguarded: neither fresh "
                  "nor stale."},
                 {"krib_inspect_superseded_total", "counter",
-                 "Key checks left to a later event of the key, itself due."},
+                 "Key checks left to an event with a higher version of the key, itself due."},
+                {"krib_inspect_late_total", "counter",
+                 "Key checks made too late to count (more than max(1 s, delay/10) after due) "
+                 "that did not find the key stale: neither fresh nor stale."},
         };
-        for (int f = 0; f < 4; f++) {
+        for (int f = 0; f < 5; f++) {
                 fprintf(fp, "# HELP %s %s\n# TYPE %s %s\n", fam[f][0], fam[f][2], fam[f][0],
                         fam[f][1]);
                 for (int d = 0; d < s->ndelays; d++) {
@@ -766,7 +887,8 @@ static void render(insp_t *s, int64_t now_ms, char **out, size_t *len) {
                         uint64_t v = f == 0   ? s->pd[d].checked
                                      : f == 1 ? s->pd[d].stale
                                      : f == 2 ? s->pd[d].unverifiable
-                                              : s->pd[d].superseded;
+                                     : f == 3 ? s->pd[d].superseded
+                                              : s->pd[d].late;
                         fprintf(fp, "%s{delay=\"%s\"} %" PRIu64 "\n", fam[f][0], label, v);
                 }
         }
@@ -803,10 +925,11 @@ static void render(insp_t *s, int64_t now_ms, char **out, size_t *len) {
                 "# HELP krib_inspect_pending_events Events waiting for a check.\n# TYPE "
                 "krib_inspect_pending_events gauge\nkrib_inspect_pending_events %" PRIu64 "\n",
                 s->pending_items);
-        int64_t late = s->nheap && s->heap[0].due_ms < now_ms ? now_ms - s->heap[0].due_ms : 0;
+        int64_t late = behind_ms(s, now_ms);
         fprintf(fp,
                 "# HELP krib_inspect_behind_seconds How long the most overdue check has been "
-                "due (budget or Redis holding it).\n# TYPE krib_inspect_behind_seconds gauge\n"
+                "due (the budget, or a slow or unreachable master holding it).\n# TYPE "
+                "krib_inspect_behind_seconds gauge\n"
                 "krib_inspect_behind_seconds %.3f\n",
                 (double)late / 1000.0);
         fclose(fp);
@@ -828,9 +951,9 @@ static void report(insp_t *s, int64_t now_ms) {
                 char num[32];
                 snprintf(num, sizeof(num), "%.2f", nines);
                 printf(" delay=%s checked=%" PRIu64 " stale=%" PRIu64 " unverifiable=%" PRIu64
-                       " superseded=%" PRIu64 " nines=%s%s",
+                       " superseded=%" PRIu64 " late=%" PRIu64 " nines=%s%s",
                        label, s->pd[d].checked, s->pd[d].stale, s->pd[d].unverifiable,
-                       s->pd[d].superseded,
+                       s->pd[d].superseded, s->pd[d].late,
                        isnan(nines)   ? "nan"
                        : isinf(nines) ? "inf"
                                       : num,
@@ -852,7 +975,6 @@ int krib_inspect_run(const krib_conf_t *conf, const krib_inspect_opts_t *o,
                 return 2;
         s->conf = conf;
         s->opts = *o;
-        krib_topo_init(&s->topo);
         s->tokens_at_us = krib_clock_mono_us();
         s->tokens = (double)conf->inspect_budget_per_s;
         s->nbuckets = 1024;
@@ -910,9 +1032,12 @@ int krib_inspect_run(const krib_conf_t *conf, const krib_inspect_opts_t *o,
                 " fills=%s",
                 s->group, (size_t)s->ndelays, conf->inspect_sample_ratio,
                 conf->inspect_budget_per_s, conf->inspect_fills ? "guarded" : "unguarded");
-        if (refresh(s))
-                krib_log_warn("inspect", "msg=\"redis not reachable yet, will retry\"");
+        if (!(s->cluster = krib_cluster_new(conf, s->tls, "inspect", err, sizeof(err)))) {
+                krib_log_error("inspect", "msg=\"cannot start\" error=\"%s\"", err);
+                goto out;
+        }
         int64_t stats_at = 0;
+        int more = 1; /* the consumer may hold messages the wake-up pipe will not announce */
         while (!*stop) {
                 act_on_revoke(s);
                 if (*mark_end) {
@@ -923,15 +1048,32 @@ int krib_inspect_run(const krib_conf_t *conf, const krib_inspect_opts_t *o,
                 if (s->end_wanted)
                         take_ends(s);
                 int64_t now_ms = krib_clock_wall_ms();
-                /* Read while the heap holds a bounded backlog. */
-                int wait = s->nheap && s->heap[0].due_ms > now_ms
-                                   ? (int)(s->heap[0].due_ms - now_ms < 100
-                                                   ? s->heap[0].due_ms - now_ms
-                                                   : 100)
-                           : s->nheap ? 0
-                                      : 100;
-                for (int i = 0; i < 10000 && s->pending_items < 2000000; i++) {
-                        rd_kafka_message_t *m = krib_consumer_poll(s->consumer, i ? 0 : wait);
+                check_turn(s, now_ms);
+                /* Wait for Kafka, a reply, a helper thread, or the next due
+                 * check (a retry, the budget), 100 ms at most. */
+                int64_t wait = 100;
+                if (s->nheap)
+                        wait = s->heap[0].due_ms - now_ms;
+                if (s->retry.n && kq_front(&s->retry)->not_before_ms - now_ms < wait)
+                        wait = kq_front(&s->retry)->not_before_ms - now_ms;
+                for (size_t m = 0; m < s->nnodes && wait > 10; m++)
+                        if (s->nodes[m].wait.n && s->nodes[m].fly.n < FLY_MAX)
+                                wait = 10; /* the budget refills, or a connection comes */
+                if (more || wait < 0)
+                        wait = 0;
+                if (wait > 100)
+                        wait = 100;
+                struct pollfd fds[2 + 1024];
+                int nfds = check_pollfds(s, fds, 2 + 1024);
+                poll(fds, (nfds_t)nfds, (int)wait);
+                krib_consumer_wakeup_clear(s->consumer);
+                more = 0;
+                for (int i = 0;; i++) {
+                        if (i >= 10000 || s->pending_items >= 2000000) {
+                                more = 1;
+                                break;
+                        }
+                        rd_kafka_message_t *m = krib_consumer_poll(s->consumer, 0);
                         if (!m)
                                 break;
                         if (!m->err)
@@ -942,7 +1084,7 @@ int krib_inspect_run(const krib_conf_t *conf, const krib_inspect_opts_t *o,
                         rd_kafka_message_destroy(m);
                 }
                 now_ms = krib_clock_wall_ms();
-                check_round(s, now_ms);
+                check_turn(s, now_ms);
                 store_offsets(s);
                 if (now_ms - s->published_at_ms >= 1000) {
                         s->published_at_ms = now_ms;
@@ -950,7 +1092,8 @@ int krib_inspect_run(const krib_conf_t *conf, const krib_inspect_opts_t *o,
                         size_t len = 0;
                         render(s, now_ms, &text, &len);
                         if (text)
-                                krib_metrics_publish_text(s->metrics, text, len, s->conns != NULL);
+                                krib_metrics_publish_text(s->metrics, text, len,
+                                                          krib_cluster_has_map(s->cluster));
                         free(text);
                 }
                 if (conf->log_stats_interval_ms &&
@@ -981,22 +1124,38 @@ out:
         s->ends = NULL;
         if (s->consumer)
                 krib_consumer_close(s->consumer);
+        /* Every check still open is given up; the items go with their last. */
+        for (size_t i = 0; i < s->nheap; i++)
+                s->heap[i].it->dropped = 1;
+        for (size_t m = 0; m < s->nnodes; m++)
+                node_requeue(s, &s->nodes[m], 0, 0);
+        for (size_t i = 0; i < s->retry.n; i++)
+                s->retry.v[s->retry.head + i].it->dropped = 1;
+        while (s->retry.n) {
+                kcheck_t c = kq_pop(&s->retry);
+                check_done(s, &c);
+        }
         while (s->nheap) {
                 due_t d = heap_pop(s);
-                if (--d.it->left == 0) {
-                        d.it->dropped = 1;
-                        item_done(s, d.it);
-                }
+                for (uint32_t k = d.from; k < d.it->nkeys; k++)
+                        check_done(s, &(kcheck_t){d.it, k, d.delay, d.due_ms, 0});
         }
         for (size_t i = 0; s->buckets && i < s->nbuckets; i++)
                 for (knode_t *n = s->buckets[i], *next; n; n = next) {
                         next = n->next;
+                        if (n->hi)
+                                item_unref(n->hi);
                         free(n);
                 }
         free(s->buckets);
         free(s->heap);
-        drop_conns(s);
-        krib_topo_destroy(&s->topo);
+        for (size_t m = 0; m < s->nnodes; m++) {
+                free(s->nodes[m].wait.v);
+                free(s->nodes[m].fly.v);
+        }
+        free(s->nodes);
+        free(s->retry.v);
+        krib_cluster_destroy(s->cluster);
         krib_tls_destroy(s->tls);
         krib_metrics_destroy(s->metrics);
         krib_registry_destroy(s->registry);
