@@ -161,14 +161,19 @@ static void close_nodes(krib_cluster_t *c) {
 
 /* Takes the new map (swapping topologies with the job) and opens a fresh
  * node table: -1 on allocation failure (the old map stays). */
+/* Whether b gives every slot to the same address as a (master order aside:
+ * a map from another seed lists them in its own order). */
 static int same_map(const krib_topo_t *a, const krib_topo_t *b) {
-        if (a->master_count != b->master_count ||
-            memcmp(a->slot_owner, b->slot_owner, sizeof(a->slot_owner)))
+        if (a->master_count != b->master_count)
                 return 0;
-        for (size_t i = 0; i < a->master_count; i++)
-                if (a->masters[i].port != b->masters[i].port ||
-                    strcmp(a->masters[i].host, b->masters[i].host))
+        for (size_t i = 0; i < KRIB_SLOT_COUNT; i++) {
+                int x = a->slot_owner[i], y = b->slot_owner[i];
+                if ((x < 0) != (y < 0))
                         return 0;
+                if (x >= 0 && (a->masters[x].port != b->masters[y].port ||
+                               strcmp(a->masters[x].host, b->masters[y].host)))
+                        return 0;
+        }
         return 1;
 }
 

@@ -1102,11 +1102,13 @@ int krib_inspect_run(const krib_conf_t *conf, const krib_inspect_opts_t *o,
                         krib_log_info("inspect",
                                       "msg=\"stats\" events=%" PRIu64 " pending=%" PRIu64
                                       " checked_first=%" PRIu64 " stale_first=%" PRIu64
-                                      " checked_last=%" PRIu64 " stale_last=%" PRIu64
-                                      " commands=%" PRIu64,
+                                      " late_first=%" PRIu64 " checked_last=%" PRIu64
+                                      " stale_last=%" PRIu64 " late_last=%" PRIu64
+                                      " commands=%" PRIu64 " behind_ms=%" PRId64,
                                       s->consumed, s->pending_items, s->pd[0].checked,
-                                      s->pd[0].stale, s->pd[s->ndelays - 1].checked,
-                                      s->pd[s->ndelays - 1].stale, s->commands);
+                                      s->pd[0].stale, s->pd[0].late, s->pd[s->ndelays - 1].checked,
+                                      s->pd[s->ndelays - 1].stale, s->pd[s->ndelays - 1].late,
+                                      s->commands, behind_ms(s, now_ms));
                 }
                 if (s->opts.until_end && reached_end(s) && !s->pending_items)
                         break;

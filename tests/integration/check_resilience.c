@@ -280,10 +280,11 @@ static void run_scenario(const scenario_t *sc) {
         if (!ilog[0])
                 snprintf(nines, sizeof(nines), "not run");
         else if (insp[0].stale > 0 && judged > 0)
-                snprintf(nines, sizeof(nines), "%.2f (%ld of %ld stale)",
-                         -log10((double)insp[0].stale / (double)judged), insp[0].stale, judged);
+                snprintf(nines, sizeof(nines), "%.2f (%ld of %ld stale, %ld late)",
+                         -log10((double)insp[0].stale / (double)judged), insp[0].stale, judged,
+                         insp[0].late);
         else
-                snprintf(nines, sizeof(nines), "all %ld fresh", judged);
+                snprintf(nines, sizeof(nines), "all %ld fresh, %ld late", judged, insp[0].late);
         long keys = -1, lost = -1, regressions = -1;
         ck_assert_int_eq(
                 sscanf(out, "keys=%ld lost=%ld regressions=%ld", &keys, &lost, &regressions), 3);

@@ -171,7 +171,7 @@ int itest_inspect_finish(pid_t pid, const char *out_path, int timeout_s, itest_i
         int rc = wait_timeout(pid, timeout_s * 1000);
         memset(d, 0, sizeof(*d) * (size_t)nd);
         for (int i = 0; i < nd; i++)
-                d[i].checked = d[i].stale = d[i].unverifiable = -1;
+                d[i].checked = d[i].stale = d[i].unverifiable = d[i].late = -1;
         FILE *fp = fopen(out_path, "r");
         char line[4096] = "";
         if (fp) {
@@ -181,8 +181,9 @@ int itest_inspect_finish(pid_t pid, const char *out_path, int timeout_s, itest_i
         }
         const char *p = line;
         for (int i = 0; i < nd && (p = strstr(p, " delay=")); i++) {
-                sscanf(p, " delay=%15s checked=%ld stale=%ld unverifiable=%ld", d[i].delay,
-                       &d[i].checked, &d[i].stale, &d[i].unverifiable);
+                sscanf(p,
+                       " delay=%15s checked=%ld stale=%ld unverifiable=%ld superseded=%*d late=%ld",
+                       d[i].delay, &d[i].checked, &d[i].stale, &d[i].unverifiable, &d[i].late);
                 p++;
         }
         return rc;

@@ -43,7 +43,7 @@ pid_t itest_inspect_start(const char *conf, const char *const *env, const char *
 /* One delay of an inspector's report. */
 typedef struct {
         char delay[16];
-        long checked, stale, unverifiable; /* -1: not in the report */
+        long checked, stale, unverifiable, late; /* -1: not in the report */
 } itest_inspect_t;
 
 /* SIGUSR1 (read to the end as of now, check it all, stop), waits up to
