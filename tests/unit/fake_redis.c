@@ -90,12 +90,18 @@ void fake_start(fake_redis_t *f, fake_handler_t *handler, void *opaque) {
         struct sockaddr_in a = {0};
         a.sin_family = AF_INET;
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        a.sin_port = 0;
-        bind(f->listen_fd, (struct sockaddr *)&a, sizeof(a));
+        /* A free port below the ephemeral range (32768+), where no
+         * connection's local port can take it. */
+        int one = 1;
+        setsockopt(f->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        for (int p = 29600; p < 30000; p++) {
+                a.sin_port = htons((uint16_t)p);
+                if (bind(f->listen_fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+                        f->port = p;
+                        break;
+                }
+        }
         listen(f->listen_fd, 8);
-        socklen_t len = sizeof(a);
-        getsockname(f->listen_fd, (struct sockaddr *)&a, &len);
-        f->port = ntohs(a.sin_port);
         pthread_create(&f->thread, NULL, loop, f);
 }
 
