@@ -92,33 +92,12 @@ static long fcall(const char *fn, const char *key, const char *fkey, const char 
         return atol(out);
 }
 
-static void load_library(void) {
-        static char lib[16384], out[32768];
-        FILE *fp = fopen(KRIB_SOURCE_DIR "/redis/krib.lua", "r");
-        ck_assert_ptr_nonnull(fp);
-        size_t n = fread(lib, 1, sizeof(lib) - 1, fp);
-        fclose(fp);
-        lib[n] = '\0';
-        char *argv[] = {"/usr/bin/redis-cli",
-                        "--cluster",
-                        "call",
-                        (char *)itest_redis_seed(),
-                        "FUNCTION",
-                        "LOAD",
-                        "REPLACE",
-                        lib,
-                        "--cluster-only-masters",
-                        NULL};
-        ck_assert_int_eq(itest_run(argv, 30, out, sizeof(out)), 0);
-        ck_assert_msg(strstr(out, ": krib") && !strstr(out, ": ERR"), "FUNCTION LOAD: %s", out);
-}
-
 START_TEST(documented_acl_user_through_migration) {
         static char aclbuf[1024];
         char *acl[64];
         int argc = documented_acl(aclbuf, sizeof(aclbuf), acl, 64);
         itest_acl_all_nodes((const char *const *)acl, argc);
-        load_library();
+        itest_load_fill_library();
 
         itest_names_t nm;
         itest_names(&nm, "acl-doc");
@@ -204,17 +183,7 @@ START_TEST(documented_acl_user_through_migration) {
         pid_t prod = itest_spawn(producer);
         usleep(1000000);
         itest_produce_tag(nm.topic, 1, "sweep", pattern);
-        char seed_port[16], out[1024], slots[4][16];
-        snprintf(seed_port, sizeof(seed_port), "%s", strrchr(itest_redis_seed(), ':') + 1);
-        char *mig[8] = {KRIB_SOURCE_DIR "/tests/integration/migrate_slots.sh", seed_port};
-        for (int t = 0; t < 4; t++) {
-                char tag[16];
-                int l = snprintf(tag, sizeof(tag), "t%d", t);
-                snprintf(slots[t], sizeof(slots[t]), "%u", krib_slot_of(tag, (size_t)l));
-                mig[2 + t] = slots[t];
-        }
-        mig[6] = NULL;
-        ck_assert_msg(itest_run(mig, 240, out, sizeof(out)) == 0, "migration failed: %s", out);
+        itest_migrate_tag_slots(4);
         ck_assert_int_eq(itest_wait(prod, 120), 0);
         int caught = itest_wait_caught_up(nm.group, nm.topic, 3, 120);
         ck_assert_int_eq(fcall("krib_fill_leased", key, fkey, "t1", "0", "v5", "db", "5"), 0);

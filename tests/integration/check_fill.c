@@ -105,28 +105,6 @@ static void *reader(void *arg) {
         return NULL;
 }
 
-static void load_library(void) {
-        static char lib[16384], out[32768];
-        FILE *fp = fopen(KRIB_SOURCE_DIR "/redis/krib.lua", "r");
-        ck_assert_ptr_nonnull(fp);
-        size_t n = fread(lib, 1, sizeof(lib) - 1, fp);
-        fclose(fp);
-        lib[n] = '\0';
-        char *argv[] = {"/usr/bin/redis-cli",
-                        "--cluster",
-                        "call",
-                        (char *)itest_redis_seed(),
-                        "FUNCTION",
-                        "LOAD",
-                        "REPLACE",
-                        lib,
-                        "--cluster-only-masters",
-                        NULL};
-        ck_assert_int_eq(itest_run(argv, 30, out, sizeof(out)), 0);
-        /* redis-cli echoes the library, then "host:port: krib" per master. */
-        ck_assert_msg(strstr(out, ": krib") && !strstr(out, ": ERR"), "FUNCTION LOAD: %s", out);
-}
-
 /* Runs the race; returns how many present keys hold an older version than
  * the newest one the database reached. */
 static long race(int with_guard, long *fills, long *refused) {
@@ -207,7 +185,7 @@ static long race(int with_guard, long *fills, long *refused) {
 }
 
 START_TEST(guarded_fills_leave_no_stale_value) {
-        load_library();
+        itest_load_fill_library();
         long fills, refused;
         long stale = race(1, &fills, &refused);
         fprintf(stderr, "guarded: %ld fills written, %ld refused, %ld stale keys\n", fills, refused,
@@ -272,7 +250,7 @@ static void applied(const itest_names_t *nm, int64_t want) {
 /* The library loaded, a 2-partition topic, krib running in fence mode
  * `mode` ("KRIB_REDIS_FENCE=..."), a connection to every master. */
 static pid_t fence_test_start(itest_names_t *nm, const char *what, const char *mode, cluster_t *c) {
-        load_library();
+        itest_load_fill_library();
         itest_names(nm, what);
         const char *create[] = {"create", "--topic", nm->topic, "--partitions", "2", NULL};
         itest_loadgen(create);

@@ -352,17 +352,7 @@ static void fault_manual_failover(run_t *r) {
 }
 
 static void fault_reshard(run_t *r) {
-        char seed_port[16], out[1024], slots[4][16];
-        snprintf(seed_port, sizeof(seed_port), "%s", strrchr(itest_redis_seed(), ':') + 1);
-        char *mig[8] = {KRIB_SOURCE_DIR "/tests/integration/migrate_slots.sh", seed_port};
-        for (int t = 0; t < 4; t++) {
-                char tag[16];
-                int l = snprintf(tag, sizeof(tag), "t%d", t);
-                snprintf(slots[t], sizeof(slots[t]), "%u", krib_slot_of(tag, (size_t)l));
-                mig[2 + t] = slots[t];
-        }
-        mig[6] = NULL;
-        ck_assert_msg(itest_run(mig, 240, out, sizeof(out)) == 0, "migration failed: %s", out);
+        itest_migrate_tag_slots(4);
         healed(r);
         scrape(r);
         double moved = itest_metric(r->metrics, "krib_redis_redirects_total{kind=\"moved\"}", NULL);

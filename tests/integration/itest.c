@@ -1,6 +1,7 @@
 #include "itest.h"
 
 #include "encode.h"
+#include "slot.h"
 
 #include <check.h>
 #include <fcntl.h>
@@ -614,4 +615,40 @@ void itest_acl_all_nodes(const char *const *argv, int argc) {
                 freeReplyObject(r);
                 redisFree(c);
         }
+}
+
+void itest_load_fill_library(void) {
+        static char lib[16384], out[32768];
+        FILE *fp = fopen(KRIB_SOURCE_DIR "/redis/krib.lua", "r");
+        ck_assert_ptr_nonnull(fp);
+        size_t n = fread(lib, 1, sizeof(lib) - 1, fp);
+        fclose(fp);
+        lib[n] = '\0';
+        char *argv[] = {"/usr/bin/redis-cli",
+                        "--cluster",
+                        "call",
+                        (char *)itest_redis_seed(),
+                        "FUNCTION",
+                        "LOAD",
+                        "REPLACE",
+                        lib,
+                        "--cluster-only-masters",
+                        NULL};
+        ck_assert_int_eq(itest_run(argv, 30, out, sizeof(out)), 0);
+        /* redis-cli echoes the library, then "host:port: krib" per master. */
+        ck_assert_msg(strstr(out, ": krib") && !strstr(out, ": ERR"), "FUNCTION LOAD: %s", out);
+}
+
+void itest_migrate_tag_slots(int n) {
+        char seed_port[16], out[1024], slots[4][16];
+        snprintf(seed_port, sizeof(seed_port), "%s", strrchr(itest_redis_seed(), ':') + 1);
+        char *mig[8] = {KRIB_SOURCE_DIR "/tests/integration/migrate_slots.sh", seed_port};
+        for (int t = 0; t < n && t < 4; t++) {
+                char tag[16];
+                int l = snprintf(tag, sizeof(tag), "t%d", t);
+                snprintf(slots[t], sizeof(slots[t]), "%u", krib_slot_of(tag, (size_t)l));
+                mig[2 + t] = slots[t];
+        }
+        mig[2 + (n < 4 ? n : 4)] = NULL;
+        ck_assert_msg(itest_run(mig, 240, out, sizeof(out)) == 0, "migration failed: %s", out);
 }

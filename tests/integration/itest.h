@@ -85,6 +85,14 @@ redisContext *itest_redis(int port);
  * ACLs are per node. */
 void itest_acl_all_nodes(const char *const *argv, int argc);
 
+/* FUNCTION LOAD REPLACE of redis/krib.lua (guarded fills) on every master. */
+void itest_load_fill_library(void);
+
+/* Moves the slots of hash tags "t0".."t<n-1>" (n <= 4) to other masters the
+ * slow way (tests/integration/migrate_slots.sh: ASK while half moved, MOVED
+ * after); fails the test if the script does. */
+void itest_migrate_tag_slots(int n);
+
 /* Starts argv in the background (stdout/stderr to /dev/null); wait with
  * itest_wait(). */
 pid_t itest_spawn(char *const argv[]);
