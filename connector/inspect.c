@@ -123,6 +123,8 @@ typedef struct {
         mnode_t *nodes; /* per master of the cluster's map */
         size_t nnodes;
         kq_t retry; /* checks to route again (a redirection, a lost connection) */
+        struct pollfd *pfds;
+        size_t pfds_cap;
         double tokens;
         int64_t tokens_at_us;
 
@@ -642,12 +644,18 @@ static void check_turn(insp_t *s, int64_t now_ms) {
 }
 
 /* The poll set: the consumer's wake-up, the cluster's, and every master
- * with replies due. */
-static int check_pollfds(insp_t *s, struct pollfd *fds, int max) {
+ * with replies due (grown to any number of masters). Returns its size. */
+static int check_pollfds(insp_t *s) {
+        size_t need = 2 + s->nnodes;
+        if (need > s->pfds_cap && krib_util_grow(&s->pfds, &s->pfds_cap, need, sizeof(*s->pfds)))
+                need = s->pfds_cap >= 2 ? s->pfds_cap : 0; /* out of memory: the rest waits */
+        if (need < 2)
+                return 0;
+        struct pollfd *fds = s->pfds;
         int n = 0;
         fds[n++] = (struct pollfd){krib_consumer_wakeup_fd(s->consumer), POLLIN, 0};
         fds[n++] = (struct pollfd){krib_cluster_wake_fd(s->cluster), POLLIN, 0};
-        for (size_t m = 0; m < s->nnodes && n < max; m++) {
+        for (size_t m = 0; m < s->nnodes && (size_t)n < need; m++) {
                 krib_conn_t *c =
                         s->nodes[m].fly.n ? krib_cluster_conn(s->cluster, (int)m, 0) : NULL;
                 if (c)
@@ -1063,9 +1071,11 @@ int krib_inspect_run(const krib_conf_t *conf, const krib_inspect_opts_t *o,
                         wait = 0;
                 if (wait > 100)
                         wait = 100;
-                struct pollfd fds[2 + 1024];
-                int nfds = check_pollfds(s, fds, 2 + 1024);
-                poll(fds, (nfds_t)nfds, (int)wait);
+                int nfds = check_pollfds(s);
+                if (nfds)
+                        poll(s->pfds, (nfds_t)nfds, (int)wait);
+                else
+                        poll(NULL, 0, wait > 10 ? 10 : (int)wait);
                 krib_consumer_wakeup_clear(s->consumer);
                 more = 0;
                 for (int i = 0;; i++) {
@@ -1157,6 +1167,7 @@ out:
         }
         free(s->nodes);
         free(s->retry.v);
+        free(s->pfds);
         krib_cluster_destroy(s->cluster);
         krib_tls_destroy(s->tls);
         krib_metrics_destroy(s->metrics);

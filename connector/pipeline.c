@@ -169,6 +169,8 @@ struct krib_pipeline {
         size_t nrejects, rejects_cap;
         krib_pipeline_stats_t stats;
         int64_t stats_at_us;
+        struct pollfd *pfds; /* the loop's poll set, grown to every socket */
+        size_t pfds_cap;
 };
 
 #define MSG_FMT     "topic=%s partition=%" PRId32 " offset=%" PRId64
@@ -1553,13 +1555,26 @@ static int64_t next_due(krib_pipeline_t *p, int64_t max_us) {
 
 /* The loop's only wait: for Kafka, a Redis reply or until (monotonic µs). */
 static void wait_for_work(krib_pipeline_t *p, int64_t until) {
-        struct pollfd fds[65];
-        int n = 0;
-        fds[n++] = (struct pollfd){krib_consumer_wakeup_fd(p->consumer), POLLIN, 0};
-        n += krib_writer_pollfds(p->writer, fds + n, 64);
+        struct pollfd one;
+        size_t need = 1 + (size_t)krib_writer_pollfds(p->writer, NULL, 0);
         int64_t t0 = krib_clock_mono_us();
         int64_t wait = until - t0;
         int ms = wait <= 0 ? 0 : wait > 1000000 ? 1000 : (int)((wait + 999) / 1000);
+        struct pollfd *fds = p->pfds;
+        if (need > p->pfds_cap && krib_util_grow(&p->pfds, &p->pfds_cap, need, sizeof(*fds))) {
+                /* Out of memory: Kafka only, and back soon for the replies. */
+                fds = &one;
+                need = 1;
+                ms = ms < 10 ? ms : 10;
+        } else {
+                fds = p->pfds;
+        }
+        fds[0] = (struct pollfd){krib_consumer_wakeup_fd(p->consumer), POLLIN, 0};
+        int n = 1;
+        if (need > 1)
+                n += krib_writer_pollfds(p->writer, fds + 1, (int)need - 1);
+        if ((size_t)n > need)
+                n = (int)need; /* sockets added since counting wait a turn */
         poll(fds, (nfds_t)n, ms);
         p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
         if (fds[0].revents)
@@ -1723,6 +1738,7 @@ void krib_pipeline_destroy(krib_pipeline_t *p) {
         for (size_t k = 0; k < p->nbatches; k++)
                 batch_free(&p->batches[k]);
         free(p->stash);
+        free(p->pfds);
         free(p->nodes);
         free(p);
 }

@@ -148,8 +148,10 @@ struct krib_writer {
         char sha[41];
         char *nums; /* decimal strings of one script command */
         size_t nums_cap;
-        int trouble; /* this step met connection or transient trouble */
-        int logged;  /* transient errors logged this step */
+        int trouble;         /* this step met connection or transient trouble */
+        int logged;          /* transient errors logged this step */
+        struct pollfd *pfds; /* krib_writer_apply's poll set */
+        size_t pfds_cap;
 };
 
 static inline rec_t *rec_of(krib_writer_t *w, uint32_t ref) {
@@ -718,6 +720,7 @@ const krib_writer_stats_t *krib_writer_stats(const krib_writer_t *w) {
 void krib_writer_destroy(krib_writer_t *w) {
         if (!w)
                 return;
+        free(w->pfds);
         for (size_t i = 0; i < w->conn_count; i++) {
                 conn_t *c = &w->conns[i];
                 krib_conn_free(c->c);
@@ -1910,12 +1913,11 @@ int krib_writer_failing(const krib_writer_t *w) {
 
 int krib_writer_pollfds(const krib_writer_t *w, struct pollfd *fds, int max) {
         int n = 0;
-        for (size_t ci = 0; ci < w->conn_count && n < max; ci++) {
+        for (size_t ci = 0; ci < w->conn_count; ci++) {
                 const conn_t *c = &w->conns[ci];
                 if (c->c && c->cq_head != c->cq_tail) {
-                        fds[n].fd = krib_conn_fd(c->c);
-                        fds[n].events = POLLIN;
-                        fds[n].revents = 0;
+                        if (n < max)
+                                fds[n] = (struct pollfd){krib_conn_fd(c->c), POLLIN, 0};
                         n++;
                 }
         }
@@ -1976,8 +1978,12 @@ int krib_writer_apply(krib_writer_t *w, const krib_wop_t *ops, size_t n, uint8_t
                 }
                 if (!krib_writer_job_left(w, job))
                         break;
-                struct pollfd fds[64];
-                int nfds = krib_writer_pollfds(w, fds, 64);
+                int nfds = krib_writer_pollfds(w, NULL, 0);
+                if ((size_t)nfds > w->pfds_cap &&
+                    krib_util_grow(&w->pfds, &w->pfds_cap, (size_t)nfds, sizeof(*w->pfds)))
+                        nfds = (int)w->pfds_cap; /* out of memory: the rest waits a turn */
+                struct pollfd *fds = w->pfds;
+                nfds = nfds ? krib_writer_pollfds(w, fds, nfds) : 0;
                 int64_t due = krib_writer_due_us(w);
                 int64_t wait = due == INT64_MAX ? 50000 : due - krib_clock_mono_us();
                 if (wait > 50000)

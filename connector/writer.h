@@ -160,7 +160,9 @@ int krib_writer_step(krib_writer_t *w);
 int krib_writer_failing(const krib_writer_t *w);
 
 /* The sockets to watch (POLLIN) until the next step: fills up to max and
- * returns how many. */
+ * returns how many there are, which may be more than max (call again with
+ * room for all; fds may be NULL with max 0 to count). No cap: one per
+ * connection with replies due. */
 struct pollfd;
 int krib_writer_pollfds(const krib_writer_t *w, struct pollfd *fds, int max);
 

@@ -667,6 +667,94 @@ static void start_versioned(void) {
         fence_env = NULL;
 }
 
+/* ---- a cluster of many masters: no cap on the sockets watched ---------- */
+
+enum { MANY = 72 };
+static fake_redis_t many[MANY];
+static char many_slots[MANY * 64 + 64];
+
+/* CLUSTER SLOTS: slots split evenly among the fakes; UNLINK answered after
+ * 100 ms, so every master has a reply due at the same time. */
+static const char *many_handle(fake_redis_t *f, int argc, char **argv, size_t *lens) {
+        (void)f;
+        (void)lens;
+        if (!strcasecmp(argv[0], "CLUSTER"))
+                return many_slots;
+        if (!strcasecmp(argv[0], "SCRIPT"))
+                return "$40\r\n0123456789012345678901234567890123456789\r\n";
+        if (!strcasecmp(argv[0], "UNLINK")) {
+                usleep(100000);
+                static __thread char r[32];
+                snprintf(r, sizeof(r), ":%d\r\n", argc - 1);
+                return r;
+        }
+        return "+OK\r\n";
+}
+
+static int many_owner(unsigned slot) {
+        return (int)(slot * MANY / KRIB_SLOT_COUNT);
+}
+
+START_TEST(seventy_two_masters_are_all_watched) {
+        for (int i = 0; i < MANY; i++)
+                fake_start(&many[i], many_handle, NULL);
+        size_t n = (size_t)snprintf(many_slots, sizeof(many_slots), "*%d\r\n", MANY);
+        for (int i = 0; i < MANY; i++) {
+                unsigned lo = (unsigned)((i * KRIB_SLOT_COUNT + MANY - 1) / MANY);
+                unsigned hi = (unsigned)(((i + 1) * KRIB_SLOT_COUNT + MANY - 1) / MANY) - 1;
+                n += (size_t)snprintf(many_slots + n, sizeof(many_slots) - n,
+                                      "*3\r\n:%u\r\n:%u\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n", lo,
+                                      hi, many[i].port);
+        }
+        ck_assert_int_eq(krib_conf_init(&conf), 0);
+        char nodes[64], err[256];
+        snprintf(nodes, sizeof(nodes), "KRIB_REDIS_NODES=127.0.0.1:%d", many[0].port);
+        char *env[] = {nodes, "KRIB_REDIS_FENCE=upserts", NULL};
+        ck_assert_int_eq(krib_conf_load_env(&conf, env, NULL, 0, err, sizeof(err)), 0);
+        w = krib_writer_new(&conf, err, sizeof(err));
+        ck_assert_msg(w != NULL, "%s", err);
+        /* One key per master. */
+        static char keys[MANY][32];
+        krib_wop_t ops[MANY];
+        uint8_t st[MANY];
+        int found = 0;
+        for (int k = 0; found < MANY && k < 1000000; k++) {
+                char key[32];
+                int l = snprintf(key, sizeof(key), "k%d", k);
+                int m = many_owner(krib_slot_of(key, (size_t)l));
+                if (keys[m][0])
+                        continue;
+                memcpy(keys[m], key, (size_t)l + 1);
+                ops[m] = K(keys[m]);
+                found++;
+        }
+        ck_assert_int_eq(found, MANY);
+        int job = krib_writer_submit(w, ops, MANY, st);
+        ck_assert_int_ge(job, 0);
+        ck_assert_int_eq(krib_writer_step(w), 0);
+        /* Every master has a reply due: all are counted, past any small max. */
+        struct pollfd fds[MANY + 8];
+        ck_assert_int_eq(krib_writer_pollfds(w, fds, 16), MANY);
+        ck_assert_int_eq(krib_writer_pollfds(w, fds, MANY + 8), MANY);
+        for (int i = 0; i < MANY; i++)
+                for (int j = 0; j < i; j++)
+                        ck_assert_int_ne(fds[i].fd, fds[j].fd);
+        for (int round = 0; round < 400 && krib_writer_job_left(w, job); round++) {
+                int nfds = krib_writer_pollfds(w, fds, MANY + 8);
+                poll(fds, (nfds_t)nfds, 50);
+                ck_assert_int_eq(krib_writer_step(w), 0);
+        }
+        ck_assert_int_eq(krib_writer_job_left(w, job), 0);
+        for (int i = 0; i < MANY; i++)
+                ck_assert_int_eq(st[i], KRIB_WOP_OK);
+        krib_writer_job_release(w, job);
+        krib_writer_destroy(w);
+        for (int i = 0; i < MANY; i++)
+                fake_stop(&many[i]);
+        krib_conf_destroy(&conf);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("writer");
         TCase *tc = tcase_create("standalone");
@@ -686,6 +774,10 @@ Suite *make_suite(void) {
         tcase_add_test(tc, sync_command_refused_while_replies_pending);
         tcase_add_test(tc, later_job_waits_for_the_same_key);
         tcase_add_test(tc, cancelled_job_is_forgotten);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("many");
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, seventy_two_masters_are_all_watched);
         suite_add_tcase(s, tc);
         tc = tcase_create("versioned");
         tcase_add_checked_fixture(tc, start_versioned, stop);
