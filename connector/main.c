@@ -200,8 +200,8 @@ int main(int argc, char **argv) {
                 krib_conf_destroy(&conf);
                 return 1;
         }
-        int rc = krib_pipeline_run(p);
-        if (rc == -3) { /* errors.tolerance=none stopped on a record: logged above */
+        krib_pipeline_end_t rc = krib_pipeline_run(p);
+        if (rc == KRIB_PIPELINE_STOPPED_ON_RECORD) { /* logged above */
                 krib_pipeline_destroy(p);
                 krib_log_error("main", "msg=\"stopped on a record krib cannot apply "
                                        "(errors.tolerance=none); exit 3\"");
@@ -210,12 +210,13 @@ int main(int argc, char **argv) {
         }
         /* Interrupted without a stop signal: the pipeline gave up (out of
          * memory). A supervisor must see a failure, not a clean exit. */
-        int fatal = rc && !stop_requested;
+        int fatal = rc != KRIB_PIPELINE_DRAINED && !stop_requested;
         krib_pipeline_destroy(p);
         if (fatal)
                 krib_log_error("main", "msg=\"stopped on an internal error (see above); exit 1\"");
         else
-                krib_log_info("main", "msg=\"stopped\" drained=%s", rc ? "no" : "yes");
+                krib_log_info("main", "msg=\"stopped\" drained=%s",
+                              rc == KRIB_PIPELINE_DRAINED ? "yes" : "no");
         krib_conf_destroy(&conf);
         return fatal ? 1 : 0;
 }

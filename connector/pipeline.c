@@ -708,10 +708,14 @@ static int track(krib_pipeline_t *p, rd_kafka_message_t *m) {
         return 0;
 }
 
-/* Decodes and orders event i of b; adds its key operations. Returns 0, -1
- * on OOM, -2 when the schema registry is unavailable (not admitted: try
- * again later, in order). */
-static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
+typedef enum {
+        ADMIT_DONE,          /* decoded and ordered, or rejected (logged) */
+        ADMIT_OUT_OF_MEMORY, /* the event stays unfinished */
+        ADMIT_REGISTRY_DOWN  /* not admitted: try again later, in order */
+} admit_t;
+
+/* Decodes and orders event i of b; adds its key operations. */
+static admit_t admit(krib_pipeline_t *p, batch_t *b, size_t i) {
         char err[512];
         rd_kafka_message_t *m = b->msgs[i];
         krib_event_t *ev = &b->events[i];
@@ -724,7 +728,7 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
                         krib_route_decode(route, p->registry, topic, m->key, m->key_len, m->payload,
                                           m->len, ev, &info, err, sizeof(err));
                 if (rr == KRIB_ROUTE_UNAVAILABLE)
-                        return -2;
+                        return ADMIT_REGISTRY_DOWN;
                 int t = track(p, m);
                 if (t)
                         return t > 0 ? 0 : -1;
@@ -736,7 +740,7 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
                                               krib_route_name(route), MSG_ARGS(m));
                         p->stats.skipped++;
                         finish(p, m);
-                        return 0;
+                        return ADMIT_DONE;
                 }
                 if (rr == KRIB_ROUTE_ERROR)
                         return reject(p, b, i, "route", "krib.RouteError", err);
@@ -757,7 +761,7 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
                 /* Fail safe: its keys are named, so they are unlinked (plain,
                  * in chunks) before it is dead-lettered for the limit. */
                 if (krib_event_degrade(ev, err, "krib.LimitExceeded"))
-                        return -1;
+                        return ADMIT_OUT_OF_MEMORY;
         }
         if (ev->action == KRIB_ACTION_TAG) {
                 /* Finished when the sweep is (sweep_done). */
@@ -766,9 +770,9 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
                                       "TAG event without tags");
                 if (krib_sweeps_add(p->sweeps, ev->tags, ev->tag_count, topic, m->partition,
                                     m->offset))
-                        return -1;
+                        return ADMIT_OUT_OF_MEMORY;
                 b->ev_state[i] = EV_SWEEP;
-                return 0;
+                return ADMIT_DONE;
         }
         krib_reorder_verdict_t v = krib_reorder_decide(p->reorder, topic, m->partition, ev);
         /* An event older than its entity's newest still unlinks its keys,
@@ -790,10 +794,10 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
 
         if (reserve_ops(b, b->nops + ev->key_count) ||
             krib_util_grow(&b->links, &b->link_cap, b->nlinks + ev->key_count, sizeof(*b->links)))
-                return -1;
+                return ADMIT_OUT_OF_MEMORY;
         int rc = reserve_table(b, b->nops + ev->key_count);
         if (rc < 0)
-                return -1;
+                return ADMIT_OUT_OF_MEMORY;
         if (rc > 0)
                 for (size_t o = 0; o < b->nops; o++)
                         b->table[-1 - table_find(b, b->op_part[o], b->ops[o].key, b->ops[o].len)] =
@@ -814,7 +818,7 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
                         o = (int32_t)at;
                         p->stats.coalesced++;
                         if (coalesce(p, &b->ops[o], kind, ev))
-                                return -1;
+                                return ADMIT_OUT_OF_MEMORY;
                 }
                 b->links[b->nlinks].event = (uint32_t)i;
                 b->links[b->nlinks].next = b->op_links[o];
@@ -822,7 +826,7 @@ static int admit(krib_pipeline_t *p, batch_t *b, size_t i) {
         }
         b->ev_left[i] = (uint32_t)ev->key_count; /* one link per key */
         b->ev_state[i] = EV_LIVE;
-        return 0;
+        return ADMIT_DONE;
 }
 
 static void pause_all(krib_pipeline_t *p, const char *why) {
@@ -856,13 +860,13 @@ static void admit_batch(krib_pipeline_t *p, batch_t *b) {
         for (; b->admitted < b->n; b->admitted++) {
                 if (b->ev_state[b->admitted] == EV_ABANDONED)
                         continue; /* revoked while admission waited */
-                int a = admit(p, b, b->admitted);
-                if (a == -2) {
+                admit_t a = admit(p, b, b->admitted);
+                if (a == ADMIT_REGISTRY_DOWN) {
                         b->state = B_ADMIT;
                         pause_all(p, "schema registry unavailable");
                         return;
                 }
-                if (a) {
+                if (a == ADMIT_OUT_OF_MEMORY) {
                         /* Out of memory: the event stays unfinished; its
                          * offset (and every later one) is not stored. */
                         krib_log_error("pipeline", "msg=\"out of memory\" " MSG_FMT,
@@ -1678,7 +1682,7 @@ static void turn(krib_pipeline_t *p, int draining) {
         wait_for_work(p, krib_pipeline_step(p, draining));
 }
 
-int krib_pipeline_run(krib_pipeline_t *p) {
+krib_pipeline_end_t krib_pipeline_run(krib_pipeline_t *p) {
         while (!*p->stop && !p->halted)
                 turn(p, 0);
         /* Drain: nothing new is read; what was read still gets its window. */
@@ -1694,7 +1698,9 @@ int krib_pipeline_run(krib_pipeline_t *p) {
                               "msg=\"shutdown deadline passed with unacknowledged work; its "
                               "offsets were not stored\" in_flight=%zu",
                               krib_offsets_in_flight(p->offsets));
-        return p->halted ? -3 : p->interrupted ? -1 : 0;
+        return p->halted        ? KRIB_PIPELINE_STOPPED_ON_RECORD
+               : p->interrupted ? KRIB_PIPELINE_LEFT_WORK
+                                : KRIB_PIPELINE_DRAINED;
 }
 
 const krib_pipeline_stats_t *krib_pipeline_stats(const krib_pipeline_t *p) {

@@ -64,11 +64,19 @@ typedef struct {
 krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_t *stop,
                                    char *errstr, size_t errstr_size);
 
-/* Runs until *stop. Returns 0 when everything polled was finished, -1 when
- * the drain deadline left work unacknowledged (its offsets were not stored),
- * or -3 when errors.tolerance=none met a record it cannot apply (after
- * draining the rest; that record's offset is not stored). */
-int krib_pipeline_run(krib_pipeline_t *p);
+/* How a run ended. */
+typedef enum {
+        KRIB_PIPELINE_DRAINED = 0,      /* everything polled was finished */
+        KRIB_PIPELINE_LEFT_WORK,        /* the drain deadline (or an internal
+                                           error) left work unacknowledged; its
+                                           offsets were not stored */
+        KRIB_PIPELINE_STOPPED_ON_RECORD /* errors.tolerance=none met a record it
+                                           cannot apply (the rest drained; that
+                                           record's offset is not stored) */
+} krib_pipeline_end_t;
+
+/* Runs until *stop (or a halt). */
+krib_pipeline_end_t krib_pipeline_run(krib_pipeline_t *p);
 
 /* The loop's parts, for a caller that owns the waiting (tests/sim drives
  * the pipeline on a simulated clock; krib_pipeline_run() is a loop of

@@ -232,9 +232,9 @@ static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
         }
         char next[32];
         redisReply *keys = NULL;
-        int sc = krib_writer_scan(s->w, w->nodes[w->node], w->cursor, pat, s->count, next,
-                                  sizeof(next), &keys);
-        if (sc == -2 && ++w->refusals >= SWEEP_MAX_REFUSALS) {
+        krib_scan_result_t sc = krib_writer_scan(s->w, w->nodes[w->node], w->cursor, pat, s->count,
+                                                 next, sizeof(next), &keys);
+        if (sc == KRIB_SCAN_REFUSED && ++w->refusals >= SWEEP_MAX_REFUSALS) {
                 /* Refused for good (an ACL without SCAN, say): retrying would
                  * pin the partition forever. Skip this node's part, count it,
                  * and report the sweep incomplete when it ends. */
@@ -248,11 +248,11 @@ static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
                 w->refusals = 0;
                 return node_done(w);
         }
-        if (sc == -2) { /* again on the same node, cursor kept, after a pause */
+        if (sc == KRIB_SCAN_REFUSED) { /* again on the same node, cursor kept, after a pause */
                 w->retry_at_us = krib_clock_mono_us() + (200000LL << w->refusals);
                 return 0;
         }
-        if (sc) {
+        if (sc != KRIB_SCAN_OK) {
                 sweep_failed(w, "SCAN failed");
                 return 0;
         }

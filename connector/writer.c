@@ -310,17 +310,24 @@ static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
                 w->need_refresh = 1;
 }
 
-/* SCRIPT LOAD on c (no pipelined commands pending). 1 loaded; 0 a transient
- * refusal (LOADING while a restarted master reads its data, BUSY, ...): the
- * fenced work waits and tries again like any retriable error; -1 a final
- * refusal (scripting disabled, NOPERM): fenced work fails, plain UNLINKs go
- * on, and the next connection tries again; -2 the connection was lost. */
-static int load_script(krib_writer_t *w, conn_t *c) {
+/* SCRIPT LOAD on c (no pipelined commands pending). A transient refusal
+ * (LOADING while a restarted master reads its data, BUSY, ...): the fenced
+ * work waits and tries again like any retriable error. A final refusal
+ * (scripting disabled, NOPERM): fenced work fails, plain UNLINKs go on, and
+ * the next connection tries again. */
+typedef enum {
+        SCRIPT_LOADED,
+        SCRIPT_NOT_YET,  /* refused for now */
+        SCRIPT_REFUSED,  /* refused for good on this connection */
+        SCRIPT_CONN_LOST /* the connection failed (and was closed) */
+} script_load_t;
+
+static script_load_t load_script(krib_writer_t *w, conn_t *c) {
         redisReply *r = krib_conn_command(c->c, "SCRIPT LOAD %s", krib_fence_script);
         if (!r) {
                 c->script = 0;
                 conn_fail(w, c, krib_conn_errstr(c->c));
-                return -2;
+                return SCRIPT_CONN_LOST;
         }
         if (r->type == REDIS_REPLY_STRING && r->len == 40) {
                 memcpy(w->sha, r->str, 41);
@@ -340,7 +347,7 @@ static int load_script(krib_writer_t *w, conn_t *c) {
         freeReplyObject(r);
         if (c->script == 1)
                 c->script_warned = 0;
-        return c->script;
+        return c->script == 1 ? SCRIPT_LOADED : c->script == 0 ? SCRIPT_NOT_YET : SCRIPT_REFUSED;
 }
 
 /* A connected and authenticated connection to c's node, or NULL (logged,
@@ -391,8 +398,8 @@ static int conn_ensure(krib_writer_t *w, conn_t *c) {
                 return -1;
         c->c = rc;
         c->script = 0;
-        if (load_script(w, c) < -1)
-                return -1; /* connection lost again */
+        if (load_script(w, c) == SCRIPT_CONN_LOST)
+                return -1;
         if (c->failures)
                 w->stats.reconnects++;
         c->failures = 0;
@@ -649,27 +656,28 @@ int krib_writer_master_slots(krib_writer_t *w, char (*addrs)[KRIB_ADDR_MAX], int
         return n;
 }
 
-int krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor, const char *pattern,
-                     long count, char *next, size_t next_size, redisReply **keys) {
+krib_scan_result_t krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor,
+                                    const char *pattern, long count, char *next, size_t next_size,
+                                    redisReply **keys) {
         krib_addr_t a;
         if (krib_addr_parse(addr, &a))
-                return -1;
+                return KRIB_SCAN_RETRY;
         int ci = -1;
         for (size_t i = 0; i < w->conn_count && ci < 0; i++)
                 if (!strcmp(w->conns[i].m.addr, addr))
                         ci = (int)i;
         if (ci < 0 && (ci = conn_get(w, a.host, a.port)) < 0)
-                return -1;
+                return KRIB_SCAN_RETRY;
         conn_t *c = &w->conns[ci];
         if (!krib_breaker_allows(&c->br, 0) || ctl_ensure(w, c))
-                return -1;
+                return KRIB_SCAN_RETRY;
         char cnt[24];
         snprintf(cnt, sizeof(cnt), "%ld", count);
         redisReply *r =
                 krib_conn_command(c->ctl, "SCAN %s MATCH %s COUNT %s", cursor, pattern, cnt);
         if (!r) {
                 ctl_fail(w, c);
-                return -1;
+                return KRIB_SCAN_RETRY;
         }
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
@@ -680,14 +688,14 @@ int krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor, con
                                                            : "unexpected reply",
                               final ? "yes" : "no");
                 freeReplyObject(r);
-                return final ? -2 : -1;
+                return final ? KRIB_SCAN_REFUSED : KRIB_SCAN_RETRY;
         }
         snprintf(next, next_size, "%s", r->element[0]->str);
         *keys = r->element[1];
         r->element[1] = NULL; /* detached: the caller frees it */
         r->elements = 1;
         freeReplyObject(r);
-        return 0;
+        return KRIB_SCAN_OK;
 }
 
 int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t **out, size_t *cap) {

@@ -191,14 +191,18 @@ int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[KRIB_ADDR_MAX]
 int krib_writer_master_slots(krib_writer_t *w, char (*addrs)[KRIB_ADDR_MAX], int *slots, int max);
 
 /* One SCAN step on node addr ("host:port" from krib_writer_masters()):
- * SCAN cursor MATCH pattern COUNT count. On success returns 0, writes the
- * next cursor ("0": done) and hands over the reply's key array (*keys, free
- * with freeReplyObject). -1 when the node failed or answered a transient
- * error (the caller retries later, perhaps on a new slot map), -2 when it
- * refused for good (NOPERM, an unknown command): retrying cannot help. No
- * retries happen here. */
-int krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor, const char *pattern,
-                     long count, char *next, size_t next_size, redisReply **keys);
+ * SCAN cursor MATCH pattern COUNT count. On KRIB_SCAN_OK writes the next
+ * cursor ("0": done) and hands over the reply's key array (*keys, free with
+ * freeReplyObject). No retries happen here. */
+typedef enum {
+        KRIB_SCAN_OK = 0,
+        KRIB_SCAN_RETRY,  /* the node failed or answered a transient error: later,
+                             perhaps on a new slot map */
+        KRIB_SCAN_REFUSED /* refused for good (NOPERM, an unknown command) */
+} krib_scan_result_t;
+krib_scan_result_t krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor,
+                                    const char *pattern, long count, char *next, size_t next_size,
+                                    redisReply **keys);
 
 /* Fetches the topology now (used at start-up to fail fast on bad seeds). */
 int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size);
