@@ -32,7 +32,7 @@ struct krib_conn {
         int64_t io_timeout_ms;
         redisReader *reader;
         char *obuf;
-        size_t olen, ocap;
+        size_t ooff, olen, ocap; /* obuf[ooff, olen): appended, not written yet */
         /* Commands queued or sent whose replies were not read yet: a
          * synchronous command on top of them would read someone else's
          * reply. */
@@ -189,6 +189,9 @@ static int tls_handshake(krib_conn_t *c, krib_tls_t *t, const char *host, int64_
                 ssl_err(c->err, sizeof(c->err), "TLS");
                 return -1;
         }
+        /* The socket stays non-blocking: a write may take part of the
+         * buffer, and is retried from a buffer that may have moved (grown). */
+        SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
         const char *name = t->server_name ? t->server_name : host;
         unsigned char ip[16];
         int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
@@ -247,22 +250,18 @@ krib_conn_t *krib_conn_connect(const char *host, int port, int64_t connect_timeo
                 krib_conn_free(c);
                 return NULL;
         }
-        /* From here on blocking I/O bounded by socket timeouts: one system
-         * call per read or write instead of try, poll, retry. */
-        struct timeval tv = {(time_t)(io_timeout_ms / 1000),
-                             (suseconds_t)(io_timeout_ms % 1000) * 1000};
-        int fl = fcntl(c->fd, F_GETFL);
-        if (fl < 0 || fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK) ||
-            setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
-            setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv))) {
-                snprintf(errstr, errstr_size, "socket options: %s", strerror(errno));
-                krib_conn_free(c);
-                return NULL;
-        }
+        /* The socket stays non-blocking: the loop's I/O never waits
+         * (krib_conn_send, krib_conn_recv), and the synchronous calls wait
+         * in poll() up to one deadline per call. */
         return c;
 }
 
 static int grow_obuf(krib_conn_t *c, size_t more) {
+        if (c->ooff && c->olen + more > c->ocap) {
+                memmove(c->obuf, c->obuf + c->ooff, c->olen - c->ooff);
+                c->olen -= c->ooff;
+                c->ooff = 0;
+        }
         if (c->olen + more <= c->ocap)
                 return 0;
         size_t cap = c->ocap ? c->ocap : 16384;
@@ -352,12 +351,13 @@ static void io_error(krib_conn_t *c, const char *what, int e) {
 /* A TLS write or read failed with a reset or a bare syscall error. Under
  * TLS 1.3 a server that refuses the client (no certificate, say) sends its
  * alert after the handshake and closes: the alert may sit unread in the
- * socket. Read once more (bounded by the I/O timeout) so the log names the
- * real cause instead of "Connection reset by peer". */
+ * socket. Read once more (waiting 20 ms at most) so the log names the real
+ * cause instead of "Connection reset by peer". */
 static void tls_failure(krib_conn_t *c, const char *what) {
         ssl_err(c->err, sizeof(c->err), what);
         char scratch[512];
         ERR_clear_error();
+        wait_fd(c->fd, POLLIN, krib_clock_mono_us() + 20000);
         if (SSL_read(c->ssl, scratch, sizeof(scratch)) > 0)
                 return;
         unsigned long e = ERR_get_error();
@@ -370,19 +370,20 @@ static void tls_failure(krib_conn_t *c, const char *what) {
         ERR_clear_error();
 }
 
-int krib_conn_flush(krib_conn_t *c) {
-        size_t off = 0;
-        while (off < c->olen) {
+/* Writes what it can of the pending output without waiting: 1 all
+ * written, 0 the socket would block (*want: what to poll for), -1 failed. */
+static int write_some(krib_conn_t *c, short *want) {
+        while (c->ooff < c->olen) {
                 ssize_t n;
                 if (c->ssl) {
-                        int r = SSL_write(c->ssl, c->obuf + off, (int)(c->olen - off));
+                        int r = SSL_write(c->ssl, c->obuf + c->ooff, (int)(c->olen - c->ooff));
                         if (r <= 0) {
                                 int e = SSL_get_error(c->ssl, r);
-                                if ((e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ||
-                                     e == SSL_ERROR_SYSCALL) &&
-                                    (errno == EAGAIN || errno == EWOULDBLOCK))
-                                        snprintf(c->err, sizeof(c->err), "write timed out");
-                                else if (e == SSL_ERROR_SYSCALL)
+                                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+                                        *want = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN;
+                                        return 0;
+                                }
+                                if (e == SSL_ERROR_SYSCALL)
                                         tls_failure(c, "TLS write");
                                 else
                                         ssl_err(c->err, sizeof(c->err), "TLS write");
@@ -390,88 +391,133 @@ int krib_conn_flush(krib_conn_t *c) {
                         }
                         n = r;
                 } else {
-                        n = send(c->fd, c->obuf + off, c->olen - off, MSG_NOSIGNAL);
+                        n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
                         if (n < 0 && errno == EINTR)
                                 continue;
+                        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                                *want = POLLOUT;
+                                return 0;
+                        }
                         if (n < 0) {
-                                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                                        snprintf(c->err, sizeof(c->err), "write timed out");
-                                else
-                                        io_error(c, "write", errno);
+                                io_error(c, "write", errno);
                                 return -1;
                         }
                 }
-                off += (size_t)n;
+                c->ooff += (size_t)n;
         }
-        c->olen = 0;
-        return 0;
+        c->ooff = c->olen = 0;
+        return 1;
 }
 
-/* One read into the reply parser. wait: block up to the socket's timeout
- * (nothing arriving is then "read timed out"); else take only what has
- * arrived (a TLS record that has started to arrive is read to its end,
- * bounded by the timeout). Returns the bytes read, 0 when nothing had
- * arrived (!wait), -1 with the connection unusable. */
-static int read_some(krib_conn_t *c, int wait) {
-        char buf[65536];
-        ssize_t n;
-        if (c->ssl) {
-                if (!wait && SSL_pending(c->ssl) <= 0) {
-                        struct pollfd p = {c->fd, POLLIN, 0};
-                        if (poll(&p, 1, 0) <= 0)
-                                return 0;
-                }
-                int k = SSL_read(c->ssl, buf, sizeof(buf));
-                if (k <= 0) {
-                        int e = SSL_get_error(c->ssl, k);
-                        if (!wait && e == SSL_ERROR_WANT_READ)
-                                return 0;
-                        if (e == SSL_ERROR_ZERO_RETURN)
-                                snprintf(c->err, sizeof(c->err), "Server closed the connection");
-                        else if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_SYSCALL) &&
-                                 (errno == EAGAIN || errno == EWOULDBLOCK))
-                                snprintf(c->err, sizeof(c->err), "read timed out");
-                        else if (e == SSL_ERROR_SYSCALL)
-                                tls_failure(c, "TLS read");
+static int flush_until(krib_conn_t *c, int64_t deadline_us) {
+        for (;;) {
+                short want = POLLOUT;
+                int r = write_some(c, &want);
+                if (r)
+                        return r > 0 ? 0 : -1;
+                int ready = wait_fd(c->fd, want, deadline_us);
+                if (ready <= 0) {
+                        if (ready == 0)
+                                snprintf(c->err, sizeof(c->err), "write timed out");
                         else
-                                ssl_err(c->err, sizeof(c->err), "TLS read");
-                        return -1;
-                }
-                n = k;
-        } else {
-                do
-                        n = recv(c->fd, buf, sizeof(buf), wait ? 0 : MSG_DONTWAIT);
-                while (n < 0 && errno == EINTR);
-                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                        if (!wait)
-                                return 0;
-                        snprintf(c->err, sizeof(c->err), "read timed out");
-                        return -1;
-                }
-                if (n == 0) {
-                        snprintf(c->err, sizeof(c->err), "Server closed the connection");
-                        return -1;
-                }
-                if (n < 0) {
-                        io_error(c, "read", errno);
+                                io_error(c, "poll", errno);
                         return -1;
                 }
         }
-        if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
-                snprintf(c->err, sizeof(c->err), "protocol error");
-                return -1;
-        }
-        return (int)n;
 }
 
-int krib_conn_read(krib_conn_t *c, redisReply **out) {
+int krib_conn_flush(krib_conn_t *c) {
+        return flush_until(c, krib_clock_mono_us() + c->io_timeout_ms * 1000);
+}
+
+int64_t krib_conn_send(krib_conn_t *c) {
+        short want = POLLOUT;
+        if (write_some(c, &want) < 0)
+                return -1;
+        return (int64_t)(c->olen - c->ooff);
+}
+
+size_t krib_conn_unsent(const krib_conn_t *c) {
+        return c->olen - c->ooff;
+}
+
+/* One read into the reply parser. deadline_us 0: take only what has
+ * arrived (0 when nothing had; a TLS record that has only started to arrive
+ * waits for the next call); else wait in poll() until something arrives or
+ * the deadline passes ("read timed out"). Returns the bytes read, 0, or -1
+ * with the connection unusable. */
+static int read_some(krib_conn_t *c, int64_t deadline_us) {
+        char buf[65536];
+        for (;;) {
+                ssize_t n;
+                short want = POLLIN;
+                if (c->ssl) {
+                        int k = SSL_read(c->ssl, buf, sizeof(buf));
+                        if (k > 0) {
+                                n = k;
+                        } else {
+                                int e = SSL_get_error(c->ssl, k);
+                                if (e == SSL_ERROR_ZERO_RETURN) {
+                                        snprintf(c->err, sizeof(c->err),
+                                                 "Server closed the connection");
+                                        return -1;
+                                }
+                                if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                                        if (e == SSL_ERROR_SYSCALL)
+                                                tls_failure(c, "TLS read");
+                                        else
+                                                ssl_err(c->err, sizeof(c->err), "TLS read");
+                                        return -1;
+                                }
+                                want = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN;
+                                n = -1;
+                        }
+                } else {
+                        do
+                                n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+                        while (n < 0 && errno == EINTR);
+                        if (n == 0) {
+                                snprintf(c->err, sizeof(c->err), "Server closed the connection");
+                                return -1;
+                        }
+                        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                                io_error(c, "read", errno);
+                                return -1;
+                        }
+                }
+                if (n > 0) {
+                        if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
+                                snprintf(c->err, sizeof(c->err), "protocol error");
+                                return -1;
+                        }
+                        return (int)n;
+                }
+                if (!deadline_us)
+                        return 0;
+                int ready = wait_fd(c->fd, want, deadline_us);
+                if (ready <= 0) {
+                        if (ready == 0)
+                                snprintf(c->err, sizeof(c->err), "read timed out");
+                        else
+                                io_error(c, "poll", errno);
+                        return -1;
+                }
+        }
+}
+
+static int read_until(krib_conn_t *c, redisReply **out, int64_t deadline_us) {
         for (;;) {
                 int got = krib_conn_reply(c, out);
                 if (got)
                         return got > 0 ? 0 : -1;
-                if (read_some(c, 1) < 0)
+                if (read_some(c, deadline_us) < 0)
                         return -1;
         }
+}
+
+int krib_conn_read(krib_conn_t *c, redisReply **out) {
+        return read_until(c, out, krib_clock_mono_us() + c->io_timeout_ms * 1000);
 }
 
 redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...) {
@@ -486,8 +532,11 @@ redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...) {
         va_start(ap, fmt);
         int rc = append_v(c, fmt, ap);
         va_end(ap);
+        /* One deadline for the whole command: a peer that trickles bytes
+         * cannot stretch it. */
+        int64_t deadline = krib_clock_mono_us() + c->io_timeout_ms * 1000;
         redisReply *r = NULL;
-        if (rc || krib_conn_flush(c) || krib_conn_read(c, &r))
+        if (rc || flush_until(c, deadline) || read_until(c, &r, deadline))
                 return NULL;
         return r;
 }

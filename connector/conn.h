@@ -4,12 +4,15 @@
  * hiredis 0.14 formats commands and parses replies well but does its own
  * socket I/O and has no TLS; krib keeps hiredis's formatter
  * (redisFormatCommandArgv) and reader (redisReader) and does the I/O here,
- * so plain and TLS connections share one code path. Connecting (and the
- * TLS handshake) is non-blocking, bounded by poll() and the connect
- * timeout; after that the socket is blocking with SO_RCVTIMEO/SO_SNDTIMEO
- * set to the I/O timeout (one system call per read or write), and waits for
- * readiness use poll(). A blackholed node costs at most one timeout per
- * call.
+ * so plain and TLS connections share one code path. The socket is
+ * non-blocking throughout. The loop's calls never wait: krib_conn_send
+ * writes what the socket takes and keeps the rest (poll for POLLOUT while
+ * krib_conn_unsent() > 0), krib_conn_recv takes what has arrived (a TLS
+ * record that has only begun to arrive waits for the next call). The
+ * synchronous calls (connect with its TLS handshake, krib_conn_command,
+ * krib_conn_auth, krib_conn_flush, krib_conn_read) wait in poll() up to one
+ * deadline per call, however the peer trickles its bytes: they are for
+ * helper threads and control paths.
  *
  * Owned by its user (the writer: one per node; the health poller: its own);
  * not thread-safe.
@@ -65,10 +68,19 @@ int krib_conn_auth(krib_conn_t *c, const char *username, const char *password, c
 int krib_conn_append(krib_conn_t *c, int argc, const char **argv, const size_t *lens);
 int krib_conn_append_fmt(krib_conn_t *c, const char *fmt, ...);
 
-/* Sends everything queued. 0, or -1 with the connection unusable. */
+/* Sends everything queued, waiting up to the I/O timeout in all. 0, or -1
+ * with the connection unusable. */
 int krib_conn_flush(krib_conn_t *c);
 
-/* Reads the next reply (blocking up to the I/O timeout per read). 0 and
+/* Sends what the socket takes now, without waiting. Returns the bytes still
+ * unsent (poll for POLLOUT and call again), or -1 with the connection
+ * unusable. */
+int64_t krib_conn_send(krib_conn_t *c);
+
+/* Bytes appended and not written yet. */
+size_t krib_conn_unsent(const krib_conn_t *c);
+
+/* Reads the next reply (waiting up to the I/O timeout in all). 0 and
  * *out (free with freeReplyObject), or -1 with the connection unusable. */
 int krib_conn_read(krib_conn_t *c, redisReply **out);
 
@@ -80,9 +92,9 @@ redisReply *krib_conn_command(krib_conn_t *c, const char *fmt, ...);
 /* The socket, for poll(). */
 int krib_conn_fd(const krib_conn_t *c);
 
-/* Reads what has arrived, without waiting (a TLS record that has started
- * to arrive is read to its end, bounded by the I/O timeout). Returns the
- * bytes read, 0 when nothing was there, -1 with the connection unusable. */
+/* Reads what has arrived, without waiting. Returns the bytes read, 0 when
+ * nothing (or only part of a TLS record) was there, -1 with the connection
+ * unusable. */
 int krib_conn_recv(krib_conn_t *c);
 
 /* The next complete reply among the bytes received so far, without I/O:

@@ -559,7 +559,7 @@ static void node_send(insp_t *s, int m, int64_t now_ms, int64_t now_us) {
         if (!sent)
                 return;
         s->round_trips++;
-        if (krib_conn_flush(c))
+        if (krib_conn_send(c) < 0) /* the rest goes on POLLOUT */
                 node_failed(s, m, krib_conn_errstr(c), now_ms);
 }
 
@@ -569,6 +569,8 @@ static void node_read(insp_t *s, int m, int64_t now_ms, int64_t now_us) {
         if (!n->fly.n)
                 return;
         krib_conn_t *c = krib_cluster_conn(s->cluster, m, now_us);
+        if (c && krib_conn_unsent(c) && krib_conn_send(c) < 0)
+                return node_failed(s, m, krib_conn_errstr(c), now_ms);
         if (!c || krib_conn_recv(c) < 0)
                 return node_failed(s, m, c ? krib_conn_errstr(c) : "closed", now_ms);
         redisReply *r;
@@ -658,8 +660,9 @@ static int check_pollfds(insp_t *s) {
         for (size_t m = 0; m < s->nnodes && (size_t)n < need; m++) {
                 krib_conn_t *c =
                         s->nodes[m].fly.n ? krib_cluster_conn(s->cluster, (int)m, 0) : NULL;
+                short ev = (short)(POLLIN | (c && krib_conn_unsent(c) ? POLLOUT : 0));
                 if (c)
-                        fds[n++] = (struct pollfd){krib_conn_fd(c), POLLIN, 0};
+                        fds[n++] = (struct pollfd){krib_conn_fd(c), ev, 0};
         }
         return n;
 }

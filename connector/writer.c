@@ -1859,7 +1859,9 @@ static void flush_all(krib_writer_t *w) {
                 w->stats.keys_per_rt[b]++;
                 w->stats.rt_keys_sum += c->step_keys;
                 c->step_keys = c->step_cmds = 0;
-                if (krib_conn_flush(c->c))
+                /* What the socket does not take now goes on POLLOUT
+                 * (krib_writer_pollfds); the loop never waits to write. */
+                if (krib_conn_send(c->c) < 0)
                         conn_fail(w, c, krib_conn_errstr(c->c));
         }
 }
@@ -1869,8 +1871,12 @@ int krib_writer_step(krib_writer_t *w) {
         w->trouble = 0;
         w->logged = 0;
         uint64_t keys_before = w->stats.keys;
-        for (size_t ci = 0; ci < w->conn_count; ci++)
+        for (size_t ci = 0; ci < w->conn_count; ci++) {
+                conn_t *c = &w->conns[ci];
+                if (c->c && krib_conn_unsent(c->c) && krib_conn_send(c->c) < 0)
+                        conn_fail(w, c, krib_conn_errstr(c->c));
                 drain_conn(w, ci);
+        }
         if (w->conf->redis_mode == KRIB_REDIS_CLUSTER &&
             (w->need_refresh || (w->jobs_live && now - w->refreshed_at_us > REFRESH_PERIOD_US)) &&
             now >= w->refresh_at_us && krib_breaker_allows(&w->cluster_br, 1)) {
@@ -1923,9 +1929,12 @@ int krib_writer_pollfds(const krib_writer_t *w, struct pollfd *fds, int max) {
         int n = 0;
         for (size_t ci = 0; ci < w->conn_count; ci++) {
                 const conn_t *c = &w->conns[ci];
-                if (c->c && c->cq_head != c->cq_tail) {
+                short ev = c->c && c->cq_head != c->cq_tail ? POLLIN : 0;
+                if (c->c && krib_conn_unsent(c->c))
+                        ev |= POLLOUT;
+                if (ev) {
                         if (n < max)
-                                fds[n] = (struct pollfd){krib_conn_fd(c->c), POLLIN, 0};
+                                fds[n] = (struct pollfd){krib_conn_fd(c->c), ev, 0};
                         n++;
                 }
         }

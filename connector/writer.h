@@ -159,7 +159,8 @@ int krib_writer_step(krib_writer_t *w);
  * its connection is down (or no slot map is known). */
 int krib_writer_failing(const krib_writer_t *w);
 
-/* The sockets to watch (POLLIN) until the next step: fills up to max and
+/* The sockets to watch (POLLIN for replies due, POLLOUT for output the
+ * socket has not taken yet) until the next step: fills up to max and
  * returns how many there are, which may be more than max (call again with
  * room for all; fds may be NULL with max 0 to count). No cap: one per
  * connection with replies due. */
