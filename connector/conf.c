@@ -75,7 +75,9 @@ static const row_t rows[] = {
         {"redis.connect_timeout_ms", T_INT, F(redis_connect_timeout_ms), "1000", 1, 600000, NULL,
          "TCP connect timeout per node.", 0},
         {"redis.command_timeout_ms", T_INT, F(redis_command_timeout_ms), "5000", 1, 600000, NULL,
-         "Socket read/write timeout; a node that exceeds it is reconnected.", 0},
+         "Longest wait for a reply (pipelined, or a synchronous command as a whole however the "
+         "node trickles its bytes); a node that exceeds it is reconnected.",
+         0},
         {"redis.max_keys_per_command", T_INT, F(redis_max_keys_per_command), "64", 1, 100000, NULL,
          "Keys of one slot per UNLINK command.", 0},
         {"redis.wait_replicas", T_INT, F(redis_wait_replicas), "0", 0, 64, NULL,
