@@ -612,7 +612,9 @@ static void check_turn(insp_t *s, int64_t now_ms) {
         if (s->tokens > budget)
                 s->tokens = budget;
         s->tokens_at_us = now_us;
-        if (krib_cluster_step(s->cluster, now_us) == KRIB_CLUSTER_NEW_MAP &&
+        /* A new map, or the first (standalone mode has it from the start). */
+        if ((krib_cluster_step(s->cluster, now_us) == KRIB_CLUSTER_NEW_MAP ||
+             s->nnodes != krib_cluster_masters(s->cluster)) &&
             nodes_resize(s, now_ms))
                 krib_log_error("inspect", "msg=\"out of memory\"");
         for (size_t i = s->retry.n; i > 0 && s->retry.n; i--) {
