@@ -333,6 +333,50 @@ START_TEST(recall_with_replays_and_reordering) {
 }
 END_TEST
 
+/* Standalone mode: one server, every slot; the same checks. */
+START_TEST(standalone_server_is_checked) {
+        itest_names(&nm, "inspalone");
+        const char *create[] = {"create", "--topic", nm.topic, "--partitions", "1", NULL};
+        itest_loadgen(create);
+        char stale[200], fresh[200], fkey[300];
+        snprintf(stale, sizeof(stale), "%s:{1}", nm.prefix);
+        snprintf(fresh, sizeof(fresh), "%s:{2}", nm.prefix);
+        int fl = krib_fence_key(stale, strlen(stale), fkey, sizeof(fkey) - 1);
+        fkey[fl] = '\0';
+        redisContext *r = itest_redis(itest_standalone_port());
+        freeReplyObject(redisCommand(r, "SET %s v1", stale));
+        freeReplyObject(redisCommand(r, "SET %s db=1\n", fkey));
+        redisFree(r);
+        int64_t base = wall_ms() - 55000;
+        const char *k1[] = {stale}, *k2[] = {fresh};
+        produce_at(0, "e1", k1, 1, KRIB_ACTION_DELETE, 2, base);
+        produce_at(0, "e2", k2, 1, KRIB_ACTION_DELETE, 2, base);
+        char ilog[300], iout[300], nodes[64];
+        snprintf(ilog, sizeof(ilog), "%s.inspect", nm.log);
+        snprintf(iout, sizeof(iout), "%s.report", nm.log);
+        snprintf(nodes, sizeof(nodes), "KRIB_REDIS_NODES=127.0.0.1:%d", itest_standalone_port());
+        const char *ienv[] = {nm.env_topic,
+                              nm.env_group,
+                              nm.env_brokers,
+                              nodes,
+                              "KRIB_REDIS_MODE=standalone",
+                              "KRIB_INSPECT_DELAYS_MS=60000",
+                              "KRIB_INSPECT_FILLS=guarded",
+                              NULL};
+        pid_t inspector = itest_inspect_start(NULL, ienv, ilog, iout);
+        sleep(8); /* joined, and the checks are due (5 s after the events) */
+        itest_inspect_t d[1];
+        int rc = itest_inspect_finish(inspector, iout, 60, d, 1);
+        ck_assert_int_eq(rc, 1);
+        ck_assert_int_eq(d[0].checked, 2);
+        ck_assert_int_eq(d[0].stale, 1);
+        const char *line[] = {"msg=\"stale key\"", stale, NULL};
+        ck_assert_int_eq(itest_log_count(ilog, line), 1);
+        unlink(ilog);
+        unlink(iout);
+}
+END_TEST
+
 Suite *make_suite(void) {
         Suite *s = suite_create("inspect");
         TCase *tc = tcase_create("inspect");
@@ -343,6 +387,7 @@ Suite *make_suite(void) {
         tc = tcase_create("recall");
         tcase_set_timeout(tc, 300);
         tcase_add_test(tc, recall_with_replays_and_reordering);
+        tcase_add_test(tc, standalone_server_is_checked);
         suite_add_tcase(s, tc);
         return s;
 }
