@@ -55,25 +55,46 @@ struct krib_cluster {
         int64_t refresh_at_us;
 };
 
-static krib_conn_t *connect_auth(job_t *j, const krib_addr_t *announced) {
-        const krib_conf_t *conf = j->owner->conf;
+krib_conn_t *krib_cluster_dial(const krib_conf_t *conf, krib_tls_t *tls,
+                               const krib_addr_t *announced, char *err, size_t size) {
         krib_addr_t a;
         krib_addr_map_apply(conf->redis_address_map.v, conf->redis_address_map.n, announced->host,
                             announced->port, &a);
         char sub[200];
-        krib_conn_t *c =
-                krib_conn_connect(a.host, a.port, conf->redis_connect_timeout_ms,
-                                  conf->redis_command_timeout_ms, j->owner->tls, sub, sizeof(sub));
+        krib_conn_t *c = krib_conn_connect(a.host, a.port, conf->redis_connect_timeout_ms,
+                                           conf->redis_command_timeout_ms, tls, sub, sizeof(sub));
         if (!c) {
-                snprintf(j->err, sizeof(j->err), "%s:%d: %s", a.host, a.port, sub);
+                snprintf(err, size, "%s:%d: %s", a.host, a.port, sub);
                 return NULL;
         }
         if (krib_conn_auth(c, conf->redis_username, conf->redis_password, sub, sizeof(sub))) {
-                snprintf(j->err, sizeof(j->err), "%s:%d: AUTH: %s", a.host, a.port, sub);
+                snprintf(err, size, "%s:%d: AUTH: %s", a.host, a.port, sub);
                 krib_conn_free(c);
                 return NULL;
         }
         return c;
+}
+
+int krib_cluster_fetch_slots(krib_conn_t *c, const char *name, const char *host, krib_topo_t *t,
+                             char *err, size_t size) {
+        redisReply *r = krib_conn_command(c, "CLUSTER SLOTS");
+        char sub[200] = "";
+        int rc = r && r->type != REDIS_REPLY_ERROR &&
+                                 !krib_topo_load_slots(t, r, host, sub, sizeof(sub))
+                         ? 0
+                         : -1;
+        if (rc == 0 && t->master_count == 0) {
+                snprintf(sub, sizeof(sub), "serves no slots");
+                rc = -1;
+        }
+        if (rc)
+                snprintf(err, size, "%s: CLUSTER SLOTS: %s", name,
+                         !r                             ? krib_conn_errstr(c)
+                         : r->type == REDIS_REPLY_ERROR ? r->str
+                                                        : sub);
+        if (r)
+                freeReplyObject(r);
+        return rc;
 }
 
 static void refresh_from_seeds(job_t *j) {
@@ -82,21 +103,12 @@ static void refresh_from_seeds(job_t *j) {
                 krib_addr_t seed;
                 if (krib_addr_parse(conf->redis_nodes.v[i], &seed))
                         continue;
-                krib_conn_t *c = connect_auth(j, &seed);
+                krib_conn_t *c = krib_cluster_dial(conf, j->owner->tls, &seed, j->err,
+                                                   sizeof(j->err));
                 if (!c)
                         continue;
-                redisReply *r = krib_conn_command(c, "CLUSTER SLOTS");
-                char sub[200] = "";
-                if (r && !krib_topo_load_slots(&j->topo, r, seed.host, sub, sizeof(sub)))
-                        j->ok = 1;
-                else
-                        snprintf(j->err, sizeof(j->err), "%s: CLUSTER SLOTS: %s",
-                                 conf->redis_nodes.v[i],
-                                 !r                             ? krib_conn_errstr(c)
-                                 : r->type == REDIS_REPLY_ERROR ? r->str
-                                                                : sub);
-                if (r)
-                        freeReplyObject(r);
+                j->ok = krib_cluster_fetch_slots(c, conf->redis_nodes.v[i], seed.host, &j->topo,
+                                                 j->err, sizeof(j->err)) == 0;
                 krib_conn_free(c);
         }
 }
@@ -104,7 +116,8 @@ static void refresh_from_seeds(job_t *j) {
 static void *run_job(void *arg) {
         job_t *j = arg;
         if (j->kind == JOB_CONNECT)
-                j->ok = (j->conn = connect_auth(j, &j->addr)) != NULL;
+                j->ok = (j->conn = krib_cluster_dial(j->owner->conf, j->owner->tls, &j->addr,
+                                                     j->err, sizeof(j->err))) != NULL;
         else
                 refresh_from_seeds(j);
         krib_cluster_t *c = j->owner;

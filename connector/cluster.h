@@ -27,6 +27,7 @@
 
 #include "conf.h"
 #include "conn.h"
+#include "topo.h"
 
 typedef struct krib_cluster krib_cluster_t;
 
@@ -71,5 +72,16 @@ void krib_cluster_fail(krib_cluster_t *c, int m, int64_t now_us);
 /* Asks for a new slot map (MOVED, ASK, an unowned slot): one refresh at a
  * time, at most one per redis.retry_base_ms. */
 void krib_cluster_refresh(krib_cluster_t *c);
+
+/* Blocking, for helper threads and start-up: a connection to the node
+ * announced as announced (redis.address_map applied), AUTH done. */
+krib_conn_t *krib_cluster_dial(const krib_conf_t *conf, krib_tls_t *tls,
+                               const krib_addr_t *announced, char *err, size_t size);
+
+/* Blocking: CLUSTER SLOTS on c into t (host: for entries that give none;
+ * name: for the error). 0, or -1 with err set (a map without masters is
+ * an error). */
+int krib_cluster_fetch_slots(krib_conn_t *c, const char *name, const char *host, krib_topo_t *t,
+                             char *err, size_t size);
 
 #endif

@@ -411,10 +411,6 @@ static void batch_free(batch_t *b) {
 /* Called by the writer between blocking control exchanges (an outage can
  * hold one loop turn for many command timeouts): /metrics and /healthz
  * keep up meanwhile. */
-static void writer_tick(void *opaque) {
-        publish(opaque, 0);
-}
-
 krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_t *stop,
                                    char *errstr, size_t errstr_size) {
         krib_pipeline_t *p = calloc(1, sizeof(*p)); /* latency histogram zeroed too */
@@ -450,7 +446,6 @@ krib_pipeline_t *krib_pipeline_new(const krib_conf_t *conf, volatile sig_atomic_
                 goto fail;
         if (!(p->writer = krib_writer_new(conf, errstr, errstr_size)))
                 goto fail;
-        krib_writer_set_tick(p->writer, writer_tick, p);
         if (*conf->dlq_topic && !(p->dlq = krib_dlq_new(conf, errstr, errstr_size)))
                 goto fail;
         if (krib_routes_need_registry(conf->routes)) { /* registry.url: checked by conf */

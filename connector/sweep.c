@@ -234,6 +234,8 @@ static int sweep_step(krib_sweeps_t *s, sweep_t *w) {
         redisReply *keys = NULL;
         krib_scan_result_t sc = krib_writer_scan(s->w, w->nodes[w->node], w->cursor, pat, s->count,
                                                  next, sizeof(next), &keys);
+        if (sc == KRIB_SCAN_PENDING)
+                return 0; /* the page comes in the background: the next turn asks again */
         if (sc == KRIB_SCAN_REFUSED && ++w->refusals >= SWEEP_MAX_REFUSALS) {
                 /* Refused for good (an ACL without SCAN, say): retrying would
                  * pin the partition forever. Skip this node's part, count it,

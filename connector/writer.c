@@ -11,7 +11,9 @@
 #include "clock.h"
 #include "conn.h"
 #include "fence.h"
+#include "bg.h"
 #include "breaker.h"
+#include "cluster.h"
 #include "log.h"
 #include "retry.h"
 #include "slot.h"
@@ -31,7 +33,14 @@ _Static_assert(JOB_MAX < (1 << (32 - IDX_BITS)) - 1, "a job id must fit its bits
 const double krib_writer_rt_bounds_s[KRIB_WRITER_RT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                                 0.025,  0.05,  0.1,    0.5,   2};
 
-enum { MODE_PLAIN = 0, MODE_FENCED = 1, MODE_FANOUT = 2, MODE_ASKING = 3, MODE_WAIT = 4 };
+enum {
+        MODE_PLAIN = 0,
+        MODE_FENCED = 1,
+        MODE_FANOUT = 2,
+        MODE_ASKING = 3,
+        MODE_WAIT = 4,
+        MODE_SCRIPT = 5 /* SCRIPT LOAD, pipelined ahead of the fenced work */
+};
 
 /* Where an op is: waiting to be sent (queued), on the wire (sent), answered
  * but waiting for its round's WAIT (acked), or done (final). */
@@ -82,7 +91,11 @@ typedef struct {
 typedef struct {
         krib_addr_t addr;
         krib_conn_t *c;   /* pipelined commands */
-        krib_conn_t *ctl; /* synchronous control commands (CLUSTER SLOTS, SCAN) */
+        krib_conn_t *ctl; /* SCAN pages, on a helper thread while scanning */
+        int setup;        /* a connect or a probe runs in the background */
+        int scanning;     /* a SCAN job holds ctl */
+        struct wjob *scan_result; /* a finished SCAN, for krib_writer_scan */
+        int scan_result_age;      /* steps it has waited to be claimed */
         krib_writer_node_t m;
         int64_t retry_at_us;
         unsigned failures;
@@ -109,8 +122,10 @@ struct krib_writer {
         size_t master_conn_cap;
         conn_t *conns;
         size_t conn_count, conn_cap;
-        int need_refresh;
+        int need_refresh, refreshing;
         int64_t refreshed_at_us;
+        krib_bg_t *bg; /* control work (connects, probes, refreshes, SCAN) */
+        char refresh_err[KRIB_TOPO_HOST_MAX + 300]; /* the last refresh's failure */
 
         krib_writer_tick_cb *tick;
         void *tick_opaque;
@@ -310,137 +325,6 @@ static void conn_fail(krib_writer_t *w, conn_t *c, const char *why) {
                 w->need_refresh = 1;
 }
 
-/* SCRIPT LOAD on c (no pipelined commands pending). A transient refusal
- * (LOADING while a restarted master reads its data, BUSY, ...): the fenced
- * work waits and tries again like any retriable error. A final refusal
- * (scripting disabled, NOPERM): fenced work fails, plain UNLINKs go on, and
- * the next connection tries again. */
-typedef enum {
-        SCRIPT_LOADED,
-        SCRIPT_NOT_YET,  /* refused for now */
-        SCRIPT_REFUSED,  /* refused for good on this connection */
-        SCRIPT_CONN_LOST /* the connection failed (and was closed) */
-} script_load_t;
-
-static script_load_t load_script(krib_writer_t *w, conn_t *c) {
-        redisReply *r = krib_conn_command(c->c, "SCRIPT LOAD %s", krib_fence_script);
-        if (!r) {
-                c->script = 0;
-                conn_fail(w, c, krib_conn_errstr(c->c));
-                return SCRIPT_CONN_LOST;
-        }
-        if (r->type == REDIS_REPLY_STRING && r->len == 40) {
-                memcpy(w->sha, r->str, 41);
-                c->script = 1;
-        } else {
-                const char *why = r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply";
-                krib_err_class_t cls = r->type == REDIS_REPLY_ERROR
-                                               ? krib_retry_classify(r->str, r->len)
-                                               : KRIB_ERR_FINAL;
-                c->script = cls == KRIB_ERR_FINAL ? -1 : 0;
-                if (c->script < 0 || c->script_warned++ % 20 == 0)
-                        krib_log_warn("writer",
-                                      "msg=\"cannot load the fence script%s\" node=%s "
-                                      "error=\"%s\"",
-                                      c->script < 0 ? "" : ", retrying", c->m.addr, why);
-        }
-        freeReplyObject(r);
-        if (c->script == 1)
-                c->script_warned = 0;
-        return c->script == 1 ? SCRIPT_LOADED : c->script == 0 ? SCRIPT_NOT_YET : SCRIPT_REFUSED;
-}
-
-/* A connected and authenticated connection to c's node, or NULL (logged,
- * counted as a connection failure). */
-static void ctl_open_failed(krib_writer_t *w, conn_t *c);
-
-/* Opens c's pipelined (ctl 0) or control (ctl 1) connection. A control
- * connection that cannot open leaves the pipelined one alone: tearing it
- * down would resend its ops for nothing. */
-static krib_conn_t *open_conn(krib_writer_t *w, conn_t *c, int ctl) {
-        char err[200];
-        krib_conn_t *rc =
-                krib_conn_connect(c->addr.host, c->addr.port, w->conf->redis_connect_timeout_ms,
-                                  w->conf->redis_command_timeout_ms, w->tls, err, sizeof(err));
-        if (!rc) {
-                if (c->failures == 0 || c->failures % 20 == 0)
-                        krib_log_warn("writer",
-                                      "msg=\"cannot connect to redis\" node=%s:%d error=\"%s\" "
-                                      "attempt=%u",
-                                      c->addr.host, c->addr.port, err, c->failures + 1);
-                if (ctl)
-                        ctl_open_failed(w, c);
-                else
-                        conn_fail(w, c, "connect");
-                return NULL;
-        }
-        if (krib_conn_auth(rc, w->conf->redis_username, w->conf->redis_password, err,
-                           sizeof(err))) {
-                krib_log_error("writer", "msg=\"redis AUTH failed\" node=%s:%d error=\"%s\"",
-                               c->addr.host, c->addr.port, err);
-                krib_conn_free(rc);
-                if (ctl)
-                        ctl_open_failed(w, c);
-                else
-                        conn_fail(w, c, "auth");
-                return NULL;
-        }
-        return rc;
-}
-
-static int conn_ensure(krib_writer_t *w, conn_t *c) {
-        if (c->c)
-                return 0;
-        if (krib_clock_mono_us() < c->retry_at_us)
-                return -1;
-        krib_conn_t *rc = open_conn(w, c, 0);
-        if (!rc)
-                return -1;
-        c->c = rc;
-        c->script = 0;
-        if (load_script(w, c) == SCRIPT_CONN_LOST)
-                return -1;
-        if (c->failures)
-                w->stats.reconnects++;
-        c->failures = 0;
-        return 0;
-}
-
-/* The control connection: synchronous commands never share a connection
- * with pipelined ones (their replies would interleave). */
-static int ctl_ensure(krib_writer_t *w, conn_t *c) {
-        if (c->ctl)
-                return 0;
-        if (krib_clock_mono_us() < c->retry_at_us)
-                return -1;
-        return (c->ctl = open_conn(w, c, 1)) ? 0 : -1;
-}
-
-static void ctl_open_failed(krib_writer_t *w, conn_t *c) {
-        c->m.conn_failures++;
-        c->m.err_class[KRIB_ERR_CONN]++;
-        conn_backoff(w, c);
-}
-
-static void ctl_fail(krib_writer_t *w, conn_t *c) {
-        const char *why = krib_conn_errstr(c->ctl);
-        krib_log_warn("writer", "msg=\"redis connection lost\" node=%s conn=control error=\"%s\"",
-                      c->m.addr, why);
-        krib_conn_free(c->ctl);
-        c->ctl = NULL;
-        int64_t now = krib_clock_mono_us();
-        c->m.conn_failures++;
-        c->m.err_class[KRIB_ERR_CONN]++;
-        breaker_note(w, c->m.addr, &c->br,
-                     krib_breaker_failure(&c->br, &w->pol, KRIB_ERR_CONN, now,
-                                          krib_retry_rand(&w->rng)));
-        /* A control exchange blocks up to the command timeout, and an outage
-         * can chain several in one step: the caller gets to publish what it
-         * knows (breakers opened, liveness) between them. */
-        if (w->tick)
-                w->tick(w->tick_opaque);
-}
-
 /* How long c's oldest pipelined command has waited for its reply; 0 when
  * none waits. */
 static int64_t oldest_reply_wait_us(const conn_t *c) {
@@ -449,109 +333,520 @@ static int64_t oldest_reply_wait_us(const conn_t *c) {
         return krib_clock_mono_us() - c->cq[c->cq_head].sent_us;
 }
 
-/* Longer than any healthy node takes to answer (loopback: well under a
- * millisecond; a WAN link: tens of milliseconds). */
-#define OVERDUE_US 250000
+/* ---- control work, off the loop ----
+ *
+ * Everything that can wait on a node runs as a job on a helper thread
+ * (bg.h): opening a connection (connect, TLS, AUTH, SCRIPT LOAD), breaker
+ * probes (on a connection of their own), slot-map refreshes and SCAN pages
+ * (on the node's control connection, handed to the job while it runs).
+ * The loop starts them, polls krib_bg_wake_fd and applies their results in
+ * krib_writer_step: a node that is slow to connect or answer never holds up
+ * another node's traffic, and a frozen node costs the loop nothing. */
 
-static int refresh_from(krib_writer_t *w, int ci, char *errstr, size_t size) {
-        conn_t *c = &w->conns[ci];
-        if (ctl_ensure(w, c)) {
-                snprintf(errstr, size, "%s:%d unreachable", c->addr.host, c->addr.port);
+/* The fence script's load, judged from its reply (any thread). */
+typedef enum {
+        SCRIPT_LOADED,
+        SCRIPT_NOT_YET, /* refused for now (LOADING, BUSY): fenced work waits */
+        SCRIPT_REFUSED  /* refused for good (scripting off, NOPERM): fenced work fails */
+} script_load_t;
+
+static script_load_t script_reply(const redisReply *r, char *sha, char *why, size_t size) {
+        if (r->type == REDIS_REPLY_STRING && r->len == 40) {
+                memcpy(sha, r->str, 41);
+                return SCRIPT_LOADED;
+        }
+        snprintf(why, size, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        return r->type == REDIS_REPLY_ERROR && krib_retry_classify(r->str, r->len) != KRIB_ERR_FINAL
+                       ? SCRIPT_NOT_YET
+                       : SCRIPT_REFUSED;
+}
+
+/* Applies a load's outcome to c (loop). */
+static void script_loaded(krib_writer_t *w, conn_t *c, script_load_t s, const char *sha,
+                          const char *why) {
+        if (s == SCRIPT_LOADED) {
+                memcpy(w->sha, sha, 41);
+                c->script = 1;
+                c->script_warned = 0;
+                return;
+        }
+        c->script = s == SCRIPT_REFUSED ? -1 : 0;
+        if (c->script < 0 || c->script_warned++ % 20 == 0)
+                krib_log_warn("writer",
+                              "msg=\"cannot load the fence script%s\" node=%s error=\"%s\"",
+                              c->script < 0 ? "" : ", retrying", c->m.addr,
+                              krib_log_esc(why, strlen(why)));
+}
+
+typedef enum { WJ_OPEN, WJ_PROBE, WJ_REFRESH, WJ_SCAN } wjob_kind_t;
+
+typedef struct wjob {
+        krib_bg_job_t bg; /* first: a taken job is cast back */
+        const krib_conf_t *conf;
+        krib_tls_t *tls;
+        wjob_kind_t kind;
+        int ci;         /* OPEN, PROBE, SCAN: the node's conn index (stable) */
+        krib_addr_t at; /* OPEN, PROBE, SCAN: the address (mapped) */
+        /* REFRESH: where to ask, in order (announced addresses), and
+         * whether CLUSTER INFO must say ok too (the cluster breaker's probe). */
+        krib_addr_t *cands;
+        size_t ncands;
+        int cluster_probe;
+        /* SCAN. */
+        char cursor[32], *pattern, next[32];
+        long count;
+        /* Results. */
+        int ok;
+        int stage; /* how far OPEN/PROBE got: 0 connect, 1 AUTH, 2 script, 3 probe */
+        krib_conn_t *conn;
+        script_load_t script;
+        char sha[41];
+        krib_topo_t topo;
+        krib_scan_result_t scan;
+        redisReply *keys;
+        char err[KRIB_TOPO_HOST_MAX + 300];
+} wjob_t;
+
+/* connect + AUTH + SCRIPT LOAD (thread). */
+static int job_open(wjob_t *j) {
+        char sub[200];
+        j->stage = 0;
+        j->conn = krib_conn_connect(j->at.host, j->at.port, j->conf->redis_connect_timeout_ms,
+                                    j->conf->redis_command_timeout_ms, j->tls, sub, sizeof(sub));
+        if (!j->conn) {
+                snprintf(j->err, sizeof(j->err), "%s", sub);
                 return -1;
         }
-        redisReply *r = krib_conn_command(c->ctl, "CLUSTER SLOTS");
+        j->stage = 1;
+        if (krib_conn_auth(j->conn, j->conf->redis_username, j->conf->redis_password, sub,
+                           sizeof(sub))) {
+                snprintf(j->err, sizeof(j->err), "%s", sub);
+                return -1;
+        }
+        j->stage = 2;
+        redisReply *r = krib_conn_command(j->conn, "SCRIPT LOAD %s", krib_fence_script);
         if (!r) {
-                snprintf(errstr, size, "%s:%d: %s", c->addr.host, c->addr.port,
-                         krib_conn_errstr(c->ctl));
-                ctl_fail(w, c);
+                snprintf(j->err, sizeof(j->err), "%s", krib_conn_errstr(j->conn));
                 return -1;
         }
-        char host[KRIB_TOPO_HOST_MAX];
-        snprintf(host, sizeof(host), "%s", c->addr.host);
-        krib_topo_t fresh;
-        krib_topo_init(&fresh);
-        int rc = krib_topo_load_slots(&fresh, r, host, errstr, size);
+        j->script = script_reply(r, j->sha, j->err, sizeof(j->err));
         freeReplyObject(r);
-        if (rc == 0 && fresh.master_count == 0) {
-                snprintf(errstr, size, "%s:%d serves no slots", host, c->addr.port);
-                rc = -1;
+        return 0;
+}
+
+/* Value of "name:" in an INFO reply, or -1. */
+static long long info_field(const char *info, const char *name) {
+        size_t n = strlen(name);
+        for (const char *p = info; p && *p; p = strchr(p, '\n')) {
+                if (*p == '\n')
+                        p++;
+                if (!strncmp(p, name, n) && p[n] == ':')
+                        return strtoll(p + n + 1, NULL, 10);
         }
-        if (rc) {
-                krib_topo_destroy(&fresh);
+        return -1;
+}
+
+/* One probe command (thread): 1 good, 0 bad, -1 not permitted (an ACL
+ * without it: the probe does without). */
+static int probe_cmd(wjob_t *j, const char *cmd) {
+        redisReply *r = krib_conn_command(j->conn, cmd);
+        if (!r) {
+                snprintf(j->err, sizeof(j->err), "%s: %s", cmd, krib_conn_errstr(j->conn));
+                return 0;
+        }
+        int ok;
+        if (r->type == REDIS_REPLY_ERROR) {
+                ok = !strncmp(r->str, "NOPERM", 6) ? -1 : 0;
+                if (!ok)
+                        snprintf(j->err, sizeof(j->err), "%s: %s", cmd, r->str);
+        } else if (!strcmp(cmd, "CLUSTER INFO")) {
+                ok = r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok") != NULL;
+                if (!ok)
+                        snprintf(j->err, sizeof(j->err), "CLUSTER INFO: cluster_state not ok");
+        } else if (!strcmp(cmd, "INFO memory")) {
+                long long used =
+                        r->type == REDIS_REPLY_STRING ? info_field(r->str, "used_memory") : -1;
+                long long max =
+                        r->type == REDIS_REPLY_STRING ? info_field(r->str, "maxmemory") : -1;
+                /* Full means writes still fail; eviction policies make room. */
+                int noevict = r->type == REDIS_REPLY_STRING &&
+                              strstr(r->str, "maxmemory_policy:noeviction") != NULL;
+                ok = !(noevict && max > 0 && used >= max);
+                if (!ok)
+                        snprintf(j->err, sizeof(j->err),
+                                 "redis is full: used_memory=%lld maxmemory=%lld", used, max);
+        } else
+                ok = r->type == REDIS_REPLY_STATUS;
+        freeReplyObject(r);
+        return ok;
+}
+
+static void job_probe(wjob_t *j) {
+        if (job_open(j))
+                return;
+        j->stage = 3;
+        static const char *const cluster_cmds[] = {"PING", "CLUSTER INFO", "INFO memory", NULL};
+        static const char *const plain_cmds[] = {"PING", "INFO memory", NULL};
+        const char *const *cmds =
+                j->conf->redis_mode == KRIB_REDIS_CLUSTER ? cluster_cmds : plain_cmds;
+        for (int i = 0; cmds[i]; i++)
+                if (probe_cmd(j, cmds[i]) == 0)
+                        return;
+        j->ok = 1;
+}
+
+static void job_refresh(wjob_t *j) {
+        for (size_t i = 0; i < j->ncands && !j->ok; i++) {
+                char name[KRIB_TOPO_HOST_MAX + 8];
+                snprintf(name, sizeof(name), "%s:%d", j->cands[i].host, j->cands[i].port);
+                krib_conn_t *c = krib_cluster_dial(j->conf, j->tls, &j->cands[i], j->err,
+                                                   sizeof(j->err));
+                if (!c)
+                        continue;
+                krib_addr_t a;
+                krib_addr_map_apply(j->conf->redis_address_map.v, j->conf->redis_address_map.n,
+                                    j->cands[i].host, j->cands[i].port, &a);
+                krib_topo_destroy(&j->topo);
+                krib_topo_init(&j->topo);
+                if (krib_cluster_fetch_slots(c, name, a.host, &j->topo, j->err, sizeof(j->err)) ==
+                    0) {
+                        j->conn = c;
+                        j->ok = !j->cluster_probe || probe_cmd(j, "CLUSTER INFO") != 0;
+                        j->conn = NULL;
+                }
+                krib_conn_free(c);
+        }
+}
+
+static void job_scan(wjob_t *j) {
+        if (!j->conn) {
+                krib_addr_t a = j->at; /* already mapped: dial maps again, a no-op */
+                if (!(j->conn = krib_cluster_dial(j->conf, j->tls, &a, j->err, sizeof(j->err)))) {
+                        j->scan = KRIB_SCAN_RETRY;
+                        return;
+                }
+        }
+        char cnt[24];
+        snprintf(cnt, sizeof(cnt), "%ld", j->count);
+        redisReply *r = krib_conn_command(j->conn, "SCAN %s MATCH %s COUNT %s", j->cursor,
+                                          j->pattern, cnt);
+        if (!r) {
+                snprintf(j->err, sizeof(j->err), "%s", krib_conn_errstr(j->conn));
+                krib_conn_free(j->conn);
+                j->conn = NULL;
+                j->scan = KRIB_SCAN_RETRY;
+                return;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+                int final = r->type != REDIS_REPLY_ERROR ||
+                            krib_retry_classify(r->str, r->len) == KRIB_ERR_FINAL;
+                snprintf(j->err, sizeof(j->err), "%s",
+                         r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                freeReplyObject(r);
+                j->scan = final ? KRIB_SCAN_REFUSED : KRIB_SCAN_RETRY;
+                return;
+        }
+        snprintf(j->next, sizeof(j->next), "%s", r->element[0]->str);
+        j->keys = r->element[1];
+        r->element[1] = NULL; /* detached: the caller frees it */
+        r->elements = 1;
+        freeReplyObject(r);
+        j->scan = KRIB_SCAN_OK;
+}
+
+static void job_run(krib_bg_job_t *b) {
+        wjob_t *j = (wjob_t *)b;
+        switch (j->kind) {
+        case WJ_OPEN:
+                j->ok = job_open(j) == 0;
+                break;
+        case WJ_PROBE:
+                job_probe(j);
+                break;
+        case WJ_REFRESH:
+                job_refresh(j);
+                break;
+        case WJ_SCAN:
+                job_scan(j);
+                break;
+        }
+}
+
+static void job_free(wjob_t *j) {
+        krib_conn_free(j->conn);
+        krib_topo_destroy(&j->topo);
+        if (j->keys)
+                freeReplyObject(j->keys);
+        free(j->cands);
+        free(j->pattern);
+        free(j);
+}
+
+static wjob_t *job_new(krib_writer_t *w, wjob_kind_t kind, int ci) {
+        wjob_t *j = calloc(1, sizeof(*j));
+        if (!j)
+                return NULL;
+        j->bg.run = job_run;
+        j->conf = w->conf;
+        j->tls = w->tls;
+        j->kind = kind;
+        j->ci = ci;
+        if (ci >= 0)
+                j->at = w->conns[ci].addr;
+        krib_topo_init(&j->topo);
+        return j;
+}
+
+static int job_start(krib_writer_t *w, wjob_t *j) {
+        if (krib_bg_start(w->bg, &j->bg)) {
+                job_free(j);
                 return -1;
         }
-        krib_topo_destroy(&w->topo);
-        w->topo = fresh;
-        w->queue_due_us = 0; /* ops held for a slot without owner may go */
-        return map_masters(w);
+        return 0;
+}
+
+/* The node's data connection: 0 ready; -1 not now (a connect runs in the
+ * background, or the backoff waits; a connect is started when due). */
+static int conn_ensure(krib_writer_t *w, conn_t *c) {
+        if (c->c)
+                return 0;
+        if (c->setup || krib_clock_mono_us() < c->retry_at_us)
+                return -1;
+        wjob_t *j = job_new(w, WJ_OPEN, (int)(c - w->conns));
+        if (j && job_start(w, j) == 0)
+                c->setup = 1;
+        return -1;
+}
+
+/* Ops held for c's connect go now: sent on it, or retried as failed. */
+static void release_held(krib_writer_t *w, const conn_t *c) {
+        int32_t ci = (int32_t)(c - w->conns);
+        for (size_t i = 0; i < w->nqueue; i++) {
+                rec_t *r = rec_of(w, w->queue[i]);
+                int32_t m = r->ask_conn >= 0 ? -1 : w->topo.slot_owner[r->slot];
+                int32_t to = r->ask_conn >= 0 ? r->ask_conn : m >= 0 ? w->master_conn[m] : -1;
+                if (to == ci && !r->after)
+                        r->due_us = 0;
+        }
+        w->queue_due_us = 0;
+}
+
+/* A data connection a job opened becomes c's. */
+static void conn_adopt(krib_writer_t *w, conn_t *c, wjob_t *j) {
+        c->c = j->conn;
+        j->conn = NULL;
+        script_loaded(w, c, j->script, j->sha, j->err);
+        if (c->failures)
+                w->stats.reconnects++;
+        c->failures = 0;
+        release_held(w, c);
+}
+
+static void open_failed(krib_writer_t *w, conn_t *c, wjob_t *j) {
+        if (j->stage == 1)
+                krib_log_error("writer", "msg=\"redis AUTH failed\" node=%s error=\"%s\"",
+                               c->m.addr, j->err);
+        else if (c->failures == 0 || c->failures % 20 == 0)
+                krib_log_warn("writer",
+                              "msg=\"cannot %s redis\" node=%s error=\"%s\" attempt=%u",
+                              j->stage == 0 ? "connect to" : "load the fence script on", c->m.addr,
+                              j->err, c->failures + 1);
+        conn_fail(w, c, j->err);
+}
+
+/* Known masters first (the map we have), then the configured seeds, each
+ * once, none whose breaker is open and not yet due; masters whose
+ * pipelined replies are overdue (frozen: they accept and never answer)
+ * last. */
+#define OVERDUE_US 250000
+static size_t refresh_candidates(krib_writer_t *w, krib_addr_t *out, size_t max) {
+        size_t n = 0, tries = w->topo.master_count + w->conf->redis_nodes.n;
+        int64_t now = krib_clock_mono_us();
+        for (int round = 0; round < 2; round++)
+                for (size_t at = 0; at < tries && n < max; at++) {
+                        krib_addr_t a;
+                        int ci = -1;
+                        if (at < w->topo.master_count) {
+                                a = w->topo.masters[at];
+                                ci = w->master_conn[at];
+                        } else if (krib_addr_parse(
+                                           w->conf->redis_nodes.v[at - w->topo.master_count], &a))
+                                continue;
+                        if (ci >= 0) {
+                                const conn_t *c = &w->conns[ci];
+                                int overdue = c->c && c->cq_head != c->cq_tail &&
+                                              now - c->cq[c->cq_head].sent_us > OVERDUE_US;
+                                if (overdue != round)
+                                        continue;
+                                if (c->br.state == KRIB_BREAKER_OPEN &&
+                                    !krib_breaker_probe_due(&c->br, now))
+                                        continue;
+                        } else if (round)
+                                continue;
+                        int seen = 0;
+                        for (size_t k = 0; k < n && !seen; k++)
+                                seen = out[k].port == a.port && !strcmp(out[k].host, a.host);
+                        if (!seen)
+                                out[n++] = a;
+                }
+        return n;
+}
+
+static int refresh_start(krib_writer_t *w, int cluster_probe) {
+        wjob_t *j = job_new(w, WJ_REFRESH, -1);
+        size_t max = w->topo.master_count + w->conf->redis_nodes.n;
+        if (!j || !(j->cands = calloc(max ? max : 1, sizeof(*j->cands)))) {
+                if (j)
+                        job_free(j);
+                return -1;
+        }
+        j->ncands = refresh_candidates(w, j->cands, max);
+        j->cluster_probe = cluster_probe;
+        w->stats.refreshes++;
+        if (job_start(w, j))
+                return -1;
+        w->refreshing = 1;
+        return 0;
+}
+
+static void refresh_done(krib_writer_t *w, wjob_t *j) {
+        w->refreshing = 0;
+        int64_t now = krib_clock_mono_us();
+        if (j->ok) {
+                krib_topo_t t = w->topo;
+                w->topo = j->topo;
+                j->topo = t;
+                w->queue_due_us = 0; /* ops held for a slot without owner may go */
+                if (map_masters(w) == 0) {
+                        w->need_refresh = 0;
+                        w->refreshed_at_us = now;
+                        w->refresh_failures = 0;
+                        w->stats.healthy = 1;
+                        krib_log_debug("writer",
+                                       "msg=\"topology refreshed\" masters=%zu "
+                                       "unassigned_slots=%zu",
+                                       w->topo.master_count, krib_topo_unassigned(&w->topo));
+                }
+        } else {
+                snprintf(w->refresh_err, sizeof(w->refresh_err), "%s",
+                         j->ncands ? j->err : "every node's circuit breaker is open");
+        }
+        if (!j->ok && !j->cluster_probe) {
+                w->refresh_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN,
+                                                             w->refresh_failures,
+                                                             krib_retry_rand(&w->rng));
+                if (w->refresh_failures++ % 20 == 0)
+                        krib_log_warn("writer", "msg=\"topology refresh failed\" error=\"%s\"",
+                                      w->refresh_err);
+                breaker_note(w, "cluster", &w->cluster_br,
+                             krib_breaker_failure(&w->cluster_br, &w->pol, KRIB_ERR_CONN, now,
+                                                  krib_retry_rand(&w->rng)));
+                w->trouble = 1;
+        }
+        if (j->cluster_probe)
+                breaker_note(w, "cluster", &w->cluster_br,
+                             krib_breaker_probed(&w->cluster_br, &w->pol, j->ok, now,
+                                                 krib_retry_rand(&w->rng)));
+}
+
+static void probe_done(krib_writer_t *w, conn_t *c, wjob_t *j) {
+        if (!j->ok && j->stage < 2) {
+                c->m.conn_failures++;
+                c->m.err_class[KRIB_ERR_CONN]++;
+        }
+        if (!j->ok && j->stage == 3 && strstr(j->err, "redis is full"))
+                krib_log_info("writer", "msg=\"probe: %s\" node=%s", j->err, c->m.addr);
+        if (j->ok && !c->c)
+                conn_adopt(w, c, j);
+        breaker_note(w, c->m.addr, &c->br,
+                     krib_breaker_probed(&c->br, &w->pol, j->ok, krib_clock_mono_us(),
+                                         krib_retry_rand(&w->rng)));
+}
+
+/* Applies what the helper threads finished. */
+static void jobs_take(krib_writer_t *w) {
+        krib_bg_job_t *b;
+        while ((b = krib_bg_take(w->bg))) {
+                wjob_t *j = (wjob_t *)b;
+                conn_t *c = j->ci >= 0 ? &w->conns[j->ci] : NULL;
+                switch (j->kind) {
+                case WJ_OPEN:
+                        c->setup = 0;
+                        if (j->ok && !c->c)
+                                conn_adopt(w, c, j);
+                        else if (!j->ok) {
+                                open_failed(w, c, j);
+                                release_held(w, c);
+                        }
+                        break;
+                case WJ_PROBE:
+                        c->setup = 0;
+                        probe_done(w, c, j);
+                        break;
+                case WJ_REFRESH:
+                        refresh_done(w, j);
+                        break;
+                case WJ_SCAN:
+                        c->scanning = 0;
+                        if (!c->ctl) {
+                                c->ctl = j->conn;
+                                j->conn = NULL;
+                        }
+                        if (j->scan != KRIB_SCAN_OK)
+                                krib_log_warn("writer",
+                                              "msg=\"SCAN failed\" node=%s error=\"%s\" final=%s",
+                                              c->m.addr, krib_log_esc(j->err, strlen(j->err)),
+                                              j->scan == KRIB_SCAN_REFUSED ? "yes" : "no");
+                        if (j->scan == KRIB_SCAN_RETRY && !c->ctl) {
+                                c->m.conn_failures++;
+                                c->m.err_class[KRIB_ERR_CONN]++;
+                        }
+                        if (c->scan_result)
+                                job_free(c->scan_result);
+                        c->scan_result = j; /* krib_writer_scan hands it over */
+                        c->scan_result_age = 0;
+                        continue;
+                }
+                job_free(j);
+        }
+}
+
+/* Blocking (start-up): waits for every job and applies it. */
+static void jobs_settle(krib_writer_t *w) {
+        krib_bg_wait_all(w->bg);
+        jobs_take(w);
 }
 
 int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size) {
-        w->stats.refreshes++;
         if (w->conf->redis_mode == KRIB_REDIS_STANDALONE) {
                 /* Nothing to discover; connecting now surfaces a wrong
                  * address or password at start-up instead of first write. */
                 w->need_refresh = 0;
+                w->stats.refreshes++;
                 conn_t *c = &w->conns[w->master_conn[0]];
-                if (conn_ensure(w, c)) {
-                        w->stats.healthy = 0;
-                        snprintf(errstr, errstr_size, "%s:%d unreachable", c->addr.host,
-                                 c->addr.port);
+                conn_ensure(w, c);
+                jobs_settle(w);
+                c = &w->conns[w->master_conn[0]];
+                w->stats.healthy = c->c != NULL;
+                if (!c->c) {
+                        snprintf(errstr, errstr_size, "%s unreachable", c->m.addr);
                         return -1;
                 }
-                w->stats.healthy = 1;
                 return 0;
         }
-        /* Known masters first (the map we have), then the configured seeds;
-         * each node once, none whose breaker is open and not yet due: a
-         * blackholed node costs a full command timeout per attempt. */
-        size_t tries = w->topo.master_count + w->conf->redis_nodes.n;
-        int tried[64];
-        size_t ntried = 0;
         snprintf(errstr, errstr_size, "every node's circuit breaker is open");
-        /* Nodes whose pipelined replies are overdue come last: a frozen
-         * master (SIGSTOP, a stalled VM) accepts the control connection and
-         * never answers, and CLUSTER SLOTS there blocks the loop a whole
-         * command timeout while a healthy node answers in a millisecond
-         * (the blocking itself is the cluster-client issue's). */
-        for (size_t i = 0; i < 2 * tries; i++) {
-                int last_round = i >= tries;
-                int ci;
-                size_t at = i % tries;
-                if (at < w->topo.master_count)
-                        ci = w->master_conn[at];
-                else {
-                        krib_addr_t a;
-                        krib_addr_parse(w->conf->redis_nodes.v[at - w->topo.master_count], &a);
-                        ci = conn_get(w, a.host, a.port);
-                }
-                if (ci >= 0 && !last_round && oldest_reply_wait_us(&w->conns[ci]) > OVERDUE_US)
-                        continue; /* tried in the second round, if at all */
-                int seen = ci < 0;
-                for (size_t k = 0; k < ntried && !seen; k++)
-                        seen = tried[k] == ci;
-                if (seen)
-                        continue;
-                if (ntried < sizeof(tried) / sizeof(*tried))
-                        tried[ntried++] = ci;
-                const krib_breaker_t *b = &w->conns[ci].br;
-                if (b->state == KRIB_BREAKER_OPEN &&
-                    !krib_breaker_probe_due(b, krib_clock_mono_us()))
-                        continue;
-                if (refresh_from(w, ci, errstr, errstr_size) == 0) {
-                        w->need_refresh = 0;
-                        w->refreshed_at_us = krib_clock_mono_us();
-                        w->refresh_failures = 0;
-                        w->stats.healthy = 1;
-                        size_t holes = krib_topo_unassigned(&w->topo);
-                        krib_log_debug("writer",
-                                       "msg=\"topology refreshed\" masters=%zu "
-                                       "unassigned_slots=%zu",
-                                       w->topo.master_count, holes);
-                        return 0;
-                }
+        if (!w->refreshing && refresh_start(w, 0)) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return -1;
         }
-        return -1;
+        unsigned failures = w->refresh_failures;
+        jobs_settle(w);
+        if (w->need_refresh || w->refresh_failures != failures) {
+                snprintf(errstr, errstr_size, "%s", w->refresh_err);
+                return -1;
+        }
+        return 0;
 }
 
 krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t errstr_size) {
@@ -585,10 +880,15 @@ krib_writer_t *krib_writer_new(const krib_conf_t *conf, char *errstr, size_t err
                 }
         }
         w->rng = (uint64_t)krib_clock_mono_us() * 2654435761u + 1;
+#ifdef KRIB_SIM
+        w->bg = krib_bg_new(1); /* deterministic: control work runs inline */
+#else
+        w->bg = krib_bg_new(0);
+#endif
         w->slot_count = calloc(KRIB_SLOT_COUNT + 1, sizeof(*w->slot_count));
         w->ktab_cap = 1024;
         w->ktab = malloc(w->ktab_cap * sizeof(*w->ktab));
-        if (!w->slot_count || !w->ktab)
+        if (!w->slot_count || !w->ktab || !w->bg)
                 goto oom;
         memset(w->ktab, 0xff, w->ktab_cap * sizeof(*w->ktab));
         for (size_t i = 0; i < conf->redis_nodes.n; i++) {
@@ -620,13 +920,12 @@ void krib_writer_set_stop(krib_writer_t *w, volatile sig_atomic_t *stop, int64_t
 }
 
 int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[KRIB_ADDR_MAX], int max) {
-        if (w->conf->redis_mode == KRIB_REDIS_CLUSTER &&
-            (w->need_refresh || !w->topo.master_count)) {
-                char err[256];
-                krib_writer_refresh(w, err, sizeof(err));
-        }
-        if (!w->topo.master_count)
+        /* The map as it is: a refresh runs in the background when one is
+         * wanted (krib_writer_step). */
+        if (!w->topo.master_count) {
+                w->need_refresh = w->conf->redis_mode == KRIB_REDIS_CLUSTER;
                 return -1;
+        }
         int n = 0;
         for (size_t m = 0; m < w->topo.master_count && (!addrs || n < max); m++) {
                 if (slot >= 0 && w->topo.slot_owner[slot] != (int32_t)m)
@@ -669,33 +968,39 @@ krib_scan_result_t krib_writer_scan(krib_writer_t *w, const char *addr, const ch
         if (ci < 0 && (ci = conn_get(w, a.host, a.port)) < 0)
                 return KRIB_SCAN_RETRY;
         conn_t *c = &w->conns[ci];
-        if (!krib_breaker_allows(&c->br, 0) || ctl_ensure(w, c))
+        wjob_t *j = c->scan_result;
+        if (j) {
+                c->scan_result = NULL;
+                krib_scan_result_t res = KRIB_SCAN_PENDING;
+                if (!strcmp(j->cursor, cursor) && !strcmp(j->pattern, pattern)) {
+                        res = j->scan;
+                        if (res == KRIB_SCAN_OK) {
+                                snprintf(next, next_size, "%s", j->next);
+                                *keys = j->keys;
+                                j->keys = NULL;
+                        }
+                }
+                job_free(j);
+                if (res != KRIB_SCAN_PENDING)
+                        return res;
+        }
+        if (c->scanning)
+                return KRIB_SCAN_PENDING;
+        if (!krib_breaker_allows(&c->br, 0))
                 return KRIB_SCAN_RETRY;
-        char cnt[24];
-        snprintf(cnt, sizeof(cnt), "%ld", count);
-        redisReply *r =
-                krib_conn_command(c->ctl, "SCAN %s MATCH %s COUNT %s", cursor, pattern, cnt);
-        if (!r) {
-                ctl_fail(w, c);
+        if (!(j = job_new(w, WJ_SCAN, ci)) || !(j->pattern = strdup(pattern))) {
+                if (j)
+                        job_free(j);
                 return KRIB_SCAN_RETRY;
         }
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-                int final = r->type != REDIS_REPLY_ERROR ||
-                            krib_retry_classify(r->str, r->len) == KRIB_ERR_FINAL;
-                krib_log_warn("writer", "msg=\"SCAN failed\" node=%s error=\"%s\" final=%s", addr,
-                              r->type == REDIS_REPLY_ERROR ? krib_log_esc(r->str, r->len)
-                                                           : "unexpected reply",
-                              final ? "yes" : "no");
-                freeReplyObject(r);
-                return final ? KRIB_SCAN_REFUSED : KRIB_SCAN_RETRY;
-        }
-        snprintf(next, next_size, "%s", r->element[0]->str);
-        *keys = r->element[1];
-        r->element[1] = NULL; /* detached: the caller frees it */
-        r->elements = 1;
-        freeReplyObject(r);
-        return KRIB_SCAN_OK;
+        snprintf(j->cursor, sizeof(j->cursor), "%s", cursor);
+        j->count = count;
+        j->conn = c->ctl;
+        c->ctl = NULL;
+        if (job_start(w, j))
+                return KRIB_SCAN_RETRY;
+        c->scanning = 1;
+        return KRIB_SCAN_PENDING;
 }
 
 int krib_writer_nodes(const krib_writer_t *w, krib_writer_node_t **out, size_t *cap) {
@@ -729,8 +1034,17 @@ void krib_writer_destroy(krib_writer_t *w) {
         if (!w)
                 return;
         free(w->pfds);
+        if (w->bg) {
+                krib_bg_wait_all(w->bg);
+                krib_bg_job_t *b;
+                while ((b = krib_bg_take(w->bg)))
+                        job_free((wjob_t *)b);
+                krib_bg_destroy(w->bg);
+        }
         for (size_t i = 0; i < w->conn_count; i++) {
                 conn_t *c = &w->conns[i];
+                if (c->scan_result)
+                        job_free(c->scan_result);
                 krib_conn_free(c->c);
                 krib_conn_free(c->ctl);
                 free(c->cq);
@@ -1445,8 +1759,8 @@ static void on_reply(krib_writer_t *w, size_t ci, const cmd_t *cmd, const uint32
                         breaker_note(w, "cluster", &w->cluster_br,
                                      krib_breaker_failure(&w->cluster_br, &w->pol, KRIB_ERR_BUSY,
                                                           now, krib_retry_rand(&w->rng)));
-                if (!strncmp(r->str, "NOSCRIPT", 8))
-                        c->script = 0; /* reload before the next use */
+                if (!strncmp(r->str, "NOSCRIPT", 8) && c->script > 0)
+                        c->script = 0; /* reload before the next use (not if refused for good) */
                 breaker_note(
                         w, c->m.addr, &c->br,
                         krib_breaker_failure(&c->br, &w->pol, cls, now, krib_retry_rand(&w->rng)));
@@ -1515,105 +1829,18 @@ static void on_wait(krib_writer_t *w, conn_t *c, redisReply *r) {
 
 /* ---- probes ---- */
 
-/* Value of "name:" in an INFO reply, or -1. */
-static long long info_field(const char *info, const char *name) {
-        size_t n = strlen(name);
-        for (const char *p = info; p && *p; p = strchr(p, '\n')) {
-                if (*p == '\n')
-                        p++;
-                if (!strncmp(p, name, n) && p[n] == ':')
-                        return strtoll(p + n + 1, NULL, 10);
-        }
-        return -1;
-}
-
-/* One command of a probe: 1 good, 0 bad, -1 not permitted (an ACL without
- * that command; the probe then does without it). */
-static int probe_cmd(krib_writer_t *w, conn_t *c, const char *cmd) {
-        redisReply *r = krib_conn_command(c->c, cmd);
-        if (!r) {
-                conn_fail(w, c, krib_conn_errstr(c->c));
-                return 0;
-        }
-        int ok;
-        if (r->type == REDIS_REPLY_ERROR)
-                ok = !strncmp(r->str, "NOPERM", 6) ? -1 : 0;
-        else if (!strcmp(cmd, "CLUSTER INFO"))
-                ok = r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok") != NULL;
-        else if (!strcmp(cmd, "INFO memory")) {
-                long long used =
-                        r->type == REDIS_REPLY_STRING ? info_field(r->str, "used_memory") : -1;
-                long long max =
-                        r->type == REDIS_REPLY_STRING ? info_field(r->str, "maxmemory") : -1;
-                /* Full means writes still fail; eviction policies make room. */
-                int noevict = r->type == REDIS_REPLY_STRING &&
-                              strstr(r->str, "maxmemory_policy:noeviction") != NULL;
-                ok = !(noevict && max > 0 && used >= max);
-                if (!ok)
-                        krib_log_info("writer",
-                                      "msg=\"probe: redis is full\" node=%s used_memory=%lld "
-                                      "maxmemory=%lld",
-                                      c->m.addr, used, max);
-        } else
-                ok = r->type == REDIS_REPLY_STATUS;
-        freeReplyObject(r);
-        return ok;
-}
-
-/* Probes a node whose breaker is open: reachable, serving, not full. */
-static int probe_node(krib_writer_t *w, conn_t *c) {
-        c->retry_at_us = 0; /* the breaker already spaced this attempt */
-        if (conn_ensure(w, c))
-                return 0;
-        static const char *const cluster_cmds[] = {"PING", "CLUSTER INFO", "INFO memory", NULL};
-        static const char *const plain_cmds[] = {"PING", "INFO memory", NULL};
-        const char *const *cmds =
-                w->conf->redis_mode == KRIB_REDIS_CLUSTER ? cluster_cmds : plain_cmds;
-        for (int i = 0; cmds[i]; i++)
-                if (!c->c || probe_cmd(w, c, cmds[i]) == 0)
-                        return 0;
-        return 1;
-}
-
-/* A probe is a synchronous command: only on a connection with nothing on
- * the wire (pipelined replies would shift by one). */
+/* A node whose breaker is open is probed when due, in the background, on
+ * a connection of its own (reachable, serving, not full); a probe that
+ * passes leaves its connection as the node's data connection if it has
+ * none. */
 static void maybe_probe(krib_writer_t *w, conn_t *c) {
-        if (c->br.state != KRIB_BREAKER_OPEN ||
-            !krib_breaker_probe_due(&c->br, krib_clock_mono_us()) || c->cq_head != c->cq_tail ||
-            (c->c && krib_conn_inflight(c->c) != 0))
+        if (c->br.state != KRIB_BREAKER_OPEN || c->setup ||
+            !krib_breaker_probe_due(&c->br, krib_clock_mono_us()))
                 return;
-        int ok = probe_node(w, c);
-        breaker_note(w, c->m.addr, &c->br,
-                     krib_breaker_probed(&c->br, &w->pol, ok, krib_clock_mono_us(),
-                                         krib_retry_rand(&w->rng)));
-}
-
-/* The cluster breaker's probe: a fresh slot map and cluster_state:ok. */
-static void probe_cluster(krib_writer_t *w) {
-        if (!krib_breaker_probe_due(&w->cluster_br, krib_clock_mono_us()))
-                return;
-        char err[256];
-        int ok = krib_writer_refresh(w, err, sizeof(err)) == 0;
-        for (size_t i = 0; ok && i < w->topo.master_count; i++) {
-                conn_t *c = &w->conns[w->master_conn[i]];
-                if (ctl_ensure(w, c) == 0) {
-                        redisReply *r = krib_conn_command(c->ctl, "CLUSTER INFO");
-                        if (!r) {
-                                ctl_fail(w, c);
-                                ok = 0;
-                        } else {
-                                ok = r->type == REDIS_REPLY_STRING
-                                             ? strstr(r->str, "cluster_state:ok") != NULL
-                                             : r->type == REDIS_REPLY_ERROR &&
-                                                       !strncmp(r->str, "NOPERM", 6);
-                                freeReplyObject(r);
-                        }
-                        break;
-                }
-        }
-        breaker_note(w, "cluster", &w->cluster_br,
-                     krib_breaker_probed(&w->cluster_br, &w->pol, ok, krib_clock_mono_us(),
-                                         krib_retry_rand(&w->rng)));
+        c->retry_at_us = 0; /* the breaker already spaced this attempt */
+        wjob_t *j = job_new(w, WJ_PROBE, (int)(c - w->conns));
+        if (j && job_start(w, j) == 0)
+                c->setup = 1;
 }
 
 /* ---- the step ---- */
@@ -1652,6 +1879,11 @@ static void drain_conn(krib_writer_t *w, size_t ci) {
                 }
                 if (cmd.mode == MODE_ASKING)
                         ; /* +OK, or an error the next reply repeats */
+                else if (cmd.mode == MODE_SCRIPT) {
+                        char sha[41], why[200] = "";
+                        script_load_t sl = script_reply(r, sha, why, sizeof(why));
+                        script_loaded(w, c, sl, sha, why);
+                }
                 else if (cmd.mode == MODE_WAIT)
                         on_wait(w, c, r);
                 else
@@ -1700,10 +1932,11 @@ static void release_queue(krib_writer_t *w, int64_t now) {
 /* Earliest probe among open breakers (INT64_MAX when none is open). */
 static int64_t breaker_next_probe_us(const krib_writer_t *w) {
         int64_t next = INT64_MAX;
-        if (w->cluster_br.state == KRIB_BREAKER_OPEN)
+        if (w->cluster_br.state == KRIB_BREAKER_OPEN && !w->refreshing)
                 next = w->cluster_br.probe_at_us;
         for (size_t i = 0; i < w->conn_count; i++)
-                if (w->conns[i].br.state == KRIB_BREAKER_OPEN && w->conns[i].br.probe_at_us < next)
+                if (w->conns[i].br.state == KRIB_BREAKER_OPEN && !w->conns[i].setup &&
+                    w->conns[i].br.probe_at_us < next)
                         next = w->conns[i].br.probe_at_us;
         return next;
 }
@@ -1734,8 +1967,12 @@ static int send_fresh(krib_writer_t *w) {
         const size_t max_bytes = (size_t)w->conf->redis_max_command_bytes;
         int cluster_open = !krib_breaker_allows(&w->cluster_br, 1);
         int64_t now = krib_clock_mono_us();
+        /* Until the next probe is due; one that runs ends by closing its
+         * breaker (which releases the queue) or by scheduling the next. */
         int64_t held_until = breaker_next_probe_us(w);
-        if (held_until == INT64_MAX || held_until < now + 1000)
+        if (held_until == INT64_MAX)
+                held_until = now + 100000;
+        else if (held_until < now + 1000)
                 held_until = now + 1000;
         for (size_t i = 0; i < n;) {
                 rec_t *first = rec_of(w, w->order[i]);
@@ -1764,11 +2001,28 @@ static int send_fresh(krib_writer_t *w) {
                         i = j;
                         continue;
                 }
-                if (conn >= 0 && conn_ensure(w, &w->conns[conn]) == 0 &&
-                    w->conns[conn].script == 0 &&
-                    w->conns[conn].cq_head == w->conns[conn].cq_tail &&
-                    krib_conn_inflight(w->conns[conn].c) == 0)
-                        load_script(w, &w->conns[conn]);
+                if (conn >= 0 && conn_ensure(w, &w->conns[conn]) && w->conns[conn].setup) {
+                        /* Connecting in the background: the ops wait for it
+                         * (its end releases the queue), no attempt spent. */
+                        for (size_t x = i; x < j; x++)
+                                if (!op_cancelled(w, w->order[x]))
+                                        requeue_at(w, w->order[x],
+                                                   now + w->conf->redis_connect_timeout_ms * 1000,
+                                                   0);
+                        i = j;
+                        continue;
+                }
+                if (conn >= 0 && w->conns[conn].c && w->conns[conn].script == 0 &&
+                    has_fenced(w, w->order, i, j)) {
+                        /* Loaded again (NOSCRIPT after a failover, LOADING
+                         * earlier): pipelined, so the fenced work behind it
+                         * on this connection finds it. */
+                        conn_t *c = &w->conns[conn];
+                        if (krib_conn_append_fmt(c->c, "SCRIPT LOAD %s", krib_fence_script) ||
+                            push_cmd(w, c, NULL, 0, MODE_SCRIPT))
+                                return -1;
+                        c->script = 2;
+                }
                 if (conn < 0 || !w->conns[conn].c) {
                         if (conn < 0)
                                 w->need_refresh = 1;
@@ -1808,7 +2062,7 @@ static int send_fresh(krib_writer_t *w) {
                         }
                         if (fenced && c->script < 0) {
                                 fail_refs(w, c, &w->order[a], b - a, "fence script not loaded");
-                        } else if (fenced && c->script == 0) {
+                        } else if (fenced && (c->script == 0 || !w->sha[0])) {
                                 /* Refused for now (LOADING, BUSY): retried with
                                  * backoff; the node's busy budget applies. */
                                 script_wait(w, c, &w->order[a], b - a);
@@ -1871,31 +2125,33 @@ int krib_writer_step(krib_writer_t *w) {
         w->trouble = 0;
         w->logged = 0;
         uint64_t keys_before = w->stats.keys;
+        /* A SCAN result its sweep did not claim within a step is stale. */
+        for (size_t ci = 0; ci < w->conn_count; ci++) {
+                conn_t *c = &w->conns[ci];
+                if (c->scan_result && c->scan_result_age++ >= 1) {
+                        job_free(c->scan_result);
+                        c->scan_result = NULL;
+                }
+        }
+        jobs_take(w);
         for (size_t ci = 0; ci < w->conn_count; ci++) {
                 conn_t *c = &w->conns[ci];
                 if (c->c && krib_conn_unsent(c->c) && krib_conn_send(c->c) < 0)
                         conn_fail(w, c, krib_conn_errstr(c->c));
                 drain_conn(w, ci);
         }
-        if (w->conf->redis_mode == KRIB_REDIS_CLUSTER &&
-            (w->need_refresh || (w->jobs_live && now - w->refreshed_at_us > REFRESH_PERIOD_US)) &&
-            now >= w->refresh_at_us && krib_breaker_allows(&w->cluster_br, 1)) {
-                char err[256];
-                if (krib_writer_refresh(w, err, sizeof(err))) {
-                        w->refresh_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN,
-                                                                     w->refresh_failures,
-                                                                     krib_retry_rand(&w->rng));
-                        if (w->refresh_failures++ % 20 == 0)
-                                krib_log_warn("writer",
-                                              "msg=\"topology refresh failed\" error=\"%s\"", err);
-                        breaker_note(w, "cluster", &w->cluster_br,
-                                     krib_breaker_failure(&w->cluster_br, &w->pol, KRIB_ERR_CONN,
-                                                          now, krib_retry_rand(&w->rng)));
-                        w->trouble = 1;
+        if (w->conf->redis_mode == KRIB_REDIS_CLUSTER && !w->refreshing) {
+                if (w->cluster_br.state == KRIB_BREAKER_OPEN) {
+                        /* The cluster breaker's probe: a fresh slot map and
+                         * cluster_state:ok. */
+                        if (krib_breaker_probe_due(&w->cluster_br, now))
+                                refresh_start(w, 1);
+                } else if ((w->need_refresh ||
+                            (w->jobs_live && now - w->refreshed_at_us > REFRESH_PERIOD_US)) &&
+                           now >= w->refresh_at_us && krib_breaker_allows(&w->cluster_br, 1)) {
+                        refresh_start(w, 0);
                 }
         }
-        if (w->conf->redis_mode == KRIB_REDIS_CLUSTER && w->cluster_br.state == KRIB_BREAKER_OPEN)
-                probe_cluster(w);
         for (size_t m = 0; m < w->topo.master_count; m++)
                 maybe_probe(w, &w->conns[w->master_conn[m]]);
         for (size_t ci = 0; ci < w->conn_count; ci++)
@@ -1927,6 +2183,11 @@ int krib_writer_failing(const krib_writer_t *w) {
 
 int krib_writer_pollfds(const krib_writer_t *w, struct pollfd *fds, int max) {
         int n = 0;
+        if (krib_bg_pending(w->bg)) { /* control work finishing wakes the loop */
+                if (n < max)
+                        fds[n] = (struct pollfd){krib_bg_wake_fd(w->bg), POLLIN, 0};
+                n++;
+        }
         for (size_t ci = 0; ci < w->conn_count; ci++) {
                 const conn_t *c = &w->conns[ci];
                 short ev = c->c && c->cq_head != c->cq_tail ? POLLIN : 0;
@@ -1943,7 +2204,7 @@ int krib_writer_pollfds(const krib_writer_t *w, struct pollfd *fds, int max) {
 
 int64_t krib_writer_due_us(const krib_writer_t *w) {
         int64_t due = INT64_MAX;
-        if (w->nfresh)
+        if (w->nfresh || krib_bg_ready(w->bg))
                 return 0;
         if (w->nqueue && w->queue_due_us < due)
                 due = w->queue_due_us;
@@ -1960,7 +2221,8 @@ int64_t krib_writer_due_us(const krib_writer_t *w) {
                 int64_t p = breaker_next_probe_us(w);
                 if (p < due)
                         due = p;
-                if (w->need_refresh && krib_breaker_allows(&w->cluster_br, 1)) {
+                if (w->need_refresh && !w->refreshing &&
+                    krib_breaker_allows(&w->cluster_br, 1)) {
                         int64_t r = w->refresh_at_us;
                         if (r < due)
                                 due = r;

@@ -23,10 +23,12 @@
  * from krib_writer_pollfds). Several jobs may be in flight; a key's op
  * waits while an earlier job's op on the same key is unanswered, so order
  * per key holds. Retries are timed per op, so one failing master holds back
- * only the ops it owns. Only control work is synchronous, bounded by the
- * connect and command timeouts: connecting, SCRIPT LOAD, CLUSTER SLOTS,
- * breaker probes and SCAN (on a separate control connection per node).
- * Owned by the one pipeline thread.
+ * only the ops it owns. Control work never runs on the caller's thread:
+ * connecting (with AUTH and the first SCRIPT LOAD), CLUSTER SLOTS, breaker
+ * probes and SCAN pages run on helper threads (bg.h), whose completions
+ * wake the loop through a descriptor in the poll set; a later SCRIPT LOAD
+ * is pipelined like any command. Only krib_writer_refresh (start-up) and
+ * krib_writer_destroy wait for them. Owned by the one pipeline thread.
  */
 #ifndef KRIB_WRITER_H
 #define KRIB_WRITER_H
@@ -192,20 +194,27 @@ int krib_writer_masters(krib_writer_t *w, int slot, char (*addrs)[KRIB_ADDR_MAX]
 int krib_writer_master_slots(krib_writer_t *w, char (*addrs)[KRIB_ADDR_MAX], int *slots, int max);
 
 /* One SCAN step on node addr ("host:port" from krib_writer_masters()):
- * SCAN cursor MATCH pattern COUNT count. On KRIB_SCAN_OK writes the next
- * cursor ("0": done) and hands over the reply's key array (*keys, free with
- * freeReplyObject). No retries happen here. */
+ * SCAN cursor MATCH pattern COUNT count, run in the background on the
+ * node's control connection. The first call starts it and returns
+ * KRIB_SCAN_PENDING; call again with the same cursor and pattern after the
+ * next krib_writer_step (the writer's poll set wakes the loop when it is
+ * done) for its result, which waits one more step and is then dropped. On
+ * KRIB_SCAN_OK writes the next cursor ("0": done) and hands over the
+ * reply's key array (*keys, free with freeReplyObject). No retries happen
+ * here. */
 typedef enum {
         KRIB_SCAN_OK = 0,
-        KRIB_SCAN_RETRY,  /* the node failed or answered a transient error: later,
-                             perhaps on a new slot map */
-        KRIB_SCAN_REFUSED /* refused for good (NOPERM, an unknown command) */
+        KRIB_SCAN_RETRY,   /* the node failed or answered a transient error: later,
+                              perhaps on a new slot map */
+        KRIB_SCAN_REFUSED, /* refused for good (NOPERM, an unknown command) */
+        KRIB_SCAN_PENDING  /* running: ask again next turn */
 } krib_scan_result_t;
 krib_scan_result_t krib_writer_scan(krib_writer_t *w, const char *addr, const char *cursor,
                                     const char *pattern, long count, char *next, size_t next_size,
                                     redisReply **keys);
 
-/* Fetches the topology now (used at start-up to fail fast on bad seeds). */
+/* Fetches the topology now, waiting for it (start-up only: fails fast on
+ * bad seeds; standalone: opens the connection). */
 int krib_writer_refresh(krib_writer_t *w, char *errstr, size_t errstr_size);
 
 const krib_writer_stats_t *krib_writer_stats(const krib_writer_t *w);
