@@ -5,7 +5,7 @@ usage: latency.py series|trace FILE [PNG TITLE]
 
   series: krib-loadgen's "produced_ms latency_ms partition" lines (produced_ms
           counted from the first message), from `drain --series`;
-  trace:  krib's "acknowledged_wall_ms latency_ms" lines
+  trace:  krib's "acknowledged_wall_ms latency_ms slot" lines
           (pipeline.latency_trace_file).
 
 Events produced in the first TRANSIENT_S seconds after the first one are the

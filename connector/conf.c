@@ -211,9 +211,10 @@ static const row_t rows[] = {
          68719476736, NULL, "Message bytes read and not yet finished, over all batches in flight.",
          0},
         {"pipeline.latency_trace_file", T_STR, F(pipeline_latency_trace_file), "", 0, 0, NULL,
-         "Diagnostics: appends \"<acknowledged wall ms> <latency ms>\" per applied event to "
-         "this file (empty: off). For latency over time in benchmarks (bench/run); costs a "
-         "buffered write per event.",
+         "Diagnostics: appends \"<acknowledged wall ms> <latency ms> <hash slot of its first "
+         "key>\" per applied event to this file (empty: off). For latency over time in "
+         "benchmarks (bench/run) and per master in fault tests; costs a buffered write per "
+         "event.",
          0},
         {"pipeline.shutdown_timeout_ms", T_INT, F(pipeline_shutdown_timeout_ms), "10000", 0,
          3600000, NULL, "On SIGTERM, how long unacknowledged writes may still be retried.", 0},

@@ -21,6 +21,7 @@
 #include "registry.h"
 #include "sweep.h"
 #include "reorder.h"
+#include "slot.h"
 #include "route.h"
 #include "util.h"
 #include "validate.h"
@@ -938,8 +939,9 @@ static void applied(krib_pipeline_t *p, const krib_event_t *ev, int64_t acked_ms
                 p->stats.applied++;
         krib_hist_add_since(&p->latency, acked_ms, ev->ts_ms);
         krib_hist_add(&p->lat_redis, redis_ms);
-        if (p->trace)
-                fprintf(p->trace, "%" PRId64 " %" PRId64 "\n", acked_ms, acked_ms - ev->ts_ms);
+        if (p->trace) /* the first key's hash slot tells a fault's victims from the rest */
+                fprintf(p->trace, "%" PRId64 " %" PRId64 " %d\n", acked_ms, acked_ms - ev->ts_ms,
+                        ev->key_count ? (int)krib_slot_of(ev->keys[0].s, ev->keys[0].len) : -1);
 }
 
 /* Hands the ops answered since the last look to their events: an event
@@ -1622,6 +1624,10 @@ int64_t krib_pipeline_step(krib_pipeline_t *p, int draining) {
         t_intake = t0 - t_intake - t_dispatch;
         krib_writer_step(p->writer);
         p->stats.write_us += (uint64_t)(krib_clock_mono_us() - t0);
+        /* That step also read the replies that had arrived: their events
+         * finish now, not after the wait (their sockets are drained, so
+         * nothing would wake the loop for them before its timeout). */
+        progress(p);
         /* Partitions pause at the in-flight bound (in intake), while the
          * registry is down, and when Redis answered nothing for a second
          * while no master could take work (one failing master alone does

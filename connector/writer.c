@@ -62,6 +62,7 @@ typedef struct {
          * (fail safe: the key goes, the op still ends FAILED). */
         uint8_t fallback;
         uint8_t cancelled; /* this op alone was given up (krib_writer_op_cancel) */
+        uint8_t held;      /* waiting for an open breaker: released when it closes */
         uint8_t state, result, in_table;
 } rec_t;
 
@@ -241,7 +242,15 @@ static void breaker_note(krib_writer_t *w, const char *who, const krib_breaker_t
         } else {
                 krib_log_info("writer", "msg=\"circuit breaker %s\" node=%s",
                               b->state == KRIB_BREAKER_HALF_OPEN ? "half-open" : "closed", who);
-                /* Ops held back for this node may go now. */
+                /* Ops held back by a breaker may go now (those still held
+                 * by another are held again at once). */
+                for (size_t i = 0; i < w->nqueue; i++) {
+                        rec_t *r = rec_of(w, w->queue[i]);
+                        if (r->held) {
+                                r->held = 0;
+                                r->due_us = 0;
+                        }
+                }
                 w->queue_due_us = 0;
         }
 }
@@ -508,13 +517,19 @@ static void job_refresh(wjob_t *j) {
                                     j->cands[i].host, j->cands[i].port, &a);
                 krib_topo_destroy(&j->topo);
                 krib_topo_init(&j->topo);
-                if (krib_cluster_fetch_slots(c, name, a.host, &j->topo, j->err, sizeof(j->err)) ==
-                    0) {
+                int got = krib_cluster_fetch_slots(c, name, a.host, &j->topo, j->err,
+                                                   sizeof(j->err)) == 0;
+                if (got) {
                         j->conn = c;
                         j->ok = !j->cluster_probe || probe_cmd(j, "CLUSTER INFO") != 0;
                         j->conn = NULL;
                 }
                 krib_conn_free(c);
+                /* The cluster's state is the same wherever it is asked: one
+                 * node that answered is the probe's verdict (the next one
+                 * may be the frozen node that costs a command timeout). */
+                if (got)
+                        break;
         }
 }
 
@@ -1920,6 +1935,7 @@ static void release_queue(krib_writer_t *w, int64_t now) {
                                 next = r->due_us;
                         w->queue[keep++] = ref;
                 } else {
+                        r->held = 0;
                         w->fresh[w->nfresh++] = ref;
                 }
         }
@@ -1996,8 +2012,10 @@ static int send_fresh(krib_writer_t *w) {
                      !krib_breaker_allows(&w->conns[conn].br, has_fenced(w, w->order, i, j)))) {
                         /* Held back by an open breaker until its probe. */
                         for (size_t x = i; x < j; x++)
-                                if (!op_cancelled(w, w->order[x]))
+                                if (!op_cancelled(w, w->order[x])) {
+                                        rec_of(w, w->order[x])->held = 1;
                                         queue_push(w, w->order[x], held_until);
+                                }
                         i = j;
                         continue;
                 }

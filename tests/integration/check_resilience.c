@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check_main.h"
@@ -72,7 +73,33 @@ struct run {
         uint64_t consumed_before; /* by krib processes killed along the way */
         long peak_rss_kb;
         char metrics[300], note[400];
+        /* Per-event latency (pipeline.latency_trace_file) and the window a
+         * fault on one master lasted: the other masters' events then must
+         * still be acknowledged fast. */
+        char trace[320], env_trace[360];
+        int64_t window_from_ms, window_to_ms;
+        double long_turns; /* loop turns over 50 ms, krib's whole run */
+        unsigned char victim[KRIB_SLOT_COUNT];
+        int victims;
 };
+
+static int64_t wall_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The fault on master (its port) starts now: its slots' events are left
+ * out of the others' p99. */
+static void window_begin(run_t *r, const char *master) {
+        r->victims = itest_master_slots(atoi(master), r->victim);
+        ck_assert_int_gt(r->victims, 0);
+        r->window_from_ms = wall_ms();
+}
+
+static void window_end(run_t *r) {
+        r->window_to_ms = wall_ms();
+}
 
 static int port_base(void) {
         const char *b = getenv("KRIB_PORT_BASE");
@@ -192,6 +219,9 @@ static void run_scenario(const scenario_t *sc) {
         snprintf(r.env_metrics, sizeof(r.env_metrics), "KRIB_METRICS_PORT=%d",
                  itest_metrics_port());
         r.env[n++] = r.env_metrics;
+        snprintf(r.trace, sizeof(r.trace), "%s.trace", r.nm.log);
+        snprintf(r.env_trace, sizeof(r.env_trace), "KRIB_PIPELINE_LATENCY_TRACE_FILE=%s", r.trace);
+        r.env[n++] = r.env_trace;
         for (int i = 0; sc->env[i]; i++)
                 r.env[n++] = sc->env[i];
         r.env[n] = NULL;
@@ -245,6 +275,8 @@ static void run_scenario(const scenario_t *sc) {
         ck_assert_int_eq(log_end_sum(r.nm.topic), r.events);
         int caught_up = itest_wait_caught_up(r.nm.group, r.nm.topic, NPARTS, 180);
         uint64_t consumed = r.consumed_before + consumed_now(&r);
+        r.long_turns = itest_metric(r.metrics, "krib_loop_turn_seconds_count", NULL) -
+                       itest_metric(r.metrics, "krib_loop_turn_seconds_bucket{le=\"0.05\"}", NULL);
         r.peak_rss_kb = itest_rss_kb(r.krib, 1);
         double wall_s = (double)(krib_clock_mono_us() - r.t0_us) / 1e6;
         ck_assert_int_eq(itest_krib_stop(r.krib, SIGTERM, 30), 0);
@@ -252,6 +284,29 @@ static void run_scenario(const scenario_t *sc) {
                 ck_assert_int_eq(itest_krib_stop(r.krib2, SIGTERM, 30), 0);
         ck_assert_msg(caught_up == 0, "%s: committed offsets never reached the log end (%s)",
                       sc->name, r.nm.log);
+        if (r.victims) {
+                /* The other masters' events while one master was out (the
+                 * cluster-client issue): acknowledged within 100 ms at p99,
+                 * and no loop turn over 50 ms in the whole run. Timing under
+                 * the sanitizers says nothing: reported, not asserted. */
+                long others = 0;
+                int p99 = itest_trace_p99(r.trace, r.window_from_ms, r.window_to_ms, r.victim,
+                                          &others);
+                size_t l = strlen(r.note);
+                snprintf(r.note + l, sizeof(r.note) - l,
+                         "; other masters' events meanwhile: p99 %d ms of %ld; loop turns over "
+                         "50 ms: %.0f",
+                         p99, others, r.long_turns);
+#ifndef KRIB_SANITIZE
+                ck_assert_msg(others >= 100, "%s: only %ld other masters' events in the fault",
+                              sc->name, others);
+                ck_assert_msg(p99 >= 0 && p99 <= 100,
+                              "%s: the other masters' events waited: p99 %d ms over %ld events",
+                              sc->name, p99, others);
+                ck_assert_msg(r.long_turns == 0, "%s: %.0f loop turns over 50 ms", sc->name,
+                              r.long_turns);
+#endif
+        }
 
         const char *verify[] = {"verify",
                                 "--redis",
@@ -312,6 +367,7 @@ static void run_scenario(const scenario_t *sc) {
 #endif
         if (!getenv("KRIB_KEEP_LOGS")) { /* kept for a look: KRIB_KEEP_LOGS=1 */
                 unlink(r.metrics);
+                unlink(r.trace);
                 unlink(r.nm.log);
                 if (r.log2[0])
                         unlink(r.log2);
@@ -429,6 +485,7 @@ static void fault_one_master_unreachable(run_t *r) {
         char *argv[] = {FAULTS,    "toxic-on",        master, "blackhole",
                         "timeout", "{\"timeout\":0}", NULL};
         char out[256];
+        window_begin(r, master);
         ck_assert_int_eq(itest_run(argv, 30, out, sizeof(out)), 0);
         /* Work already on the dead link needs a command timeout to fail. */
         usleep(3000000);
@@ -442,6 +499,7 @@ static void fault_one_master_unreachable(run_t *r) {
         double applied2 = itest_metric(r->metrics, "krib_events_total{outcome=\"applied\"}", NULL);
         double open =
                 itest_metric(r->metrics, "krib_redis_breaker_transitions_total", "to=\"open\"");
+        window_end(r);
         faults("untoxic", "blackhole", NULL, NULL, NULL, 0);
         healed(r);
         /* Keys of the two healthy masters went on during the outage. */
@@ -577,6 +635,57 @@ static void fault_one_master_slow(run_t *r) {
                  master, fast, all);
 }
 
+/* One master SIGSTOPped for 10 s, long enough a cluster-node-timeout that
+ * it is not failed over: its socket accepts and never answers, reconnects
+ * hang in AUTH or SCRIPT LOAD, probes never come back. None of it may
+ * reach the loop (the cluster-client issue). */
+static void fault_one_master_stopped(run_t *r) {
+        char master[32], pid[32];
+        faults("master-port", NULL, NULL, NULL, master, sizeof(master));
+        faults("node-timeout", "60000", NULL, NULL, NULL, 0);
+        window_begin(r, master);
+        faults("stop", master, NULL, NULL, pid, sizeof(pid));
+        usleep(10000000);
+        window_end(r);
+        faults("cont", master, NULL, NULL, NULL, 0);
+        healed(r);
+        faults("heal", NULL, NULL, NULL, NULL, 0);
+        snprintf(r->note, sizeof(r->note), "master %s SIGSTOPped 10 s (no failover)", master);
+}
+
+/* One master's replies trickle (Toxiproxy slicer: a byte every 20 ms), and
+ * its link is cut after 4 kB and closed slowly (limit_data, slow_close), for
+ * 10 s: a peer that keeps a read going without end must not hold the loop. */
+static void fault_one_master_trickle(run_t *r) {
+        char master[32];
+        faults("master-port", NULL, NULL, NULL, master, sizeof(master));
+        window_begin(r, master);
+        char *slicer[] = {FAULTS,
+                          "toxic-on",
+                          master,
+                          "trickle",
+                          "slicer",
+                          "{\"average_size\":1,\"size_variation\":0,\"delay\":20000}",
+                          NULL};
+        char *limit[] = {FAULTS, "toxic-on", master, "cut", "limit_data", "{\"bytes\":4096}", NULL};
+        char *slow[] = {FAULTS, "toxic-on", master, "slowclose", "slow_close", "{\"delay\":3000}",
+                        NULL};
+        char out[256];
+        ck_assert_int_eq(itest_run(slicer, 30, out, sizeof(out)), 0);
+        ck_assert_int_eq(itest_run(limit, 30, out, sizeof(out)), 0);
+        ck_assert_int_eq(itest_run(slow, 30, out, sizeof(out)), 0);
+        usleep(10000000);
+        window_end(r);
+        faults("untoxic", "trickle", NULL, NULL, NULL, 0);
+        faults("untoxic", "cut", NULL, NULL, NULL, 0);
+        faults("untoxic", "slowclose", NULL, NULL, NULL, 0);
+        healed(r);
+        snprintf(r->note, sizeof(r->note),
+                 "master %s: replies a byte per 20 ms, link cut after 4 kB and closed 3 s late, "
+                 "for 10 s",
+                 master);
+}
+
 /* Breakers open now, per the node gauges (the cluster's left out). */
 static int open_breakers(run_t *r) {
         scrape(r);
@@ -705,13 +814,18 @@ static const scenario_t scenarios[] = {
          2,
          5,
          0,
-         1000, /* slow enough that the in-flight bound is not reached at once */
+         1000,
          1,
          0.2,
-         {"KRIB_REDIS_COMMAND_TIMEOUT_MS=2000", NULL},
+         /* The bound sized for the outage (1,000 events/s for 20 s: the
+          * blackholed master's unfinished events hold every offset after
+          * them), so the other masters' events never wait for it. */
+         {"KRIB_REDIS_COMMAND_TIMEOUT_MS=2000", "KRIB_PIPELINE_MAX_IN_FLIGHT_EVENTS=40000", NULL},
          fault_one_master_unreachable},
         {"one_master_slow_2s", 10000, 2, 5, 0, 2000, 1, 0.1, {NULL}, fault_one_master_slow},
         {"one_master_frozen_10s", 5000, 2, 5, 0, 250, 0, 0.1, {NULL}, fault_one_master_frozen},
+        {"one_master_stopped_10s", 7500, 2, 5, 0, 500, 0, 0.2, {NULL}, fault_one_master_stopped},
+        {"one_master_trickle_10s", 7500, 2, 5, 0, 500, 1, 0.2, {NULL}, fault_one_master_trickle},
         {"redis_full", 50000, 2, 1, 0, 20000, 0, 0.1, {NULL}, fault_full},
         {"latency_200ms", 50000, 2, 5, 0, 20000, 1, 0.0, {NULL}, fault_latency},
         {"kafka_restart", 50000, 2, 5, 0, 10000, 0, 0.3, {NULL}, fault_kafka_restart},

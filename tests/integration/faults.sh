@@ -8,6 +8,8 @@
 #   kill PORT               kill -9 the node on PORT; prints its pid
 #   stop PORT | cont PORT   SIGSTOP / SIGCONT the node on PORT (a frozen replica:
 #                           its socket buffers fill, its master keeps the rest)
+#   node-timeout MS         cluster-node-timeout on every node (none frozen):
+#                           a longer one keeps a frozen master from failing over
 #   wait-master PORT        wait until PORT is a master and cluster_state is ok
 #                           on every live node (a replica promoted after a kill)
 #   failover PORT           CLUSTER FAILOVER on replica PORT; waits until it is
@@ -91,6 +93,10 @@ case "${1:-}" in
   toxic-on)
     curl -sf -X POST "$api/proxies/redis-$2/toxics" \
       -d "{\"name\":\"$3\",\"type\":\"$4\",\"stream\":\"downstream\",\"attributes\":$5}" >/dev/null ;;
+  node-timeout) # cluster-node-timeout on every node (heal sets 2000 back)
+    for p in "${REDIS_CLUSTER_PORTS[@]}"; do
+      alive "$p" && rc "$p" config set cluster-node-timeout "$2" >/dev/null
+    done ;;
   untoxic)
     for i in 0 1 2 3 4 5; do
       curl -sf -X DELETE "$api/proxies/redis-${REDIS_CLUSTER_PORTS[$i]}/toxics/$2" >/dev/null || true
@@ -113,6 +119,7 @@ case "${1:-}" in
     for p in "${REDIS_CLUSTER_PORTS[@]}"; do
       alive "$p" || "$here/../../ci/services" redis-restart "$p" >/dev/null
       rc "$p" config set maxmemory 0 >/dev/null
+      rc "$p" config set cluster-node-timeout 2000 >/dev/null
     done
     curl -sf "$api/reset" -X POST >/dev/null || true
     healthy() {

@@ -652,3 +652,62 @@ void itest_migrate_tag_slots(int n) {
         mig[2 + (n < 4 ? n : 4)] = NULL;
         ck_assert_msg(itest_run(mig, 240, out, sizeof(out)) == 0, "migration failed: %s", out);
 }
+
+int itest_master_slots(int port, unsigned char *owned) {
+        const char *seed = itest_redis_seed();
+        redisContext *c = redisConnect("127.0.0.1", atoi(strrchr(seed, ':') + 1));
+        ck_assert_msg(c && !c->err, "cannot reach %s", seed);
+        redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+        ck_assert_msg(r && r->type == REDIS_REPLY_ARRAY, "CLUSTER SLOTS failed on %s", seed);
+        memset(owned, 0, KRIB_SLOT_COUNT);
+        int n = 0;
+        for (size_t i = 0; i < r->elements; i++) {
+                redisReply *e = r->element[i];
+                if (e->elements < 3 || e->element[2]->elements < 2 ||
+                    e->element[2]->element[1]->integer != port)
+                        continue;
+                for (long long s = e->element[0]->integer; s <= e->element[1]->integer; s++, n++)
+                        owned[s] = 1;
+        }
+        freeReplyObject(r);
+        redisFree(c);
+        return n;
+}
+
+static int cmp_int(const void *a, const void *b) {
+        int x = *(const int *)a, y = *(const int *)b;
+        return (x > y) - (x < y);
+}
+
+int itest_trace_p99(const char *path, int64_t from_ms, int64_t to_ms, const unsigned char *skip,
+                    long *count) {
+        FILE *fp = fopen(path, "r");
+        ck_assert_msg(fp != NULL, "no latency trace at %s", path);
+        size_t n = 0, cap = 4096;
+        int *v = malloc(cap * sizeof(*v));
+        long long at, lat;
+        int slot;
+        while (v && fscanf(fp, "%lld %lld %d", &at, &lat, &slot) == 3) {
+                /* By when the event happened (its ts_ms = at - lat): one
+                 * that waited out the fault counts however late it came. */
+                if (at - lat < from_ms || at - lat > to_ms || slot < 0 || slot >= KRIB_SLOT_COUNT ||
+                    skip[slot])
+                        continue;
+                if (n == cap) {
+                        int *g = realloc(v, 2 * cap * sizeof(*v));
+                        if (!g)
+                                break;
+                        v = g;
+                        cap *= 2;
+                }
+                v[n++] = (int)lat;
+        }
+        fclose(fp);
+        ck_assert_ptr_nonnull(v);
+        /* p99: the smallest value at least 99 % of them do not exceed. */
+        qsort(v, n, sizeof(*v), cmp_int);
+        int p99 = n ? v[(n * 99 + 99) / 100 - 1] : -1;
+        free(v);
+        *count = (long)n;
+        return p99;
+}

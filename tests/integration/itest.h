@@ -168,4 +168,15 @@ long itest_count_keys(const itest_names_t *n, const char *redis, long count, lon
 void itest_create_and_fill(const itest_names_t *n, const char *redis, int nparts, long count,
                            long k, long malformed);
 
+/* Marks in owned[KRIB_SLOT_COUNT] the slots the master on port serves now
+ * (CLUSTER SLOTS from the seed); returns how many. */
+int itest_master_slots(int port, unsigned char *owned);
+
+/* p99 of the latencies (ms) in a pipeline.latency_trace_file of events
+ * that happened (ts_ms) in [from_ms, to_ms] (wall clock) whose first key's
+ * slot is not marked in skip; *count how many there were (-1 returned when
+ * none). */
+int itest_trace_p99(const char *path, int64_t from_ms, int64_t to_ms, const unsigned char *skip,
+                    long *count);
+
 #endif
