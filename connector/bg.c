@@ -9,9 +9,9 @@ struct krib_bg {
         int wake[2];
         pthread_mutex_t lock;
         pthread_cond_t cond;
-        krib_bg_job_t *done;    /* finished, newest first (under the lock) */
-        size_t pending;         /* the loop's */
-        size_t finishing;       /* under the lock: threads still to link themselves */
+        krib_bg_job_t *done; /* finished, newest first (under the lock) */
+        size_t pending;      /* the loop's */
+        size_t finishing;    /* under the lock: threads still to link themselves */
 };
 
 static void finished(krib_bg_t *b, krib_bg_job_t *j) {

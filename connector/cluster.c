@@ -103,8 +103,8 @@ static void refresh_from_seeds(job_t *j) {
                 krib_addr_t seed;
                 if (krib_addr_parse(conf->redis_nodes.v[i], &seed))
                         continue;
-                krib_conn_t *c = krib_cluster_dial(conf, j->owner->tls, &seed, j->err,
-                                                   sizeof(j->err));
+                krib_conn_t *c =
+                        krib_cluster_dial(conf, j->owner->tls, &seed, j->err, sizeof(j->err));
                 if (!c)
                         continue;
                 j->ok = krib_cluster_fetch_slots(c, conf->redis_nodes.v[i], seed.host, &j->topo,

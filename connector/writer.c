@@ -91,10 +91,10 @@ typedef struct {
 
 typedef struct {
         krib_addr_t addr;
-        krib_conn_t *c;   /* pipelined commands */
-        krib_conn_t *ctl; /* SCAN pages, on a helper thread while scanning */
-        int setup;        /* a connect or a probe runs in the background */
-        int scanning;     /* a SCAN job holds ctl */
+        krib_conn_t *c;           /* pipelined commands */
+        krib_conn_t *ctl;         /* SCAN pages, on a helper thread while scanning */
+        int setup;                /* a connect or a probe runs in the background */
+        int scanning;             /* a SCAN job holds ctl */
         struct wjob *scan_result; /* a finished SCAN, for krib_writer_scan */
         int scan_result_age;      /* steps it has waited to be claimed */
         krib_writer_node_t m;
@@ -508,8 +508,8 @@ static void job_refresh(wjob_t *j) {
         for (size_t i = 0; i < j->ncands && !j->ok; i++) {
                 char name[KRIB_TOPO_HOST_MAX + 8];
                 snprintf(name, sizeof(name), "%s:%d", j->cands[i].host, j->cands[i].port);
-                krib_conn_t *c = krib_cluster_dial(j->conf, j->tls, &j->cands[i], j->err,
-                                                   sizeof(j->err));
+                krib_conn_t *c =
+                        krib_cluster_dial(j->conf, j->tls, &j->cands[i], j->err, sizeof(j->err));
                 if (!c)
                         continue;
                 krib_addr_t a;
@@ -543,8 +543,8 @@ static void job_scan(wjob_t *j) {
         }
         char cnt[24];
         snprintf(cnt, sizeof(cnt), "%ld", j->count);
-        redisReply *r = krib_conn_command(j->conn, "SCAN %s MATCH %s COUNT %s", j->cursor,
-                                          j->pattern, cnt);
+        redisReply *r =
+                krib_conn_command(j->conn, "SCAN %s MATCH %s COUNT %s", j->cursor, j->pattern, cnt);
         if (!r) {
                 snprintf(j->err, sizeof(j->err), "%s", krib_conn_errstr(j->conn));
                 krib_conn_free(j->conn);
@@ -663,8 +663,7 @@ static void open_failed(krib_writer_t *w, conn_t *c, wjob_t *j) {
                 krib_log_error("writer", "msg=\"redis AUTH failed\" node=%s error=\"%s\"",
                                c->m.addr, j->err);
         else if (c->failures == 0 || c->failures % 20 == 0)
-                krib_log_warn("writer",
-                              "msg=\"cannot %s redis\" node=%s error=\"%s\" attempt=%u",
+                krib_log_warn("writer", "msg=\"cannot %s redis\" node=%s error=\"%s\" attempt=%u",
                               j->stage == 0 ? "connect to" : "load the fence script on", c->m.addr,
                               j->err, c->failures + 1);
         conn_fail(w, c, j->err);
@@ -748,9 +747,9 @@ static void refresh_done(krib_writer_t *w, wjob_t *j) {
                          j->ncands ? j->err : "every node's circuit breaker is open");
         }
         if (!j->ok && !j->cluster_probe) {
-                w->refresh_at_us = now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN,
-                                                             w->refresh_failures,
-                                                             krib_retry_rand(&w->rng));
+                w->refresh_at_us =
+                        now + krib_retry_delay_us(&w->pol, KRIB_ERR_CONN, w->refresh_failures,
+                                                  krib_retry_rand(&w->rng));
                 if (w->refresh_failures++ % 20 == 0)
                         krib_log_warn("writer", "msg=\"topology refresh failed\" error=\"%s\"",
                                       w->refresh_err);
@@ -1898,8 +1897,7 @@ static void drain_conn(krib_writer_t *w, size_t ci) {
                         char sha[41], why[200] = "";
                         script_load_t sl = script_reply(r, sha, why, sizeof(why));
                         script_loaded(w, c, sl, sha, why);
-                }
-                else if (cmd.mode == MODE_WAIT)
+                } else if (cmd.mode == MODE_WAIT)
                         on_wait(w, c, r);
                 else
                         on_reply(w, ci, &cmd, refs, r);
@@ -2239,8 +2237,7 @@ int64_t krib_writer_due_us(const krib_writer_t *w) {
                 int64_t p = breaker_next_probe_us(w);
                 if (p < due)
                         due = p;
-                if (w->need_refresh && !w->refreshing &&
-                    krib_breaker_allows(&w->cluster_br, 1)) {
+                if (w->need_refresh && !w->refreshing && krib_breaker_allows(&w->cluster_br, 1)) {
                         int64_t r = w->refresh_at_us;
                         if (r < due)
                                 due = r;

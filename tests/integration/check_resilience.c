@@ -660,16 +660,13 @@ static void fault_one_master_trickle(run_t *r) {
         char master[32];
         faults("master-port", NULL, NULL, NULL, master, sizeof(master));
         window_begin(r, master);
-        char *slicer[] = {FAULTS,
-                          "toxic-on",
-                          master,
-                          "trickle",
-                          "slicer",
-                          "{\"average_size\":1,\"size_variation\":0,\"delay\":20000}",
+        char *slicer[] = {FAULTS,   "toxic-on",
+                          master,   "trickle",
+                          "slicer", "{\"average_size\":1,\"size_variation\":0,\"delay\":20000}",
                           NULL};
         char *limit[] = {FAULTS, "toxic-on", master, "cut", "limit_data", "{\"bytes\":4096}", NULL};
-        char *slow[] = {FAULTS, "toxic-on", master, "slowclose", "slow_close", "{\"delay\":3000}",
-                        NULL};
+        char *slow[] = {FAULTS,       "toxic-on",         master, "slowclose",
+                        "slow_close", "{\"delay\":3000}", NULL};
         char out[256];
         ck_assert_int_eq(itest_run(slicer, 30, out, sizeof(out)), 0);
         ck_assert_int_eq(itest_run(limit, 30, out, sizeof(out)), 0);
@@ -824,8 +821,8 @@ static const scenario_t scenarios[] = {
          fault_one_master_unreachable},
         {"one_master_slow_2s", 10000, 2, 5, 0, 2000, 1, 0.1, {NULL}, fault_one_master_slow},
         {"one_master_frozen_10s", 5000, 2, 5, 0, 250, 0, 0.1, {NULL}, fault_one_master_frozen},
-        {"one_master_stopped_10s", 7500, 2, 5, 0, 500, 0, 0.2, {NULL}, fault_one_master_stopped},
-        {"one_master_trickle_10s", 7500, 2, 5, 0, 500, 1, 0.2, {NULL}, fault_one_master_trickle},
+        {"one_master_stopped_10s", 5000, 2, 5, 0, 500, 0, 0.2, {NULL}, fault_one_master_stopped},
+        {"one_master_trickle_10s", 5000, 2, 5, 0, 500, 1, 0.2, {NULL}, fault_one_master_trickle},
         {"redis_full", 50000, 2, 1, 0, 20000, 0, 0.1, {NULL}, fault_full},
         {"latency_200ms", 50000, 2, 5, 0, 20000, 1, 0.0, {NULL}, fault_latency},
         {"kafka_restart", 50000, 2, 5, 0, 10000, 0, 0.3, {NULL}, fault_kafka_restart},
