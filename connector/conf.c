@@ -273,13 +273,6 @@ static const row_t rows[] = {
 
 #define ROW_COUNT (sizeof(rows) / sizeof(rows[0]))
 
-static void errf(char *errstr, size_t size, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errstr, size, fmt, ap);
-        va_end(ap);
-}
-
 size_t krib_conf_row_count(void) {
         return ROW_COUNT;
 }
@@ -353,16 +346,16 @@ static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *er
                 errno = 0;
                 long long v = strtoll(val, &end, 10);
                 if (errno == ERANGE) {
-                        errf(errstr, size, "%s: %s does not fit in 64 bits", r->name, val);
+                        snprintf(errstr, size, "%s: %s does not fit in 64 bits", r->name, val);
                         return -1;
                 }
                 if (errno || end == val || *end) {
-                        errf(errstr, size, "%s: '%s' is not an integer", r->name, val);
+                        snprintf(errstr, size, "%s: '%s' is not an integer", r->name, val);
                         return -1;
                 }
                 if (v < r->min || v > r->max) {
-                        errf(errstr, size, "%s: %lld is outside [%" PRId64 ", %" PRId64 "]",
-                             r->name, v, r->min, r->max);
+                        snprintf(errstr, size, "%s: %lld is outside [%" PRId64 ", %" PRId64 "]",
+                                 r->name, v, r->min, r->max);
                         return -1;
                 }
                 *(int64_t *)p = v;
@@ -373,8 +366,9 @@ static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *er
                 errno = 0;
                 double v = strtod(val, &end);
                 if (errno || end == val || *end || !(v >= (double)r->min && v <= (double)r->max)) {
-                        errf(errstr, size, "%s: '%s' is not a number in [%" PRId64 ", %" PRId64 "]",
-                             r->name, val, r->min, r->max);
+                        snprintf(errstr, size,
+                                 "%s: '%s' is not a number in [%" PRId64 ", %" PRId64 "]", r->name,
+                                 val, r->min, r->max);
                         return -1;
                 }
                 *(double *)p = v;
@@ -386,7 +380,7 @@ static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *er
                 else if (!strcmp(val, "false") || !strcmp(val, "0"))
                         *(int64_t *)p = 0;
                 else {
-                        errf(errstr, size, "%s: '%s' is not true or false", r->name, val);
+                        snprintf(errstr, size, "%s: '%s' is not true or false", r->name, val);
                         return -1;
                 }
                 return 0;
@@ -396,7 +390,7 @@ static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *er
                                 *(int64_t *)p = i;
                                 return 0;
                         }
-                errf(errstr, size, "%s: '%s' is not one of", r->name, val);
+                snprintf(errstr, size, "%s: '%s' is not one of", r->name, val);
                 for (int i = 0; r->enums[i]; i++) {
                         size_t n = strlen(errstr);
                         snprintf(errstr + n, size - n, "%s %s", i ? "," : "", r->enums[i]);
@@ -412,7 +406,7 @@ static int set_text(krib_conf_t *conf, const row_t *r, const char *val, char *er
         }
         return 0;
 oom:
-        errf(errstr, size, "%s: out of memory", r->name);
+        snprintf(errstr, size, "%s: out of memory", r->name);
         return -1;
 }
 
@@ -563,8 +557,8 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
                         errno = 0;
                         long long v = strtoll(raw, &end, strncasecmp(raw, "0x", 2) ? 10 : 16);
                         if (errno == ERANGE) {
-                                errf(errstr, size, "%s:%d: %s: %s does not fit in 64 bits", file,
-                                     line, r->name, raw);
+                                snprintf(errstr, size, "%s:%d: %s: %s does not fit in 64 bits",
+                                         file, line, r->name, raw);
                                 return -1;
                         }
                         if (!*end && v != config_setting_get_int64(s))
@@ -593,13 +587,13 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
                 for (int i = 0; i < config_setting_length(s); i++) {
                         config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
                         if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-                                errf(errstr, size, "%s:%d: %s: element %d is not a string", file,
-                                     line, r->name, i);
+                                snprintf(errstr, size, "%s:%d: %s: element %d is not a string",
+                                         file, line, r->name, i);
                                 return -1;
                         }
                         const char *v = config_setting_get_string(e);
                         if (list_push(l, v, strlen(v))) {
-                                errf(errstr, size, "%s:%d: out of memory", file, line);
+                                snprintf(errstr, size, "%s:%d: out of memory", file, line);
                                 return -1;
                         }
                 }
@@ -608,7 +602,7 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
         }
         }
         if (set_text(conf, r, text, sub, sizeof(sub))) {
-                errf(errstr, size, "%s:%d: %s", file, line, sub);
+                snprintf(errstr, size, "%s:%d: %s", file, line, sub);
                 return -1;
         }
         origin_set(conf, r, "%s:%d", file, line);
@@ -616,7 +610,7 @@ static int set_setting(krib_conf_t *conf, const row_t *r, config_setting_t *s, c
 wrong_type : {
         static const char *tn[] = {"a string",          "an integer", "a boolean",
                                    "a list of strings", "a string",   "a number"};
-        errf(errstr, size, "%s:%d: %s must be %s", file, line, r->name, tn[r->type]);
+        snprintf(errstr, size, "%s:%d: %s must be %s", file, line, r->name, tn[r->type]);
         return -1;
 }
 }
@@ -655,8 +649,8 @@ static int walk(krib_conf_t *conf, config_setting_t *group, const char *prefix, 
                                 continue;
                         }
                 }
-                errf(errstr, size, "%s:%d: unknown key '%s' (krib --help-config lists them)", file,
-                     config_setting_source_line(s), path);
+                snprintf(errstr, size, "%s:%d: unknown key '%s' (krib --help-config lists them)",
+                         file, config_setting_source_line(s), path);
                 return -1;
         }
         return 0;
@@ -668,12 +662,12 @@ int krib_conf_load_file(krib_conf_t *conf, const char *path, char *errstr, size_
         int rc = -1;
         if (!config_read_file(&cfg, path)) {
                 if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
-                        errf(errstr, errstr_size, "%s: cannot read file: %s", path,
-                             strerror(errno));
+                        snprintf(errstr, errstr_size, "%s: cannot read file: %s", path,
+                                 strerror(errno));
                 else
-                        errf(errstr, errstr_size, "%s:%d: %s",
-                             config_error_file(&cfg) ? config_error_file(&cfg) : path,
-                             config_error_line(&cfg), config_error_text(&cfg));
+                        snprintf(errstr, errstr_size, "%s:%d: %s",
+                                 config_error_file(&cfg) ? config_error_file(&cfg) : path,
+                                 config_error_line(&cfg), config_error_text(&cfg));
                 goto done;
         }
         if (walk(conf, config_root_setting(&cfg), "", path, errstr, errstr_size))
@@ -682,7 +676,7 @@ int krib_conf_load_file(krib_conf_t *conf, const char *path, char *errstr, size_
         const char *slash = strrchr(path, '/');
         conf->source_dir = slash ? strndup(path, (size_t)(slash - path + 1)) : strdup("");
         if (!conf->source_dir) {
-                errf(errstr, errstr_size, "out of memory");
+                snprintf(errstr, errstr_size, "out of memory");
                 goto done;
         }
         rc = 0;
@@ -788,8 +782,9 @@ int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t 
                         const char *v = *e + sizeof(REPLACE_VAR);
                         if (strcmp(v, "true") && strcmp(v, "false") && strcmp(v, "1") &&
                             strcmp(v, "0") && *v) {
-                                errf(errstr, errstr_size,
-                                     "environment %s: '%s' is not true or false", REPLACE_VAR, v);
+                                snprintf(errstr, errstr_size,
+                                         "environment %s: '%s' is not true or false", REPLACE_VAR,
+                                         v);
                                 return -1;
                         }
                         replace = !strcmp(v, "true") || !strcmp(v, "1");
@@ -824,7 +819,7 @@ int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t 
                 snprintf(var, sizeof(var), "environment %.*s", (int)nlen, *envp);
                 if (keyed_list(r) && !(replace && !strcmp(r->name, "kafka.properties"))) {
                         if (list_merge(conf, r, var, eq + 1)) {
-                                errf(errstr, errstr_size, "%s: out of memory", var);
+                                snprintf(errstr, errstr_size, "%s: out of memory", var);
                                 return -1;
                         }
                         char both[600];
@@ -838,7 +833,7 @@ int krib_conf_load_env(krib_conf_t *conf, char *const *envp, char *warn, size_t 
                 row_text(conf, r, before, sizeof(before));
                 const char *from = conf->origins[r - rows] ? conf->origins[r - rows] : "default";
                 if (set_text(conf, r, eq + 1, sub, sizeof(sub))) {
-                        errf(errstr, errstr_size, "%s: %s", var, sub);
+                        snprintf(errstr, errstr_size, "%s: %s", var, sub);
                         return -1;
                 }
                 row_text(conf, r, after, sizeof(after));
@@ -856,7 +851,7 @@ static int read_secret(char **value, const char *file, const char *name, char *e
         if (!*file)
                 return 0;
         if (**value) {
-                errf(errstr, errstr_size, "%s and %s_file are both set", name, name);
+                snprintf(errstr, errstr_size, "%s and %s_file are both set", name, name);
                 return -1;
         }
         FILE *fp = fopen(file, "r");
@@ -865,7 +860,7 @@ static int read_secret(char **value, const char *file, const char *name, char *e
         if (fp)
                 fclose(fp);
         if (!fp || !n) {
-                errf(errstr, errstr_size, "%s_file: cannot read %s", name, file);
+                snprintf(errstr, errstr_size, "%s_file: cannot read %s", name, file);
                 return -1;
         }
         pw[n] = '\0';
@@ -873,7 +868,7 @@ static int read_secret(char **value, const char *file, const char *name, char *e
                 pw[--n] = '\0';
         char *copy = strdup(pw);
         if (!copy) {
-                errf(errstr, errstr_size, "out of memory");
+                snprintf(errstr, errstr_size, "out of memory");
                 return -1;
         }
         free(*value);
@@ -956,8 +951,8 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
         char w[600];
 #define WHERE(key) where(conf, key, w, sizeof(w))
         if (!conf->kafka_topics.n && !krib_routes_count(conf->routes)) {
-                errf(errstr, errstr_size, "%s: at least one topic (or a route) is required",
-                     WHERE("kafka.topics"));
+                snprintf(errstr, errstr_size, "%s: at least one topic (or a route) is required",
+                         WHERE("kafka.topics"));
                 return -1;
         }
         for (size_t i = 0; i < conf->kafka_topics.n; i++) {
@@ -966,39 +961,39 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                 if (t[0] != '^')
                         continue;
                 if (regcomp(&re, t, REG_EXTENDED | REG_NOSUB)) {
-                        errf(errstr, errstr_size, "%s: '%s' is not a valid regex",
-                             WHERE("kafka.topics"), t);
+                        snprintf(errstr, errstr_size, "%s: '%s' is not a valid regex",
+                                 WHERE("kafka.topics"), t);
                         return -1;
                 }
                 regfree(&re);
         }
         if (!*conf->kafka_brokers) {
-                errf(errstr, errstr_size, "%s: must not be empty", WHERE("kafka.brokers"));
+                snprintf(errstr, errstr_size, "%s: must not be empty", WHERE("kafka.brokers"));
                 return -1;
         }
         if (!*conf->kafka_group_id) {
-                errf(errstr, errstr_size, "%s: must not be empty", WHERE("kafka.group_id"));
+                snprintf(errstr, errstr_size, "%s: must not be empty", WHERE("kafka.group_id"));
                 return -1;
         }
         if (!conf->redis_nodes.n) {
-                errf(errstr, errstr_size, "%s: at least one node is required",
-                     WHERE("redis.nodes"));
+                snprintf(errstr, errstr_size, "%s: at least one node is required",
+                         WHERE("redis.nodes"));
                 return -1;
         }
         unsigned char ip[16];
         if (inet_pton(AF_INET, conf->metrics_address, ip) != 1 &&
             inet_pton(AF_INET6, conf->metrics_address, ip) != 1) {
-                errf(errstr, errstr_size, "%s: '%s' is not an IPv4 or IPv6 address",
-                     WHERE("metrics.address"), conf->metrics_address);
+                snprintf(errstr, errstr_size, "%s: '%s' is not an IPv4 or IPv6 address",
+                         WHERE("metrics.address"), conf->metrics_address);
                 return -1;
         }
         if (conf->redis_wait_replicas &&
             conf->redis_wait_timeout_ms >= conf->redis_command_timeout_ms) {
-                errf(errstr, errstr_size,
-                     "%s: %lld must be below redis.command_timeout_ms (%lld): a WAIT would "
-                     "otherwise look like a dead connection",
-                     WHERE("redis.wait_timeout_ms"), (long long)conf->redis_wait_timeout_ms,
-                     (long long)conf->redis_command_timeout_ms);
+                snprintf(errstr, errstr_size,
+                         "%s: %lld must be below redis.command_timeout_ms (%lld): a WAIT would "
+                         "otherwise look like a dead connection",
+                         WHERE("redis.wait_timeout_ms"), (long long)conf->redis_wait_timeout_ms,
+                         (long long)conf->redis_command_timeout_ms);
                 return -1;
         }
         for (size_t i = 0; i < conf->redis_nodes.n; i++) {
@@ -1006,47 +1001,47 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                 char *end;
                 long port = c ? strtol(c + 1, &end, 10) : 0;
                 if (!c || c == conf->redis_nodes.v[i] || *end || port < 1 || port > 65535) {
-                        errf(errstr, errstr_size, "%s: '%s' is not host:port", WHERE("redis.nodes"),
-                             conf->redis_nodes.v[i]);
+                        snprintf(errstr, errstr_size, "%s: '%s' is not host:port",
+                                 WHERE("redis.nodes"), conf->redis_nodes.v[i]);
                         return -1;
                 }
         }
         char sub[400];
         if (read_secret(&conf->redis_password, conf->redis_password_file, "redis.password", sub,
                         sizeof(sub))) {
-                errf(errstr, errstr_size, "%s: %s", WHERE("redis.password_file"), sub);
+                snprintf(errstr, errstr_size, "%s: %s", WHERE("redis.password_file"), sub);
                 return -1;
         }
         if (read_secret(&conf->kafka_sasl_password, conf->kafka_sasl_password_file,
                         "kafka.sasl_password", sub, sizeof(sub))) {
-                errf(errstr, errstr_size, "%s: %s", WHERE("kafka.sasl_password_file"), sub);
+                snprintf(errstr, errstr_size, "%s: %s", WHERE("kafka.sasl_password_file"), sub);
                 return -1;
         }
         for (size_t i = 0; i < conf->redis_address_map.n; i++) {
                 krib_addr_t from, to;
                 if (krib_addr_map_parse(conf->redis_address_map.v[i], &from, &to)) {
-                        errf(errstr, errstr_size, "%s: '%s' is not host:port=host:port",
-                             WHERE("redis.address_map"), conf->redis_address_map.v[i]);
+                        snprintf(errstr, errstr_size, "%s: '%s' is not host:port=host:port",
+                                 WHERE("redis.address_map"), conf->redis_address_map.v[i]);
                         return -1;
                 }
         }
         if (conf->redis_retry_cap_ms < conf->redis_retry_base_ms) {
-                errf(errstr, errstr_size, "%s: must not be below redis.retry_base_ms",
-                     WHERE("redis.retry_cap_ms"));
+                snprintf(errstr, errstr_size, "%s: must not be below redis.retry_base_ms",
+                         WHERE("redis.retry_cap_ms"));
                 return -1;
         }
         if (conf->redis_breaker_open_max_ms < conf->redis_breaker_open_ms) {
-                errf(errstr, errstr_size, "%s: must not be below redis.breaker_open_ms",
-                     WHERE("redis.breaker_open_max_ms"));
+                snprintf(errstr, errstr_size, "%s: must not be below redis.breaker_open_ms",
+                         WHERE("redis.breaker_open_max_ms"));
                 return -1;
         }
         if (conf->redis_mode == KRIB_REDIS_STANDALONE && conf->redis_nodes.n != 1) {
-                errf(errstr, errstr_size, "%s: standalone mode takes exactly one node",
-                     WHERE("redis.nodes"));
+                snprintf(errstr, errstr_size, "%s: standalone mode takes exactly one node",
+                         WHERE("redis.nodes"));
                 return -1;
         }
         if (!conf->inspect_delays_ms.n || conf->inspect_delays_ms.n > 8) {
-                errf(errstr, errstr_size, "%s: 1 to 8 delays", WHERE("inspect.delays_ms"));
+                snprintf(errstr, errstr_size, "%s: 1 to 8 delays", WHERE("inspect.delays_ms"));
                 return -1;
         }
         for (size_t i = 0; i < conf->inspect_delays_ms.n; i++) {
@@ -1054,21 +1049,22 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                 errno = 0;
                 long long d = strtoll(conf->inspect_delays_ms.v[i], &end, 10);
                 if (errno || *end || d < 1 || d > 86400000) {
-                        errf(errstr, errstr_size, "%s: '%s' is not a delay in 1..86400000 ms",
-                             WHERE("inspect.delays_ms"), conf->inspect_delays_ms.v[i]);
+                        snprintf(errstr, errstr_size, "%s: '%s' is not a delay in 1..86400000 ms",
+                                 WHERE("inspect.delays_ms"), conf->inspect_delays_ms.v[i]);
                         return -1;
                 }
         }
         if (krib_routes_need_registry(conf->routes) && !*conf->registry_url) {
-                errf(errstr, errstr_size,
-                     "%s: a route reads debezium-avro (route %s), so a schema registry is needed",
-                     WHERE("registry.url"), krib_routes_need_registry_name(conf->routes));
+                snprintf(errstr, errstr_size,
+                         "%s: a route reads debezium-avro (route %s), so a schema registry is "
+                         "needed",
+                         WHERE("registry.url"), krib_routes_need_registry_name(conf->routes));
                 return -1;
         }
         if (*conf->registry_url && strncmp(conf->registry_url, "http://", 7) &&
             strncmp(conf->registry_url, "https://", 8)) {
-                errf(errstr, errstr_size, "%s: '%s' is not an http:// or https:// URL",
-                     WHERE("registry.url"), conf->registry_url);
+                snprintf(errstr, errstr_size, "%s: '%s' is not an http:// or https:// URL",
+                         WHERE("registry.url"), conf->registry_url);
                 return -1;
         }
         /* librdkafka judges the properties on a scratch configuration, as
@@ -1082,21 +1078,21 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                 snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - p) : 0, p);
                 int bad = 0;
                 if (!eq || *p == '=') {
-                        errf(errstr, errstr_size, "%s: '%s' is not name=value",
-                             WHERE("kafka.properties"), p);
+                        snprintf(errstr, errstr_size, "%s: '%s' is not name=value",
+                                 WHERE("kafka.properties"), p);
                         bad = 1;
                 }
                 for (int j = 0; !bad && krib_conf_kafka_owned[j]; j++)
                         if (!strcmp(name, krib_conf_kafka_owned[j])) {
-                                errf(errstr, errstr_size,
-                                     "%s: %s is set by krib and cannot be overridden",
-                                     WHERE("kafka.properties"), name);
+                                snprintf(errstr, errstr_size,
+                                         "%s: %s is set by krib and cannot be overridden",
+                                         WHERE("kafka.properties"), name);
                                 bad = 1;
                         }
                 if (!bad && rd_kafka_conf_set(scratch, name, eq + 1, why, sizeof(why)) !=
                                     RD_KAFKA_CONF_OK) {
-                        errf(errstr, errstr_size, "%s: %s: %s", WHERE("kafka.properties"), name,
-                             why);
+                        snprintf(errstr, errstr_size, "%s: %s: %s", WHERE("kafka.properties"), name,
+                                 why);
                         bad = 1;
                 }
                 if (!bad && !krib_conf_kafka_property_applies(conf, name)) {
@@ -1113,8 +1109,8 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                 }
                 if (!bad && kafka_file_property(name) && strcmp(eq + 1, "probe") &&
                     access(eq + 1, R_OK)) {
-                        errf(errstr, errstr_size, "%s: %s: cannot read %s: %s",
-                             WHERE("kafka.properties"), name, eq + 1, strerror(errno));
+                        snprintf(errstr, errstr_size, "%s: %s: cannot read %s: %s",
+                                 WHERE("kafka.properties"), name, eq + 1, strerror(errno));
                         bad = 1;
                 }
                 if (bad) {
@@ -1135,7 +1131,7 @@ int krib_conf_finalize(krib_conf_t *conf, char *errstr, size_t errstr_size) {
                 size_t n = strlen(conf->source_dir) + strlen(v) + 1;
                 char *p = malloc(n);
                 if (!p) {
-                        errf(errstr, errstr_size, "out of memory");
+                        snprintf(errstr, errstr_size, "out of memory");
                         return -1;
                 }
                 snprintf(p, n, "%s%s", conf->source_dir, v);

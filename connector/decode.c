@@ -3,7 +3,6 @@
 #include <avro.h>
 #include <errno.h>
 #include <stdint.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,13 +42,6 @@ struct krib_decode {
         krib_vv_entry_t *vv;
         size_t vv_cap;
 };
-
-static void errf(char *errstr, size_t size, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errstr, size, fmt, ap);
-        va_end(ap);
-}
 
 void krib_decode_destroy(krib_decode_t *dec) {
         if (!dec)
@@ -100,8 +92,8 @@ static int check_field(krib_decode_t *dec, int f, char *errstr, size_t size) {
                 break;
         }
         if (!ok)
-                errf(errstr, size, "schema field '%s' has type %s, which krib cannot read",
-                     field_names[f], avro_schema_type_name(s));
+                snprintf(errstr, size, "schema field '%s' has type %s, which krib cannot read",
+                         field_names[f], avro_schema_type_name(s));
         return ok ? 0 : -1;
 }
 
@@ -121,7 +113,7 @@ static int action_of(const char *s, size_t len) {
 static int compile(krib_decode_t *dec, char *errstr, size_t size) {
         size_t n = avro_schema_record_size(dec->schema);
         if (!(dec->steps = calloc(n ? n : 1, sizeof(*dec->steps)))) {
-                errf(errstr, size, "out of memory");
+                snprintf(errstr, size, "out of memory");
                 return -1;
         }
         dec->nsteps = n;
@@ -147,7 +139,7 @@ static int compile(krib_decode_t *dec, char *errstr, size_t size) {
                         dec->action_schema = t;
                         dec->nsym = (size_t)avro_schema_enum_number_of_symbols(t);
                         if (!(dec->sym_action = malloc(dec->nsym ? dec->nsym : 1))) {
-                                errf(errstr, size, "out of memory");
+                                snprintf(errstr, size, "out of memory");
                                 return -1;
                         }
                         for (size_t s = 0; s < dec->nsym; s++) {
@@ -163,16 +155,16 @@ krib_decode_t *krib_decode_new_json(const char *json, size_t len, char *errstr,
                                     size_t errstr_size) {
         krib_decode_t *dec = calloc(1, sizeof(*dec));
         if (!dec) {
-                errf(errstr, errstr_size, "out of memory");
+                snprintf(errstr, errstr_size, "out of memory");
                 return NULL;
         }
         if (avro_schema_from_json_length(json, len, &dec->schema)) {
-                errf(errstr, errstr_size, "invalid Avro schema: %s", avro_strerror());
+                snprintf(errstr, errstr_size, "invalid Avro schema: %s", avro_strerror());
                 goto fail;
         }
         if (!is_avro_record(dec->schema)) {
-                errf(errstr, errstr_size, "schema must be a record, not %s",
-                     avro_schema_type_name(dec->schema));
+                snprintf(errstr, errstr_size, "schema must be a record, not %s",
+                         avro_schema_type_name(dec->schema));
                 goto fail;
         }
         /* Only the index look-up is safe for a missing name: avro-c's
@@ -184,7 +176,8 @@ krib_decode_t *krib_decode_new_json(const char *json, size_t len, char *errstr,
                         goto fail;
         }
         if (dec->field_index[F_ENTITY] < 0 || dec->field_index[F_TS] < 0) {
-                errf(errstr, errstr_size, "schema lacks the required fields 'entity' and 'ts_ms'");
+                snprintf(errstr, errstr_size,
+                         "schema lacks the required fields 'entity' and 'ts_ms'");
                 goto fail;
         }
         if (compile(dec, errstr, errstr_size))
@@ -356,12 +349,12 @@ int krib_avro_check(avro_schema_t schema, const void *buf, size_t len, char *err
                     size_t errstr_size) {
         cursor_t cur = {buf, len, NULL};
         if (skip(&cur, schema, 0)) {
-                errf(errstr, errstr_size, "malformed Avro: %s", cur.why);
+                snprintf(errstr, errstr_size, "malformed Avro: %s", cur.why);
                 return -1;
         }
         if (cur.left) {
-                errf(errstr, errstr_size, "malformed Avro: %zu trailing bytes after the record",
-                     cur.left);
+                snprintf(errstr, errstr_size, "malformed Avro: %zu trailing bytes after the record",
+                         cur.left);
                 return -1;
         }
         return 0;
@@ -381,7 +374,7 @@ typedef struct {
 } dctx_t;
 
 static int oom(dctx_t *x) {
-        errf(x->errstr, x->errstr_size, "out of memory");
+        snprintf(x->errstr, x->errstr_size, "out of memory");
         x->bad = 1;
         return -1;
 }
@@ -540,7 +533,7 @@ static int rd_action(krib_decode_t *d, dctx_t *x, const step_t *st, krib_action_
                 a = action_of(name, len);
         }
         if (a < 0) {
-                errf(x->errstr, x->errstr_size, "unknown action '%s'", krib_log_esc(name, len));
+                snprintf(x->errstr, x->errstr_size, "unknown action '%s'", krib_log_esc(name, len));
                 x->bad = 1;
                 return -1;
         }
@@ -592,8 +585,8 @@ static int rd_field(krib_decode_t *d, dctx_t *x, const step_t *st, krib_event_t 
                 if (rd_long(&x->c, st->int32, &v))
                         return -1;
                 if (v <= 0) { /* -1 is "absent" only inside krib */
-                        errf(x->errstr, x->errstr_size,
-                             "invalid event: ttl_ms %lld must be positive", (long long)v);
+                        snprintf(x->errstr, x->errstr_size,
+                                 "invalid event: ttl_ms %lld must be positive", (long long)v);
                         x->bad = 1;
                         return -1;
                 }
@@ -607,19 +600,19 @@ int krib_decode_event(krib_decode_t *dec, const void *buf, size_t len, krib_even
                       char *errstr, size_t errstr_size) {
         krib_event_reset(ev);
         if (!buf || !len) {
-                errf(errstr, errstr_size, "empty message value (tombstone)");
+                snprintf(errstr, errstr_size, "empty message value (tombstone)");
                 return -1;
         }
         dctx_t x = {{buf, len, NULL}, errstr, errstr_size, 0};
         for (size_t i = 0; i < dec->nsteps; i++)
                 if (rd_field(dec, &x, &dec->steps[i], ev)) {
                         if (!x.bad)
-                                errf(errstr, errstr_size, "malformed Avro: %s", x.c.why);
+                                snprintf(errstr, errstr_size, "malformed Avro: %s", x.c.why);
                         return -1;
                 }
         if (x.c.left) {
-                errf(errstr, errstr_size, "malformed Avro: %zu trailing bytes after the record",
-                     x.c.left);
+                snprintf(errstr, errstr_size, "malformed Avro: %zu trailing bytes after the record",
+                         x.c.left);
                 return -1;
         }
         /* The rules of schemas/README.md that Avro cannot express. */

@@ -3,7 +3,6 @@
 #include <avro.h>
 #include <curl/curl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,13 +34,6 @@ struct krib_registry {
         krib_registry_stats_t stats;
 };
 
-static void errf(char *e, size_t n, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(e, n, fmt, ap);
-        va_end(ap);
-}
-
 krib_registry_t *krib_registry_new(const char *url, int64_t timeout_ms, char *errstr,
                                    size_t errstr_size) {
         static int curl_ready;
@@ -50,7 +42,7 @@ krib_registry_t *krib_registry_new(const char *url, int64_t timeout_ms, char *er
         krib_registry_t *r = calloc(1, sizeof(*r));
         if (!r || !(r->url = strdup(url)) || !(r->curl = curl_easy_init()) ||
             !(r->reader = avro_reader_memory(NULL, 0))) {
-                errf(errstr, errstr_size, "schema registry client: out of memory");
+                snprintf(errstr, errstr_size, "schema registry client: out of memory");
                 krib_registry_destroy(r);
                 return NULL;
         }
@@ -103,7 +95,7 @@ static long http_get(krib_registry_t *r, const char *url, body_t *body, char *wh
         CURLcode rc = curl_easy_perform(c);
         curl_slist_free_all(h);
         if (rc != CURLE_OK) {
-                errf(why, size, "%s", *cerr ? cerr : curl_easy_strerror(rc));
+                snprintf(why, size, "%s", *cerr ? cerr : curl_easy_strerror(rc));
                 return -1;
         }
         long status = 0;
@@ -124,7 +116,7 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
         char url[1200];
         snprintf(url, sizeof(url), "%s/schemas/ids/%" PRId32, r->url, id);
         if (krib_clock_mono_us() < r->retry_at_us) {
-                errf(errstr, size, "schema registry unavailable (waiting to retry)");
+                snprintf(errstr, size, "schema registry unavailable (waiting to retry)");
                 return NULL;
         }
         {
@@ -142,10 +134,10 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                                  !avro_schema_from_json_length(text, strlen(text), &s);
                         krib_avrojson_decimals_t *decimals = ok ? krib_avrojson_scan(text) : NULL;
                         if (!ok)
-                                errf(errstr, size, "schema id %" PRId32 ": %s", id,
-                                     !text ? "no schema in the registry's answer"
-                                     : type && strcmp(type, "AVRO") ? "not an Avro schema"
-                                                                    : avro_strerror());
+                                snprintf(errstr, size, "schema id %" PRId32 ": %s", id,
+                                         !text ? "no schema in the registry's answer"
+                                         : type && strcmp(type, "AVRO") ? "not an Avro schema"
+                                                                        : avro_strerror());
                         json_decref(doc);
                         free(body.buf);
                         if (!ok) {
@@ -160,7 +152,7 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                                         krib_avrojson_free(decimals);
                                         avro_schema_decref(s);
                                         *bad = 1;
-                                        errf(errstr, size, "out of memory");
+                                        snprintf(errstr, size, "out of memory");
                                         return NULL;
                                 }
                                 r->v = v;
@@ -177,8 +169,8 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                                 krib_avrojson_free(decimals);
                                 avro_schema_decref(s);
                                 *bad = 1;
-                                errf(errstr, size, "schema id %" PRId32 ": %s", id,
-                                     avro_strerror());
+                                snprintf(errstr, size, "schema id %" PRId32 ": %s", id,
+                                         avro_strerror());
                                 return NULL;
                         }
                         r->n++;
@@ -191,8 +183,9 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                 if (st == 404 || st == 422) {
                         *bad = 1;
                         r->stats.unknown++;
-                        errf(errstr, size,
-                             "schema id %" PRId32 " is unknown to the registry (HTTP %ld)", id, st);
+                        snprintf(errstr, size,
+                                 "schema id %" PRId32 " is unknown to the registry (HTTP %ld)", id,
+                                 st);
                         return NULL;
                 }
                 /* Down, slow or failing: wait for it, never dead-letter. */
@@ -214,7 +207,7 @@ static entry_t *schema_of(krib_registry_t *r, int32_t id, int *bad, char *errstr
                 int64_t wait_ms = 100LL << (r->attempt < 5 ? r->attempt : 5);
                 r->attempt++;
                 r->retry_at_us = now + wait_ms * 1000;
-                errf(errstr, size, "schema registry unavailable");
+                snprintf(errstr, size, "schema registry unavailable");
                 return NULL;
         }
 }
@@ -224,8 +217,8 @@ krib_reg_result_t krib_registry_decode(krib_registry_t *r, const void *buf, size
         const uint8_t *b = buf;
         *out = NULL;
         if (len < 5 || b[0] != 0) {
-                errf(errstr, errstr_size,
-                     "not Confluent framing (magic byte 0x00 + 4-byte schema id expected)");
+                snprintf(errstr, errstr_size,
+                         "not Confluent framing (magic byte 0x00 + 4-byte schema id expected)");
                 return KRIB_REG_BAD;
         }
         int32_t id = (int32_t)((uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 |
@@ -239,13 +232,13 @@ krib_reg_result_t krib_registry_decode(krib_registry_t *r, const void *buf, size
         avro_value_reset(&e->value);
         avro_reader_memory_set_source(r->reader, (const char *)b + 5, (int64_t)(len - 5));
         if (avro_value_read(r->reader, &e->value)) {
-                errf(errstr, errstr_size, "malformed Avro (schema id %" PRId32 "): %s", id,
-                     avro_strerror());
+                snprintf(errstr, errstr_size, "malformed Avro (schema id %" PRId32 "): %s", id,
+                         avro_strerror());
                 return KRIB_REG_BAD;
         }
         if (!(*out = krib_avrojson_value(&e->value, e->decimals))) {
-                errf(errstr, errstr_size, "Avro value (schema id %" PRId32 ") has no JSON form",
-                     id);
+                snprintf(errstr, errstr_size, "Avro value (schema id %" PRId32 ") has no JSON form",
+                         id);
                 return KRIB_REG_BAD;
         }
         return KRIB_REG_OK;

@@ -9,7 +9,6 @@
 #include <jansson.h>
 #include <libconfig.h>
 #include <regex.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,13 +64,6 @@ struct krib_routes {
         size_t n;
 };
 
-static void errf(char *e, size_t n, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(e, n, fmt, ap);
-        va_end(ap);
-}
-
 /* ---- templates ---------------------------------------------------------- */
 
 static int tmpl_add(tmpl_t *t, const char *s, size_t len, int field) {
@@ -105,8 +97,8 @@ static int tmpl_compile(tmpl_t *t, const char *spec, char *why, size_t size) {
                 if (p[0] == '$' && p[1] == '{') {
                         const char *end = strchr(p + 2, '}');
                         if (!end) {
-                                errf(why, size, "unterminated ${ at offset %zu",
-                                     (size_t)(p - spec));
+                                snprintf(why, size, "unterminated ${ at offset %zu",
+                                         (size_t)(p - spec));
                                 return -1;
                         }
                         const char *name = p + 2;
@@ -122,7 +114,8 @@ static int tmpl_compile(tmpl_t *t, const char *spec, char *why, size_t size) {
                                 nl -= 7;
                         }
                         if (!nl || memchr(name, '$', nl) || memchr(name, '{', nl)) {
-                                errf(why, size, "bad field name '%.*s'", (int)(end - p - 2), p + 2);
+                                snprintf(why, size, "bad field name '%.*s'", (int)(end - p - 2),
+                                         p + 2);
                                 return -1;
                         }
                         if ((ll && tmpl_add(t, lit, ll, -1)) || tmpl_add(t, name, nl, src))
@@ -132,8 +125,8 @@ static int tmpl_compile(tmpl_t *t, const char *spec, char *why, size_t size) {
                         continue;
                 }
                 if (p[0] == '$') {
-                        errf(why, size, "'$' at offset %zu starts neither ${field} nor $$",
-                             (size_t)(p - spec));
+                        snprintf(why, size, "'$' at offset %zu starts neither ${field} nor $$",
+                                 (size_t)(p - spec));
                         return -1;
                 }
                 if (ll + 1 >= sizeof(lit))
@@ -145,13 +138,13 @@ static int tmpl_compile(tmpl_t *t, const char *spec, char *why, size_t size) {
         for (size_t i = 0; i < t->n; i++)
                 if (t->parts[i].field >= 0)
                         return 0;
-        errf(why, size, "names no field: every event would hit the same key");
+        snprintf(why, size, "names no field: every event would hit the same key");
         return -1;
 too_long:
-        errf(why, size, "literal text too long");
+        snprintf(why, size, "literal text too long");
         return -1;
 oom:
-        errf(why, size, "out of memory");
+        snprintf(why, size, "out of memory");
         return -1;
 }
 
@@ -205,14 +198,14 @@ static int tmpl_render(const tmpl_t *t, const scope_t *sc, char *out, size_t siz
                                                           : sc->source;
                 const json_t *v = json_is_object(obj) ? json_object_get(obj, p->text) : NULL;
                 if (!v || json_is_null(v)) {
-                        errf(why, wsize, "template '%s': field %s%s is %s", t->spec,
-                             src_name[p->field], p->text, v ? "null" : "missing");
+                        snprintf(why, wsize, "template '%s': field %s%s is %s", t->spec,
+                                 src_name[p->field], p->text, v ? "null" : "missing");
                         return -1;
                 }
                 int l = scalar_text(v, out + at, size - at);
                 if (l < 0 && !json_is_string(v)) {
-                        errf(why, wsize, "template '%s': field %s%s is not a scalar", t->spec,
-                             src_name[p->field], p->text);
+                        snprintf(why, wsize, "template '%s': field %s%s is not a scalar", t->spec,
+                                 src_name[p->field], p->text);
                         return -1;
                 }
                 if (l < 0 || at + (size_t)l >= size)
@@ -223,7 +216,7 @@ static int tmpl_render(const tmpl_t *t, const scope_t *sc, char *out, size_t siz
         *len = at;
         return 0;
 too_long:
-        errf(why, wsize, "template '%s': key longer than %zu bytes", t->spec, size - 1);
+        snprintf(why, wsize, "template '%s': key longer than %zu bytes", t->spec, size - 1);
         return -1;
 }
 
@@ -233,24 +226,24 @@ static int strlist(const config_setting_t *s, char ***out, size_t *n, const char
                    const char *what, char *errstr, size_t size) {
         int line = config_setting_source_line(s);
         if (!config_setting_is_aggregate(s) || config_setting_is_group(s)) {
-                errf(errstr, size, "%s:%d: %s must be a list of strings", file, line, what);
+                snprintf(errstr, size, "%s:%d: %s must be a list of strings", file, line, what);
                 return -1;
         }
         int len = config_setting_length(s);
         *out = calloc((size_t)len + 1, sizeof(**out));
         if (!*out) {
-                errf(errstr, size, "out of memory");
+                snprintf(errstr, size, "out of memory");
                 return -1;
         }
         for (int i = 0; i < len; i++) {
                 const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
                 if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-                        errf(errstr, size, "%s:%d: %s: element %d is not a string", file, line,
-                             what, i);
+                        snprintf(errstr, size, "%s:%d: %s: element %d is not a string", file, line,
+                                 what, i);
                         return -1;
                 }
                 if (!((*out)[i] = strdup(config_setting_get_string(e)))) {
-                        errf(errstr, size, "out of memory");
+                        snprintf(errstr, size, "out of memory");
                         return -1;
                 }
                 (*n)++;
@@ -320,8 +313,8 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                        char *errstr, size_t size) {
         int gline = config_setting_source_line(g);
         if (!config_setting_is_group(g)) {
-                errf(errstr, size, "%s:%d: routes[%zu] must be a group { ... }", file, gline,
-                     index);
+                snprintf(errstr, size, "%s:%d: routes[%zu] must be a group { ... }", file, gline,
+                         index);
                 return -1;
         }
         for (int i = 0; i < config_setting_length(g); i++) {
@@ -330,8 +323,8 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 for (int k = 0; route_keys[k][0] && !ok; k++)
                         ok = !strcmp(route_keys[k][0], config_setting_name(s));
                 if (!ok) {
-                        errf(errstr, size, "%s:%d: routes[%zu]: unknown key '%s'", file,
-                             config_setting_source_line(s), index, config_setting_name(s));
+                        snprintf(errstr, size, "%s:%d: routes[%zu]: unknown key '%s'", file,
+                                 config_setting_source_line(s), index, config_setting_name(s));
                         return -1;
                 }
         }
@@ -341,14 +334,14 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
         r->name = strdup(config_setting_lookup_string(g, "name", &str) ? str : label);
         const config_setting_t *s = config_setting_get_member(g, "topics");
         if (!s || !r->name) {
-                errf(errstr, size, "%s:%d: %s: topics is required", file, gline, r->name);
+                snprintf(errstr, size, "%s:%d: %s: topics is required", file, gline, r->name);
                 return -1;
         }
         if (strlist(s, &r->topics, &r->ntopics, file, "topics", errstr, size))
                 return -1;
         if (!r->ntopics) {
-                errf(errstr, size, "%s:%d: %s: topics is empty", file,
-                     config_setting_source_line(s), r->name);
+                snprintf(errstr, size, "%s:%d: %s: topics is empty", file,
+                         config_setting_source_line(s), r->name);
                 return -1;
         }
         if (!(r->res = calloc(r->ntopics, sizeof(*r->res))))
@@ -357,22 +350,23 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 if (r->topics[i][0] == '^' &&
                     regcomp(&r->res[i], r->topics[i], REG_EXTENDED | REG_NOSUB)) {
                         r->topics[i][0] = '~'; /* not compiled: do not regfree */
-                        errf(errstr, size, "%s:%d: %s: bad topic regex '%s'", file,
-                             config_setting_source_line(s), r->name, r->topics[i] + 1);
+                        snprintf(errstr, size, "%s:%d: %s: bad topic regex '%s'", file,
+                                 config_setting_source_line(s), r->name, r->topics[i] + 1);
                         return -1;
                 }
         if (config_setting_lookup_string(g, "format", &str) && !strcmp(str, "debezium-avro"))
                 r->avro = 1;
         else if (config_setting_lookup_string(g, "format", &str) && strcmp(str, "debezium-json")) {
-                errf(errstr, size,
-                     "%s:%d: %s: format '%s' is not supported (debezium-json, debezium-avro)", file,
-                     config_setting_source_line(config_setting_get_member(g, "format")), r->name,
-                     str);
+                snprintf(errstr, size,
+                         "%s:%d: %s: format '%s' is not supported (debezium-json, debezium-avro)",
+                         file, config_setting_source_line(config_setting_get_member(g, "format")),
+                         r->name, str);
                 return -1;
         }
         s = config_setting_get_member(g, "keys");
         if (!s) {
-                errf(errstr, size, "%s:%d: %s: keys (templates) is required", file, gline, r->name);
+                snprintf(errstr, size, "%s:%d: %s: keys (templates) is required", file, gline,
+                         r->name);
                 return -1;
         }
         char **specs = NULL;
@@ -382,8 +376,8 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 return -1;
         }
         if (!nspecs || !(r->keys = calloc(nspecs, sizeof(*r->keys)))) {
-                errf(errstr, size, "%s:%d: %s: keys is empty", file, config_setting_source_line(s),
-                     r->name);
+                snprintf(errstr, size, "%s:%d: %s: keys is empty", file,
+                         config_setting_source_line(s), r->name);
                 strv_free(specs, nspecs);
                 return -1;
         }
@@ -392,8 +386,8 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 int rc = tmpl_compile(&r->keys[i], specs[i], why, sizeof(why));
                 r->nkeys = i + 1;
                 if (rc) {
-                        errf(errstr, size, "%s:%d: %s: keys[%zu] '%s': %s", file,
-                             config_setting_source_line(s), r->name, i, specs[i], why);
+                        snprintf(errstr, size, "%s:%d: %s: keys[%zu] '%s': %s", file,
+                                 config_setting_source_line(s), r->name, i, specs[i], why);
                         strv_free(specs, nspecs);
                         return -1;
                 }
@@ -419,12 +413,13 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                         r->ver = VER_COLUMN;
                         r->ver_column = strdup(str + 7);
                 } else {
-                        errf(errstr, size,
-                             "%s:%d: %s: version '%s' is not auto, source.lsn, source.binlog, "
-                             "source.gtid, source.ts_ms, ts_ms, column:<name> or none",
-                             file,
-                             config_setting_source_line(config_setting_get_member(g, "version")),
-                             r->name, str);
+                        snprintf(
+                                errstr, size,
+                                "%s:%d: %s: version '%s' is not auto, source.lsn, source.binlog, "
+                                "source.gtid, source.ts_ms, ts_ms, column:<name> or none",
+                                file,
+                                config_setting_source_line(config_setting_get_member(g, "version")),
+                                r->name, str);
                         return -1;
                 }
         }
@@ -437,20 +432,22 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 else if (!strcmp(str, "sweep"))
                         r->act = ACT_SWEEP;
                 else if (strcmp(str, "invalidate")) {
-                        errf(errstr, size,
-                             "%s:%d: %s: action '%s' is not invalidate, write-through or sweep",
-                             file,
-                             config_setting_source_line(config_setting_get_member(g, "action")),
-                             r->name, str);
+                        snprintf(errstr, size,
+                                 "%s:%d: %s: action '%s' is not invalidate, write-through or sweep",
+                                 file,
+                                 config_setting_source_line(config_setting_get_member(g, "action")),
+                                 r->name, str);
                         return -1;
                 }
         }
         if (r->act == ACT_WRITE_THROUGH && r->ver == VER_NONE) {
-                errf(errstr, size,
-                     "%s:%d: %s: write-through needs a version (the value in Redis must never go "
-                     "back to an older row); version = \"none\" is for invalidate and sweep only",
-                     file, config_setting_source_line(config_setting_get_member(g, "version")),
-                     r->name);
+                snprintf(errstr, size,
+                         "%s:%d: %s: write-through needs a version (the value in Redis must never "
+                         "go "
+                         "back to an older row); version = \"none\" is for invalidate and sweep "
+                         "only",
+                         file, config_setting_source_line(config_setting_get_member(g, "version")),
+                         r->name);
                 return -1;
         }
         s = config_setting_get_member(g, "columns");
@@ -458,7 +455,7 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 return -1;
         long long ttl = 0;
         if (config_setting_lookup_int64(g, "ttl_ms", &ttl) && ttl < 0) {
-                errf(errstr, size, "%s:%d: %s: ttl_ms must be >= 0", file, gline, r->name);
+                snprintf(errstr, size, "%s:%d: %s: ttl_ms must be >= 0", file, gline, r->name);
                 return -1;
         }
         r->ttl_ms = ttl;
@@ -473,9 +470,10 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                         return -1;
                 if (tmpl_compile(*fan[i], str, why, sizeof(why)) &&
                     !strstr(why, "names no field")) {
-                        errf(errstr, size, "%s:%d: %s: %s '%s': %s", file,
-                             config_setting_source_line(config_setting_get_member(g, fan_names[i])),
-                             r->name, fan_names[i], str, why);
+                        snprintf(errstr, size, "%s:%d: %s: %s '%s': %s", file,
+                                 config_setting_source_line(
+                                         config_setting_get_member(g, fan_names[i])),
+                                 r->name, fan_names[i], str, why);
                         return -1;
                 }
         }
@@ -483,15 +481,17 @@ static int route_parse(krib_route_t *r, const config_setting_t *g, size_t index,
                 if (!strcmp(str, "hash"))
                         r->hash = 1;
                 else if (strcmp(str, "json")) {
-                        errf(errstr, size, "%s:%d: %s: write_as '%s' is not json or hash", file,
-                             config_setting_source_line(config_setting_get_member(g, "write_as")),
-                             r->name, str);
+                        snprintf(errstr, size, "%s:%d: %s: write_as '%s' is not json or hash", file,
+                                 config_setting_source_line(
+                                         config_setting_get_member(g, "write_as")),
+                                 r->name, str);
                         return -1;
                 }
         }
         long long maxlen = 100000;
         if (config_setting_lookup_int64(g, "stream_maxlen", &maxlen) && maxlen < 1) {
-                errf(errstr, size, "%s:%d: %s: stream_maxlen must be >= 1", file, gline, r->name);
+                snprintf(errstr, size, "%s:%d: %s: stream_maxlen must be >= 1", file, gline,
+                         r->name);
                 return -1;
         }
         r->stream_maxlen = maxlen;
@@ -506,19 +506,19 @@ krib_routes_t *krib_routes_parse(const config_setting_t *list, const char *file,
                                  size_t errstr_size) {
         krib_routes_t *rs = krib_routes_empty();
         if (!rs) {
-                errf(errstr, errstr_size, "out of memory");
+                snprintf(errstr, errstr_size, "out of memory");
                 return NULL;
         }
         if (!list)
                 return rs;
         if (!config_setting_is_list(list) && !config_setting_is_array(list)) {
-                errf(errstr, errstr_size, "%s:%d: routes must be a list ( { ... }, ... )", file,
-                     config_setting_source_line(list));
+                snprintf(errstr, errstr_size, "%s:%d: routes must be a list ( { ... }, ... )", file,
+                         config_setting_source_line(list));
                 goto fail;
         }
         size_t n = (size_t)config_setting_length(list);
         if (n && !(rs->r = calloc(n, sizeof(*rs->r)))) {
-                errf(errstr, errstr_size, "out of memory");
+                snprintf(errstr, errstr_size, "out of memory");
                 goto fail;
         }
         for (size_t i = 0; i < n; i++) {
@@ -535,14 +535,14 @@ krib_routes_t *krib_routes_parse(const config_setting_t *list, const char *file,
                         const krib_route_t *m =
                                 topic[0] == '^' ? NULL : krib_routes_match(&earlier, topic);
                         if (m) {
-                                errf(errstr, errstr_size,
-                                     "%s:%d: %s: topic %s is already claimed by route %s (the "
-                                     "first matching route takes a topic, so this one would "
-                                     "never see it)",
-                                     file,
-                                     config_setting_source_line(
-                                             config_setting_get_elem(list, (unsigned)i)),
-                                     rs->r[i].name, topic, m->name);
+                                snprintf(errstr, errstr_size,
+                                         "%s:%d: %s: topic %s is already claimed by route %s (the "
+                                         "first matching route takes a topic, so this one would "
+                                         "never see it)",
+                                         file,
+                                         config_setting_source_line(
+                                                 config_setting_get_elem(list, (unsigned)i)),
+                                         rs->r[i].name, topic, m->name);
                                 goto fail;
                         }
                 }
@@ -916,7 +916,7 @@ static int build_value(const krib_route_t *r, const json_t *row, krib_event_t *e
                         json_t *v = json_object_get(row, r->columns[i]);
                         if (!v) {
                                 json_decref(out);
-                                errf(why, why_size, "column %s is missing", r->columns[i]);
+                                snprintf(why, why_size, "column %s is missing", r->columns[i]);
                                 return -1;
                         }
                         json_object_set(out, r->columns[i], v);
@@ -934,13 +934,14 @@ static int build_value(const krib_route_t *r, const json_t *row, krib_event_t *e
                         if (l >= 0)
                                 json_object_set_new(flat, f, json_stringn(text, (size_t)l));
                         else if (!json_is_null(v)) {
-                                errf(why, why_size,
-                                     json_is_string(v)
-                                             ? "column %s is longer than %zu bytes: too long for "
-                                               "a hash field"
-                                             : "column %s is not a scalar: it cannot be a hash "
-                                               "field",
-                                     f, sizeof(text) - 1);
+                                snprintf(why, why_size,
+                                         json_is_string(v)
+                                                 ? "column %s is longer than %zu bytes: too long "
+                                                   "for "
+                                                   "a hash field"
+                                                 : "column %s is not a scalar: it cannot be a hash "
+                                                   "field",
+                                         f, sizeof(text) - 1);
                                 json_decref(flat);
                                 json_decref(out);
                                 return -1;
@@ -990,7 +991,7 @@ static int fanout(const krib_route_t *r, const scope_t *sc, char op, krib_event_
         int rc = !text || krib_event_strdup(ev, &ev->note, text, strlen(text));
         free(text);
         if (rc)
-                errf(errstr, errstr_size, "out of memory");
+                snprintf(errstr, errstr_size, "out of memory");
         return rc ? -1 : 0;
 }
 
@@ -1010,7 +1011,7 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
         krib_route_result_t rc = KRIB_ROUTE_ERROR;
         if (r->avro) {
                 if (!reg) {
-                        errf(errstr, errstr_size, "debezium-avro needs registry.url");
+                        snprintf(errstr, errstr_size, "debezium-avro needs registry.url");
                         return KRIB_ROUTE_ERROR;
                 }
                 krib_reg_result_t rr =
@@ -1019,14 +1020,15 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                         return rr == KRIB_REG_UNAVAILABLE ? KRIB_ROUTE_UNAVAILABLE
                                                           : KRIB_ROUTE_ERROR;
         } else if (!(root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &je))) {
-                errf(errstr, errstr_size, "value is not JSON: %s (column %d)", je.text, je.column);
+                snprintf(errstr, errstr_size, "value is not JSON: %s (column %d)", je.text,
+                         je.column);
                 return KRIB_ROUTE_ERROR;
         }
         json_t *env = unwrap(root);
         const char *op = json_string_value(json_object_get(env, "op"));
         json_t *source = json_object_get(env, "source");
         if (!json_is_object(env) || !op || !op[0] || op[1]) {
-                errf(errstr, errstr_size, "not a Debezium change event (no op)");
+                snprintf(errstr, errstr_size, "not a Debezium change event (no op)");
                 goto done;
         }
         info->op = op[0];
@@ -1045,12 +1047,12 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                 rc = KRIB_ROUTE_SKIP;
                 goto done;
         default:
-                errf(errstr, errstr_size, "unknown Debezium op '%s'", op);
+                snprintf(errstr, errstr_size, "unknown Debezium op '%s'", op);
                 goto done;
         }
         if (!json_is_object(row)) {
-                errf(errstr, errstr_size, "op '%c' without a%s row", op[0],
-                     op[0] == 'd' ? " before" : "n after");
+                snprintf(errstr, errstr_size, "op '%c' without a%s row", op[0],
+                         op[0] == 'd' ? " before" : "n after");
                 goto done;
         }
         /* A key that is neither framed Avro nor JSON (a plain string key)
@@ -1105,7 +1107,7 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
                 if (vr == -2)
                         goto oom;
                 if (vr && r->act == ACT_SWEEP) {
-                        errf(errstr, errstr_size, "%s", why);
+                        snprintf(errstr, errstr_size, "%s", why);
                         goto done;
                 }
                 if (vr) {
@@ -1151,7 +1153,7 @@ krib_route_result_t krib_route_decode(const krib_route_t *r, struct krib_registr
         rc = KRIB_ROUTE_OK;
         goto done;
 oom:
-        errf(errstr, errstr_size, "out of memory");
+        snprintf(errstr, errstr_size, "out of memory");
         rc = KRIB_ROUTE_ERROR;
 done:
         json_decref(root);
