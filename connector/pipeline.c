@@ -859,7 +859,11 @@ static void admit_batch(krib_pipeline_t *p, batch_t *b) {
                 admit_t a = admit(p, b, b->admitted);
                 if (a == ADMIT_REGISTRY_DOWN) {
                         b->state = B_ADMIT;
-                        pause_all(p, "schema registry unavailable");
+                        /* A schema being fetched (a new id) ends within
+                         * registry.timeout_ms; the in-flight bound holds the
+                         * rest. Only an outage pauses. */
+                        if (!krib_registry_fetching(p->registry))
+                                pause_all(p, "schema registry unavailable");
                         return;
                 }
                 if (a == ADMIT_OUT_OF_MEMORY) {
@@ -1557,7 +1561,7 @@ static int64_t next_due(krib_pipeline_t *p, int64_t max_us) {
 /* The loop's only wait: for Kafka, a Redis reply or until (monotonic µs). */
 static void wait_for_work(krib_pipeline_t *p, int64_t until) {
         struct pollfd one;
-        size_t need = 1 + (size_t)krib_writer_pollfds(p->writer, NULL, 0);
+        size_t need = 2 + (size_t)krib_writer_pollfds(p->writer, NULL, 0);
         int64_t t0 = krib_clock_mono_us();
         int64_t wait = until - t0;
         int ms = wait <= 0 ? 0 : wait > 1000000 ? 1000 : (int)((wait + 999) / 1000);
@@ -1576,6 +1580,9 @@ static void wait_for_work(krib_pipeline_t *p, int64_t until) {
                 n += krib_writer_pollfds(p->writer, fds + 1, (int)need - 1);
         if ((size_t)n > need)
                 n = (int)need; /* sockets added since counting wait a turn */
+        int reg = p->registry ? krib_registry_wake_fd(p->registry) : -1;
+        if (reg >= 0 && (size_t)n < p->pfds_cap && fds == p->pfds)
+                fds[n++] = (struct pollfd){reg, POLLIN, 0}; /* a schema fetched */
         poll(fds, (nfds_t)n, ms);
         p->stats.poll_us += (uint64_t)(krib_clock_mono_us() - t0);
         if (fds[0].revents)
